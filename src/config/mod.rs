@@ -1,0 +1,266 @@
+//! Configuration: app settings / environment variables read in one place, validated at
+//! start-up with messages that name the setting. Every setting is documented in the README
+//! and `local.settings.json.example`.
+
+mod azure;
+mod delivery;
+
+pub use azure::{AzureSettings, CredentialKind, LedgerKind, SourceKind};
+pub use delivery::{ChannelKind, DeliverySettings};
+
+use crate::domain::IssueKind;
+use crate::plan::Cadence;
+use crate::policy::{KindRule, Rules};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The environment as a map, so tests can pass settings without touching the process env.
+#[derive(Clone, Debug, Default)]
+pub struct Env(pub HashMap<String, String>);
+
+impl Env {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    /// A setting, trimmed; empty counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// A setting parsed with `FromStr`, or a default.
+    pub fn parse_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| ConfigError::invalid(name, v, e)),
+        }
+    }
+
+    /// A boolean setting (`true/false/1/0/yes/no`).
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(str::to_lowercase).as_deref() {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::invalid(name, v, "expected true or false")),
+        }
+    }
+
+    /// A comma/semicolon separated list.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split([',', ';'])
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A setting is missing or wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("setting {name}: invalid value '{value}': {reason}")]
+    Invalid {
+        /// Setting name.
+        name: String,
+        /// The value (never a secret: secret settings report `<hidden>`).
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A setting required by another one.
+    #[error("setting {name} is required {because}")]
+    Missing {
+        /// Setting name.
+        name: String,
+        /// Which choice requires it (`when REMINDERS_SOURCE=blob`).
+        because: String,
+    },
+}
+
+impl ConfigError {
+    /// An invalid value.
+    pub fn invalid(name: &str, value: &str, reason: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            name: name.into(),
+            value: value.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A missing value.
+    pub fn missing(name: &str, because: &str) -> Self {
+        Self::Missing {
+            name: name.into(),
+            because: because.into(),
+        }
+    }
+}
+
+/// Message settings.
+#[derive(Clone, Debug)]
+pub struct MessageSettings {
+    /// Default language (`fr`).
+    pub default_language: String,
+    /// Languages rendered (default first).
+    pub languages: Vec<String>,
+    /// Folder with template overrides (files of the same names as `templates/`).
+    pub templates_dir: Option<PathBuf>,
+    /// Help-desk address shown in the message.
+    pub contact_email: String,
+    /// Signature line.
+    pub signature: String,
+}
+
+/// All settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Policy rules.
+    pub rules: Rules,
+    /// Cadence.
+    pub cadence: Cadence,
+    /// Message settings.
+    pub message: MessageSettings,
+    /// Source, ledger and identity (Azure) settings.
+    pub azure: AzureSettings,
+    /// Delivery channel settings.
+    pub delivery: DeliverySettings,
+    /// Local export path (`REMINDERS_EXPORT_PATH`), for `REMINDERS_SOURCE=local`.
+    pub export_path: Option<PathBuf>,
+    /// Largest export accepted, bytes.
+    pub max_export_bytes: u64,
+    /// Local state folder (ledger, lock, reports) for `REMINDERS_LEDGER=local`.
+    pub state_dir: PathBuf,
+    /// Local outbox folder.
+    pub outbox_dir: PathBuf,
+    /// Show e-mail addresses in logs.
+    pub verbose: bool,
+    /// Minutes after which a run lock is considered abandoned.
+    pub lock_ttl_minutes: u64,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_map(&Env::from_process())
+    }
+
+    /// Reads settings from a map.
+    pub fn from_env_map(env: &Env) -> Result<Self, ConfigError> {
+        let mut rules = Rules::default();
+        rules.allowed_domains = env.list("REMINDERS_ALLOWED_DOMAINS");
+        for d in &rules.allowed_domains {
+            if !d.contains('.') || d.contains('@') && !d.starts_with('@') {
+                return Err(ConfigError::invalid("REMINDERS_ALLOWED_DOMAINS", d, "expected mail domains like engie.com"));
+            }
+        }
+        rules.grace_days = env.parse_or("REMINDERS_GRACE_DAYS", 30i64)?;
+        if !(1..=365).contains(&rules.grace_days) {
+            return Err(ConfigError::invalid("REMINDERS_GRACE_DAYS", &rules.grace_days.to_string(), "must be between 1 and 365"));
+        }
+        if let Some(tz) = env.get("REMINDERS_TIME_ZONE") {
+            rules.time_zone = tz
+                .parse()
+                .map_err(|_| ConfigError::invalid("REMINDERS_TIME_ZONE", tz, "not an IANA time zone (e.g. Europe/Paris)"))?;
+        }
+        let statuses = env.list("REMINDERS_ACTIVE_STATUSES");
+        if !statuses.is_empty() {
+            rules.active_statuses = statuses;
+        }
+        let kinds = env.list("REMINDERS_KINDS");
+        if !kinds.is_empty() {
+            let mut wanted = Vec::new();
+            for k in &kinds {
+                wanted.push(IssueKind::parse(k).ok_or_else(|| {
+                    ConfigError::invalid("REMINDERS_KINDS", k, "expected vulnerable_app, os_out_of_date, security_patch_out_of_date or agent_out_of_date")
+                })?);
+            }
+            rules.kinds.retain(|r: &KindRule| wanted.contains(&r.kind));
+        }
+        if let Some(json) = env.get("REMINDERS_KIND_RULES") {
+            rules.kinds = serde_json::from_str(json)
+                .map_err(|e| ConfigError::invalid("REMINDERS_KIND_RULES", json, e))?;
+        }
+
+        let cadence = Cadence {
+            remind_every_days: env.parse_or("REMINDERS_REMIND_EVERY_DAYS", 7i64)?,
+            daily_in_last_days: env.parse_or("REMINDERS_DAILY_IN_LAST_DAYS", 5i64)?,
+            remind_after_deadline: env.flag("REMINDERS_REMIND_AFTER_DEADLINE", true)?,
+        };
+        if cadence.remind_every_days < 1 {
+            return Err(ConfigError::invalid("REMINDERS_REMIND_EVERY_DAYS", &cadence.remind_every_days.to_string(), "must be at least 1"));
+        }
+
+        let default_language = env.get("REMINDERS_LANGUAGE").unwrap_or("fr").to_lowercase();
+        let mut languages = vec![default_language.clone()];
+        for l in env.list("REMINDERS_LANGUAGES").into_iter().chain(["fr".to_string(), "en".to_string()]) {
+            let l = l.to_lowercase();
+            if !languages.contains(&l) {
+                languages.push(l);
+            }
+        }
+        let message = MessageSettings {
+            default_language,
+            languages,
+            templates_dir: env.get("REMINDERS_TEMPLATES_DIR").map(PathBuf::from),
+            contact_email: env.get("REMINDERS_CONTACT_EMAIL").unwrap_or("DGP-DSI-PROXIMITE@engie.com").to_string(),
+            signature: env.get("REMINDERS_SIGNATURE").unwrap_or("Votre support de proximité DGP/DCP/HQ/EHP/MyPower").to_string(),
+        };
+
+        Ok(Self {
+            rules,
+            cadence,
+            message,
+            azure: AzureSettings::from_env(env)?,
+            delivery: DeliverySettings::from_env(env)?,
+            export_path: env.get("REMINDERS_EXPORT_PATH").map(PathBuf::from),
+            max_export_bytes: env.parse_or("REMINDERS_MAX_EXPORT_BYTES", 50u64 * 1024 * 1024)?,
+            state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
+            outbox_dir: PathBuf::from(env.get("REMINDERS_OUTBOX_DIR").unwrap_or("outbox")),
+            verbose: env.flag("REMINDERS_VERBOSE", false)?,
+            lock_ttl_minutes: env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_need_no_setting() {
+        let c = Config::from_env_map(&Env::default()).unwrap();
+        assert_eq!(c.rules.grace_days, 30);
+        assert_eq!(c.cadence.remind_every_days, 7);
+        assert_eq!(c.message.languages, vec!["fr", "en"]);
+        assert!(c.rules.allowed_domains.is_empty());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = Config::from_env_map(&env(&[("REMINDERS_GRACE_DAYS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_GRACE_DAYS"), "{err}");
+        let err = Config::from_env_map(&env(&[("REMINDERS_TIME_ZONE", "Mars/Olympus")])).unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_TIME_ZONE"), "{err}");
+        let err = Config::from_env_map(&env(&[("REMINDERS_KINDS", "spam")])).unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_KINDS"), "{err}");
+    }
+
+    #[test]
+    fn kinds_can_be_restricted() {
+        let c = Config::from_env_map(&env(&[("REMINDERS_KINDS", "os_out_of_date")])).unwrap();
+        assert_eq!(c.rules.kinds.len(), 1);
+    }
+}

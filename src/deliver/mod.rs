@@ -1,0 +1,107 @@
+//! Deliver: send a rendered reminder through a channel (local outbox, Teams bot, Workflows
+//! webhook, e-mail) and say what happened.
+//!
+//! Building a message (render) is separate from sending it (here). Every channel is a
+//! [`Notifier`]; the job calls it once per owner and records each outcome.
+
+mod outbox;
+
+pub use outbox::{write_file_atomically, OutboxNotifier};
+
+use crate::domain::OwnerEmail;
+use crate::plan::{PlannedReminder, Stage};
+use crate::render::RenderedMessage;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A reminder ready to send: the plan's content and its renderings.
+#[derive(Clone, Debug)]
+pub struct OutgoingReminder {
+    /// The run sending it.
+    pub run_id: String,
+    /// The planned reminder (recipient, stage, issues).
+    pub reminder: PlannedReminder,
+    /// Rendered in each configured language; the first is the default language.
+    pub messages: Vec<RenderedMessage>,
+    /// A conversation id cached by an earlier run (Teams bot).
+    pub cached_conversation: Option<String>,
+    /// Whether logs may show the e-mail address (verbose mode).
+    pub verbose: bool,
+}
+
+impl OutgoingReminder {
+    /// Recipient.
+    pub fn owner(&self) -> &OwnerEmail {
+        &self.reminder.owner
+    }
+
+    /// Stage.
+    pub fn stage(&self) -> Stage {
+        self.reminder.stage
+    }
+
+    /// The rendering for a language tag (`fr-FR`, `en`), falling back to the default.
+    pub fn message_for(&self, language: Option<&str>) -> &RenderedMessage {
+        let wanted = language.map(|l| l.split(['-', '_']).next().unwrap_or(l).to_lowercase());
+        wanted
+            .and_then(|w| self.messages.iter().find(|m| m.language == w))
+            .unwrap_or(&self.messages[0])
+    }
+}
+
+/// A successful send.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The channel that delivered (`outbox`, `teams_bot`, `workflows`, `email`).
+    pub channel: String,
+    /// The service's message id, if any.
+    pub message_id: Option<String>,
+    /// A conversation id to cache for next time (Teams bot).
+    pub conversation_id: Option<String>,
+    /// The language actually sent.
+    pub language: Option<String>,
+    /// When a fallback channel delivered: why the primary failed.
+    pub fell_back: Option<String>,
+    /// Number of attempts it took (retries included).
+    pub attempts: u32,
+}
+
+/// A failed send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{channel}: {reason}")]
+pub struct DeliveryError {
+    /// Channel that failed.
+    pub channel: String,
+    /// Why, for the report (`user not found`, `throttled: out of retries`…). No secrets.
+    pub reason: String,
+    /// The service's error code, when it gave one.
+    pub code: Option<String>,
+    /// Whether a later run may succeed (throttling, 5xx) as opposed to a permanent failure.
+    pub transient: bool,
+    /// The recipient is to be skipped, not failed (disabled account…).
+    pub skip: bool,
+}
+
+impl DeliveryError {
+    /// A permanent failure.
+    pub fn permanent(channel: &str, reason: impl Into<String>) -> Self {
+        Self {
+            channel: channel.into(),
+            reason: reason.into(),
+            code: None,
+            transient: false,
+            skip: false,
+        }
+    }
+}
+
+/// A delivery channel.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// The channel's name (`outbox`, `teams_bot`…).
+    fn channel(&self) -> &str;
+    /// Where it sends, for logs and health (never a secret URL).
+    fn describe(&self) -> String;
+    /// Sends one reminder.
+    async fn send(&self, message: &OutgoingReminder) -> Result<Delivery, DeliveryError>;
+}

@@ -1,0 +1,265 @@
+//! Domain newtypes validated once at the edge: owner e-mail, risk, platform, issue kind.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A device owner's e-mail address, trimmed and lower-cased.
+///
+/// `Display` and `Debug` print the full address: use [`OwnerEmail::pseudonym`] in logs.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OwnerEmail(String);
+
+impl OwnerEmail {
+    /// Validates and normalises an address (`" JM6453@Engie.com "` → `jm6453@engie.com`).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err("empty e-mail address".into());
+        }
+        let Some((local, domain)) = email.split_once('@') else {
+            return Err(format!("not an e-mail address: '{}'", raw.trim()));
+        };
+        if local.is_empty()
+            || domain.is_empty()
+            || !domain.contains('.')
+            || domain.contains('@')
+            || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("not an e-mail address: '{}'", raw.trim()));
+        }
+        Ok(Self(email))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The mail domain (`engie.com`).
+    pub fn domain(&self) -> &str {
+        self.0.split_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+
+    /// A stable pseudonym for logs: `owner-` and the first 12 hex digits of SHA-256.
+    ///
+    /// Stable across runs so an operator can follow one owner through the logs without
+    /// the logs holding personal data.
+    pub fn pseudonym(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        format!("owner-{}", &hex::encode(digest)[..12])
+    }
+
+    /// The address in logs: the pseudonym, or the address itself in verbose mode.
+    pub fn for_log(&self, verbose: bool) -> String {
+        if verbose {
+            self.0.clone()
+        } else {
+            self.pseudonym()
+        }
+    }
+}
+
+impl TryFrom<String> for OwnerEmail {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<OwnerEmail> for String {
+    fn from(value: OwnerEmail) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for OwnerEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for OwnerEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnerEmail({})", self.pseudonym())
+    }
+}
+
+/// Lookout's risk level of an issue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Low risk.
+    Low,
+    /// Moderate (or "Medium") risk.
+    Moderate,
+    /// High (or "Critical") risk.
+    High,
+    /// Missing or unrecognised.
+    Unknown,
+}
+
+impl Risk {
+    /// Reads `High`, `Moderate`/`Medium`, `Low`, case-insensitively, also inside longer
+    /// text such as the list view's `Active Low Risk`.
+    pub fn parse(raw: &str) -> Self {
+        let text = raw.to_lowercase();
+        if text.contains("high") || text.contains("critical") {
+            Risk::High
+        } else if text.contains("moderate") || text.contains("medium") {
+            Risk::Moderate
+        } else if text.contains("low") {
+            Risk::Low
+        } else {
+            Risk::Unknown
+        }
+    }
+
+    /// The name used in reports and templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Moderate => "moderate",
+            Risk::High => "high",
+            Risk::Unknown => "unknown",
+        }
+    }
+}
+
+/// The device's operating system family, which decides the instructions shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Android phones and tablets.
+    Android,
+    /// iPhone and iPad.
+    Ios,
+    /// Not known: the message shows the instructions for both.
+    Unknown,
+}
+
+impl Platform {
+    /// Reads the export's `Device Platform` (`Android`, `iOS`, `iPadOS`).
+    pub fn parse(raw: &str) -> Self {
+        let text = raw.trim().to_lowercase();
+        if text.contains("android") {
+            Platform::Android
+        } else if text.contains("ios") || text.contains("ipados") || text.contains("apple") {
+            Platform::Ios
+        } else {
+            Platform::Unknown
+        }
+    }
+
+    /// Guesses the platform from a device model when the export has no platform column.
+    pub fn infer_from_model(model: &str) -> Self {
+        let m = model.trim().to_lowercase();
+        const APPLE: [&str; 3] = ["iphone", "ipad", "ipod"];
+        const ANDROID: [&str; 14] = [
+            "sm-", "galaxy", "pixel", "moto", "redmi", "xiaomi", "huawei", "oneplus", "nokia",
+            "oppo", "vivo", "honor", "xperia", "cph",
+        ];
+        if APPLE.iter().any(|p| m.starts_with(p)) {
+            Platform::Ios
+        } else if ANDROID.iter().any(|p| m.starts_with(p)) {
+            Platform::Android
+        } else {
+            Platform::Unknown
+        }
+    }
+
+    /// The name used in reports and templates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Android => "android",
+            Platform::Ios => "ios",
+            Platform::Unknown => "unknown",
+        }
+    }
+}
+
+/// The kinds of issue a reminder is sent for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    /// A vulnerable / outdated app (Chrome, Edge…).
+    VulnerableApp,
+    /// The OS version is out of date.
+    OsOutOfDate,
+    /// The Android security patch level (ASPL) is out of date.
+    SecurityPatchOutOfDate,
+    /// The Lookout agent is outdated.
+    AgentOutOfDate,
+}
+
+impl IssueKind {
+    /// All kinds, in display order.
+    pub const ALL: [IssueKind; 4] = [
+        IssueKind::VulnerableApp,
+        IssueKind::OsOutOfDate,
+        IssueKind::SecurityPatchOutOfDate,
+        IssueKind::AgentOutOfDate,
+    ];
+
+    /// The configuration / report name (`vulnerable_app`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueKind::VulnerableApp => "vulnerable_app",
+            IssueKind::OsOutOfDate => "os_out_of_date",
+            IssueKind::SecurityPatchOutOfDate => "security_patch_out_of_date",
+            IssueKind::AgentOutOfDate => "agent_out_of_date",
+        }
+    }
+
+    /// Reads a configuration name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_emails_are_trimmed_and_lower_cased() {
+        let e = OwnerEmail::parse("  JM6453@Engie.COM ").unwrap();
+        assert_eq!(e.as_str(), "jm6453@engie.com");
+        assert_eq!(e.domain(), "engie.com");
+    }
+
+    #[test]
+    fn owner_email_without_at_sign_is_refused() {
+        assert!(OwnerEmail::parse("JM6453").is_err());
+        assert!(OwnerEmail::parse("").is_err());
+        assert!(OwnerEmail::parse("a b@c.com").is_err());
+        assert!(OwnerEmail::parse("a@b@c.com").is_err());
+    }
+
+    #[test]
+    fn pseudonym_is_stable_and_hides_the_address() {
+        let a = OwnerEmail::parse("jm6453@engie.com").unwrap();
+        let b = OwnerEmail::parse("JM6453@engie.com").unwrap();
+        assert_eq!(a.pseudonym(), b.pseudonym());
+        assert!(!a.pseudonym().contains("jm6453"));
+        assert!(!format!("{a:?}").contains("jm6453"));
+    }
+
+    #[test]
+    fn risk_is_read_inside_longer_text() {
+        assert_eq!(Risk::parse("Active Low Risk"), Risk::Low);
+        assert_eq!(Risk::parse("MODERATE"), Risk::Moderate);
+        assert_eq!(Risk::parse("Medium"), Risk::Moderate);
+        assert_eq!(Risk::parse("High"), Risk::High);
+        assert_eq!(Risk::parse(""), Risk::Unknown);
+    }
+
+    #[test]
+    fn platform_is_inferred_from_apple_and_android_models() {
+        assert_eq!(Platform::infer_from_model("iPad Air 2"), Platform::Ios);
+        assert_eq!(Platform::infer_from_model("SM-X205"), Platform::Android);
+        assert_eq!(Platform::infer_from_model("Unknown thing"), Platform::Unknown);
+        assert_eq!(Platform::parse("iOS"), Platform::Ios);
+    }
+}

@@ -1,0 +1,22 @@
+//! lookout-reminders: reminds Lookout for Work device owners to update their phones and
+//! tablets before access to corporate apps is cut.
+//!
+//! The pipeline, one module per step:
+//! [`source`] → [`parse`] → [`policy`] → [`plan`] → [`render`] → [`deliver`] → [`ledger`] /
+//! [`report`]. [`job`] runs it; [`functions`] serves it as an Azure Functions custom
+//! handler; [`config`] reads the settings; [`telemetry`] sets up logs.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod deliver;
+pub mod domain;
+pub mod functions;
+pub mod job;
+pub mod ledger;
+pub mod parse;
+pub mod plan;
+pub mod policy;
+pub mod render;
+pub mod report;
+pub mod source;
+pub mod telemetry;

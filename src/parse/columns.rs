@@ -1,0 +1,298 @@
+//! The export's columns: matching header names and turning one row of cells into a
+//! [`Finding`], shared by the CSV and Excel readers.
+
+use super::{dates::parse_date, Finding, RejectedRow};
+use crate::domain::{OwnerEmail, Platform, Risk};
+
+/// The columns of a Lookout issues export that the product reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Column {
+    /// `Device Owner` (required).
+    DeviceOwner,
+    /// `Lookout ID`.
+    LookoutId,
+    /// `MDM Device ID`.
+    MdmDeviceId,
+    /// `Device Model`.
+    DeviceModel,
+    /// `Device Platform`.
+    DevicePlatform,
+    /// `Issue Type`.
+    IssueType,
+    /// `Issue` (required).
+    Issue,
+    /// `Classifications`.
+    Classifications,
+    /// `Status` (required).
+    Status,
+    /// `Risk`.
+    Risk,
+    /// `Date Detected` (required).
+    DateDetected,
+    /// `Date Resolved`.
+    DateResolved,
+}
+
+impl Column {
+    /// Every column read, in the export's order.
+    pub const ALL: [Column; 12] = [
+        Column::DeviceOwner,
+        Column::LookoutId,
+        Column::MdmDeviceId,
+        Column::DeviceModel,
+        Column::DevicePlatform,
+        Column::IssueType,
+        Column::Issue,
+        Column::Classifications,
+        Column::Status,
+        Column::Risk,
+        Column::DateDetected,
+        Column::DateResolved,
+    ];
+
+    /// Columns without which a file is not an issues export.
+    pub const REQUIRED: [Column; 4] = [
+        Column::DeviceOwner,
+        Column::Issue,
+        Column::Status,
+        Column::DateDetected,
+    ];
+
+    /// The header as Lookout writes it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Column::DeviceOwner => "Device Owner",
+            Column::LookoutId => "Lookout ID",
+            Column::MdmDeviceId => "MDM Device ID",
+            Column::DeviceModel => "Device Model",
+            Column::DevicePlatform => "Device Platform",
+            Column::IssueType => "Issue Type",
+            Column::Issue => "Issue",
+            Column::Classifications => "Classifications",
+            Column::Status => "Status",
+            Column::Risk => "Risk",
+            Column::DateDetected => "Date Detected",
+            Column::DateResolved => "Date Resolved",
+        }
+    }
+
+    /// Recognises a header cell: case-, space-, underscore- and BOM-insensitive.
+    pub fn from_header(cell: &str) -> Option<Column> {
+        let key = normalise_header(cell);
+        Column::ALL
+            .into_iter()
+            .find(|c| normalise_header(c.title()) == key)
+            .or(match key.as_str() {
+                "owner" | "deviceowneremail" | "email" | "owneremail" => Some(Column::DeviceOwner),
+                "platform" | "os" => Some(Column::DevicePlatform),
+                "model" => Some(Column::DeviceModel),
+                "classification" => Some(Column::Classifications),
+                "detected" | "datedetectedutc" => Some(Column::DateDetected),
+                "resolved" => Some(Column::DateResolved),
+                _ => None,
+            })
+    }
+}
+
+fn normalise_header(cell: &str) -> String {
+    cell.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Where each known column sits in a header row. Unknown columns are ignored.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderMap {
+    positions: Vec<(Column, usize)>,
+}
+
+impl HeaderMap {
+    /// Maps a header row; `Err` lists the required columns that are missing.
+    pub fn from_headers<'a>(cells: impl IntoIterator<Item = &'a str>) -> Result<Self, Vec<Column>> {
+        let mut positions = Vec::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            if let Some(col) = Column::from_header(cell) {
+                // The first occurrence wins if a column is repeated.
+                if !positions.iter().any(|(c, _)| *c == col) {
+                    positions.push((col, i));
+                }
+            }
+        }
+        let map = Self { positions };
+        let missing: Vec<Column> = Column::REQUIRED
+            .into_iter()
+            .filter(|c| map.index(*c).is_none())
+            .collect();
+        if missing.is_empty() {
+            Ok(map)
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The required columns as a readable list, for error messages.
+    pub fn expected() -> String {
+        Column::REQUIRED
+            .iter()
+            .map(|c| format!("'{}'", c.title()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Index of a column in the row.
+    pub fn index(&self, col: Column) -> Option<usize> {
+        self.positions.iter().find(|(c, _)| *c == col).map(|(_, i)| *i)
+    }
+
+    /// Number of cells a row needs to reach every mapped column.
+    pub fn width(&self) -> usize {
+        self.positions.iter().map(|(_, i)| i + 1).max().unwrap_or(0)
+    }
+
+    /// The highest index among the required columns, +1: a row shorter than this is
+    /// rejected as "too few fields".
+    pub fn required_width(&self) -> usize {
+        Column::REQUIRED
+            .iter()
+            .filter_map(|c| self.index(*c))
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Builds a finding from one data row. `cell(i)` returns the text of cell `i`.
+    pub fn finding<'a>(
+        &self,
+        row: usize,
+        cell_count: usize,
+        cell: impl Fn(usize) -> &'a str,
+    ) -> Result<Finding, RejectedRow> {
+        let reject = |col: Column, reason: String| RejectedRow {
+            row,
+            field: col.title().to_string(),
+            reason,
+        };
+        if cell_count < self.required_width() {
+            return Err(RejectedRow {
+                row,
+                field: "row".into(),
+                reason: format!(
+                    "too few fields: {cell_count} found, at least {} expected",
+                    self.required_width()
+                ),
+            });
+        }
+        let get = |col: Column| -> &'a str {
+            match self.index(col) {
+                Some(i) if i < cell_count => cell(i).trim(),
+                _ => "",
+            }
+        };
+        let opt = |col: Column| -> Option<String> {
+            let v = get(col);
+            (!v.is_empty()).then(|| v.to_string())
+        };
+
+        let owner_raw = get(Column::DeviceOwner);
+        if owner_raw.is_empty() {
+            return Err(reject(Column::DeviceOwner, "no owner e-mail".into()));
+        }
+        let owner = OwnerEmail::parse(owner_raw).map_err(|e| reject(Column::DeviceOwner, e))?;
+
+        let detected_raw = get(Column::DateDetected);
+        if detected_raw.is_empty() {
+            return Err(reject(Column::DateDetected, "no date".into()));
+        }
+        let detected = parse_date(detected_raw).ok_or_else(|| {
+            reject(
+                Column::DateDetected,
+                format!("not a date: '{detected_raw}'"),
+            )
+        })?;
+        // A bad resolution date does not make the row unusable: it is only informative.
+        let resolved = parse_date(get(Column::DateResolved));
+
+        let device_model = get(Column::DeviceModel).to_string();
+        let platform = match Platform::parse(get(Column::DevicePlatform)) {
+            Platform::Unknown => Platform::infer_from_model(&device_model),
+            known => known,
+        };
+        Ok(Finding {
+            row,
+            owner,
+            lookout_id: opt(Column::LookoutId),
+            mdm_device_id: opt(Column::MdmDeviceId),
+            device_model,
+            platform,
+            issue_type: get(Column::IssueType).to_string(),
+            issue: get(Column::Issue).to_string(),
+            classifications: get(Column::Classifications).to_string(),
+            status: get(Column::Status).to_string(),
+            risk: Risk::parse(get(Column::Risk)),
+            detected,
+            resolved,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_match_whatever_the_case_spacing_and_order() {
+        let map = HeaderMap::from_headers([
+            "date detected",
+            "\u{feff}DEVICE OWNER",
+            "Extra",
+            "issue",
+            " Status ",
+        ])
+        .unwrap();
+        assert_eq!(map.index(Column::DateDetected), Some(0));
+        assert_eq!(map.index(Column::DeviceOwner), Some(1));
+        assert_eq!(map.index(Column::Issue), Some(3));
+        assert_eq!(map.index(Column::Status), Some(4));
+        assert_eq!(map.index(Column::Risk), None);
+    }
+
+    #[test]
+    fn a_header_without_the_owner_column_names_what_is_missing() {
+        let missing = HeaderMap::from_headers(["Issue", "Status", "Date Detected"]).unwrap_err();
+        assert_eq!(missing, vec![Column::DeviceOwner]);
+    }
+
+    #[test]
+    fn a_row_with_a_bad_date_is_rejected_naming_the_column_and_value() {
+        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"])
+            .unwrap();
+        let cells = ["a@b.com", "Agent", "Active", "31/02/2024"];
+        let err = map.finding(14, cells.len(), |i| cells[i]).unwrap_err();
+        assert_eq!(err.row, 14);
+        assert_eq!(err.field, "Date Detected");
+        assert_eq!(err.reason, "not a date: '31/02/2024'");
+    }
+
+    #[test]
+    fn a_row_with_too_few_fields_is_rejected() {
+        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"])
+            .unwrap();
+        let cells = ["a@b.com", "Agent"];
+        let err = map.finding(3, cells.len(), |i| cells[i]).unwrap_err();
+        assert_eq!(err.field, "row");
+        assert!(err.reason.contains("too few fields"), "{}", err.reason);
+    }
+
+    #[test]
+    fn missing_optional_columns_are_tolerated_and_platform_is_inferred() {
+        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected", "Device Model"])
+            .unwrap();
+        let cells = [" X@Y.COM ", "Agent", "Active", "2024-01-02T03:04:05Z", "iPhone 7"];
+        let f = map.finding(2, cells.len(), |i| cells[i]).unwrap();
+        assert_eq!(f.owner.as_str(), "x@y.com");
+        assert_eq!(f.platform, Platform::Ios);
+        assert_eq!(f.risk, Risk::Unknown);
+        assert_eq!(f.lookout_id, None);
+    }
+}

@@ -1,0 +1,518 @@
+//! Plan: group remindable issues by owner, apply the cadence against the ledger, and decide
+//! who gets a reminder in this run.
+//!
+//! Pure: the findings, the ledger snapshot, the date and the options are all arguments.
+
+use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
+use crate::ledger::LedgerSnapshot;
+use crate::parse::Finding;
+use crate::policy::{self, NotRemindable, Rules};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+
+/// A stable identity for one issue across exports: device + issue + detection time.
+///
+/// Lookout's id names the device (a device's issues share it), so the issue text and the
+/// detection time are part of the key; the list view has no id, so owner + model stand in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IssueKey(pub String);
+
+impl IssueKey {
+    /// Derives the key of a finding.
+    pub fn of(f: &Finding) -> Self {
+        let device = match &f.lookout_id {
+            Some(id) => id.to_lowercase(),
+            None => format!("{}|{}", f.owner.as_str(), f.device_model.to_lowercase()),
+        };
+        let mut h = Sha256::new();
+        for part in [
+            device.as_str(),
+            &f.issue_type.to_lowercase(),
+            &f.issue.to_lowercase(),
+            &f.classifications.to_lowercase(),
+            &f.detected.timestamp().to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        IssueKey(hex::encode(&h.finalize()[..10]))
+    }
+}
+
+/// Where a reminder stands in its lifecycle; shapes wording and escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// First reminder for these issues.
+    First,
+    /// A repeat, well before the deadline.
+    Repeat,
+    /// In the last days before the deadline (daily).
+    Final,
+    /// Past the deadline: access is (about to be) cut.
+    Overdue,
+}
+
+impl Stage {
+    /// The report name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::First => "first",
+            Stage::Repeat => "repeat",
+            Stage::Final => "final",
+            Stage::Overdue => "overdue",
+        }
+    }
+}
+
+/// The reminder cadence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cadence {
+    /// Days between reminders for the same issue.
+    pub remind_every_days: i64,
+    /// In the last N days before the deadline, remind daily.
+    pub daily_in_last_days: i64,
+    /// Keep reminding (daily) after the deadline.
+    pub remind_after_deadline: bool,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self {
+            remind_every_days: 7,
+            daily_in_last_days: 5,
+            remind_after_deadline: true,
+        }
+    }
+}
+
+/// Options of one plan.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// The run's "today".
+    pub as_of: NaiveDate,
+    /// Cadence.
+    pub cadence: Cadence,
+    /// Ignore the cadence (send even if reminded recently).
+    pub force: bool,
+    /// Restrict to these owners (empty = everybody).
+    pub only: HashSet<OwnerEmail>,
+}
+
+/// One issue line of a reminder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueLine {
+    /// Stable key (ledger).
+    pub key: IssueKey,
+    /// Source row.
+    pub row: usize,
+    /// Lookout device id.
+    pub lookout_id: Option<String>,
+    /// Device model, verbatim.
+    pub device_model: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Kind.
+    pub kind: IssueKind,
+    /// Issue text, verbatim.
+    pub issue: String,
+    /// App name (app issues).
+    pub app_name: Option<String>,
+    /// Risk.
+    pub risk: Risk,
+    /// Detected at.
+    pub detected: DateTime<Utc>,
+    /// Deadline (local date).
+    pub deadline: NaiveDate,
+    /// Days left (negative = past).
+    pub days_left: i64,
+    /// Whether this issue is due by the cadence (or new).
+    pub due: bool,
+}
+
+/// One device and its issues in a reminder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIssues {
+    /// Device model.
+    pub device_model: String,
+    /// Platform.
+    pub platform: Platform,
+    /// Lookout device id.
+    pub lookout_id: Option<String>,
+    /// The issues, most urgent first.
+    pub issues: Vec<IssueLine>,
+}
+
+/// One owner's reminder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedReminder {
+    /// Recipient.
+    pub owner: OwnerEmail,
+    /// Stage (the most urgent of its issues).
+    pub stage: Stage,
+    /// Whether to escalate (past deadline, or high risk).
+    pub escalate: bool,
+    /// Devices with their issues.
+    pub devices: Vec<DeviceIssues>,
+}
+
+impl PlannedReminder {
+    /// All issue lines.
+    pub fn issues(&self) -> impl Iterator<Item = &IssueLine> {
+        self.devices.iter().flat_map(|d| d.issues.iter())
+    }
+
+    /// Fewest days left among its issues.
+    pub fn min_days_left(&self) -> i64 {
+        self.issues().map(|i| i.days_left).min().unwrap_or(0)
+    }
+
+    /// The distinct platforms of its devices.
+    pub fn platforms(&self) -> Vec<Platform> {
+        let mut p: Vec<Platform> = self.devices.iter().map(|d| d.platform).collect();
+        p.sort();
+        p.dedup();
+        p
+    }
+}
+
+/// An owner with remindable issues who is not messaged in this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    /// Owner.
+    pub owner: OwnerEmail,
+    /// Why (`reminded on 2024-03-05, next on 2024-03-12`, `domain gmail.com not allowed`…).
+    pub reason: String,
+    /// Their issues.
+    pub issues: Vec<IssueLine>,
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Reminders to send, ordered by urgency then owner.
+    pub reminders: Vec<PlannedReminder>,
+    /// Owners reminded recently enough.
+    pub not_due: Vec<HeldBack>,
+    /// Owners outside the allowed domains.
+    pub excluded: Vec<HeldBack>,
+    /// Owners left out by `only`.
+    pub filtered_out: usize,
+    /// Remindable findings.
+    pub remindable: usize,
+    /// Findings not remindable, by reason.
+    pub not_remindable: BTreeMap<String, usize>,
+    /// Issues in the ledger (not resolved) that are no longer remindable in the export.
+    pub resolved: Vec<(OwnerEmail, IssueKey)>,
+}
+
+/// Builds the plan.
+pub fn build(findings: &[Finding], ledger: &LedgerSnapshot, rules: &Rules, opts: &PlanOptions) -> Plan {
+    let mut plan = Plan::default();
+    let mut by_owner: BTreeMap<&OwnerEmail, Vec<IssueLine>> = BTreeMap::new();
+    let mut seen: HashSet<(OwnerEmail, IssueKey)> = HashSet::new();
+
+    for f in findings {
+        let verdict = match policy::evaluate(f, opts.as_of, rules) {
+            Ok(v) => v,
+            Err(reason) => {
+                let name = match reason {
+                    NotRemindable::NotActive => "not_active",
+                    NotRemindable::NotAnUpdateIssue => "not_an_update_issue",
+                };
+                *plan.not_remindable.entry(name.to_string()).or_default() += 1;
+                continue;
+            }
+        };
+        let key = IssueKey::of(f);
+        // The same issue twice in one export (a copy-paste) is one issue.
+        if !seen.insert((f.owner.clone(), key.clone())) {
+            continue;
+        }
+        plan.remindable += 1;
+        let due = opts.force || is_due(ledger, &f.owner, &key, verdict.days_left, opts);
+        by_owner.entry(&f.owner).or_default().push(IssueLine {
+            key,
+            row: f.row,
+            lookout_id: f.lookout_id.clone(),
+            device_model: f.device_model.clone(),
+            platform: f.platform,
+            kind: verdict.kind,
+            issue: f.issue.clone(),
+            app_name: verdict.app_name,
+            risk: f.risk,
+            detected: f.detected,
+            deadline: verdict.deadline,
+            days_left: verdict.days_left,
+            due,
+        });
+    }
+
+    for ((owner, key), history) in &ledger.issues {
+        if !history.resolved && !seen.contains(&(owner.clone(), key.clone())) {
+            plan.resolved.push((owner.clone(), key.clone()));
+        }
+    }
+    plan.resolved.sort();
+
+    for (owner, mut lines) in by_owner {
+        lines.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.row.cmp(&b.row)));
+        if !opts.only.is_empty() && !opts.only.contains(owner) {
+            plan.filtered_out += 1;
+            continue;
+        }
+        if !rules.domain_allowed(owner) {
+            plan.excluded.push(HeldBack {
+                owner: owner.clone(),
+                reason: format!("mail domain '{}' is not in the allowed domains", owner.domain()),
+                issues: lines,
+            });
+            continue;
+        }
+        if !lines.iter().any(|l| l.due) {
+            let reason = not_due_reason(ledger, owner, &lines, opts);
+            plan.not_due.push(HeldBack {
+                owner: owner.clone(),
+                reason,
+                issues: lines,
+            });
+            continue;
+        }
+        let min_days = lines.iter().map(|l| l.days_left).min().unwrap_or(0);
+        let reminded_before = lines
+            .iter()
+            .any(|l| ledger.history(owner, &l.key).is_some());
+        let stage = if min_days < 0 {
+            Stage::Overdue
+        } else if min_days <= opts.cadence.daily_in_last_days {
+            Stage::Final
+        } else if reminded_before {
+            Stage::Repeat
+        } else {
+            Stage::First
+        };
+        let escalate = stage == Stage::Overdue || lines.iter().any(|l| l.risk == Risk::High);
+        plan.reminders.push(PlannedReminder {
+            owner: owner.clone(),
+            stage,
+            escalate,
+            devices: group_by_device(lines),
+        });
+    }
+    plan.reminders
+        .sort_by(|a, b| a.min_days_left().cmp(&b.min_days_left()).then(a.owner.cmp(&b.owner)));
+    plan
+}
+
+fn is_due(ledger: &LedgerSnapshot, owner: &OwnerEmail, key: &IssueKey, days_left: i64, opts: &PlanOptions) -> bool {
+    let Some(h) = ledger.history(owner, key) else {
+        return true;
+    };
+    let since = (opts.as_of - h.last_sent).num_days();
+    let c = &opts.cadence;
+    // Never twice on the same day, whatever the cadence: reruns and retries are no-ops.
+    if since < 1 {
+        return false;
+    }
+    if days_left < 0 {
+        return c.remind_after_deadline;
+    }
+    if days_left <= c.daily_in_last_days {
+        return true;
+    }
+    since >= c.remind_every_days
+}
+
+fn not_due_reason(ledger: &LedgerSnapshot, owner: &OwnerEmail, lines: &[IssueLine], opts: &PlanOptions) -> String {
+    let last = lines
+        .iter()
+        .filter_map(|l| ledger.history(owner, &l.key))
+        .map(|h| h.last_sent)
+        .max();
+    match last {
+        Some(d) if d >= opts.as_of => format!("already reminded on {d}"),
+        Some(d) => {
+            let next = d + chrono::Duration::days(opts.cadence.remind_every_days);
+            format!("reminded on {d}, next reminder due on {next}")
+        }
+        None => "not due".to_string(),
+    }
+}
+
+fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
+    let mut devices: Vec<DeviceIssues> = Vec::new();
+    for line in lines {
+        let same = |d: &DeviceIssues| match (&d.lookout_id, &line.lookout_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => d.device_model == line.device_model,
+        };
+        match devices.iter_mut().find(|d| same(d)) {
+            Some(d) => d.issues.push(line),
+            None => devices.push(DeviceIssues {
+                device_model: line.device_model.clone(),
+                platform: line.platform,
+                lookout_id: line.lookout_id.clone(),
+                issues: vec![line],
+            }),
+        }
+    }
+    devices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerEvent;
+    use chrono::TimeZone;
+
+    fn finding(owner: &str, lookout: &str, issue: &str, day: u32) -> Finding {
+        Finding {
+            row: day as usize,
+            owner: OwnerEmail::parse(owner).unwrap(),
+            lookout_id: Some(lookout.into()),
+            mdm_device_id: None,
+            device_model: "SM-A528B".into(),
+            platform: Platform::Android,
+            issue_type: "Application".into(),
+            issue: issue.into(),
+            classifications: "Vulnerability".into(),
+            status: "Active".into(),
+            risk: Risk::Moderate,
+            detected: Utc.with_ymd_and_hms(2024, 3, day, 10, 0, 0).unwrap(),
+            resolved: None,
+        }
+    }
+
+    fn opts(day: u32) -> PlanOptions {
+        PlanOptions {
+            as_of: NaiveDate::from_ymd_opt(2024, 3, day).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    fn sent(f: &Finding, day: u32) -> LedgerEvent {
+        LedgerEvent::Sent {
+            owner: f.owner.clone(),
+            issue: IssueKey::of(f),
+            lookout_id: None,
+            stage: Stage::First,
+            as_of: NaiveDate::from_ymd_opt(2024, 3, day).unwrap(),
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn one_reminder_per_owner_groups_issues_by_device() {
+        let fs = [
+            finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1),
+            finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 2),
+            finding("b@x.com", "dev2", "Chrome(com.android.chrome)", 3),
+        ];
+        let plan = build(&fs, &LedgerSnapshot::default(), &Rules::default(), &opts(7));
+        assert_eq!(plan.reminders.len(), 2);
+        let a = plan.reminders.iter().find(|r| r.owner.as_str() == "a@x.com").unwrap();
+        assert_eq!(a.devices.len(), 1);
+        assert_eq!(a.devices[0].issues.len(), 2);
+        assert_eq!(a.stage, Stage::First);
+    }
+
+    #[test]
+    fn an_issue_reminded_less_than_seven_days_ago_is_not_due() {
+        let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &opts(7));
+        assert!(plan.reminders.is_empty());
+        assert_eq!(plan.not_due.len(), 1);
+        assert!(plan.not_due[0].reason.contains("2024-03-09"), "{}", plan.not_due[0].reason);
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &opts(9));
+        assert_eq!(plan.reminders.len(), 1);
+        assert_eq!(plan.reminders[0].stage, Stage::Repeat);
+    }
+
+    #[test]
+    fn force_sends_even_to_an_owner_reminded_today() {
+        let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let ledger = LedgerSnapshot::from_events(&[sent(&f, 7)]);
+        let mut o = opts(7);
+        assert!(build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o).reminders.is_empty());
+        o.force = true;
+        assert_eq!(build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o).reminders.len(), 1);
+    }
+
+    #[test]
+    fn in_the_last_days_reminders_are_daily_and_final() {
+        // Detected 1 Feb → deadline 2 March (30 days); as of 28 Feb: 3 days left.
+        let mut f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        f.detected = Utc.with_ymd_and_hms(2024, 2, 1, 10, 0, 0).unwrap();
+        let ledger = LedgerSnapshot::from_events(&[LedgerEvent::Sent {
+            owner: f.owner.clone(),
+            issue: IssueKey::of(&f),
+            lookout_id: None,
+            stage: Stage::Repeat,
+            as_of: NaiveDate::from_ymd_opt(2024, 2, 27).unwrap(),
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r".into(),
+        }]);
+        let o = PlanOptions { as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(), ..Default::default() };
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o);
+        assert_eq!(plan.reminders.len(), 1);
+        assert_eq!(plan.reminders[0].stage, Stage::Final);
+    }
+
+    #[test]
+    fn past_the_deadline_the_reminder_is_overdue_and_escalates() {
+        let mut f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        f.detected = Utc.with_ymd_and_hms(2023, 1, 1, 10, 0, 0).unwrap();
+        let plan = build(std::slice::from_ref(&f), &LedgerSnapshot::default(), &Rules::default(), &opts(7));
+        assert_eq!(plan.reminders[0].stage, Stage::Overdue);
+        assert!(plan.reminders[0].escalate);
+    }
+
+    #[test]
+    fn owners_outside_allowed_domains_are_excluded_and_reported() {
+        let fs = [finding("a@gmail.com", "dev1", "Chrome(com.android.chrome)", 1)];
+        let rules = Rules { allowed_domains: vec!["engie.com".into()], ..Rules::default() };
+        let plan = build(&fs, &LedgerSnapshot::default(), &rules, &opts(7));
+        assert!(plan.reminders.is_empty());
+        assert_eq!(plan.excluded.len(), 1);
+        assert!(plan.excluded[0].reason.contains("gmail.com"));
+    }
+
+    #[test]
+    fn only_restricts_the_owners() {
+        let fs = [
+            finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1),
+            finding("b@x.com", "dev2", "Chrome(com.android.chrome)", 1),
+        ];
+        let mut o = opts(7);
+        o.only.insert(OwnerEmail::parse("B@x.com").unwrap());
+        let plan = build(&fs, &LedgerSnapshot::default(), &Rules::default(), &o);
+        assert_eq!(plan.reminders.len(), 1);
+        assert_eq!(plan.reminders[0].owner.as_str(), "b@x.com");
+        assert_eq!(plan.filtered_out, 1);
+    }
+
+    #[test]
+    fn an_issue_gone_from_the_export_is_reported_resolved() {
+        let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
+        let plan = build(&[], &ledger, &Rules::default(), &opts(7));
+        assert_eq!(plan.resolved, vec![(f.owner.clone(), IssueKey::of(&f))]);
+    }
+
+    #[test]
+    fn a_duplicated_row_is_one_issue() {
+        let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let plan = build(&[f.clone(), f], &LedgerSnapshot::default(), &Rules::default(), &opts(7));
+        assert_eq!(plan.remindable, 1);
+        assert_eq!(plan.reminders[0].devices[0].issues.len(), 1);
+    }
+}

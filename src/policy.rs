@@ -1,0 +1,274 @@
+//! Policy: which findings get a reminder, of which kind, and by when.
+//!
+//! Pure: everything comes in as arguments (no clock, no settings read here).
+
+use crate::domain::{IssueKind, OwnerEmail};
+use crate::parse::Finding;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// How one issue kind is recognised. Every condition that is set must match; matching
+/// ignores case, spaces and punctuation and looks for the text anywhere in the field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindRule {
+    /// The kind this rule produces.
+    pub kind: IssueKind,
+    /// Text to find in `Issue Type`.
+    #[serde(default)]
+    pub issue_type: Option<String>,
+    /// Text to find in `Issue`.
+    #[serde(default)]
+    pub issue: Option<String>,
+    /// Text to find in `Classifications`.
+    #[serde(default)]
+    pub classification: Option<String>,
+}
+
+impl KindRule {
+    fn matches(&self, f: &Finding) -> bool {
+        let ok = |pattern: &Option<String>, field: &str| match pattern {
+            None => true,
+            Some(p) => squash(field).contains(&squash(p)),
+        };
+        ok(&self.issue_type, &f.issue_type)
+            && ok(&self.issue, &f.issue)
+            && ok(&self.classification, &f.classifications)
+    }
+}
+
+fn squash(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The policy's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    /// Statuses meaning "open" (any case).
+    pub active_statuses: Vec<String>,
+    /// Kind rules, first match wins.
+    pub kinds: Vec<KindRule>,
+    /// Mail domains that may be messaged; empty = all (reported as a warning).
+    pub allowed_domains: Vec<String>,
+    /// Days between detection and the cut of access.
+    pub grace_days: i64,
+    /// Time zone of the dates shown to people and of "today".
+    pub time_zone: Tz,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        let rule = |kind, issue_type: Option<&str>, issue: Option<&str>, class: Option<&str>| KindRule {
+            kind,
+            issue_type: issue_type.map(Into::into),
+            issue: issue.map(Into::into),
+            classification: class.map(Into::into),
+        };
+        Self {
+            active_statuses: vec!["active".into(), "open".into()],
+            kinds: vec![
+                rule(IssueKind::VulnerableApp, Some("application"), None, Some("vulnerab")),
+                rule(IssueKind::OsOutOfDate, None, None, Some("os out-of-date")),
+                rule(IssueKind::SecurityPatchOutOfDate, None, None, Some("aspl")),
+                rule(IssueKind::AgentOutOfDate, None, Some("agent"), Some("outdated")),
+            ],
+            allowed_domains: Vec::new(),
+            grace_days: 30,
+            time_zone: chrono_tz::Europe::Paris,
+        }
+    }
+}
+
+impl Rules {
+    /// Whether mail to this owner is allowed by the domain list.
+    pub fn domain_allowed(&self, owner: &OwnerEmail) -> bool {
+        self.allowed_domains.is_empty()
+            || self
+                .allowed_domains
+                .iter()
+                .any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(owner.domain()))
+    }
+
+    /// The local calendar date of an instant in the configured zone.
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.time_zone).date_naive()
+    }
+}
+
+/// Why a finding gets no reminder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotRemindable {
+    /// Status is not active/open (resolved, dismissed…).
+    NotActive,
+    /// Active, but not an update issue (threat, network, risky configuration…).
+    NotAnUpdateIssue,
+}
+
+/// A finding that gets a reminder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remindable {
+    /// Its kind.
+    pub kind: IssueKind,
+    /// App name for app issues (`Chrome(com.android.chrome)` → `Chrome`).
+    pub app_name: Option<String>,
+    /// Date access is cut (detection + grace days, local date).
+    pub deadline: NaiveDate,
+    /// Days from `as_of` to the deadline; negative once past.
+    pub days_left: i64,
+}
+
+/// Decides whether one finding is remindable, as of a local date.
+pub fn evaluate(finding: &Finding, as_of: NaiveDate, rules: &Rules) -> Result<Remindable, NotRemindable> {
+    let status = finding.status.trim();
+    if !rules
+        .active_statuses
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status) || squash(s) == squash(status))
+    {
+        return Err(NotRemindable::NotActive);
+    }
+    let kind = rules
+        .kinds
+        .iter()
+        .find(|r| r.matches(finding))
+        .map(|r| r.kind)
+        .ok_or(NotRemindable::NotAnUpdateIssue)?;
+    let deadline = rules.local_date(finding.detected + Duration::days(rules.grace_days));
+    let app_name = (kind == IssueKind::VulnerableApp).then(|| app_name(&finding.issue));
+    Ok(Remindable {
+        kind,
+        app_name,
+        deadline,
+        days_left: (deadline - as_of).num_days(),
+    })
+}
+
+/// The app's display name from Lookout's `Name(package.id)` issue text.
+pub fn app_name(issue: &str) -> String {
+    let name = issue.split('(').next().unwrap_or(issue).trim();
+    let name = name
+        .strip_suffix("Vulnerability")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(name);
+    if name.is_empty() {
+        issue.trim().to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Platform, Risk};
+    use chrono::TimeZone;
+
+    fn finding(issue_type: &str, issue: &str, class: &str, status: &str) -> Finding {
+        Finding {
+            row: 2,
+            owner: OwnerEmail::parse("a@engie.com").unwrap(),
+            lookout_id: Some("id".into()),
+            mdm_device_id: None,
+            device_model: "SM-A528B".into(),
+            platform: Platform::Android,
+            issue_type: issue_type.into(),
+            issue: issue.into(),
+            classifications: class.into(),
+            status: status.into(),
+            risk: Risk::Moderate,
+            detected: Utc.with_ymd_and_hms(2024, 3, 4, 14, 52, 0).unwrap(),
+            resolved: None,
+        }
+    }
+
+    fn as_of() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 3, 7).unwrap()
+    }
+
+    #[test]
+    fn an_active_vulnerable_app_is_remindable_with_its_app_name() {
+        let r = evaluate(&finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Active"), as_of(), &Rules::default()).unwrap();
+        assert_eq!(r.kind, IssueKind::VulnerableApp);
+        assert_eq!(r.app_name.as_deref(), Some("Chrome"));
+        assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
+        assert_eq!(r.days_left, 27);
+    }
+
+    #[test]
+    fn each_default_kind_is_recognised() {
+        let rules = Rules::default();
+        let kind = |t, i, c| evaluate(&finding(t, i, c, "Active"), as_of(), &rules).unwrap().kind;
+        assert_eq!(kind("Configuration", "Operating System Version", "OS Out-Of-Date"), IssueKind::OsOutOfDate);
+        assert_eq!(kind("Configuration", "Out of Date", "ASPL"), IssueKind::SecurityPatchOutOfDate);
+        assert_eq!(kind("Configuration", "Agent", "Outdated"), IssueKind::AgentOutOfDate);
+    }
+
+    #[test]
+    fn open_status_in_any_case_counts_as_active() {
+        let f = finding("Application", "Edge(com.microsoft.emmx)", "Vulnerability", "OPEN");
+        assert!(evaluate(&f, as_of(), &Rules::default()).is_ok());
+    }
+
+    #[test]
+    fn resolved_and_threat_issues_are_not_remindable() {
+        let rules = Rules::default();
+        let resolved = finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Resolved");
+        assert_eq!(evaluate(&resolved, as_of(), &rules), Err(NotRemindable::NotActive));
+        let threat = finding("Network", "Man-In-The-Middle", "Threat", "Active");
+        assert_eq!(evaluate(&threat, as_of(), &rules), Err(NotRemindable::NotAnUpdateIssue));
+        let app_not_vulnerable = finding("Application", "Sideloaded app", "Risky", "Active");
+        assert_eq!(evaluate(&app_not_vulnerable, as_of(), &rules), Err(NotRemindable::NotAnUpdateIssue));
+    }
+
+    #[test]
+    fn days_left_go_negative_past_the_deadline() {
+        let mut f = finding("Configuration", "Agent", "Outdated", "Active");
+        f.detected = Utc.with_ymd_and_hms(2022, 11, 16, 0, 3, 46).unwrap();
+        let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
+        assert!(r.days_left < 0);
+    }
+
+    #[test]
+    fn the_deadline_is_a_date_in_the_configured_time_zone() {
+        // 23:30 UTC on 3 March is already 4 March in Paris.
+        let mut f = finding("Configuration", "Agent", "Outdated", "Active");
+        f.detected = Utc.with_ymd_and_hms(2024, 3, 3, 23, 30, 0).unwrap();
+        let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
+        assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
+    }
+
+    #[test]
+    fn grace_days_and_kinds_are_configurable() {
+        let rules = Rules {
+            grace_days: 10,
+            kinds: vec![KindRule { kind: IssueKind::AgentOutOfDate, issue_type: None, issue: Some("agent".into()), classification: None }],
+            ..Rules::default()
+        };
+        let agent = finding("Configuration", "Agent", "Anything", "Active");
+        assert_eq!(evaluate(&agent, as_of(), &rules).unwrap().days_left, 7);
+        let app = finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Active");
+        assert!(evaluate(&app, as_of(), &rules).is_err());
+    }
+
+    #[test]
+    fn domains_outside_the_allowed_list_are_refused() {
+        let rules = Rules { allowed_domains: vec!["engie.com".into()], ..Rules::default() };
+        assert!(rules.domain_allowed(&OwnerEmail::parse("x@ENGIE.com").unwrap()));
+        assert!(!rules.domain_allowed(&OwnerEmail::parse("x@gmail.com").unwrap()));
+        assert!(Rules::default().domain_allowed(&OwnerEmail::parse("x@gmail.com").unwrap()));
+    }
+
+    #[test]
+    fn app_names_drop_the_package_id() {
+        assert_eq!(app_name("Chrome(com.android.chrome)"), "Chrome");
+        assert_eq!(app_name("Edge (com.microsoft.emmx)"), "Edge");
+        assert_eq!(app_name("Chrome Vulnerability"), "Chrome");
+        assert_eq!(app_name("Signal"), "Signal");
+    }
+}

@@ -1,0 +1,6 @@
+//! Placeholder.
+/// Placeholder.
+pub struct Renderer;
+/// Placeholder.
+#[derive(Debug)]
+pub struct RenderError;

@@ -1,0 +1,294 @@
+//! Report: what a run did, as JSON (versioned), CSV and a one-line summary. The same struct
+//! is printed by the CLI, returned by the HTTP function and stored beside the ledger.
+
+use crate::parse::RejectedRow;
+use crate::plan::{IssueLine, Stage};
+use crate::source::SourceOrigin;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The report's schema id; bump on breaking changes.
+pub const SCHEMA: &str = "lookout-reminders/run-report/v1";
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The command line.
+    Cli,
+    /// The daily timer function.
+    Timer,
+    /// The HTTP function.
+    Http,
+}
+
+/// The outcome of one owner's reminder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReminderStatus {
+    /// Would be sent (dry run).
+    Planned,
+    /// Sent.
+    Sent,
+    /// Deliberately not sent (not due, excluded domain, disabled account…).
+    Skipped,
+    /// Sending failed.
+    Failed,
+}
+
+/// The source part of the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceReport {
+    /// `local`, `blob`, `sharepoint`.
+    pub kind: String,
+    /// Where.
+    pub location: String,
+    /// Detected format (`csv`, `xlsx`, `list_view`), once parsed.
+    pub format: Option<String>,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// ETag (Blob, SharePoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Last modified (Blob, SharePoint, local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+impl SourceReport {
+    /// Builds the source part from provenance and content.
+    pub fn new(origin: &SourceOrigin, bytes: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        Self {
+            kind: origin.kind.clone(),
+            location: origin.location.clone(),
+            format: None,
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            etag: origin.etag.clone(),
+            last_modified: origin.last_modified.clone(),
+        }
+    }
+}
+
+/// Row counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    /// Data rows (header excluded), rejected included.
+    pub total: usize,
+    /// Rows that could not be used.
+    pub rejected: usize,
+    /// Active issues of a remindable kind.
+    pub remindable: usize,
+    /// Usable rows that need no reminder.
+    pub not_remindable: usize,
+}
+
+/// Owner counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerCounts {
+    /// Owners with a reminder in this run.
+    pub planned: usize,
+    /// Owners reminded recently enough.
+    pub not_due: usize,
+    /// Owners outside the allowed domains.
+    pub excluded: usize,
+}
+
+/// Reminder counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderCounts {
+    /// Planned (dry run) reminders.
+    pub planned: usize,
+    /// Sent.
+    pub sent: usize,
+    /// Skipped.
+    pub skipped: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+/// One issue in a reminder line of the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportIssue {
+    /// Lookout device id.
+    pub lookout_id: Option<String>,
+    /// Device model.
+    pub device_model: String,
+    /// Platform.
+    pub platform: String,
+    /// Kind.
+    pub kind: String,
+    /// Issue text.
+    pub issue: String,
+    /// Risk.
+    pub risk: String,
+    /// Detected (RFC 3339).
+    pub detected: DateTime<Utc>,
+    /// Deadline.
+    pub deadline: NaiveDate,
+    /// Days left.
+    pub days_left: i64,
+}
+
+impl From<&IssueLine> for ReportIssue {
+    fn from(l: &IssueLine) -> Self {
+        Self {
+            lookout_id: l.lookout_id.clone(),
+            device_model: l.device_model.clone(),
+            platform: l.platform.as_str().into(),
+            kind: l.kind.as_str().into(),
+            issue: l.issue.clone(),
+            risk: l.risk.as_str().into(),
+            detected: l.detected,
+            deadline: l.deadline,
+            days_left: l.days_left,
+        }
+    }
+}
+
+/// One owner's line of the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderReport {
+    /// Owner e-mail (the report is for the operator; logs are the pseudonymised place).
+    pub owner: String,
+    /// Outcome.
+    pub status: ReminderStatus,
+    /// Why (skipped / failed / fell back), or empty.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Channel used or planned.
+    pub channel: Option<String>,
+    /// Stage.
+    pub stage: Option<Stage>,
+    /// Message id from the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Attempts made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The issues it covers.
+    pub issues: Vec<ReportIssue>,
+}
+
+/// A run's report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Unique run id.
+    pub run_id: String,
+    /// The host's invocation id, when run as a function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Nothing sent, nothing recorded.
+    pub dry_run: bool,
+    /// The run's "today".
+    pub as_of: NaiveDate,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub finished_at: DateTime<Utc>,
+    /// Source.
+    pub source: SourceReport,
+    /// Rows.
+    pub rows: RowCounts,
+    /// Rejected rows.
+    pub rejected: Vec<RejectedRow>,
+    /// Owners.
+    pub owners: OwnerCounts,
+    /// Per owner outcomes.
+    pub reminders: Vec<ReminderReport>,
+    /// Reminder counts.
+    pub counts: ReminderCounts,
+    /// Issues recorded as resolved in this run.
+    #[serde(default)]
+    pub resolved: usize,
+    /// Warnings for the operator (no allowed domains set…).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// One human line (for a Power Automate button).
+    pub summary: String,
+}
+
+impl RunReport {
+    /// Recomputes the counts and the summary from the reminder lines.
+    pub fn finish(&mut self, finished_at: DateTime<Utc>) {
+        self.finished_at = finished_at;
+        let mut c = ReminderCounts::default();
+        for r in &self.reminders {
+            match r.status {
+                ReminderStatus::Planned => c.planned += 1,
+                ReminderStatus::Sent => c.sent += 1,
+                ReminderStatus::Skipped => c.skipped += 1,
+                ReminderStatus::Failed => c.failed += 1,
+            }
+        }
+        self.counts = c;
+        self.summary = self.summary_line();
+    }
+
+    /// `dry run: 23 reminders planned for 25 remindable issues (27 rows, 0 rejected)`.
+    pub fn summary_line(&self) -> String {
+        let c = &self.counts;
+        let head = if self.dry_run {
+            format!("dry run: {} reminders planned", c.planned)
+        } else {
+            format!("{} reminders sent, {} failed, {} skipped", c.sent, c.failed, c.skipped)
+        };
+        format!(
+            "{head}; {} owners not due, {} excluded; {} remindable issues in {} rows ({} rejected)",
+            self.owners.not_due, self.owners.excluded, self.rows.remindable, self.rows.total, self.rows.rejected
+        )
+    }
+
+    /// Whether some reminders failed (exit code 4 / HTTP 207).
+    pub fn partial_failure(&self) -> bool {
+        self.counts.failed > 0
+    }
+
+    /// The reminders as CSV (one line per owner and issue).
+    pub fn reminders_csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record([
+            "run_id", "owner", "status", "reason", "channel", "stage", "message_id", "lookout_id",
+            "device_model", "platform", "kind", "issue", "risk", "detected", "deadline", "days_left",
+        ]);
+        for r in &self.reminders {
+            for i in &r.issues {
+                let _ = w.write_record([
+                    self.run_id.as_str(),
+                    &r.owner,
+                    status_name(r.status),
+                    r.reason.as_deref().unwrap_or(""),
+                    r.channel.as_deref().unwrap_or(""),
+                    r.stage.map(|s| s.as_str()).unwrap_or(""),
+                    r.message_id.as_deref().unwrap_or(""),
+                    i.lookout_id.as_deref().unwrap_or(""),
+                    &i.device_model,
+                    &i.platform,
+                    &i.kind,
+                    &i.issue,
+                    &i.risk,
+                    &i.detected.to_rfc3339(),
+                    &i.deadline.to_string(),
+                    &i.days_left.to_string(),
+                ]);
+            }
+        }
+        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+fn status_name(s: ReminderStatus) -> &'static str {
+    match s {
+        ReminderStatus::Planned => "planned",
+        ReminderStatus::Sent => "sent",
+        ReminderStatus::Skipped => "skipped",
+        ReminderStatus::Failed => "failed",
+    }
+}
