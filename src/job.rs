@@ -1,1 +1,441 @@
-//! Placeholder.
+//! The job: source → parse → policy/plan → render → deliver → record, once.
+//!
+//! Shared by the CLI, the timer function and the HTTP function. The I/O parts come in
+//! through [`Deps`]; everything else is the pure core.
+
+use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use crate::domain::OwnerEmail;
+use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
+use crate::parse::{self, ParseError};
+use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
+use crate::policy::Rules;
+use crate::render::Renderer;
+use crate::report::{
+    OwnerCounts, ReminderReport, ReminderStatus, ReportIssue, RowCounts, RunReport, SourceReport, Trigger, SCHEMA,
+};
+use crate::source::{Source, SourceError};
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// The run's I/O parts and fixed settings, shared by the CLI and the server.
+#[derive(Clone)]
+pub struct Deps {
+    /// Default export source.
+    pub source: Arc<dyn Source>,
+    /// Delivery channel (possibly a fallback chain).
+    pub notifier: Arc<dyn Notifier>,
+    /// Ledger, lock and reports.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Message renderer.
+    pub renderer: Arc<Renderer>,
+    /// Policy rules.
+    pub rules: Rules,
+    /// Cadence.
+    pub cadence: Cadence,
+    /// Sends in flight at once; also the ledger's batch size.
+    pub concurrency: usize,
+    /// Refuse to message more owners than this in one run unless forced.
+    pub max_owners_per_run: usize,
+    /// Show e-mails in logs.
+    pub verbose: bool,
+    /// How often the run lock is renewed during a run.
+    pub lock_renew_every: Duration,
+}
+
+/// What one run should do.
+#[derive(Clone)]
+pub struct RunRequest {
+    /// Who asked.
+    pub trigger: Trigger,
+    /// Plan and render, send nothing, record nothing.
+    pub dry_run: bool,
+    /// "Today" (default: today in the rules' time zone).
+    pub as_of: Option<NaiveDate>,
+    /// Only these owners.
+    pub only: Vec<OwnerEmail>,
+    /// Ignore the cadence and the owner cap.
+    pub force: bool,
+    /// Another source for this run.
+    pub source: Option<Arc<dyn Source>>,
+    /// Another channel for this run.
+    pub notifier: Option<Arc<dyn Notifier>>,
+    /// Run id (generated when `None`).
+    pub run_id: Option<String>,
+    /// The host's invocation id.
+    pub invocation_id: Option<String>,
+}
+
+impl RunRequest {
+    /// A request with defaults for a trigger.
+    pub fn new(trigger: Trigger) -> Self {
+        Self {
+            trigger,
+            dry_run: false,
+            as_of: None,
+            only: Vec::new(),
+            force: false,
+            source: None,
+            notifier: None,
+            run_id: None,
+            invocation_id: None,
+        }
+    }
+}
+
+/// Why a run did not happen or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Another run holds the lock.
+    #[error("a run is already in progress: {0}")]
+    Busy(String),
+    /// The export could not be fetched.
+    #[error("cannot fetch the export: {0}")]
+    Source(#[from] SourceError),
+    /// The export is not usable; nothing was sent.
+    #[error("unusable export: {0}")]
+    Unusable(#[from] ParseError),
+    /// The ledger could not be read or written.
+    #[error("ledger: {0}")]
+    Ledger(LedgerError),
+    /// The plan would message more owners than allowed.
+    #[error("refusing to message {planned} owners in one run (limit {limit}, setting REMINDERS_MAX_OWNERS_PER_RUN); check the export, or force the run")]
+    TooManyOwners {
+        /// Owners planned.
+        planned: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The run was stopped (shutdown) after recording what it had sent.
+    #[error("run cancelled by shutdown after {sent} reminders")]
+    Cancelled {
+        /// Reminders sent and recorded before stopping.
+        sent: usize,
+    },
+}
+
+impl From<LedgerError> for JobError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Busy { holder } => JobError::Busy(holder),
+            other => JobError::Ledger(other),
+        }
+    }
+}
+
+/// A source and a parsed export, for `validate` and `preview`.
+pub async fn fetch_and_parse(source: &dyn Source) -> Result<(SourceReport, parse::ParsedExport), JobError> {
+    let fetched = source.fetch().await?;
+    let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
+    let parsed = parse::parse_export(&fetched.bytes, &fetched.name)?;
+    source_report.format = parsed.format.map(|f| f.as_str().to_string());
+    Ok((source_report, parsed))
+}
+
+/// Today in the rules' time zone.
+pub fn today(rules: &Rules) -> NaiveDate {
+    rules.local_date(Utc::now())
+}
+
+/// Runs the job once. `cancel` stops sending between batches (graceful shutdown).
+pub async fn run(deps: &Deps, req: RunRequest, cancel: CancellationToken) -> Result<RunReport, JobError> {
+    let run_id = req.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("run", run_id = %run_id, trigger = ?req.trigger, dry_run = req.dry_run);
+    run_inner(deps, req, run_id, cancel).instrument(span).await
+}
+
+async fn run_inner(
+    deps: &Deps,
+    req: RunRequest,
+    run_id: String,
+    cancel: CancellationToken,
+) -> Result<RunReport, JobError> {
+    let started_at = Utc::now();
+    let as_of = req.as_of.unwrap_or_else(|| today(&deps.rules));
+    let source = req.source.clone().unwrap_or_else(|| deps.source.clone());
+    let notifier = req.notifier.clone().unwrap_or_else(|| deps.notifier.clone());
+
+    // The lock comes first: a second run must not even read a ledger the first is writing.
+    let lock: Option<Box<dyn RunLock>> = if req.dry_run {
+        None
+    } else {
+        Some(deps.ledger.lock(&run_id).await?)
+    };
+    let result = run_locked(deps, &req, &run_id, as_of, started_at, source.as_ref(), notifier.as_ref(), lock.as_deref(), &cancel).await;
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            warn!(error = %e, "could not release the run lock; it will expire");
+        }
+    }
+    let report = result?;
+    if !req.dry_run {
+        match deps.ledger.save_report(&report).await {
+            Ok(location) => info!(report = %location, "run report saved"),
+            Err(e) => warn!(error = %e, "could not save the run report"),
+        }
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    deps: &Deps,
+    req: &RunRequest,
+    run_id: &str,
+    as_of: NaiveDate,
+    started_at: chrono::DateTime<Utc>,
+    source: &dyn Source,
+    notifier: &dyn Notifier,
+    lock: Option<&dyn RunLock>,
+    cancel: &CancellationToken,
+) -> Result<RunReport, JobError> {
+    let (source_report, parsed) = fetch_and_parse(source).await?;
+    info!(
+        format = source_report.format.as_deref().unwrap_or("?"),
+        rows = parsed.total_rows,
+        rejected = parsed.rejected.len(),
+        bytes = source_report.bytes,
+        "export parsed"
+    );
+    for r in &parsed.rejected {
+        warn!(row = r.row, field = %r.field, reason = %r.reason, "row rejected");
+    }
+    let ledger = deps.ledger.load().await?;
+    let opts = PlanOptions {
+        as_of,
+        cadence: deps.cadence.clone(),
+        force: req.force,
+        only: req.only.iter().cloned().collect::<HashSet<_>>(),
+    };
+    let plan = plan::build(&parsed.findings, &ledger, &deps.rules, &opts);
+
+    let mut report = RunReport {
+        schema: SCHEMA.into(),
+        run_id: run_id.to_string(),
+        invocation_id: req.invocation_id.clone(),
+        trigger: req.trigger,
+        dry_run: req.dry_run,
+        as_of,
+        started_at,
+        finished_at: started_at,
+        source: source_report,
+        rows: RowCounts {
+            total: parsed.total_rows,
+            rejected: parsed.rejected.len(),
+            remindable: plan.remindable,
+            not_remindable: plan.not_remindable.values().sum(),
+        },
+        rejected: parsed.rejected.clone(),
+        owners: OwnerCounts {
+            planned: plan.reminders.len(),
+            not_due: plan.not_due.len(),
+            excluded: plan.excluded.len(),
+        },
+        reminders: Vec::new(),
+        counts: Default::default(),
+        resolved: 0,
+        warnings: parsed.notes.clone(),
+        summary: String::new(),
+    };
+    if deps.rules.allowed_domains.is_empty() {
+        report.warnings.push(
+            "no allowed mail domains configured (REMINDERS_ALLOWED_DOMAINS): every owner may be messaged".into(),
+        );
+    }
+    for held in plan.not_due.iter().chain(plan.excluded.iter()) {
+        report.reminders.push(ReminderReport {
+            owner: held.owner.to_string(),
+            status: ReminderStatus::Skipped,
+            reason: Some(held.reason.clone()),
+            channel: None,
+            stage: None,
+            message_id: None,
+            attempts: None,
+            issues: held.issues.iter().map(ReportIssue::from).collect(),
+        });
+    }
+
+    if !req.force && !req.dry_run && plan.reminders.len() > deps.max_owners_per_run {
+        return Err(JobError::TooManyOwners {
+            planned: plan.reminders.len(),
+            limit: deps.max_owners_per_run,
+        });
+    }
+
+    if req.dry_run {
+        for r in &plan.reminders {
+            report.reminders.push(line(r, ReminderStatus::Planned, None, Some(notifier.channel().to_string()), None));
+        }
+        report.finish(Utc::now());
+        info!(summary = %report.summary, "dry run done");
+        return Ok(report);
+    }
+
+    // Issues gone from the export are recorded as resolved, so they are not counted as
+    // "reminded" any more and a reappearance starts a fresh cycle.
+    if !plan.resolved.is_empty() {
+        let events: Vec<LedgerEvent> = plan
+            .resolved
+            .iter()
+            .map(|(owner, issue)| LedgerEvent::Resolved {
+                owner: owner.clone(),
+                issue: issue.clone(),
+                as_of,
+                run_id: run_id.to_string(),
+            })
+            .collect();
+        deps.ledger.append(&events).await?;
+        report.resolved = events.len();
+    }
+
+    let sent = send_all(deps, notifier, &plan.reminders, &ledger, run_id, as_of, lock, cancel, &mut report).await;
+    report.finish(Utc::now());
+    match sent {
+        Ok(()) => {
+            info!(summary = %report.summary, "run done");
+            Ok(report)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn line(
+    r: &PlannedReminder,
+    status: ReminderStatus,
+    reason: Option<String>,
+    channel: Option<String>,
+    delivery: Option<&Delivery>,
+) -> ReminderReport {
+    ReminderReport {
+        owner: r.owner.to_string(),
+        status,
+        reason,
+        channel,
+        stage: Some(r.stage),
+        message_id: delivery.and_then(|d| d.message_id.clone()),
+        attempts: delivery.map(|d| d.attempts),
+        issues: r.issues().map(ReportIssue::from).collect(),
+    }
+}
+
+/// Sends in batches of `concurrency`: a batch's sends run concurrently, then every success
+/// of the batch is appended to the ledger before the next batch starts. A crash can
+/// therefore re-send at most the one batch in flight (at most `concurrency` owners).
+#[allow(clippy::too_many_arguments)]
+async fn send_all(
+    deps: &Deps,
+    notifier: &dyn Notifier,
+    reminders: &[PlannedReminder],
+    ledger: &LedgerSnapshot,
+    run_id: &str,
+    as_of: NaiveDate,
+    lock: Option<&dyn RunLock>,
+    cancel: &CancellationToken,
+    report: &mut RunReport,
+) -> Result<(), JobError> {
+    let mut last_renew = std::time::Instant::now();
+    let mut sent_total = 0usize;
+    let batch_size = deps.concurrency.max(1);
+    for (batch_no, batch) in reminders.chunks(batch_size).enumerate() {
+        if cancel.is_cancelled() {
+            warn!(batch = batch_no, sent = sent_total, "shutdown requested: stopping before the next batch");
+            // What was sent is recorded; what was not is reported as not attempted.
+            for r in reminders.iter().skip(batch_no * batch_size) {
+                report.reminders.push(line(r, ReminderStatus::Skipped, Some("run stopped by shutdown before sending".into()), None, None));
+            }
+            report.finish(Utc::now());
+            return Err(JobError::Cancelled { sent: sent_total });
+        }
+        if let Some(lock) = lock {
+            if last_renew.elapsed() >= deps.lock_renew_every {
+                lock.renew().await?;
+                last_renew = std::time::Instant::now();
+            }
+        }
+        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> = futures::stream::iter(batch.iter().enumerate())
+            .map(|(i, r)| async move {
+                let msg = match deps.renderer.render_all(r, as_of) {
+                    Ok(messages) => OutgoingReminder {
+                        run_id: run_id.to_string(),
+                        reminder: r.clone(),
+                        messages,
+                        cached_conversation: ledger.conversations.get(&r.owner).cloned(),
+                        verbose: deps.verbose,
+                    },
+                    Err(e) => return (i, Err(DeliveryError::permanent("render", e.to_string()))),
+                };
+                let owner_log = r.owner.for_log(deps.verbose);
+                let result = notifier
+                    .send(&msg)
+                    .instrument(tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()))
+                    .await;
+                (i, result)
+            })
+            .buffer_unordered(batch_size)
+            .collect()
+            .await;
+        let mut events = Vec::new();
+        let mut lines = Vec::new();
+        for (i, outcome) in outcomes {
+            let r = &batch[i];
+            let owner_log = r.owner.for_log(deps.verbose);
+            match outcome {
+                Ok(d) => {
+                    info!(owner = %owner_log, channel = %d.channel, attempts = d.attempts, "reminder sent");
+                    let now = Utc::now();
+                    for issue in r.issues() {
+                        events.push(LedgerEvent::Sent {
+                            owner: r.owner.clone(),
+                            issue: issue.key.clone(),
+                            lookout_id: issue.lookout_id.clone(),
+                            stage: r.stage,
+                            as_of,
+                            sent_at: now,
+                            channel: d.channel.clone(),
+                            message_id: d.message_id.clone(),
+                            run_id: run_id.to_string(),
+                        });
+                    }
+                    if let Some(conv) = &d.conversation_id {
+                        if ledger.conversations.get(&r.owner) != Some(conv) {
+                            events.push(LedgerEvent::Conversation {
+                                owner: r.owner.clone(),
+                                conversation_id: conv.clone(),
+                                at: now,
+                            });
+                        }
+                    }
+                    sent_total += 1;
+                    lines.push((i, line(r, ReminderStatus::Sent, d.fell_back.clone(), Some(d.channel.clone()), Some(&d))));
+                }
+                Err(e) => {
+                    let status = if e.skip { ReminderStatus::Skipped } else { ReminderStatus::Failed };
+                    warn!(owner = %owner_log, channel = %e.channel, reason = %e.reason, "reminder not sent");
+                    let reason = match &e.code {
+                        Some(code) => format!("{} ({code})", e.reason),
+                        None => e.reason.clone(),
+                    };
+                    lines.push((i, line(r, status, Some(reason), Some(e.channel.clone()), None)));
+                }
+            }
+        }
+        // Record before anything else goes out. If recording fails, stop: sending more
+        // without a record could send twice on the next run.
+        if let Err(e) = deps.ledger.append(&events).await {
+            lines.sort_by_key(|(i, _)| *i);
+            report.reminders.extend(lines.into_iter().map(|(_, l)| l));
+            for r in reminders.iter().skip((batch_no + 1) * batch_size) {
+                report.reminders.push(line(r, ReminderStatus::Skipped, Some("not attempted: the ledger could not be written".into()), None, None));
+            }
+            report.finish(Utc::now());
+            return Err(JobError::Ledger(e));
+        }
+        lines.sort_by_key(|(i, _)| *i);
+        report.reminders.extend(lines.into_iter().map(|(_, l)| l));
+    }
+    Ok(())
+}

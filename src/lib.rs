@@ -7,6 +7,7 @@
 //! handler; [`config`] reads the settings; [`telemetry`] sets up logs.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod config;
 pub mod deliver;
 pub mod domain;

@@ -5,7 +5,8 @@ mod dates;
 mod templates;
 
 
-pub use templates::{Renderer, RenderError};
+pub use dates::format_date;
+pub use templates::{escape_markdown, MessageConstants, RenderError, Renderer};
 
 use serde::{Deserialize, Serialize};
 
