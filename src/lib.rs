@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod azure;
 pub mod config;
 pub mod deliver;
 pub mod domain;
