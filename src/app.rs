@@ -50,6 +50,40 @@ pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
     }
 }
 
+/// A source chosen for one run by the caller (the HTTP function's `source` field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceOverride {
+    /// A local file; accepted only when the configured source is local (`REMINDERS_SOURCE=local`).
+    Path(std::path::PathBuf),
+    /// A blob name in the configured container.
+    Blob(String),
+    /// A file path in the configured SharePoint / Teams library.
+    SharePointPath(String),
+}
+
+/// Builds a per-run source. Each kind needs its own settings; a kind this deployment is not
+/// set up for is refused with a message naming the request field, so the caller gets a 400.
+pub fn source_override(config: &Config, spec: &SourceOverride) -> Result<Arc<dyn Source>, WiringError> {
+    match spec {
+        SourceOverride::Path(path) => {
+            // A laptop / test feature: in Azure a caller holding a function key must not be
+            // able to make the handler read arbitrary files from the app's disk.
+            if config.azure.source != SourceKind::Local {
+                return Err(WiringError::Other(
+                    "source.path is only accepted when REMINDERS_SOURCE=local".into(),
+                ));
+            }
+            Ok(Arc::new(LocalFileSource::new(path.clone(), config.max_export_bytes)))
+        }
+        SourceOverride::Blob(_) => Err(WiringError::Other(
+            "source.blob: Blob Storage sources are not available in this build".into(),
+        )),
+        SourceOverride::SharePointPath(_) => Err(WiringError::Other(
+            "source.sharepointPath: SharePoint sources are not available in this build".into(),
+        )),
+    }
+}
+
 /// Builds the configured ledger store.
 pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
     match config.azure.ledger {
@@ -63,9 +97,50 @@ pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
 
 /// Builds the configured delivery channel(s).
 pub fn notifier(config: &Config, channels: &[ChannelKind]) -> Result<Arc<dyn Notifier>, WiringError> {
-    match channels.first().copied().unwrap_or(ChannelKind::Outbox) {
-        ChannelKind::Outbox => Ok(Arc::new(OutboxNotifier::new(config.outbox_dir.clone()))),
+    let needs_tokens = channels.iter().any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
+    let tokens: Option<Arc<dyn crate::azure::AccessTokens>> = if needs_tokens {
+        let credential = crate::azure::credential(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
+        Some(Arc::new(crate::azure::CredentialTokens::new(credential)))
+    } else {
+        None
+    };
+    notifier_with_tokens(config, channels, tokens)
+}
+
+/// Builds the delivery channel(s) with the given tokens (tests pass their own): the first
+/// channel is the primary, the others are tried in order when it cannot reach an owner.
+pub fn notifier_with_tokens(
+    config: &Config,
+    channels: &[ChannelKind],
+    tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
+) -> Result<Arc<dyn Notifier>, WiringError> {
+    use crate::deliver::{EmailNotifier, FallbackNotifier, TeamsBotNotifier, WorkflowsNotifier};
+    let kinds: Vec<ChannelKind> = if channels.is_empty() { vec![ChannelKind::Outbox] } else { channels.to_vec() };
+    let client = || crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()));
+    let tokens = |kind: ChannelKind| {
+        tokens
+            .clone()
+            .ok_or_else(|| WiringError::Other(format!("channel {} needs an Azure credential", kind.as_str())))
+    };
+    let mut chain: Vec<Arc<dyn Notifier>> = Vec::new();
+    for kind in kinds {
+        chain.push(match kind {
+            ChannelKind::Outbox => Arc::new(OutboxNotifier::new(config.outbox_dir.clone())),
+            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new(&config.delivery, tokens(kind)?, client()?)?),
+            ChannelKind::Workflows => Arc::new(WorkflowsNotifier::new(&config.delivery, client()?)?),
+            ChannelKind::Email => Arc::new(EmailNotifier::new(&config.delivery, tokens(kind)?, client()?)?),
+        });
     }
+    Ok(if chain.len() == 1 { chain.remove(0) } else { Arc::new(FallbackNotifier::new(chain)) })
+}
+
+/// The security-team digest sender, when `REMINDERS_DIGEST_WEBHOOK_URL` is set.
+pub fn digest(config: &Config) -> Result<Option<crate::deliver::DigestSender>, WiringError> {
+    if config.delivery.digest_webhook_url.is_none() {
+        return Ok(None);
+    }
+    let client = crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
+    Ok(crate::deliver::DigestSender::from_settings(&config.delivery, client))
 }
 
 /// Builds everything. `source` is `None` when the caller supplies one per run (CLI `--export`).

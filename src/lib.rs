@@ -13,6 +13,7 @@ pub mod config;
 pub mod deliver;
 pub mod domain;
 pub mod functions;
+pub mod http;
 pub mod job;
 pub mod ledger;
 pub mod parse;

@@ -1,1 +1,426 @@
-fn main() {}
+//! The `lookout-reminders` binary: a thin CLI (`run`, `validate`, `preview`, `serve`) over the
+//! library. With `FUNCTIONS_CUSTOMHANDLER_PORT` set and no command, it serves the Azure
+//! Functions custom handler.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lookout_reminders::config::{Config, Env};
+use lookout_reminders::domain::OwnerEmail;
+use lookout_reminders::job::{self, JobError, RunRequest};
+use lookout_reminders::report::{ReminderStatus, RunReport, Trigger};
+use lookout_reminders::source::{LocalFileSource, Source};
+use lookout_reminders::{app, plan, telemetry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit codes (a contract for scripts).
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNUSABLE_EXPORT: u8 = 3;
+    pub const PARTIAL_FAILURE: u8 = 4;
+    pub const BUSY: u8 = 5;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "lookout-reminders", version, about = "Remind Lookout for Work device owners to update their phones and tablets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SourceArg {
+    Local,
+    Blob,
+    Sharepoint,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PreviewFormat {
+    Text,
+    Card,
+    Html,
+}
+
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// The export file (CSV, XLSX or list view); sets REMINDERS_SOURCE=local.
+    #[arg(long, value_name = "PATH")]
+    export: Option<PathBuf>,
+    /// Take the export from the configured Azure source instead (settings from the environment).
+    #[arg(long, value_enum, conflicts_with = "export")]
+    source: Option<SourceArg>,
+    /// The run's "today" (YYYY-MM-DD); default: today in REMINDERS_TIME_ZONE.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    as_of: Option<chrono::NaiveDate>,
+    /// Only message owners of these mail domains (comma-separated); sets REMINDERS_ALLOWED_DOMAINS.
+    #[arg(long, value_name = "a.com,b.com")]
+    allowed_domains: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the job: plan, send the due reminders, record them.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Plan and render, send nothing, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only these owners (repeatable).
+        #[arg(long, value_name = "EMAIL")]
+        only: Vec<String>,
+        /// Ignore the reminder cadence and the owner cap.
+        #[arg(long)]
+        force: bool,
+        /// Outbox folder (sets REMINDERS_OUTBOX_DIR).
+        #[arg(long, value_name = "DIR")]
+        outbox: Option<PathBuf>,
+        /// State folder: ledger, lock and reports (sets REMINDERS_STATE_DIR).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Delivery channel(s), primary first (sets REMINDERS_CHANNEL).
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
+        /// Print only the run report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Parse an export only: counts, format, rejected rows. Exit 0 when usable.
+    Validate {
+        /// The export file.
+        path: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the reminder one owner would get.
+    Preview {
+        #[command(flatten)]
+        common: Common,
+        /// The owner's e-mail.
+        #[arg(long, value_name = "EMAIL")]
+        owner: String,
+        /// Output: plain text, Adaptive Card JSON or HTML e-mail.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PreviewFormat,
+        /// Language (default: REMINDERS_LANGUAGE, fr).
+        #[arg(long)]
+        language: Option<String>,
+    },
+    /// Serve the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
+    Serve,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    telemetry::init(telemetry::LogFormat::from_env());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let command = match cli.command {
+        Some(c) => c,
+        None if std::env::var_os("FUNCTIONS_CUSTOMHANDLER_PORT").is_some() => Command::Serve,
+        None => {
+            eprintln!("error: no command given; try `lookout-reminders --help`");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match runtime.block_on(dispatch(command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// Applies CLI flags as settings, so flags and app settings go through one validation.
+fn env_with(common: Option<&Common>, extra: &[(&str, Option<String>)]) -> Env {
+    let mut env = Env::from_process();
+    if let Some(c) = common {
+        if let Some(p) = &c.export {
+            env.0.insert("REMINDERS_SOURCE".into(), "local".into());
+            env.0.insert("REMINDERS_EXPORT_PATH".into(), p.display().to_string());
+        }
+        if let Some(s) = c.source {
+            let v = match s {
+                SourceArg::Local => "local",
+                SourceArg::Blob => "blob",
+                SourceArg::Sharepoint => "sharepoint",
+            };
+            env.0.insert("REMINDERS_SOURCE".into(), v.into());
+        }
+        if let Some(d) = &c.allowed_domains {
+            env.0.insert("REMINDERS_ALLOWED_DOMAINS".into(), d.clone());
+        }
+    }
+    for (k, v) in extra {
+        if let Some(v) = v {
+            env.0.insert((*k).into(), v.clone());
+        }
+    }
+    env
+}
+
+fn config_or_exit(env: &Env) -> Result<Config, u8> {
+    Config::from_env_map(env).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Run { common, dry_run, only, force, outbox, state_dir, channel, json } => {
+            let env = env_with(
+                Some(&common),
+                &[
+                    ("REMINDERS_OUTBOX_DIR", outbox.map(|p| p.display().to_string())),
+                    ("REMINDERS_STATE_DIR", state_dir.map(|p| p.display().to_string())),
+                    ("REMINDERS_CHANNEL", channel),
+                ],
+            );
+            let config = match config_or_exit(&env) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let mut owners = Vec::new();
+            for o in &only {
+                match OwnerEmail::parse(o) {
+                    Ok(e) => owners.push(e),
+                    Err(e) => {
+                        eprintln!("error: --only {o}: {e}");
+                        return Ok(exit::USAGE);
+                    }
+                }
+            }
+            let deps = match app::deps(&config, None) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::USAGE);
+                }
+            };
+            let mut req = RunRequest::new(Trigger::Cli);
+            req.dry_run = dry_run;
+            req.as_of = common.as_of;
+            req.only = owners;
+            req.force = force;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("interrupted: finishing the current batch, then stopping");
+                    on_signal.cancel();
+                }
+            });
+            match job::run(&deps, req, cancel).await {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print_report(&report);
+                    }
+                    Ok(if report.partial_failure() { exit::PARTIAL_FAILURE } else { exit::OK })
+                }
+                Err(e) => Ok(job_error_code(&e)),
+            }
+        }
+        Command::Validate { path, json } => validate(path, json).await,
+        Command::Preview { common, owner, format, language } => {
+            let env = env_with(Some(&common), &[]);
+            let config = match config_or_exit(&env) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            preview(config, common.as_of, owner, format, language).await
+        }
+        Command::Serve => {
+            let config = match config_or_exit(&Env::from_process()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            lookout_reminders::functions::serve(config).await.context("serving the custom handler")?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn job_error_code(e: &JobError) -> u8 {
+    eprintln!("error: {e}");
+    match e {
+        JobError::Busy(_) => exit::BUSY,
+        JobError::Source(_) | JobError::Unusable(_) => exit::UNUSABLE_EXPORT,
+        JobError::TooManyOwners { .. } => exit::USAGE,
+        JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
+        #[allow(unreachable_patterns)]
+        _ => exit::FAILURE,
+    }
+}
+
+async fn validate(path: PathBuf, json: bool) -> anyhow::Result<u8> {
+    let source = LocalFileSource::new(&path, u64::MAX);
+    match job::fetch_and_parse(&source).await {
+        Ok((source_report, parsed)) => {
+            let usable = !parsed.findings.is_empty() || parsed.total_rows == 0;
+            if json {
+                let out = serde_json::json!({
+                    "file": path.display().to_string(),
+                    "usable": usable,
+                    "format": source_report.format,
+                    "bytes": source_report.bytes,
+                    "sha256": source_report.sha256,
+                    "rows": { "total": parsed.total_rows, "valid": parsed.findings.len(), "rejected": parsed.rejected.len() },
+                    "owners": parsed.findings.iter().map(|f| &f.owner).collect::<std::collections::HashSet<_>>().len(),
+                    "rejected": parsed.rejected,
+                    "notes": parsed.notes,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "{}: {} export, {} rows, {} valid, {} rejected",
+                    path.display(),
+                    source_report.format.as_deref().unwrap_or("?"),
+                    parsed.total_rows,
+                    parsed.findings.len(),
+                    parsed.rejected.len()
+                );
+                for n in &parsed.notes {
+                    println!("  note: {n}");
+                }
+                for r in &parsed.rejected {
+                    println!("  {}:{}: column '{}': {}", path.display(), r.row, r.field, r.reason);
+                }
+            }
+            Ok(if usable { exit::OK } else { exit::UNUSABLE_EXPORT })
+        }
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "file": path.display().to_string(), "usable": false, "error": e.to_string() }));
+            }
+            eprintln!("error: {e}");
+            Ok(exit::UNUSABLE_EXPORT)
+        }
+    }
+}
+
+async fn preview(
+    config: Config,
+    as_of: Option<chrono::NaiveDate>,
+    owner: String,
+    format: PreviewFormat,
+    language: Option<String>,
+) -> anyhow::Result<u8> {
+    let owner = match OwnerEmail::parse(&owner) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: --owner: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let source: Arc<dyn Source> = match app::source(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let (_, parsed) = match job::fetch_and_parse(source.as_ref()).await {
+        Ok(p) => p,
+        Err(e) => return Ok(job_error_code(&e)),
+    };
+    let renderer = match app::renderer(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let as_of = as_of.unwrap_or_else(|| job::today(&config.rules));
+    let opts = plan::PlanOptions {
+        as_of,
+        cadence: config.cadence.clone(),
+        force: true,
+        only: [owner.clone()].into_iter().collect(),
+    };
+    let plan = plan::build(&parsed.findings, &Default::default(), &config.rules, &opts);
+    let Some(reminder) = plan.reminders.first() else {
+        let why = plan
+            .excluded
+            .first()
+            .map(|h| h.reason.clone())
+            .unwrap_or_else(|| "no active remindable issue for this owner in the export".into());
+        eprintln!("{owner}: no reminder: {why}");
+        return Ok(exit::FAILURE);
+    };
+    let lang = language.unwrap_or_else(|| config.message.default_language.clone());
+    let msg = match renderer.render(reminder, as_of, &lang) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    match format {
+        PreviewFormat::Text => println!("Subject: {}\n\n{}", msg.subject, msg.text),
+        PreviewFormat::Card => println!("{}", serde_json::to_string_pretty(&msg.card)?),
+        PreviewFormat::Html => println!("{}", msg.html),
+    }
+    Ok(exit::OK)
+}
+
+fn print_report(report: &RunReport) {
+    println!(
+        "{} run {} as of {} — source {} ({}, {} bytes)",
+        if report.dry_run { "Dry" } else { "Live" },
+        report.run_id,
+        report.as_of,
+        report.source.location,
+        report.source.format.as_deref().unwrap_or("?"),
+        report.source.bytes
+    );
+    println!(
+        "Rows: {} total, {} rejected, {} remindable, {} not remindable",
+        report.rows.total, report.rows.rejected, report.rows.remindable, report.rows.not_remindable
+    );
+    for r in &report.rejected {
+        println!("  rejected row {}: column '{}': {}", r.row, r.field, r.reason);
+    }
+    println!();
+    for r in &report.reminders {
+        let status = match r.status {
+            ReminderStatus::Planned => "PLANNED",
+            ReminderStatus::Sent => "SENT",
+            ReminderStatus::Skipped => "SKIPPED",
+            ReminderStatus::Failed => "FAILED",
+        };
+        let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
+        println!("{status:<8} {:<32} {stage:<8} {}", r.owner, r.reason.as_deref().unwrap_or(""));
+        for i in &r.issues {
+            let what = if i.kind == "vulnerable_app" { format!("{} ({})", i.kind, i.issue) } else { i.kind.clone() };
+            println!(
+                "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
+                i.device_model, i.platform, what, i.deadline, i.days_left
+            );
+        }
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    println!("\n{}", report.summary);
+}

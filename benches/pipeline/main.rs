@@ -1,1 +1,49 @@
-fn main(){}
+//! Criterion benchmark of the pipeline's pure core: parse a generated export and plan it.
+//!
+//! `cargo bench --bench pipeline`; the one-shot figures (rows/s, peak RSS) come from
+//! `cargo run --release --example bench_pipeline`.
+
+mod generate;
+
+use chrono::NaiveDate;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lookout_reminders::ledger::LedgerSnapshot;
+use lookout_reminders::parse::parse_export;
+use lookout_reminders::plan::{self, PlanOptions};
+use lookout_reminders::policy::Rules;
+use std::hint::black_box;
+use std::time::Duration;
+
+const ROWS: usize = 100_000;
+
+fn parse_and_plan(bytes: &[u8], name: &str) -> usize {
+    let parsed = parse_export(bytes, name).expect("generated exports parse");
+    let opts = PlanOptions {
+        as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+        ..PlanOptions::default()
+    };
+    let plan = plan::build(&parsed.findings, &LedgerSnapshot::default(), &Rules::default(), &opts);
+    plan.reminders.len()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let rows = generate::rows(ROWS);
+    let csv = generate::csv(&rows);
+    let xlsx = generate::xlsx(&rows);
+    drop(rows);
+
+    let mut group = c.benchmark_group("parse_and_plan");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.bench_with_input(BenchmarkId::new("csv", ROWS), &csv, |b, bytes| {
+        b.iter(|| parse_and_plan(black_box(bytes), "bench.csv"))
+    });
+    group.bench_with_input(BenchmarkId::new("xlsx", ROWS), &xlsx, |b, bytes| {
+        b.iter(|| parse_and_plan(black_box(bytes), "bench.xlsx"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

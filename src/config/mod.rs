@@ -5,8 +5,11 @@
 mod azure;
 mod delivery;
 
-pub use azure::{AzureSettings, CredentialKind, LedgerKind, SourceKind};
-pub use delivery::{ChannelKind, DeliverySettings};
+pub use azure::{
+    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind, SharePointSettings,
+    SiteRef, SourceKind,
+};
+pub use delivery::{ChannelKind, DeliverySettings, Secret};
 
 use crate::domain::IssueKind;
 use crate::plan::Cadence;

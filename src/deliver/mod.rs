@@ -4,9 +4,19 @@
 //! Building a message (render) is separate from sending it (here). Every channel is a
 //! [`Notifier`]; the job calls it once per owner and records each outcome.
 
+mod digest;
+mod email;
+mod fallback;
 mod outbox;
+mod teams_bot;
+mod workflows;
 
+pub use digest::{digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE};
+pub use email::{mail_body, EmailNotifier};
+pub use fallback::FallbackNotifier;
 pub use outbox::{write_file_atomically, OutboxNotifier};
+pub use teams_bot::{activity, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD, MAX_ACTIVITY_BYTES};
+pub use workflows::{webhook_body, WorkflowsNotifier};
 
 use crate::domain::OwnerEmail;
 use crate::plan::{PlannedReminder, Stage};

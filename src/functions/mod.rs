@@ -1,1 +1,12 @@
-//! Placeholder.
+//! Functions: the Azure Functions custom handler. One server answers the host for the daily
+//! timer function ([`timer`]) and the on-demand HTTP function ([`http`]); [`payload`] holds
+//! the host's request / response shapes and [`state`] the runs in progress.
+
+pub mod http;
+pub mod payload;
+mod server;
+pub mod state;
+pub mod timer;
+
+pub use server::{app, port_from_env, serve, shutdown_signal, InvocationId, ServeError, Server};
+pub use state::AppState;

@@ -4,8 +4,10 @@
 //! The ledger is an append-only list of [`LedgerEvent`]s; [`LedgerSnapshot`] folds them into
 //! "what was last sent to whom for which issue".
 
+mod blob;
 mod local;
 
+pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
 use crate::domain::OwnerEmail;

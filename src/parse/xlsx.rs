@@ -1,5 +1,733 @@
-//! Placeholder: being written.
-use super::{ParseError, ParsedExport};
-pub(super) fn parse(_input: &(impl AsRef<[u8]> + ?Sized), name: &str) -> Result<ParsedExport, ParseError> {
-    Err(ParseError::NotAnExport { name: name.into(), what: "xlsx not implemented yet".into() })
+//! The export as an Excel workbook: the first Excel table with the export's columns (any
+//! sheet, any position), else the first sheet with a matching header in its first rows.
+//!
+//! Cells are streamed row by row from the sheet's XML rather than loaded as a whole range,
+//! so a 100k-row workbook is read in one pass without holding every cell in memory. The
+//! table positions (`ref`) are read from the table parts directly because calamine only
+//! exposes them by loading the table's whole sheet.
+
+use super::{
+    columns::{Column, HeaderMap},
+    dates::excel_serial_value,
+    ExportFormat, ParseError, ParsedExport,
+};
+use calamine::{DataRef, Reader, Xlsx, XlsxError};
+use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, Utc};
+use std::fmt::Write as _;
+use std::io::{Cursor, Read};
+
+/// How many rows of a sheet may precede its header (titles, filters, blank rows).
+const HEADER_SEARCH_ROWS: u32 = 20;
+
+/// Parses workbook bytes. `name` is only used in messages.
+pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
+    let tables = read_table_parts(bytes, name)?;
+    let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(name, e))?;
+    let sheets = workbook.sheet_names();
+
+    let mut export = ParsedExport {
+        format: Some(ExportFormat::Xlsx),
+        ..ParsedExport::default()
+    };
+
+    if !tables.is_empty() {
+        // Table order: sheet order, then the order calamine lists them in.
+        let mut in_order: Vec<(&TablePart, String)> = Vec::new();
+        match workbook.load_tables() {
+            Ok(()) => {
+                for sheet in &sheets {
+                    for table in workbook.table_names_in_sheet(sheet) {
+                        if let Some(part) = tables.iter().find(|t| &t.name == table) {
+                            in_order.push((part, sheet.clone()));
+                        }
+                    }
+                }
+            }
+            Err(e) => export
+                .notes
+                .push(format!("the workbook's tables could not be read ({e}); sheets were searched instead")),
+        }
+        for (table, sheet) in &in_order {
+            let Ok(map) = HeaderMap::from_headers(table.columns.iter().map(String::as_str)) else {
+                continue;
+            };
+            let target = Target {
+                header_row: None,
+                first_data_row: table.first_row + table.header_rows,
+                last_row: table.last_row.saturating_sub(table.totals_rows),
+                first_col: table.first_col,
+                width: table.last_col - table.first_col + 1,
+                map,
+            };
+            read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
+            export.notes.push(format!(
+                "read the Excel table '{}' on sheet '{}'",
+                table.name, sheet
+            ));
+            return Ok(export);
+        }
+        let names: Vec<String> = tables.iter().map(|t| format!("'{}'", t.name)).collect();
+        export.notes.push(format!(
+            "the workbook's tables ({}) do not have the export's columns; sheets were searched instead",
+            names.join(", ")
+        ));
+    }
+
+    let mut first_row_seen: Option<(String, String)> = None;
+    for sheet in &sheets {
+        let found = match find_sheet_header(&mut workbook, sheet) {
+            Ok(found) => found,
+            // A chart sheet or macro sheet is not a worksheet: look at the next one.
+            Err(XlsxError::NotAWorksheet(_)) | Err(XlsxError::WorksheetNotFound(_)) => continue,
+            Err(e) => return Err(bad(name, e)),
+        };
+        match found {
+            SheetHeader::Found(target) => {
+                let row = target.header_row.unwrap_or(0) + 1;
+                read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
+                export.notes.push(format!(
+                    "no Excel table with the export's columns; read sheet '{sheet}' (header on row {row})"
+                ));
+                return Ok(export);
+            }
+            SheetHeader::NotFound { first_row } => {
+                if first_row_seen.is_none() {
+                    first_row_seen = first_row.map(|r| (sheet.clone(), r));
+                }
+            }
+        }
+    }
+    let found = match first_row_seen {
+        Some((sheet, row)) => format!("sheet '{sheet}' starts with '{}'", shorten(&row)),
+        None if sheets.is_empty() => "no worksheet".into(),
+        None => "only empty sheets".into(),
+    };
+    Err(ParseError::NoHeader {
+        name: name.into(),
+        expected: format!(
+            "{} (in an Excel table, or in the first {HEADER_SEARCH_ROWS} rows of a sheet)",
+            HeaderMap::expected()
+        ),
+        found,
+    })
+}
+
+fn bad(name: &str, e: impl std::fmt::Display) -> ParseError {
+    ParseError::BadWorkbook {
+        name: name.into(),
+        detail: e.to_string(),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() > MAX {
+        format!("{}…", text.chars().take(MAX).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// An Excel table as its part (`xl/tables/tableN.xml`) describes it; rows and columns
+/// 0-based, inclusive.
+#[derive(Debug)]
+struct TablePart {
+    name: String,
+    first_row: u32,
+    first_col: u32,
+    last_row: u32,
+    last_col: u32,
+    header_rows: u32,
+    totals_rows: u32,
+    columns: Vec<String>,
+}
+
+/// Opens the zip, checks it is a workbook and reads its table parts.
+fn read_table_parts(bytes: &[u8], name: &str) -> Result<Vec<TablePart>, ParseError> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ParseError::BadWorkbook {
+        name: name.into(),
+        detail: format!("the zip archive is damaged or truncated ({e})"),
+    })?;
+    if zip.index_for_name("xl/workbook.xml").is_none() {
+        return Err(ParseError::NotAnExport {
+            name: name.into(),
+            what: describe_zip(&zip).into(),
+        });
+    }
+    let parts: Vec<String> = zip
+        .file_names()
+        .filter(|n| n.starts_with("xl/tables/") && n.ends_with(".xml"))
+        .map(str::to_string)
+        .collect();
+    let mut tables = Vec::new();
+    for part in parts {
+        let mut xml = String::new();
+        zip.by_name(&part)
+            .map_err(|e| e.to_string())
+            .and_then(|mut f| f.read_to_string(&mut xml).map_err(|e| e.to_string()))
+            .map_err(|e| ParseError::BadWorkbook {
+                name: name.into(),
+                detail: format!("{part}: {e}"),
+            })?;
+        // A table part that cannot be understood is skipped: the sheets are still searched.
+        if let Some(table) = parse_table_part(&xml) {
+            tables.push(table);
+        }
+    }
+    Ok(tables)
+}
+
+/// What a zip that is not a workbook holds, for the error message.
+fn describe_zip<R: Read + std::io::Seek>(zip: &zip::ZipArchive<R>) -> &'static str {
+    if zip.index_for_name("word/document.xml").is_some() {
+        "this is a Word document, not an Excel workbook"
+    } else if zip.index_for_name("ppt/presentation.xml").is_some() {
+        "this is a PowerPoint presentation, not an Excel workbook"
+    } else if zip.index_for_name("content.xml").is_some() {
+        "this is an OpenDocument file; save it as .xlsx or CSV"
+    } else {
+        "this is a zip archive but not an Excel workbook"
+    }
+}
+
+/// Reads a table part: `<table displayName=".." ref="A1:O28" headerRowCount=".."
+/// totalsRowCount="..">` and its `<tableColumn name="..">`s.
+fn parse_table_part(xml: &str) -> Option<TablePart> {
+    let table_tag = find_tag(xml, "table")?;
+    let name = attribute(table_tag, "displayName").or_else(|| attribute(table_tag, "name"))?;
+    let (first, last) = attribute(table_tag, "ref")?.split_once(':').map(|(a, b)| (a.to_string(), b.to_string()))?;
+    let (first_row, first_col) = cell_reference(&first)?;
+    let (last_row, last_col) = cell_reference(&last)?;
+    let header_rows = attribute(table_tag, "headerRowCount").map_or(Some(1), |v| v.parse().ok())?;
+    let totals_rows = attribute(table_tag, "totalsRowCount").map_or(Some(0), |v| v.parse().ok())?;
+    if header_rows == 0 || last_col < first_col || last_row < first_row {
+        return None;
+    }
+    let mut columns = Vec::new();
+    let mut rest = xml;
+    while let Some(pos) = rest.find("tableColumn ") {
+        rest = &rest[pos..];
+        let end = rest.find('>')?;
+        columns.push(attribute(&rest[..end], "name").unwrap_or_default());
+        rest = &rest[end..];
+    }
+    Some(TablePart {
+        name,
+        first_row,
+        first_col,
+        last_row,
+        last_col,
+        header_rows,
+        totals_rows,
+        columns,
+    })
+}
+
+/// The attributes of the first `<tag …>` (any namespace prefix).
+fn find_tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let mut rest = xml;
+    while let Some(lt) = rest.find('<') {
+        rest = &rest[lt + 1..];
+        let end = rest.find('>')?;
+        let element = &rest[..end];
+        let element_name = element.split_whitespace().next().unwrap_or("");
+        let local = element_name.rsplit(':').next().unwrap_or("");
+        if local == tag {
+            return Some(element);
+        }
+    }
+    None
+}
+
+/// An attribute's value in a start tag, XML entities decoded.
+fn attribute(tag: &str, attr: &str) -> Option<String> {
+    let mut search = tag;
+    loop {
+        let pos = search.find(attr)?;
+        let before = search[..pos].chars().last();
+        let after = &search[pos + attr.len()..];
+        search = after;
+        if !matches!(before, Some(c) if c.is_whitespace()) {
+            continue;
+        }
+        let after = after.trim_start();
+        let Some(after) = after.strip_prefix('=') else {
+            continue;
+        };
+        let after = after.trim_start();
+        let quote = after.chars().next()?;
+        if quote != '"' && quote != '\'' {
+            return None;
+        }
+        let value = &after[1..];
+        let end = value.find(quote)?;
+        return Some(unescape_xml(&value[..end]));
+    }
+}
+
+fn unescape_xml(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let Some(semi) = rest.find(';') else { break };
+        let entity = &rest[1..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `B3` → (2, 1): 0-based row and column. `$` anchors are ignored.
+fn cell_reference(text: &str) -> Option<(u32, u32)> {
+    let text = text.trim().replace('$', "");
+    let split = text.find(|c: char| c.is_ascii_digit())?;
+    let (letters, digits) = text.split_at(split);
+    if letters.is_empty() || !letters.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let mut col: u32 = 0;
+    for c in letters.chars() {
+        col = col.checked_mul(26)? + (c.to_ascii_uppercase() as u32 - 'A' as u32 + 1);
+    }
+    let row: u32 = digits.parse().ok()?;
+    Some((row.checked_sub(1)?, col - 1))
+}
+
+/// Where the data rows are and how to read them.
+struct Target {
+    /// Sheet row of the header (0-based), for sheets; tables know theirs.
+    header_row: Option<u32>,
+    /// First sheet row (0-based) that may hold data.
+    first_data_row: u32,
+    /// Last sheet row (0-based) to read, inclusive.
+    last_row: u32,
+    /// Sheet column (0-based) of the row's first cell.
+    first_col: u32,
+    /// Cells per row.
+    width: u32,
+    map: HeaderMap,
+}
+
+enum SheetHeader {
+    Found(Target),
+    NotFound { first_row: Option<String> },
+}
+
+/// Looks for a header row among the sheet's first rows.
+fn find_sheet_header(
+    workbook: &mut Xlsx<Cursor<&[u8]>>,
+    sheet: &str,
+) -> Result<SheetHeader, XlsxError> {
+    let mut reader = workbook.worksheet_cells_reader(sheet)?;
+    let mut first_row: Option<String> = None;
+    let mut row_index: Option<u32> = None;
+    let mut cells: Vec<(u32, String)> = Vec::new();
+    let check = |row: u32, cells: &[(u32, String)], first_row: &mut Option<String>| {
+        if cells.iter().all(|(_, c)| c.trim().is_empty()) {
+            return None;
+        }
+        let first_col = cells.iter().find(|(_, c)| !c.trim().is_empty())?.0;
+        let last_col = cells.iter().rfind(|(_, c)| !c.trim().is_empty())?.0;
+        let mut line = vec![String::new(); (last_col - first_col + 1) as usize];
+        for (col, text) in cells {
+            if (first_col..=last_col).contains(col) {
+                line[(col - first_col) as usize] = text.clone();
+            }
+        }
+        if first_row.is_none() {
+            *first_row = Some(line.join(" | "));
+        }
+        let map = HeaderMap::from_headers(line.iter().map(String::as_str)).ok()?;
+        Some(Target {
+            header_row: Some(row),
+            first_data_row: row + 1,
+            last_row: u32::MAX,
+            first_col,
+            width: last_col - first_col + 1,
+            map,
+        })
+    };
+    while let Some(cell) = reader.next_cell()? {
+        let (row, col) = cell.get_position();
+        if row_index != Some(row) {
+            if let Some(prev) = row_index {
+                if let Some(target) = check(prev, &cells, &mut first_row) {
+                    return Ok(SheetHeader::Found(target));
+                }
+            }
+            if row >= HEADER_SEARCH_ROWS {
+                return Ok(SheetHeader::NotFound { first_row });
+            }
+            row_index = Some(row);
+            cells.clear();
+        }
+        let mut text = String::new();
+        write_cell(&mut text, cell.get_value(), false);
+        cells.push((col, text));
+    }
+    if let Some(prev) = row_index {
+        if let Some(target) = check(prev, &cells, &mut first_row) {
+            return Ok(SheetHeader::Found(target));
+        }
+    }
+    Ok(SheetHeader::NotFound { first_row })
+}
+
+/// Streams the target's rows into findings and rejections.
+fn read_rows(
+    workbook: &mut Xlsx<Cursor<&[u8]>>,
+    sheet: &str,
+    target: Target,
+    export: &mut ParsedExport,
+) -> Result<(), XlsxError> {
+    let width = target.width as usize;
+    let mut wanted = vec![false; width];
+    let mut is_date = vec![false; width];
+    for col in Column::ALL {
+        if let Some(i) = target.map.index(col).filter(|i| *i < width) {
+            wanted[i] = true;
+            is_date[i] = matches!(col, Column::DateDetected | Column::DateResolved);
+        }
+    }
+    // One reusable buffer per column: no allocation per cell.
+    let mut texts: Vec<String> = vec![String::new(); width];
+    let mut current: Option<u32> = None;
+    let mut non_empty = false;
+
+    let mut flush = |row: u32, texts: &mut Vec<String>, non_empty: bool| {
+        if non_empty {
+            export.total_rows += 1;
+            match target.map.finding(row as usize + 1, width, |i| texts[i].as_str()) {
+                Ok(finding) => export.findings.push(finding),
+                Err(rejected) => export.rejected.push(rejected),
+            }
+        }
+        texts.iter_mut().for_each(String::clear);
+    };
+
+    let mut reader = workbook.worksheet_cells_reader(sheet)?;
+    while let Some(cell) = reader.next_cell()? {
+        let (row, col) = cell.get_position();
+        if row < target.first_data_row {
+            continue;
+        }
+        if row > target.last_row {
+            break;
+        }
+        if current != Some(row) {
+            if let Some(prev) = current {
+                flush(prev, &mut texts, non_empty);
+            }
+            current = Some(row);
+            non_empty = false;
+        }
+        let Some(i) = col.checked_sub(target.first_col).map(|i| i as usize) else {
+            continue;
+        };
+        if i >= width {
+            continue;
+        }
+        let value = cell.get_value();
+        if !wanted[i] {
+            // Unread columns still make a row non-blank (e.g. only `Details` filled).
+            non_empty |= !is_blank(value);
+            continue;
+        }
+        write_cell(&mut texts[i], value, is_date[i]);
+        non_empty |= !texts[i].trim().is_empty();
+    }
+    if let Some(prev) = current {
+        flush(prev, &mut texts, non_empty);
+    }
+    Ok(())
+}
+
+fn is_blank(value: &DataRef<'_>) -> bool {
+    match value {
+        DataRef::Empty => true,
+        DataRef::String(s) => s.trim().is_empty(),
+        DataRef::SharedString(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// Writes a cell as the text a CSV export would hold. Numbers that are integers (ids,
+/// counts) lose Excel's `.0`; in a date column a number is an Excel serial date.
+fn write_cell(out: &mut String, value: &DataRef<'_>, date_column: bool) {
+    out.clear();
+    match value {
+        DataRef::Empty => {}
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => out.push_str(s),
+        DataRef::SharedString(s) => out.push_str(s),
+        DataRef::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        DataRef::Float(f) => {
+            if date_column {
+                if let Some(dt) = excel_serial_value(*f) {
+                    push_date(out, dt);
+                    return;
+                }
+            }
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                let _ = write!(out, "{}", *f as i64);
+            } else {
+                let _ = write!(out, "{f}");
+            }
+        }
+        DataRef::DateTime(dt) => {
+            if dt.is_datetime() {
+                if let Some(utc) = excel_date_time(dt) {
+                    push_date(out, utc);
+                    return;
+                }
+            }
+            let _ = write!(out, "{}", dt.as_f64());
+        }
+        DataRef::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+        DataRef::Error(e) => {
+            let _ = write!(out, "{e}");
+        }
+    }
+}
+
+fn push_date(out: &mut String, dt: DateTime<Utc>) {
+    out.push_str(&dt.to_rfc3339_opts(SecondsFormat::Secs, true));
+}
+
+/// A date cell's value as UTC (Excel has no zones: the wall time is taken as UTC, as the
+/// export's `Z` dates are). Handles the 1904 date system through calamine.
+fn excel_date_time(dt: &calamine::ExcelDateTime) -> Option<DateTime<Utc>> {
+    let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
+    let millis = ((i64::from(h) * 60 + i64::from(mi)) * 60 + i64::from(s)) * 1000 + i64::from(ms);
+    let naive = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())?.and_hms_opt(0, 0, 0)?
+        + chrono::Duration::milliseconds(millis);
+    // The float's rounding shows as 14:51:59.999: exports carry whole seconds.
+    Some(naive.and_utc().round_subsecs(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_export;
+    use rust_xlsxwriter::{ExcelDateTime, Format, Table, TableColumn, Workbook, Worksheet};
+
+    const HEADERS: [&str; 6] = [
+        "Device Owner",
+        "Lookout ID",
+        "Device Model",
+        "Issue",
+        "Status",
+        "Date Detected",
+    ];
+
+    fn write_header(ws: &mut Worksheet, row: u32, col: u16) {
+        for (i, h) in HEADERS.iter().enumerate() {
+            ws.write_string(row, col + i as u16, *h).unwrap();
+        }
+    }
+
+    fn write_row(ws: &mut Worksheet, row: u32, col: u16, owner: &str, date: &str) {
+        let cells = [owner, "c4b6f57b", "SM-A528B", "Agent", "Active", date];
+        for (i, c) in cells.iter().enumerate() {
+            ws.write_string(row, col + i as u16, *c).unwrap();
+        }
+    }
+
+    fn table() -> Table {
+        let columns: Vec<TableColumn> = HEADERS
+            .iter()
+            .map(|h| TableColumn::new().set_header(*h))
+            .collect();
+        Table::new().set_name("Issues").set_columns(&columns)
+    }
+
+    fn save(wb: &mut Workbook) -> Vec<u8> {
+        wb.save_to_buffer().unwrap()
+    }
+
+    #[test]
+    fn a_table_anywhere_is_found_and_rows_keep_sheet_row_numbers() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet().set_name("Notes").unwrap();
+        ws.write_string(0, 0, "nothing here").unwrap();
+        let ws = wb.add_worksheet().set_name("Data").unwrap();
+        ws.write_string(0, 0, "Report title").unwrap();
+        write_header(ws, 4, 2);
+        write_row(ws, 5, 2, "A@engie.com", "2024-03-04T14:52:00Z");
+        write_row(ws, 6, 2, "b@engie.com", "2024-03-05T14:52:00Z");
+        ws.add_table(4, 2, 6, 2 + HEADERS.len() as u16 - 1, &table()).unwrap();
+        // Below the table: not part of it.
+        write_row(ws, 9, 2, "c@engie.com", "2024-03-05T14:52:00Z");
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.format, Some(ExportFormat::Xlsx));
+        assert_eq!(p.total_rows, 2);
+        assert_eq!(p.findings[0].row, 6);
+        assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
+        assert_eq!(p.findings[1].row, 7);
+        assert!(p.notes.iter().any(|n| n.contains("table 'Issues' on sheet 'Data'")), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn without_a_table_the_first_sheet_with_a_header_is_read() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet().set_name("Empty").unwrap();
+        ws.write_string(0, 0, "no header").unwrap();
+        let ws = wb.add_worksheet().set_name("Issues").unwrap();
+        ws.write_string(0, 0, "Export 2 items").unwrap();
+        write_header(ws, 2, 0);
+        write_row(ws, 3, 0, "a@engie.com", "2024-03-04T14:52:00Z");
+        write_row(ws, 5, 0, "b@engie.com", "Mar 4, 2024 2:52 PM");
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.total_rows, 2, "the blank row 5 is not counted");
+        assert_eq!(p.findings[0].row, 4);
+        assert_eq!(p.findings[1].row, 6);
+        assert_eq!(p.findings[1].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
+        assert!(p.notes.iter().any(|n| n.contains("sheet 'Issues' (header on row 3)")), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn real_excel_dates_and_serial_numbers_in_date_columns_are_dates() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        write_header(ws, 0, 0);
+        write_row(ws, 1, 0, "a@engie.com", "");
+        let when = ExcelDateTime::parse_from_str("2024-03-04T14:52:00").unwrap();
+        ws.write_datetime_with_format(1, 5, &when, &Format::new().set_num_format("yyyy-mm-dd hh:mm"))
+            .unwrap();
+        write_row(ws, 2, 0, "b@engie.com", "");
+        ws.write_number(2, 5, 45355.6194444444).unwrap();
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(p.findings[0].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
+        assert_eq!(p.findings[1].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
+    }
+
+    #[test]
+    fn numeric_ids_come_out_as_text_without_a_decimal_point() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        write_header(ws, 0, 0);
+        write_row(ws, 1, 0, "a@engie.com", "2024-03-04T14:52:00Z");
+        ws.write_number(1, 1, 123456789.0).unwrap();
+        ws.write_number(1, 2, 7.5).unwrap();
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.findings[0].lookout_id.as_deref(), Some("123456789"));
+        assert_eq!(p.findings[0].device_model, "7.5");
+    }
+
+    #[test]
+    fn a_bad_date_in_a_workbook_is_rejected_with_its_sheet_row() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        write_header(ws, 0, 0);
+        write_row(ws, 1, 0, "a@engie.com", "2024-03-04T14:52:00Z");
+        write_row(ws, 2, 0, "b@engie.com", "31/02/2024");
+        write_row(ws, 3, 0, "", "2024-03-04T14:52:00Z");
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.total_rows, 3);
+        assert_eq!(p.rejected[0].row, 3);
+        assert_eq!(p.rejected[0].field, "Date Detected");
+        assert_eq!(p.rejected[1].row, 4);
+        assert_eq!(p.rejected[1].field, "Device Owner");
+    }
+
+    #[test]
+    fn a_table_without_the_export_columns_is_passed_over_for_a_matching_sheet() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet().set_name("Other").unwrap();
+        ws.write_string(0, 0, "Name").unwrap();
+        ws.write_string(0, 1, "Count").unwrap();
+        ws.write_string(1, 0, "x").unwrap();
+        ws.add_table(0, 0, 1, 1, &Table::new().set_name("Counts")).unwrap();
+        let ws = wb.add_worksheet().set_name("Issues").unwrap();
+        write_header(ws, 0, 0);
+        write_row(ws, 1, 0, "a@engie.com", "2024-03-04T14:52:00Z");
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.findings.len(), 1);
+        assert!(p.notes.iter().any(|n| n.contains("'Counts'")), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn a_workbook_without_a_header_names_the_file_and_what_it_holds() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet().set_name("Feuil1").unwrap();
+        ws.write_string(0, 0, "Budget").unwrap();
+        ws.write_string(0, 1, "2024").unwrap();
+        let err = parse(&save(&mut wb), "book.xlsx").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ParseError::NoHeader { .. }));
+        assert!(msg.starts_with("book.xlsx: "), "{msg}");
+        assert!(msg.contains("'Device Owner'"), "{msg}");
+        assert!(msg.contains("sheet 'Feuil1' starts with 'Budget | 2024'"), "{msg}");
+    }
+
+    #[test]
+    fn a_truncated_workbook_is_a_bad_workbook_error() {
+        let mut wb = Workbook::new();
+        write_header(wb.add_worksheet(), 0, 0);
+        let bytes = save(&mut wb);
+        let err = parse_export(&bytes[..bytes.len() / 2], "book.xlsx").unwrap_err();
+        assert!(matches!(err, ParseError::BadWorkbook { .. }), "{err}");
+        assert!(err.to_string().starts_with("book.xlsx: unreadable Excel workbook"), "{err}");
+    }
+
+    #[test]
+    fn a_zip_that_is_not_a_workbook_is_not_an_export() {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut buf);
+            zip.start_file("word/document.xml", zip::write::SimpleFileOptions::default())
+                .unwrap();
+            std::io::Write::write_all(&mut zip, b"<w:document/>").unwrap();
+            zip.finish().unwrap();
+        }
+        let err = parse_export(buf.get_ref(), "memo.docx").unwrap_err();
+        assert!(matches!(err, ParseError::NotAnExport { .. }), "{err}");
+        assert!(err.to_string().contains("not an Excel workbook"), "{err}");
+    }
+
+    #[test]
+    fn table_parts_are_read_with_their_range_and_columns() {
+        let xml = r#"<?xml version="1.0"?><x:table xmlns:x="urn" id="1" name="T" displayName="Tableau&amp;1" ref="$B$3:D10" totalsRowCount="1"><x:tableColumns count="3"><x:tableColumn id="1" name="Device Owner"/><x:tableColumn id="2" name="Issue"/><x:tableColumn id="3" name="A &lt; B"/></x:tableColumns></x:table>"#;
+        let t = parse_table_part(xml).unwrap();
+        assert_eq!(t.name, "Tableau&1");
+        assert_eq!((t.first_row, t.first_col, t.last_row, t.last_col), (2, 1, 9, 3));
+        assert_eq!((t.header_rows, t.totals_rows), (1, 1));
+        assert_eq!(t.columns, ["Device Owner", "Issue", "A < B"]);
+    }
+
+    #[test]
+    fn cell_references_become_zero_based_positions() {
+        assert_eq!(cell_reference("A1"), Some((0, 0)));
+        assert_eq!(cell_reference("AA10"), Some((9, 26)));
+        assert_eq!(cell_reference("$O$28"), Some((27, 14)));
+        assert_eq!(cell_reference("12"), None);
+    }
 }

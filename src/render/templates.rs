@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// Built-in templates, embedded so the binary works from any folder.
-const BUILTIN: [(&str, &str); 7] = [
+const BUILTIN: [(&str, &str); 8] = [
     ("reminder.fr.subject.j2", include_str!("../../templates/reminder.fr.subject.j2")),
     ("reminder.en.subject.j2", include_str!("../../templates/reminder.en.subject.j2")),
     ("reminder.fr.txt.j2", include_str!("../../templates/reminder.fr.txt.j2")),
@@ -18,6 +18,7 @@ const BUILTIN: [(&str, &str); 7] = [
     ("reminder.fr.card.json.j2", include_str!("../../templates/reminder.fr.card.json.j2")),
     ("reminder.en.card.json.j2", include_str!("../../templates/reminder.en.card.json.j2")),
     ("reminder.html.j2", include_str!("../../templates/reminder.html.j2")),
+    ("digest.card.json.j2", include_str!("../../templates/digest.card.json.j2")),
 ];
 
 /// A template problem: names the template and the line.
@@ -356,5 +357,108 @@ fn sample_reminder() -> PlannedReminder {
                 issues: vec![line(IssueKind::OsOutOfDate, -2, Platform::Unknown)],
             },
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Stage;
+
+    fn renderer() -> Renderer {
+        Renderer::new(
+            None,
+            &["fr".to_string(), "en".to_string()],
+            MessageConstants { contact: "help@example.com".into(), signature: "Support".into(), grace_days: 30 },
+        )
+        .unwrap()
+    }
+
+    fn hostile() -> PlannedReminder {
+        let mut r = sample_reminder();
+        r.devices[0].device_model = "\"}]},<script>alert(1)</script> **bold** [x](http://evil)".into();
+        r
+    }
+
+    #[test]
+    fn a_hostile_device_model_stays_data_in_the_card() {
+        let msg = renderer().render(&hostile(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        let card = msg.card.to_string();
+        assert_eq!(msg.card["type"], "AdaptiveCard");
+        assert!(card.contains("\\\\*\\\\*bold\\\\*\\\\*"), "markdown not escaped: {card}");
+        assert!(card.contains("\\\\[x\\\\]"), "{card}");
+    }
+
+    #[test]
+    fn a_hostile_device_model_is_escaped_in_the_html() {
+        let msg = renderer().render(&hostile(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "en").unwrap();
+        assert!(!msg.html.contains("<script>"), "{}", msg.html);
+        assert!(msg.html.contains("&lt;script&gt;"), "{}", msg.html);
+    }
+
+    #[test]
+    fn the_french_text_keeps_the_current_flow_wording() {
+        let mut r = sample_reminder();
+        r.devices.truncate(1);
+        r.devices[0].issues.truncate(1);
+        r.devices[0].issues[0].days_left = 12;
+        r.stage = Stage::First;
+        let msg = renderer().render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        for expected in [
+            "Nous avons une alerte sur nos serveurs indiquant que votre terminal mobile \"SM-A528B\" n'est pas à jour",
+            "l'antivirus mobile coupera les accès aux applications d'entreprise (okta, mail, contact, calendrier etc)",
+            "Pouvez vous suivre le mode opératoire suivant svp",
+            "Android Smartphone/Tablette : les mises à jour se font automatiquement entre 22H & 6H du matin.",
+            "n'hésitez pas à contacter la bal help@example.com",
+            "En vous remerciant par avance pour votre action.",
+            "12 jours restants (avant le 31 mars 2024)",
+        ] {
+            assert!(msg.text.contains(expected), "missing {expected:?} in:\n{}", msg.text);
+        }
+        assert!(!msg.text.contains("Apple iPhone/iPad"), "{}", msg.text);
+        assert!(msg.subject.contains("31 mars 2024"), "{}", msg.subject);
+    }
+
+    #[test]
+    fn an_unknown_platform_gets_both_instructions() {
+        let mut r = sample_reminder();
+        r.devices.remove(0);
+        let msg = renderer().render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "en").unwrap();
+        assert!(msg.text.contains("Apple iPhone/iPad"), "{}", msg.text);
+        assert!(msg.text.contains("Android phone/tablet"), "{}", msg.text);
+    }
+
+    #[test]
+    fn a_broken_override_fails_at_start_up_naming_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("reminder.fr.txt.j2"), "Bonjour {{ devices[0].model ").unwrap();
+        let err = Renderer::new(
+            Some(dir.path()),
+            &["fr".to_string()],
+            MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reminder.fr.txt.j2"), "{err}");
+    }
+
+    #[test]
+    fn an_override_replaces_the_builtin_wording() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("reminder.fr.subject.j2"), "Rappel : {{ devices|length }} terminal").unwrap();
+        let r = Renderer::new(
+            Some(dir.path()),
+            &["fr".to_string()],
+            MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 },
+        )
+        .unwrap();
+        let msg = r.render(&sample_reminder(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        assert_eq!(msg.subject, "Rappel : 2 terminal");
+    }
+
+    #[test]
+    fn a_language_without_templates_is_refused() {
+        let err = Renderer::new(None, &["de".to_string()], MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 })
+            .unwrap_err();
+        assert!(err.to_string().contains("'de'"), "{err}");
     }
 }

@@ -1,8 +1,10 @@
 //! Source: where the export comes from (local file, Azure Blob Storage, SharePoint / Teams
 //! library through Microsoft Graph). Each source fetches bytes; parsing is the next step.
 
+mod blob;
 mod local;
 
+pub use blob::BlobSource;
 pub use local::LocalFileSource;
 
 use async_trait::async_trait;

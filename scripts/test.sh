@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need (Node.js for
+# Azurite, the pinned Azurite from package-lock.json), checks formatting and lints, then
+# runs unit and integration tests. Used by `.ci/run` and by developers alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v npm >/dev/null 2>&1; then
+  step "installing Node.js and npm (Debian packages)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null; fi
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  step "installing openssl (Debian package)"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
+fi
+
+step "installing Azurite (npm ci, version pinned in package-lock.json)"
+npm ci --no-audit --no-fund --loglevel=error
+test -x node_modules/.bin/azurite-blob || { echo "azurite-blob was not installed" >&2; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+# Integration tests must never skip quietly: the Azurite harness fails when CI is set and
+# Azurite is missing.
+export CI="${CI:-1}"
+step "cargo test (unit, integration, doc)"
+mkdir -p target
+set +e
+cargo test --all-targets 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "tests failed (exit $status; full output in target/test-output.log)" >&2
+  exit "$status"
+fi
+cargo test --doc --quiet
+step "all tests passed"

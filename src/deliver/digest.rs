@@ -1,0 +1,212 @@
+//! Security-team digest: one Adaptive Card per run to a channel webhook (a Workflows flow
+//! that posts to a channel): totals by status, kind, platform and risk, failures with their
+//! reasons, owners past the deadline, and the run id.
+//!
+//! Owners are pseudonymised unless the digest is verbose (`REMINDERS_DIGEST_VERBOSE`): the
+//! channel is wider than the operators who read the run report.
+
+use super::workflows::{post_webhook, webhook_body};
+use super::{Delivery, DeliveryError};
+use crate::config::{DeliverySettings, Secret};
+use crate::domain::OwnerEmail;
+use crate::http::{HttpClient, RateLimiter, RetryPolicy};
+use crate::render::Renderer;
+use crate::report::{ReminderStatus, RunReport};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const CHANNEL: &str = "digest";
+
+/// The digest template's name.
+pub const DIGEST_TEMPLATE: &str = "digest.card.json.j2";
+
+/// Lines listed in the card before "and N more" (the card must stay under 28 KB).
+const MAX_LISTED: usize = 25;
+
+/// Posts the digest card to the security team's webhook.
+#[derive(Clone)]
+pub struct DigestSender {
+    http: HttpClient,
+    url: Secret,
+    verbose: bool,
+}
+
+impl DigestSender {
+    /// A sender from the settings, or `None` when `REMINDERS_DIGEST_WEBHOOK_URL` is unset.
+    pub fn from_settings(settings: &DeliverySettings, client: reqwest::Client) -> Option<Self> {
+        let url = settings.digest_webhook_url.clone()?;
+        Some(Self::new(url, settings.digest_verbose, client))
+    }
+
+    /// A sender posting to `url`; `verbose` shows owner e-mails instead of pseudonyms.
+    pub fn new(url: Secret, verbose: bool, client: reqwest::Client) -> Self {
+        let limiter = Arc::new(RateLimiter::new(1.0, 1));
+        Self { http: HttpClient::new("digest webhook", client).with_rate_limit(limiter), url, verbose }
+    }
+
+    /// Uses `policy` (tests shorten the delays).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.http = self.http.with_policy(policy);
+        self
+    }
+}
+
+/// A name and a count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Count {
+    /// Status, kind, platform or risk.
+    pub name: String,
+    /// How many.
+    pub count: usize,
+}
+
+/// A titled group of counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CountGroup {
+    /// `Issues by kind`…
+    pub title: String,
+    /// The counts, largest first.
+    pub counts: Vec<Count>,
+}
+
+/// An owner whose reminder failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailureLine {
+    /// Pseudonym (or address when verbose).
+    pub owner: String,
+    /// Why, with the channel.
+    pub reason: String,
+}
+
+/// What the digest card shows (the template's context).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DigestView {
+    /// Run id.
+    pub run_id: String,
+    /// `cli`, `timer`, `http`.
+    pub trigger: String,
+    /// Dry run.
+    pub dry_run: bool,
+    /// The run's date.
+    pub as_of: String,
+    /// The report's summary line.
+    pub summary: String,
+    /// Reminders by status.
+    pub statuses: Vec<Count>,
+    /// Open issues by kind, platform and risk (every owner in the report, due or not).
+    pub groups: Vec<CountGroup>,
+    /// Failed reminders (first [`MAX_LISTED`]).
+    pub failures: Vec<FailureLine>,
+    /// All failed reminders.
+    pub failures_count: usize,
+    /// Failures not listed.
+    pub failures_more: usize,
+    /// Owners with an issue past its deadline.
+    pub past_deadline_count: usize,
+    /// Those owners (first [`MAX_LISTED`]), pseudonymised unless verbose.
+    pub past_deadline: Vec<String>,
+    /// Owners past the deadline not listed.
+    pub past_deadline_more: usize,
+    /// The report's warnings.
+    pub warnings: Vec<String>,
+}
+
+fn owner_label(owner: &str, verbose: bool) -> String {
+    match OwnerEmail::parse(owner) {
+        Ok(o) => o.for_log(verbose),
+        // Report lines always hold parsed addresses; never show an unparsed one.
+        Err(_) => "owner-?".into(),
+    }
+}
+
+fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
+    let mut v: Vec<Count> = map.into_iter().map(|(name, count)| Count { name, count }).collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    v
+}
+
+/// Builds the digest's content from a run report (pure).
+pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
+    let c = &report.counts;
+    let mut statuses = vec![
+        Count { name: "sent".into(), count: c.sent },
+        Count { name: "failed".into(), count: c.failed },
+        Count { name: "skipped".into(), count: c.skipped },
+    ];
+    if report.dry_run {
+        statuses.insert(0, Count { name: "planned".into(), count: c.planned });
+    }
+    let fell_back = report
+        .reminders
+        .iter()
+        .filter(|r| r.status == ReminderStatus::Sent && r.reason.is_some())
+        .count();
+    if fell_back > 0 {
+        statuses.push(Count { name: "sent by a fallback channel".into(), count: fell_back });
+    }
+    let (mut kind, mut platform, mut risk) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let mut past: BTreeSet<String> = BTreeSet::new();
+    let mut failures = Vec::new();
+    for r in &report.reminders {
+        for i in &r.issues {
+            *kind.entry(i.kind.clone()).or_insert(0) += 1;
+            *platform.entry(i.platform.clone()).or_insert(0) += 1;
+            *risk.entry(i.risk.clone()).or_insert(0) += 1;
+            if i.days_left < 0 {
+                past.insert(owner_label(&r.owner, verbose));
+            }
+        }
+        if r.status == ReminderStatus::Failed {
+            let reason = r.reason.clone().unwrap_or_else(|| "unknown".into());
+            let reason = match &r.channel {
+                Some(ch) => format!("{ch}: {reason}"),
+                None => reason,
+            };
+            failures.push(FailureLine { owner: owner_label(&r.owner, verbose), reason });
+        }
+    }
+    let failures_count = failures.len();
+    failures.truncate(MAX_LISTED);
+    let past_deadline_count = past.len();
+    let past_deadline: Vec<String> = past.into_iter().take(MAX_LISTED).collect();
+    DigestView {
+        run_id: report.run_id.clone(),
+        trigger: format!("{:?}", report.trigger).to_lowercase(),
+        dry_run: report.dry_run,
+        as_of: report.as_of.to_string(),
+        summary: report.summary.clone(),
+        statuses,
+        groups: vec![
+            CountGroup { title: "Issues by kind".into(), counts: counts(kind) },
+            CountGroup { title: "By platform".into(), counts: counts(platform) },
+            CountGroup { title: "By risk".into(), counts: counts(risk) },
+        ],
+        failures_more: failures_count - failures.len(),
+        failures,
+        failures_count,
+        past_deadline_more: past_deadline_count - past_deadline.len(),
+        past_deadline,
+        past_deadline_count,
+        warnings: report.warnings.clone(),
+    }
+}
+
+/// Renders the digest card for a report.
+pub fn digest_card(report: &RunReport, renderer: &Renderer, verbose: bool) -> Result<serde_json::Value, DeliveryError> {
+    let view = digest_view(report, verbose);
+    let text = renderer
+        .render_named(DIGEST_TEMPLATE, minijinja::Value::from_serialize(&view))
+        .map_err(|e| DeliveryError::permanent(CHANNEL, e.to_string()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| DeliveryError::permanent(CHANNEL, format!("template {DIGEST_TEMPLATE}: the output is not valid JSON: {e}")))
+}
+
+/// Sends one digest card for `report` to the security team's webhook. Call it once at the
+/// end of a run (not for dry runs unless wanted); a failure is for the logs, not the run.
+pub async fn send_digest(report: &RunReport, renderer: &Renderer, sender: &DigestSender) -> Result<Delivery, DeliveryError> {
+    let card = digest_card(report, renderer, sender.verbose)?;
+    let body = webhook_body(None, &card);
+    let attempts = post_webhook(&sender.http, &sender.url, &body, CHANNEL).await?;
+    Ok(Delivery { channel: CHANNEL.into(), attempts, ..Default::default() })
+}

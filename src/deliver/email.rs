@@ -1,0 +1,107 @@
+//! E-mail through Graph `sendMail` from a shared mailbox: the HTML body rendered from the
+//! same template as the card, as fallback when Teams cannot reach a user or as the channel.
+//!
+//! Exchange allows about 4 concurrent requests and 10,000 per 10 minutes per mailbox: the
+//! sends are paced by a rate limiter and at most four are in flight.
+
+use super::teams_bot::failure_for;
+use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use crate::azure::AccessTokens;
+use crate::config::DeliverySettings;
+use crate::http::{encode_segment, HttpClient, RateLimiter, RetryPolicy};
+use async_trait::async_trait;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+const CHANNEL: &str = "email";
+
+/// Exchange Online's concurrent request limit per mailbox.
+const MAX_CONCURRENT_SENDS: usize = 4;
+
+/// Sends reminders by e-mail.
+#[derive(Clone)]
+pub struct EmailNotifier {
+    http: HttpClient,
+    tokens: Arc<dyn AccessTokens>,
+    graph_base: String,
+    graph_scope: String,
+    sender: String,
+    in_flight: Arc<Semaphore>,
+}
+
+impl EmailNotifier {
+    /// A notifier from the delivery settings (`REMINDERS_SENDER_MAILBOX` is required).
+    pub fn new(
+        settings: &DeliverySettings,
+        tokens: Arc<dyn AccessTokens>,
+        client: reqwest::Client,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let sender = settings
+            .sender_mailbox
+            .clone()
+            .ok_or_else(|| crate::config::ConfigError::missing("REMINDERS_SENDER_MAILBOX", "when REMINDERS_CHANNEL includes email"))?;
+        let limiter = Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1));
+        Ok(Self {
+            http: HttpClient::new("graph sendMail", client).with_rate_limit(limiter),
+            tokens,
+            graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
+            graph_scope: settings.graph_scope.clone(),
+            sender,
+            in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
+        })
+    }
+
+    /// Uses `policy` (tests shorten the delays).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.http = self.http.with_policy(policy);
+        self
+    }
+}
+
+/// The `sendMail` body for one recipient.
+pub fn mail_body(to: &str, subject: &str, html: &str) -> serde_json::Value {
+    json!({
+        "message": {
+            "subject": subject,
+            "body": { "contentType": "HTML", "content": html },
+            "toRecipients": [{ "emailAddress": { "address": to } }],
+        },
+        "saveToSentItems": true,
+    })
+}
+
+#[async_trait]
+impl Notifier for EmailNotifier {
+    fn channel(&self) -> &str {
+        CHANNEL
+    }
+
+    fn describe(&self) -> String {
+        format!("e-mail from {} via {}", self.sender, self.graph_base)
+    }
+
+    async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
+        let rendered = msg.message_for(None);
+        let body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
+        let url = format!("{}/v1.0/users/{}/sendMail", self.graph_base, encode_segment(&self.sender));
+        let _permit = self.in_flight.acquire().await.map_err(|_| DeliveryError::permanent(CHANNEL, "the sender is shut down"))?;
+        let out = self
+            .http
+            .send(|| self.http.client().post(&url).json(&body), Some((self.tokens.as_ref(), self.graph_scope.as_str())))
+            .await
+            .map_err(|e| failure_for(CHANNEL, "cannot send the e-mail", &e))?;
+        Ok(Delivery {
+            channel: CHANNEL.into(),
+            // sendMail answers 202 without an id; the request id identifies the call.
+            message_id: out
+                .headers
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!("request-id:{v}")),
+            language: Some(rendered.language.clone()),
+            attempts: out.attempts,
+            ..Default::default()
+        })
+    }
+}

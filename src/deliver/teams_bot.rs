@@ -1,0 +1,299 @@
+//! Teams bot, proactive 1:1: resolve the owner in Graph, make sure the bot's Teams app is
+//! installed for them, find the 1:1 chat and post the Adaptive Card through the Bot Connector.
+//!
+//! Graph calls and Bot Connector calls go through separate [`HttpClient`]s so each endpoint
+//! is paced by its own rate limiter; the Bot Connector's (about 50 requests/s per app per
+//! tenant) is what bounds a large run.
+
+use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use crate::azure::AccessTokens;
+use crate::config::DeliverySettings;
+use crate::http::{encode_segment, HttpClient, HttpError, RateLimiter, RetryPolicy};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use tracing::{debug, instrument};
+
+const CHANNEL: &str = "teams_bot";
+
+/// Teams keeps a bot message under about 28 KB; bigger ones are refused with 413.
+pub const MAX_ACTIVITY_BYTES: usize = 28 * 1024;
+
+/// The Adaptive Card attachment content type.
+pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
+
+/// Sends reminders as a proactive 1:1 message from the Teams bot.
+#[derive(Clone)]
+pub struct TeamsBotNotifier {
+    graph: HttpClient,
+    bot: HttpClient,
+    tokens: Arc<dyn AccessTokens>,
+    graph_base: String,
+    graph_scope: String,
+    bot_url: String,
+    bot_scope: String,
+    teams_app_id: String,
+}
+
+/// The Graph user fields the bot needs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphUser {
+    /// Entra object id.
+    pub id: String,
+    /// `fr-FR`…, when set.
+    #[serde(default)]
+    pub preferred_language: Option<String>,
+    /// `false` for a disabled account.
+    #[serde(default)]
+    pub account_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Installations {
+    #[serde(default)]
+    value: Vec<Installation>,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl TeamsBotNotifier {
+    /// A notifier from the delivery settings (`REMINDERS_TEAMS_APP_ID` is required), with
+    /// tokens from `tokens` and connections from `client`.
+    pub fn new(
+        settings: &DeliverySettings,
+        tokens: Arc<dyn AccessTokens>,
+        client: reqwest::Client,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let teams_app_id = settings
+            .teams_app_id
+            .clone()
+            .ok_or_else(|| crate::config::ConfigError::missing("REMINDERS_TEAMS_APP_ID", "when REMINDERS_CHANNEL includes teams_bot"))?;
+        let graph_limiter = Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1));
+        let bot_limiter = Arc::new(RateLimiter::new(settings.rate_per_second, 1));
+        Ok(Self {
+            graph: HttpClient::new("graph", client.clone()).with_rate_limit(graph_limiter),
+            bot: HttpClient::new("bot connector", client).with_rate_limit(bot_limiter),
+            tokens,
+            graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
+            graph_scope: settings.graph_scope.clone(),
+            bot_url: settings.bot_service_url.trim_end_matches('/').to_string(),
+            bot_scope: settings.bot_scope.clone(),
+            teams_app_id,
+        })
+    }
+
+    /// Uses `policy` for Graph and Bot Connector calls (tests shorten the delays).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.graph = self.graph.with_policy(policy.clone());
+        self.bot = self.bot.with_policy(policy);
+        self
+    }
+
+    /// The Bot Connector client (its counters: attempts, 429s, retries).
+    pub fn bot_client(&self) -> &HttpClient {
+        &self.bot
+    }
+
+    /// The Graph client.
+    pub fn graph_client(&self) -> &HttpClient {
+        &self.graph
+    }
+
+    fn graph_auth(&self) -> Option<(&dyn AccessTokens, &str)> {
+        Some((self.tokens.as_ref(), self.graph_scope.as_str()))
+    }
+
+    /// `GET /users/{upn}` with the fields the bot needs.
+    #[instrument(skip_all, err(Display))]
+    pub async fn resolve_user(&self, upn: &str) -> Result<GraphUser, HttpError> {
+        let url = format!(
+            "{}/v1.0/users/{}?$select=id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled",
+            self.graph_base,
+            encode_segment(upn)
+        );
+        let out = self.graph.send(|| self.graph.client().get(&url), self.graph_auth()).await?;
+        out.json("graph")
+    }
+
+    async fn installation(&self, user_id: &str) -> Result<Option<String>, HttpError> {
+        let url = format!(
+            "{}/v1.0/users/{}/teamwork/installedApps?$expand=teamsApp&$filter={}",
+            self.graph_base,
+            encode_segment(user_id),
+            encode_segment(&format!("teamsApp/id eq '{}'", self.teams_app_id))
+        );
+        let out = self.graph.send(|| self.graph.client().get(&url), self.graph_auth()).await?;
+        let list: Installations = out.json("graph")?;
+        Ok(list.value.into_iter().next().map(|i| i.id))
+    }
+
+    async fn install(&self, user_id: &str) -> Result<(), HttpError> {
+        let url = format!("{}/v1.0/users/{}/teamwork/installedApps", self.graph_base, encode_segment(user_id));
+        let body = json!({
+            "teamsApp@odata.bind": format!("{}/v1.0/appCatalogs/teamsApps/{}", self.graph_base, self.teams_app_id)
+        });
+        match self.graph.send(|| self.graph.client().post(&url).json(&body), self.graph_auth()).await {
+            Ok(_) => Ok(()),
+            // 409: already installed (a concurrent install, or a stale listing).
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes sure the app is installed for the user (installing it when `force` or missing)
+    /// and returns the 1:1 chat id, which is the Bot Connector conversation id.
+    async fn conversation(&self, user_id: &str, force_install: bool) -> Result<String, DeliveryError> {
+        let existing = if force_install {
+            None
+        } else {
+            self.installation(user_id).await.map_err(|e| failure("cannot list the user's Teams apps", &e))?
+        };
+        let installation_id = match existing {
+            Some(id) => id,
+            None => {
+                self.install(user_id).await.map_err(|e| failure("cannot install the Teams app for the user", &e))?;
+                self.installation(user_id)
+                    .await
+                    .map_err(|e| failure("cannot list the user's Teams apps", &e))?
+                    .ok_or_else(|| DeliveryError::permanent(CHANNEL, "the Teams app is not installed after installing it"))?
+            }
+        };
+        let url = format!(
+            "{}/v1.0/users/{}/teamwork/installedApps/{}/chat",
+            self.graph_base,
+            encode_segment(user_id),
+            encode_segment(&installation_id)
+        );
+        let out = self
+            .graph
+            .send(|| self.graph.client().get(&url), self.graph_auth())
+            .await
+            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+        let chat: IdOnly = out.json("graph").map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+        chat.id.filter(|id| !id.is_empty()).ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
+    }
+
+    async fn post_activity(&self, conversation: &str, activity: &serde_json::Value) -> Result<(Option<String>, u32), HttpError> {
+        let url = format!("{}/v3/conversations/{}/activities", self.bot_url, encode_segment(conversation));
+        let out = self
+            .bot
+            .send(|| self.bot.client().post(&url).json(activity), Some((self.tokens.as_ref(), self.bot_scope.as_str())))
+            .await?;
+        let id: IdOnly = serde_json::from_slice(&out.body).unwrap_or(IdOnly { id: None });
+        Ok((id.id, out.attempts))
+    }
+}
+
+/// The Bot Framework activity for a rendered message: the card, with the subject as the
+/// notification `summary` and as `text` for clients that cannot show cards. (The full plain
+/// text is not used as `text`: Teams would show it above the card, saying everything twice.)
+pub fn activity(message: &crate::render::RenderedMessage) -> serde_json::Value {
+    json!({
+        "type": "message",
+        "summary": message.subject,
+        "text": message.subject,
+        "attachments": [{ "contentType": ADAPTIVE_CARD, "content": message.card }],
+    })
+}
+
+/// A report-ready failure from an HTTP error: reason, service code, transient or not.
+pub(super) fn failure_for(channel: &str, context: &str, e: &HttpError) -> DeliveryError {
+    DeliveryError {
+        channel: channel.into(),
+        reason: format!("{context}: {}", e.reason()),
+        code: e.code().map(str::to_string).or_else(|| e.status().map(|s| format!("HTTP {s}"))),
+        transient: e.is_transient(),
+        skip: false,
+    }
+}
+
+fn failure(context: &str, e: &HttpError) -> DeliveryError {
+    failure_for(CHANNEL, context, e)
+}
+
+#[async_trait]
+impl Notifier for TeamsBotNotifier {
+    fn channel(&self) -> &str {
+        CHANNEL
+    }
+
+    fn describe(&self) -> String {
+        format!("Teams bot via {} (Teams app {})", self.bot_url, self.teams_app_id)
+    }
+
+    async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
+        let user = match self.resolve_user(msg.owner().as_str()).await {
+            Ok(u) => u,
+            Err(e) if e.status() == Some(404) => {
+                return Err(DeliveryError { code: e.code().map(str::to_string), ..DeliveryError::permanent(CHANNEL, "user not found") })
+            }
+            Err(e) => return Err(failure("cannot look the user up", &e)),
+        };
+        if user.account_enabled == Some(false) {
+            return Err(DeliveryError { skip: true, ..DeliveryError::permanent(CHANNEL, "account disabled") });
+        }
+        let rendered = msg.message_for(user.preferred_language.as_deref());
+        let activity = activity(rendered);
+        let size = serde_json::to_vec(&activity).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_ACTIVITY_BYTES {
+            return Err(DeliveryError::permanent(
+                CHANNEL,
+                format!("message too large for Teams: {} KB (limit 28 KB)", size.div_ceil(1024)),
+            ));
+        }
+
+        let (mut conversation, mut cached) = match &msg.cached_conversation {
+            Some(c) => (c.clone(), true),
+            None => (self.conversation(&user.id, false).await?, false),
+        };
+        let mut attempts = 0;
+        let mut reinstalled = false;
+        loop {
+            match self.post_activity(&conversation, &activity).await {
+                Ok((message_id, n)) => {
+                    attempts += n;
+                    return Ok(Delivery {
+                        channel: CHANNEL.into(),
+                        message_id,
+                        conversation_id: Some(conversation),
+                        language: Some(rendered.language.clone()),
+                        fell_back: None,
+                        attempts,
+                    });
+                }
+                Err(e) => {
+                    attempts += e.attempts();
+                    match e.status() {
+                        // The cached conversation is gone (chat deleted, app reinstalled):
+                        // look it up afresh once.
+                        Some(404) if cached => {
+                            debug!("cached conversation not found: looking it up again");
+                            cached = false;
+                            conversation = self.conversation(&user.id, false).await?;
+                        }
+                        // The app was uninstalled or blocked: install it again once.
+                        Some(403) if !reinstalled && e.code().is_none_or(|c| c == "BotNotInConversationRoster") => {
+                            debug!(code = e.code().unwrap_or(""), "bot not in the conversation: reinstalling the app once");
+                            reinstalled = true;
+                            cached = false;
+                            conversation = self.conversation(&user.id, true).await?;
+                        }
+                        Some(403) => return Err(failure("the bot cannot message the user (Teams app not installed or blocked)", &e)),
+                        _ => return Err(failure("cannot post the message", &e)),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! The HTTP function (`function_http`): `GET` health, `GET ?runId=` a run's report, `POST`
+//! an on-demand run. One core ([`handle`]) serves both the forwarded request
+//! (`/api/function_http`) and the host's wrapped form (`POST /function_http`).
+//!
+//! Statuses: 200 done; 207 done but some reminders failed (`counts.failed > 0`, the body is
+//! the full report); 202 started with `wait: false`; 400 bad request; 404 unknown run id;
+//! 405 wrong method; 409 a run is in progress; 413 body too large; 422 unusable export (or
+//! a plan over the owner cap); 502 the export store failed; 503 shutting down; 500
+//! unexpected, with a correlation id and nothing internal.
+
+use super::state::{AppState, Outcome, Refused, RunState};
+use crate::app::{self, SourceOverride};
+use crate::config::ChannelKind;
+use crate::domain::OwnerEmail;
+use crate::job::{JobError, RunRequest};
+use crate::report::{RunReport, Trigger};
+use crate::source::SourceError;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The forwarded route (the host's default `api` route prefix).
+pub const ROUTE: &str = "/api/function_http";
+
+/// One call of the HTTP function, whichever way it arrived.
+#[derive(Clone, Debug)]
+pub struct HttpCall {
+    /// Method.
+    pub method: Method,
+    /// Query parameters (the `code` key parameter among them: never logged).
+    pub query: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The host's invocation id.
+    pub invocation_id: Option<String>,
+}
+
+/// The function's answer: status, JSON body and optional `Location`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// JSON body.
+    pub body: Value,
+    /// `Location` (202 and polling answers).
+    pub location: Option<String>,
+}
+
+impl ApiResponse {
+    fn new(status: StatusCode, body: Value) -> Self {
+        Self { status, body, location: None }
+    }
+
+    /// An error answer `{"error": message}`.
+    pub fn error(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, json!({ "error": message.into() }))
+    }
+
+    /// A 500 answer: the details go to the log under the correlation id, never to the caller.
+    pub fn internal(correlation_id: &str, detail: &dyn std::fmt::Display) -> Self {
+        error!(correlation_id, error = %detail, "unexpected error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({
+                "error": "unexpected error; the details are in the function's logs under this correlation id",
+                "correlationId": correlation_id,
+            }),
+        )
+    }
+
+    /// 405 with the allowed methods.
+    pub fn method_not_allowed(method: &Method, allowed: &str) -> Self {
+        Self::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} is not allowed here; use {allowed}"),
+        )
+    }
+
+    /// The answer as the wrapped HTTP output binding (`Outputs.res`).
+    pub fn into_wrapped(self) -> super::payload::WrappedHttpResponse {
+        let mut headers = BTreeMap::new();
+        headers.insert("Content-Type".to_string(), "application/json".to_string());
+        if let Some(l) = self.location {
+            headers.insert("Location".to_string(), l);
+        }
+        super::payload::WrappedHttpResponse {
+            status_code: self.status.as_u16(),
+            body: self.body.to_string(),
+            headers,
+        }
+    }
+}
+
+impl IntoResponse for ApiResponse {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, axum::Json(self.body)).into_response();
+        if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            res.headers_mut().insert(header::LOCATION, l);
+        }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        res
+    }
+}
+
+/// The `POST` body. Every field is optional; unknown fields are refused so a typo
+/// (`dryrun`) cannot silently become a real run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunBody {
+    /// Plan and render, send nothing.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// Only these owners.
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
+    /// Ignore the cadence and the owner cap.
+    #[serde(default)]
+    pub force: Option<bool>,
+    /// The run's "today", `YYYY-MM-DD`.
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// Another export for this run.
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+    /// Another channel (or fallback chain) for this run.
+    #[serde(default)]
+    pub channel: Option<ChannelSpec>,
+    /// Wait for the report (default) or answer 202 at once.
+    #[serde(default)]
+    pub wait: Option<bool>,
+}
+
+/// `source` in the `POST` body: exactly one member.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// A blob name in the configured container.
+    #[serde(default)]
+    pub blob: Option<String>,
+    /// A path in the configured SharePoint library.
+    #[serde(default)]
+    pub sharepoint_path: Option<String>,
+    /// A local file (only with `REMINDERS_SOURCE=local`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl SourceSpec {
+    /// The override, or a message for a 400.
+    pub fn to_override(&self) -> Result<SourceOverride, String> {
+        let given: Vec<SourceOverride> = [
+            self.blob.clone().map(SourceOverride::Blob),
+            self.sharepoint_path.clone().map(SourceOverride::SharePointPath),
+            self.path.clone().map(|p| SourceOverride::Path(p.into())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match <[SourceOverride; 1]>::try_from(given) {
+            Ok([one]) => Ok(one),
+            Err(_) => Err("source: give exactly one of blob, sharepointPath or path".into()),
+        }
+    }
+}
+
+/// `channel` in the `POST` body: one name or a list (primary first).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ChannelSpec {
+    /// One channel.
+    One(String),
+    /// A fallback chain.
+    Many(Vec<String>),
+}
+
+impl ChannelSpec {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            ChannelSpec::One(s) => vec![s.as_str()],
+            ChannelSpec::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Reads the `POST` body; the message names the field at fault.
+pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RunBody::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let body: RunBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            format!("the request body is not valid JSON: {inner}")
+        } else if path == "." || path.is_empty() {
+            format!("invalid request body: {inner}")
+        } else {
+            format!("invalid request body: {path}: {inner}")
+        }
+    })?;
+    de.end().map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    Ok(body)
+}
+
+/// Turns the body into a run request and whether to wait; `Err` is a 400 message.
+fn run_request(state: &AppState, body: &RunBody, invocation_id: Option<String>) -> Result<(RunRequest, bool), String> {
+    let mut req = RunRequest::new(Trigger::Http);
+    req.invocation_id = invocation_id;
+    req.dry_run = body.dry_run.unwrap_or(false);
+    req.force = body.force.unwrap_or(false);
+    if let Some(as_of) = &body.as_of {
+        req.as_of = Some(
+            NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
+                .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?,
+        );
+    }
+    for (i, raw) in body.only.iter().flatten().enumerate() {
+        req.only.push(OwnerEmail::parse(raw).map_err(|e| format!("only[{i}]: {e}"))?);
+    }
+    if let Some(spec) = &body.source {
+        let spec = spec.to_override()?;
+        req.source = Some(app::source_override(state.config(), &spec).map_err(|e| e.to_string())?);
+    }
+    if let Some(spec) = &body.channel {
+        let mut kinds = Vec::new();
+        for name in spec.names() {
+            kinds.push(ChannelKind::parse(name).ok_or_else(|| format!("channel: unknown channel '{name}'"))?);
+        }
+        if kinds.is_empty() {
+            return Err("channel: give at least one channel".into());
+        }
+        req.notifier = Some(app::notifier(state.config(), &kinds).map_err(|e| format!("channel: {e}"))?);
+    }
+    Ok((req, body.wait.unwrap_or(true)))
+}
+
+/// Answers one call of the HTTP function.
+pub async fn handle(state: &AppState, call: HttpCall) -> ApiResponse {
+    let correlation = call.invocation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match call.method {
+        Method::GET => match call.query.iter().find(|(k, _)| k == "runId") {
+            Some((_, run_id)) => get_run(state, run_id, &correlation).await,
+            None => health(state).await,
+        },
+        Method::POST => post(state, call, &correlation).await,
+        ref other => ApiResponse::method_not_allowed(other, "GET or POST"),
+    }
+}
+
+async fn post(state: &AppState, call: HttpCall, correlation: &str) -> ApiResponse {
+    if call.body.len() > MAX_BODY_BYTES {
+        return too_large();
+    }
+    let body = match parse_body(&call.body) {
+        Ok(b) => b,
+        Err(msg) => {
+            warn!(error = %msg, "bad request");
+            return ApiResponse::error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let (req, wait) = match run_request(state, &body, call.invocation_id.clone()) {
+        Ok(r) => r,
+        Err(msg) => {
+            warn!(error = %msg, "bad request");
+            return ApiResponse::error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    info!(
+        dry_run = req.dry_run,
+        force = req.force,
+        only = req.only.len(),
+        as_of = ?req.as_of,
+        source_override = req.source.is_some(),
+        channel_override = req.notifier.is_some(),
+        wait,
+        "run requested"
+    );
+    let ticket = match state.start(req) {
+        Ok(t) => t,
+        Err(refused) => return refused_response(&refused),
+    };
+    if !wait {
+        let run_id = ticket.run_id.clone();
+        info!(run_id = %run_id, "run started in the background");
+        let url = status_url(&run_id);
+        let mut res = ApiResponse::new(
+            StatusCode::ACCEPTED,
+            json!({ "runId": run_id, "status": "running", "statusUrl": url }),
+        );
+        res.location = Some(url);
+        return res;
+    }
+    let run_id = ticket.run_id.clone();
+    outcome_response(&run_id, ticket.outcome().await, correlation)
+}
+
+fn too_large() -> ApiResponse {
+    ApiResponse::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The 413 answer for a body the server refused to read.
+pub fn body_too_large() -> ApiResponse {
+    too_large()
+}
+
+/// The URL to poll for a background run (relative: the caller adds its own host and key).
+pub fn status_url(run_id: &str) -> String {
+    format!("{ROUTE}?runId={run_id}")
+}
+
+/// 409 / 503 for a run refused before starting.
+pub fn refused_response(refused: &Refused) -> ApiResponse {
+    match refused {
+        Refused::InProgress(other) => {
+            info!(active_run = %other, "refused: a run is in progress");
+            ApiResponse::new(
+                StatusCode::CONFLICT,
+                json!({ "error": refused.to_string(), "status": "in_progress", "runId": other }),
+            )
+        }
+        Refused::ShuttingDown => ApiResponse::error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
+    }
+}
+
+/// The status a finished report is answered with: 207 when some reminders failed.
+pub fn report_status(report: &RunReport) -> StatusCode {
+    if report.partial_failure() {
+        StatusCode::MULTI_STATUS
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn outcome_response(run_id: &str, outcome: Outcome, correlation: &str) -> ApiResponse {
+    match outcome {
+        Ok(report) => report_response(&report, correlation),
+        Err(e) => job_error_response(run_id, &e, correlation),
+    }
+}
+
+fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
+    match serde_json::to_value(report) {
+        Ok(v) => ApiResponse::new(report_status(report), v),
+        Err(e) => ApiResponse::internal(correlation, &e),
+    }
+}
+
+/// The answer for a run that ended in an error.
+pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
+    let status = match e {
+        JobError::Busy(_) => StatusCode::CONFLICT,
+        JobError::Unusable(_) | JobError::TooManyOwners { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        JobError::Source(_) => StatusCode::BAD_GATEWAY,
+        JobError::Cancelled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        JobError::Ledger(_) => return ApiResponse::internal(correlation, e),
+    };
+    warn!(run_id, status = status.as_u16(), error = %e, "run did not complete");
+    let mut body = json!({ "error": e.to_string(), "runId": run_id });
+    if matches!(e, JobError::Busy(_)) {
+        body["status"] = json!("in_progress");
+    }
+    ApiResponse::new(status, body)
+}
+
+async fn get_run(state: &AppState, run_id: &str, correlation: &str) -> ApiResponse {
+    // The id reaches the ledger store as a file / blob name: keep it to what we generate.
+    if run_id.is_empty() || run_id.len() > 64 || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return ApiResponse::error(StatusCode::BAD_REQUEST, "runId: not a run id");
+    }
+    match state.run_state(run_id) {
+        Some(RunState::Running) => {
+            let mut res = ApiResponse::new(StatusCode::ACCEPTED, json!({ "runId": run_id, "status": "running" }));
+            res.location = Some(status_url(run_id));
+            res
+        }
+        Some(RunState::Finished(outcome)) => outcome_response(run_id, outcome, correlation),
+        None => match state.deps().ledger.report(run_id).await {
+            Ok(Some(report)) => report_response(&report, correlation),
+            Ok(None) => ApiResponse::error(
+                StatusCode::NOT_FOUND,
+                format!("no run {run_id}: unknown, or a dry run no longer kept in memory"),
+            ),
+            Err(e) => ApiResponse::internal(correlation, &e),
+        },
+    }
+}
+
+async fn health(state: &AppState) -> ApiResponse {
+    let deps = state.deps();
+    let stored = match deps.ledger.last_report().await {
+        Ok(r) => r.map(Arc::new),
+        Err(e) => {
+            warn!(error = %e, "health: cannot read the last run report");
+            None
+        }
+    };
+    let in_memory = state.last_finished_report();
+    let last = match (stored, in_memory) {
+        (Some(a), Some(b)) => Some(if b.finished_at > a.finished_at { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    ApiResponse::new(
+        StatusCode::OK,
+        json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "source": deps.source.describe(),
+            "channel": deps.notifier.channel(),
+            "channelDetail": deps.notifier.describe(),
+            "ledger": deps.ledger.describe(),
+            "runInProgress": state.active_run(),
+            "lastRun": last.map(|r| json!({
+                "runId": r.run_id,
+                "trigger": r.trigger,
+                "dryRun": r.dry_run,
+                "asOf": r.as_of,
+                "finishedAt": r.finished_at,
+                "counts": r.counts,
+                "summary": r.summary,
+            })),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_body_is_a_default_run() {
+        let b = parse_body(b"  ").unwrap();
+        assert_eq!(b.dry_run, None);
+        assert_eq!(b.wait, None);
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let err = parse_body(br#"{"dryrun": true}"#).unwrap_err();
+        assert!(err.contains("unknown field `dryrun`"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let err = parse_body(br#"{"dryRun": "yes"}"#).unwrap_err();
+        assert!(err.contains("dryRun: invalid type"), "{err}");
+        let err = parse_body(br#"{"only": ["a@b.com", 3]}"#).unwrap_err();
+        assert!(err.contains("only[1]"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_says_so() {
+        let err = parse_body(br#"{"dryRun": tru"#).unwrap_err();
+        assert!(err.starts_with("the request body is not valid JSON"), "{err}");
+        let err = parse_body(br#"{} {}"#).unwrap_err();
+        assert!(err.starts_with("the request body is not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_source_needs_exactly_one_member() {
+        let b = parse_body(br#"{"source": {"blob": "a.csv", "path": "b.csv"}}"#).unwrap();
+        assert!(b.source.unwrap().to_override().is_err());
+        let b = parse_body(br#"{"source": {"sharepointPath": "General/x.xlsx"}}"#).unwrap();
+        assert_eq!(b.source.unwrap().to_override().unwrap(), SourceOverride::SharePointPath("General/x.xlsx".into()));
+    }
+
+    #[test]
+    fn the_wrapped_answer_carries_status_body_and_location() {
+        let mut r = ApiResponse::new(StatusCode::ACCEPTED, json!({"runId": "r1"}));
+        r.location = Some(status_url("r1"));
+        let w = r.into_wrapped();
+        assert_eq!(w.status_code, 202);
+        assert_eq!(w.headers["Location"], "/api/function_http?runId=r1");
+        assert_eq!(serde_json::from_str::<Value>(&w.body).unwrap()["runId"], "r1");
+    }
+}

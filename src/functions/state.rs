@@ -1,0 +1,205 @@
+//! The server's shared state: the run's dependencies, the run in progress in this process
+//! and the recent runs' outcomes (so `wait: false` callers can fetch a report later).
+//!
+//! Every run is a task of its own, never the request's future: a caller that hangs up (or
+//! the host timing out) must not abort a run half-way with the lock still held.
+
+use crate::config::Config;
+use crate::job::{self, Deps, JobError, RunRequest};
+use crate::report::RunReport;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Finished runs kept in memory for `GET ?runId=`; older ones are read from the ledger store
+/// (which keeps real runs, not dry runs).
+const KEPT_RUNS: usize = 8;
+
+/// How a run ended, shared by the waiting request and the runs table.
+pub type Outcome = Result<Arc<RunReport>, Arc<JobError>>;
+
+/// Where a run is.
+#[derive(Clone)]
+pub enum RunState {
+    /// Still going.
+    Running,
+    /// Ended (report or error).
+    Finished(Outcome),
+}
+
+/// A run was refused before it started.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// A real run is already going in this process.
+    #[error("a run is already in progress in this instance (run {0})")]
+    InProgress(String),
+    /// The server is shutting down.
+    #[error("the handler is shutting down")]
+    ShuttingDown,
+}
+
+/// A started run: its id and a way to wait for its end.
+pub struct Ticket {
+    /// The run id.
+    pub run_id: String,
+    rx: watch::Receiver<Option<Outcome>>,
+}
+
+impl Ticket {
+    /// Waits for the run to end.
+    pub async fn outcome(mut self) -> Outcome {
+        loop {
+            if let Some(o) = self.rx.borrow_and_update().clone() {
+                return o;
+            }
+            if self.rx.changed().await.is_err() {
+                // The task ended without an outcome: only a panic does that.
+                let err = JobError::Ledger(crate::ledger::LedgerError::Storage {
+                    location: "run task".into(),
+                    operation: "running the job".into(),
+                    detail: "the run stopped unexpectedly".into(),
+                });
+                return Err(Arc::new(err));
+            }
+        }
+    }
+}
+
+/// Shared server state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    deps: Deps,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    active: Mutex<Option<String>>,
+    runs: Mutex<VecDeque<(String, RunState)>>,
+}
+
+impl AppState {
+    /// State over built dependencies; `cancel` stops runs between batches at shutdown.
+    pub fn new(config: Config, deps: Deps, cancel: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                deps,
+                cancel,
+                tasks: TaskTracker::new(),
+                active: Mutex::new(None),
+                runs: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The run's dependencies.
+    pub fn deps(&self) -> &Deps {
+        &self.inner.deps
+    }
+
+    /// The shutdown token.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// The run in progress in this process, if any.
+    pub fn active_run(&self) -> Option<String> {
+        self.inner.active.lock().expect("active lock").clone()
+    }
+
+    /// Where a run known to this process is.
+    pub fn run_state(&self, run_id: &str) -> Option<RunState> {
+        let runs = self.inner.runs.lock().expect("runs lock");
+        runs.iter().find(|(id, _)| id == run_id).map(|(_, s)| s.clone())
+    }
+
+    /// The most recently finished run of this process with a report.
+    pub fn last_finished_report(&self) -> Option<Arc<RunReport>> {
+        let runs = self.inner.runs.lock().expect("runs lock");
+        runs.iter()
+            .filter_map(|(_, s)| match s {
+                RunState::Finished(Ok(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .max_by_key(|r| r.finished_at)
+    }
+
+    /// Starts a run as a task of its own, in the current span. Real runs are one at a time
+    /// per process (the ledger lock covers other processes); dry runs change nothing and
+    /// may overlap.
+    pub fn start(&self, mut req: RunRequest) -> Result<Ticket, Refused> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(Refused::ShuttingDown);
+        }
+        let run_id = req.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        req.run_id = Some(run_id.clone());
+        let real = !req.dry_run;
+        if real {
+            let mut active = self.inner.active.lock().expect("active lock");
+            if let Some(other) = active.as_ref() {
+                return Err(Refused::InProgress(other.clone()));
+            }
+            *active = Some(run_id.clone());
+        }
+        {
+            let mut runs = self.inner.runs.lock().expect("runs lock");
+            runs.push_back((run_id.clone(), RunState::Running));
+            // Forget the oldest finished runs; running ones stay whatever their age.
+            while runs.len() > KEPT_RUNS {
+                match runs.iter().position(|(_, s)| matches!(s, RunState::Finished(_))) {
+                    Some(i) => {
+                        runs.remove(i);
+                    }
+                    None => break,
+                }
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        let state = self.clone();
+        let id = run_id.clone();
+        let span = tracing::Span::current();
+        let handle = tokio::runtime::Handle::current();
+        // The job's future is not provably `Send` (a rustc limitation with the borrowing
+        // closures of its send loop, rust-lang/rust#102211), so it cannot be `spawn`ed; it
+        // runs on a blocking-pool thread driven by this runtime instead. One thread per run.
+        self.inner.tasks.spawn_blocking(move || {
+            let outcome: Outcome = handle
+                .block_on(job::run(&state.inner.deps, req, state.inner.cancel.child_token()).instrument(span))
+                .map(Arc::new)
+                .map_err(Arc::new);
+            {
+                let mut runs = state.inner.runs.lock().expect("runs lock");
+                if let Some(entry) = runs.iter_mut().find(|(rid, _)| *rid == id) {
+                    entry.1 = RunState::Finished(outcome.clone());
+                }
+            }
+            if real {
+                let mut active = state.inner.active.lock().expect("active lock");
+                if active.as_deref() == Some(id.as_str()) {
+                    *active = None;
+                }
+            }
+            let _ = tx.send(Some(outcome));
+        });
+        Ok(Ticket { run_id, rx })
+    }
+
+    /// Stops taking runs and waits for the runs in progress to end (they stop between
+    /// batches once the token is cancelled), at most `grace`. Returns whether they all ended.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok()
+    }
+}

@@ -1,0 +1,125 @@
+//! The timer function (`function_timer`): the host posts its invocation payload, the job
+//! runs, and the answer is `{"Outputs": {}, "Logs": [...], "ReturnValue": {summary…}}`.
+//!
+//! A past-due or duplicate invocation on the same day runs the job again and sends nothing:
+//! the ledger's cadence never reminds an owner twice on one day. A run already in progress
+//! (an HTTP run, or another instance holding the lock) is a normal outcome, answered 200
+//! with `ReturnValue.status = "in_progress"` so the host does not record a failure.
+
+use super::payload::{InvokeRequest, InvokeResponse, TimerInfo};
+use super::state::{AppState, Refused};
+use crate::job::{JobError, RunRequest};
+use crate::report::{RunReport, Trigger};
+use axum::http::StatusCode;
+use serde_json::{json, Map, Value};
+use tracing::{error, info, warn};
+
+/// The trigger binding's name in `function_timer/function.json`.
+pub const BINDING: &str = "timer";
+
+/// Answers one timer invocation.
+pub async fn invoke(state: &AppState, body: &[u8], invocation_id: Option<String>) -> (StatusCode, InvokeResponse) {
+    let mut logs = Vec::new();
+    let payload: InvokeRequest = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("the timer invocation payload is not the host's JSON: {e}");
+            warn!(error = %msg, "bad timer payload");
+            return (StatusCode::BAD_REQUEST, answer(vec![msg], json!({ "status": "bad_request" })));
+        }
+    };
+    // Liberal: a timer value we cannot read does not stop the daily run.
+    let timer = match payload.binding::<TimerInfo>(BINDING) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            warn!("no timer value in the payload (Data.{BINDING}); running anyway");
+            TimerInfo::default()
+        }
+        Err(e) => {
+            warn!(error = %e, "unreadable timer value; running anyway");
+            TimerInfo::default()
+        }
+    };
+    let status = timer.schedule_status.clone().unwrap_or_default();
+    info!(
+        past_due = timer.is_past_due,
+        last = status.last.as_deref().unwrap_or("-"),
+        next = status.next.as_deref().unwrap_or("-"),
+        utc_now = payload.utc_now().unwrap_or("-"),
+        "timer fired"
+    );
+    if timer.is_past_due {
+        let msg = "the timer is past due (a missed occurrence, e.g. after a restart): running now; owners already reminded today are not reminded again";
+        warn!("{msg}");
+        logs.push(msg.to_string());
+    }
+
+    let mut req = RunRequest::new(Trigger::Timer);
+    req.invocation_id = invocation_id;
+    let ticket = match state.start(req) {
+        Ok(t) => t,
+        Err(refused @ Refused::InProgress(_)) => return in_progress(logs, &refused.to_string(), timer.is_past_due),
+        Err(Refused::ShuttingDown) => {
+            logs.push("the handler is shutting down; the run did not start".into());
+            return (StatusCode::SERVICE_UNAVAILABLE, answer(logs, json!({ "status": "shutting_down" })));
+        }
+    };
+    let run_id = ticket.run_id.clone();
+    logs.push(format!("run {run_id} started"));
+    match ticket.outcome().await {
+        Ok(report) => {
+            summarise(&report, &mut logs);
+            let status = if report.partial_failure() { "partial" } else { "done" };
+            let value = json!({
+                "status": status,
+                "runId": report.run_id,
+                "pastDue": timer.is_past_due,
+                "summary": report.summary,
+                "counts": report.counts,
+            });
+            (StatusCode::OK, answer(logs, value))
+        }
+        Err(e) if matches!(*e, JobError::Busy(_)) => in_progress(logs, &e.to_string(), timer.is_past_due),
+        Err(e) => {
+            // A non-2xx fails the invocation in the host, which is what the operator's
+            // alerts watch; the reason is in `Logs` and in our own log line.
+            error!(run_id = %run_id, error = %e, "timer run failed");
+            logs.push(format!("run {run_id} failed: {e}"));
+            let value = json!({ "status": "failed", "runId": run_id, "error": e.to_string() });
+            (StatusCode::INTERNAL_SERVER_ERROR, answer(logs, value))
+        }
+    }
+}
+
+fn in_progress(mut logs: Vec<String>, why: &str, past_due: bool) -> (StatusCode, InvokeResponse) {
+    info!(reason = %why, "timer run skipped: a run is in progress");
+    logs.push(format!("not run: {why}"));
+    let value = json!({ "status": "in_progress", "pastDue": past_due, "summary": format!("not run: {why}") });
+    (StatusCode::OK, answer(logs, value))
+}
+
+fn summarise(report: &RunReport, logs: &mut Vec<String>) {
+    logs.push(report.summary.clone());
+    if report.counts.sent == 0 && report.owners.not_due > 0 && report.owners.planned == 0 {
+        let msg = format!(
+            "nothing due: {} owners were already reminded recently (a duplicate or past-due invocation sends nothing twice)",
+            report.owners.not_due
+        );
+        info!("{msg}");
+        logs.push(msg);
+    }
+    if !report.rejected.is_empty() {
+        logs.push(format!("{} export rows rejected (see the run report)", report.rejected.len()));
+    }
+    for w in report.warnings.iter().take(10) {
+        logs.push(format!("warning: {w}"));
+    }
+}
+
+fn answer(logs: Vec<String>, return_value: Value) -> InvokeResponse {
+    InvokeResponse {
+        outputs: Map::new(),
+        logs,
+        return_value,
+    }
+}

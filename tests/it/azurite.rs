@@ -1,0 +1,198 @@
+//! Azurite (the Blob Storage emulator, npm `azurite`, pinned in package.json) started for a
+//! test over HTTPS with `--oauth basic`, so the real SDK clients authenticate with bearer
+//! tokens from the fake managed identity. A throwaway CA and a leaf certificate for
+//! 127.0.0.1 are made with rcgen (rustls refuses a self-signed certificate used directly
+//! as the server's). The process is killed on drop.
+//!
+//! Azurite missing is a failure, never a skip: run `npm ci` in the crate folder.
+
+#![allow(dead_code)]
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Azurite's well-known development account.
+pub const ACCOUNT: &str = "devstoreaccount1";
+
+/// A running Azurite blob service.
+pub struct Azurite {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    in_memory: bool,
+}
+
+/// The emulator's executable, or a failure telling how to install it.
+pub fn azurite_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("node_modules").join(".bin").join("azurite-blob");
+    assert!(
+        bin.exists(),
+        "Azurite is not installed ({} is missing): run `npm ci` in {} (Node.js 18+), then rerun the tests",
+        bin.display(),
+        root.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes `ca.pem`, `leaf.pem`, `leaf.key` into `dir`.
+fn make_certificates(dir: &Path) {
+    let day = time::Duration::days(1);
+    let now = time::OffsetDateTime::now_utc();
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "lookout-reminders test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.not_before = now - day;
+    ca.not_after = now + day * 7;
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        SanType::DnsName("localhost".try_into().unwrap()),
+    ];
+    leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.not_before = now - day;
+    leaf.not_after = now + day * 7;
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("leaf.pem"), leaf_cert.pem()).unwrap();
+    std::fs::write(dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
+}
+
+impl Azurite {
+    /// Starts an in-memory Azurite (data lost when it stops).
+    pub async fn start() -> Azurite {
+        Self::launch(true).await
+    }
+
+    /// Starts an Azurite that keeps its data on disk, so [`Azurite::stop`] then
+    /// [`Azurite::restart`] finds it again.
+    pub async fn start_on_disk() -> Azurite {
+        Self::launch(false).await
+    }
+
+    async fn launch(in_memory: bool) -> Azurite {
+        azurite_bin();
+        let dir = tempfile::tempdir().unwrap();
+        make_certificates(dir.path());
+        let mut azurite = Azurite {
+            child: None,
+            port: free_port(),
+            dir,
+            in_memory,
+        };
+        azurite.spawn().await;
+        azurite
+    }
+
+    async fn spawn(&mut self) {
+        let d = self.dir.path();
+        let data = d.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut cmd = Command::new(azurite_bin());
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string()])
+            .args(["--oauth", "basic", "--skipApiVersionCheck", "--disableProductStyleUrl", "--disableTelemetry"])
+            .arg("--cert")
+            .arg(d.join("leaf.pem"))
+            .arg("--key")
+            .arg(d.join("leaf.key"))
+            .arg("--location")
+            .arg(&data)
+            .arg("--debug")
+            .arg(d.join("azurite-debug.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if self.in_memory {
+            cmd.arg("--inMemoryPersistence");
+        }
+        let child = cmd.spawn().expect("start azurite-blob (run `npm ci`)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.as_mut().unwrap().stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("azurite-blob exited at start-up ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "azurite-blob did not listen on port {} within 30 s", self.port);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the emulator (a storage outage); the port stays reserved for [`Azurite::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same certificate (and data when on disk).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// The account URL, as `REMINDERS_BLOB_ACCOUNT_URL` expects it.
+    pub fn account_url(&self) -> String {
+        format!("https://127.0.0.1:{}/{ACCOUNT}", self.port)
+    }
+
+    /// The throwaway CA, PEM file (for `REMINDERS_EXTRA_CA_FILE`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The emulator's debug log (every request it served), for assertions and diagnosis.
+    pub fn debug_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("azurite-debug.log")).unwrap_or_default()
+    }
+
+    /// Settings pointing the app at this emulator with the shared fake identity.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        vec![
+            ("REMINDERS_BLOB_ACCOUNT_URL".into(), self.account_url()),
+            ("REMINDERS_EXTRA_CA_FILE".into(), self.ca_file().display().to_string()),
+            ("REMINDERS_CREDENTIAL".into(), "managed_identity".into()),
+            // Short retries: a test must fail in seconds, not minutes.
+            ("REMINDERS_AZURE_MAX_RETRIES".into(), "2".into()),
+            ("REMINDERS_AZURE_RETRY_DELAY_MS".into(), "50".into()),
+        ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

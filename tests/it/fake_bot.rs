@@ -1,0 +1,296 @@
+//! A fake Bot Connector (`{serviceUrl}/v3/conversations/{id}/activities`) that behaves like
+//! Teams': checks the bearer audience and the activity (type, Adaptive Card 1.5 with a body,
+//! under 28 KB), enforces a requests-per-second limit answering 429 with `Retry-After`
+//! beyond it, and can inject 403 `BotNotInConversationRoster`, 404, 5xx and slow answers.
+//!
+//! It counts accepted activities per conversation, so tests and the benchmark can prove that
+//! no reminder was sent twice and none was lost.
+
+#![allow(dead_code)]
+
+use crate::fake_identity::bearer_audience;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The audience Bot Connector tokens must carry.
+pub const BOT_AUDIENCE: &str = "https://api.botframework.com";
+
+/// Largest activity accepted.
+pub const MAX_BYTES: usize = 28 * 1024;
+
+/// How the `Retry-After` of a 429 is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryAfterStyle {
+    /// Delta-seconds (`1`).
+    Seconds,
+    /// An HTTP date.
+    HttpDate,
+}
+
+/// A fault answered instead of accepting.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Status.
+    pub status: u16,
+    /// `error.code`.
+    pub code: &'static str,
+    /// `Retry-After` header.
+    pub retry_after: Option<String>,
+}
+
+/// One request the fake received (bodies only when recording them).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Arrival time since start.
+    pub at: Duration,
+    /// Conversation id (decoded).
+    pub conversation: String,
+    /// Status answered.
+    pub status: u16,
+    /// The raw `Authorization` header.
+    pub authorization: Option<String>,
+    /// The activity.
+    pub body: Option<Value>,
+}
+
+struct State {
+    started: Instant,
+    limit: Option<(u32, RetryAfterStyle)>,
+    window: (u64, u32),
+    delay: Option<Duration>,
+    faults: VecDeque<Fault>,
+    per_conversation_faults: HashMap<String, VecDeque<Fault>>,
+    gone: HashSet<String>,
+    /// Accepted activities per conversation.
+    accepted: HashMap<String, u32>,
+    throttled: u64,
+    requests: Vec<Recorded>,
+    record: bool,
+    violations: Vec<String>,
+    next_id: u64,
+}
+
+/// A running fake Bot Connector.
+#[derive(Clone)]
+pub struct FakeBot {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeBot {
+    /// Starts on `127.0.0.1:0`, serving under `/teams` like the public service URL.
+    pub async fn start() -> FakeBot {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake bot");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            started: Instant::now(),
+            limit: None,
+            window: (0, 0),
+            delay: None,
+            faults: VecDeque::new(),
+            per_conversation_faults: HashMap::new(),
+            gone: HashSet::new(),
+            accepted: HashMap::new(),
+            throttled: 0,
+            requests: Vec::new(),
+            record: true,
+            violations: Vec::new(),
+            next_id: 0,
+        }));
+        let app = Router::new()
+            .route(
+                "/teams/v3/conversations/{conversation}/activities",
+                post({
+                    let state = state.clone();
+                    move |uri: Uri, headers: HeaderMap, body: Bytes| {
+                        let state = state.clone();
+                        async move { activity(state, uri, headers, body).await }
+                    }
+                }),
+            )
+            .fallback(|uri: Uri| async move {
+                (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": "NotFound", "message": format!("no route {}", uri.path())}})))
+            });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeBot { addr, state }
+    }
+
+    /// `REMINDERS_BOT_SERVICE_URL`.
+    pub fn service_url(&self) -> String {
+        format!("http://{}/teams/", self.addr)
+    }
+
+    /// Accepts at most `per_second` requests per clock second; 429 beyond.
+    pub fn set_rate_limit(&self, per_second: u32, style: RetryAfterStyle) {
+        self.state.lock().unwrap().limit = Some((per_second, style));
+    }
+
+    /// Delays every answer (slow service).
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Keeps only counts, not bodies (the benchmark).
+    pub fn set_recording(&self, on: bool) {
+        self.state.lock().unwrap().record = on;
+    }
+
+    /// Answers the next `times` requests (any conversation) with `status`.
+    pub fn fail_next(&self, status: u16, times: usize, code: &'static str, retry_after: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..times {
+            s.faults.push_back(Fault { status, code, retry_after: retry_after.map(str::to_string) });
+        }
+    }
+
+    /// Answers the next `times` requests to `conversation` with `status`.
+    pub fn fail_conversation(&self, conversation: &str, status: u16, times: usize, code: &'static str) {
+        let mut s = self.state.lock().unwrap();
+        let q = s.per_conversation_faults.entry(conversation.to_string()).or_default();
+        for _ in 0..times {
+            q.push_back(Fault { status, code, retry_after: None });
+        }
+    }
+
+    /// Makes a conversation unknown (404 for ever).
+    pub fn forget(&self, conversation: &str) {
+        self.state.lock().unwrap().gone.insert(conversation.to_string());
+    }
+
+    /// Accepted activities per conversation.
+    pub fn accepted(&self) -> HashMap<String, u32> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+
+    /// 429s answered.
+    pub fn throttled(&self) -> u64 {
+        self.state.lock().unwrap().throttled
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Strictness violations seen.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
+    }
+}
+
+fn bot_error(status: u16, code: &str, message: &str) -> Response {
+    (StatusCode::from_u16(status).unwrap(), axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+/// What a valid Teams activity with an Adaptive Card looks like; `Err` says what is wrong.
+pub fn check_activity(body: &[u8]) -> Result<Value, String> {
+    if body.len() >= MAX_BYTES {
+        return Err(format!("activity of {} bytes exceeds 28 KB", body.len()));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if v["type"] != "message" {
+        return Err("type must be message".into());
+    }
+    for field in ["summary", "text"] {
+        if !v[field].as_str().is_some_and(|t| !t.trim().is_empty()) {
+            return Err(format!("{field} must be a non-empty string"));
+        }
+    }
+    let attachments = v["attachments"].as_array().ok_or("attachments must be an array")?;
+    if attachments.len() != 1 {
+        return Err("exactly one attachment expected".into());
+    }
+    let a = &attachments[0];
+    if a["contentType"] != "application/vnd.microsoft.card.adaptive" {
+        return Err(format!("contentType {}", a["contentType"]));
+    }
+    let card = &a["content"];
+    if card["type"] != "AdaptiveCard" || card["version"] != "1.5" {
+        return Err(format!("card type {} version {}", card["type"], card["version"]));
+    }
+    if !card["body"].as_array().is_some_and(|b| !b.is_empty() && b.iter().all(|e| e["type"].is_string())) {
+        return Err("card body must be a non-empty array of typed elements".into());
+    }
+    Ok(v)
+}
+
+async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = state.lock().unwrap().delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let conversation = crate::fake_graph::decode(
+        uri.path().trim_start_matches("/teams/v3/conversations/").trim_end_matches("/activities"),
+    );
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let audience = authorization.as_deref().and_then(bearer_audience);
+    let mut s = state.lock().unwrap();
+    let at = s.started.elapsed();
+    let checked = check_activity(&body);
+    let response = (|| {
+        if audience.as_deref() != Some(BOT_AUDIENCE) {
+            s.violations.push(format!("bearer audience {audience:?}"));
+            return bot_error(401, "Unauthorized", "Authorization has been denied for this request.");
+        }
+        if let Some((limit, style)) = s.limit {
+            let second = at.as_secs();
+            if s.window.0 != second {
+                s.window = (second, 0);
+            }
+            if s.window.1 >= limit {
+                s.throttled += 1;
+                let mut r = bot_error(429, "TooManyRequests", "Too many requests");
+                let value = match style {
+                    RetryAfterStyle::Seconds => "1".to_string(),
+                    RetryAfterStyle::HttpDate => httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1)),
+                };
+                r.headers_mut().insert("retry-after", value.parse().unwrap());
+                return r;
+            }
+            s.window.1 += 1;
+        }
+        let fault = s.faults.pop_front().or_else(|| s.per_conversation_faults.get_mut(&conversation).and_then(|q| q.pop_front()));
+        if let Some(f) = fault {
+            if f.status == 429 {
+                s.throttled += 1;
+            }
+            let mut r = bot_error(f.status, f.code, "injected fault");
+            if let Some(ra) = f.retry_after {
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
+            }
+            return r;
+        }
+        if s.gone.contains(&conversation) {
+            return bot_error(404, "ConversationNotFound", "Conversation not found.");
+        }
+        if let Err(why) = &checked {
+            s.violations.push(why.clone());
+            return bot_error(400, "BadSyntax", why);
+        }
+        *s.accepted.entry(conversation.clone()).or_insert(0) += 1;
+        s.next_id += 1;
+        let id = format!("1:{}", s.next_id);
+        (StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response()
+    })();
+    if s.record {
+        s.requests.push(Recorded {
+            at,
+            conversation,
+            status: response.status().as_u16(),
+            authorization,
+            body: checked.ok(),
+        });
+    }
+    response
+}
