@@ -31,7 +31,11 @@ fn main() {
         let generated = generate::rows(rows);
         std::fs::write(&csv_path, generate::csv(&generated)).expect("write csv");
         std::fs::write(&xlsx_path, generate::xlsx(&generated)).expect("write xlsx");
-        eprintln!("generated {rows} rows in {:.2?} into {}", started.elapsed(), dir.display());
+        eprintln!(
+            "generated {rows} rows in {:.2?} into {}",
+            started.elapsed(),
+            dir.display()
+        );
     }
     let me = std::env::current_exe().expect("own path");
     for path in [csv_path, xlsx_path] {
@@ -54,7 +58,12 @@ fn measure(path: &Path) {
         as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
         ..PlanOptions::default()
     };
-    let plan = plan::build(&parsed.findings, &LedgerSnapshot::default(), &Rules::default(), &opts);
+    let plan = plan::build(
+        &parsed.findings,
+        &LedgerSnapshot::default(),
+        &Rules::default(),
+        &opts,
+    );
     let total = started.elapsed();
     let rows = parsed.total_rows;
     println!(
@@ -80,4 +89,3 @@ fn peak_rss() -> Option<String> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(format!("{:.1} MB", kb / 1024.0))
 }
-

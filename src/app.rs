@@ -42,11 +42,24 @@ pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
     match config.azure.source {
         SourceKind::Local => {
             let path = config.export_path.clone().ok_or_else(|| {
-                crate::config::ConfigError::missing("REMINDERS_EXPORT_PATH", "when REMINDERS_SOURCE=local (or pass --export)")
+                crate::config::ConfigError::missing(
+                    "REMINDERS_EXPORT_PATH",
+                    "when REMINDERS_SOURCE=local (or pass --export)",
+                )
             })?;
-            Ok(Arc::new(LocalFileSource::new(path, config.max_export_bytes)))
+            Ok(Arc::new(LocalFileSource::new(
+                path,
+                config.max_export_bytes,
+            )))
         }
-        other => Err(WiringError::Other(format!("source {other:?} is not available in this build"))),
+        SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings(
+            &config.azure,
+            config.max_export_bytes,
+        )?)),
+        SourceKind::SharePoint => Ok(Arc::new(crate::source::SharePointSource::from_settings(
+            &config.azure,
+            config.max_export_bytes,
+        )?)),
     }
 }
 
@@ -63,7 +76,10 @@ pub enum SourceOverride {
 
 /// Builds a per-run source. Each kind needs its own settings; a kind this deployment is not
 /// set up for is refused with a message naming the request field, so the caller gets a 400.
-pub fn source_override(config: &Config, spec: &SourceOverride) -> Result<Arc<dyn Source>, WiringError> {
+pub fn source_override(
+    config: &Config,
+    spec: &SourceOverride,
+) -> Result<Arc<dyn Source>, WiringError> {
     match spec {
         SourceOverride::Path(path) => {
             // A laptop / test feature: in Azure a caller holding a function key must not be
@@ -73,14 +89,40 @@ pub fn source_override(config: &Config, spec: &SourceOverride) -> Result<Arc<dyn
                     "source.path is only accepted when REMINDERS_SOURCE=local".into(),
                 ));
             }
-            Ok(Arc::new(LocalFileSource::new(path.clone(), config.max_export_bytes)))
+            Ok(Arc::new(LocalFileSource::new(
+                path.clone(),
+                config.max_export_bytes,
+            )))
         }
-        SourceOverride::Blob(_) => Err(WiringError::Other(
-            "source.blob: Blob Storage sources are not available in this build".into(),
-        )),
-        SourceOverride::SharePointPath(_) => Err(WiringError::Other(
-            "source.sharepointPath: SharePoint sources are not available in this build".into(),
-        )),
+        SourceOverride::Blob(name) => {
+            let name = name.trim().trim_start_matches('/');
+            if name.is_empty() || name.contains("..") {
+                return Err(WiringError::Other(
+                    "source.blob: expected a blob name in the configured container".into(),
+                ));
+            }
+            let mut azure = config.azure.clone();
+            azure.export_blob = Some(name.to_string());
+            azure.export_prefix = None;
+            Ok(Arc::new(crate::source::BlobSource::from_settings(
+                &azure,
+                config.max_export_bytes,
+            )?))
+        }
+        SourceOverride::SharePointPath(path) => {
+            let path = path.trim().trim_matches('/');
+            if path.is_empty() {
+                return Err(WiringError::Other(
+                    "source.sharepointPath: expected a file path in the configured library".into(),
+                ));
+            }
+            let mut azure = config.azure.clone();
+            azure.sharepoint_file_path = Some(path.to_string());
+            Ok(Arc::new(crate::source::SharePointSource::from_settings(
+                &azure,
+                config.max_export_bytes,
+            )?))
+        }
     }
 }
 
@@ -91,15 +133,23 @@ pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
             config.state_dir.clone(),
             Duration::from_secs(config.lock_ttl_minutes * 60),
         ))),
-        other => Err(WiringError::Other(format!("ledger {other:?} is not available in this build"))),
+        LedgerKind::Blob => Ok(Arc::new(crate::ledger::BlobLedger::from_settings(
+            &config.azure,
+        )?)),
     }
 }
 
 /// Builds the configured delivery channel(s).
-pub fn notifier(config: &Config, channels: &[ChannelKind]) -> Result<Arc<dyn Notifier>, WiringError> {
-    let needs_tokens = channels.iter().any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
+pub fn notifier(
+    config: &Config,
+    channels: &[ChannelKind],
+) -> Result<Arc<dyn Notifier>, WiringError> {
+    let needs_tokens = channels
+        .iter()
+        .any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
     let tokens: Option<Arc<dyn crate::azure::AccessTokens>> = if needs_tokens {
-        let credential = crate::azure::credential(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
+        let credential = crate::azure::credential(&config.azure)
+            .map_err(|e| WiringError::Other(e.to_string()))?;
         Some(Arc::new(crate::azure::CredentialTokens::new(credential)))
     } else {
         None
@@ -115,23 +165,45 @@ pub fn notifier_with_tokens(
     tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
 ) -> Result<Arc<dyn Notifier>, WiringError> {
     use crate::deliver::{EmailNotifier, FallbackNotifier, TeamsBotNotifier, WorkflowsNotifier};
-    let kinds: Vec<ChannelKind> = if channels.is_empty() { vec![ChannelKind::Outbox] } else { channels.to_vec() };
-    let client = || crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()));
+    let kinds: Vec<ChannelKind> = if channels.is_empty() {
+        vec![ChannelKind::Outbox]
+    } else {
+        channels.to_vec()
+    };
+    let client =
+        || crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()));
     let tokens = |kind: ChannelKind| {
-        tokens
-            .clone()
-            .ok_or_else(|| WiringError::Other(format!("channel {} needs an Azure credential", kind.as_str())))
+        tokens.clone().ok_or_else(|| {
+            WiringError::Other(format!(
+                "channel {} needs an Azure credential",
+                kind.as_str()
+            ))
+        })
     };
     let mut chain: Vec<Arc<dyn Notifier>> = Vec::new();
     for kind in kinds {
         chain.push(match kind {
             ChannelKind::Outbox => Arc::new(OutboxNotifier::new(config.outbox_dir.clone())),
-            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new(&config.delivery, tokens(kind)?, client()?)?),
-            ChannelKind::Workflows => Arc::new(WorkflowsNotifier::new(&config.delivery, client()?)?),
-            ChannelKind::Email => Arc::new(EmailNotifier::new(&config.delivery, tokens(kind)?, client()?)?),
+            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new(
+                &config.delivery,
+                tokens(kind)?,
+                client()?,
+            )?),
+            ChannelKind::Workflows => {
+                Arc::new(WorkflowsNotifier::new(&config.delivery, client()?)?)
+            }
+            ChannelKind::Email => Arc::new(EmailNotifier::new(
+                &config.delivery,
+                tokens(kind)?,
+                client()?,
+            )?),
         });
     }
-    Ok(if chain.len() == 1 { chain.remove(0) } else { Arc::new(FallbackNotifier::new(chain)) })
+    Ok(if chain.len() == 1 {
+        chain.remove(0)
+    } else {
+        Arc::new(FallbackNotifier::new(chain))
+    })
 }
 
 /// The security-team digest sender, when `REMINDERS_DIGEST_WEBHOOK_URL` is set.
@@ -139,8 +211,12 @@ pub fn digest(config: &Config) -> Result<Option<crate::deliver::DigestSender>, W
     if config.delivery.digest_webhook_url.is_none() {
         return Ok(None);
     }
-    let client = crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
-    Ok(crate::deliver::DigestSender::from_settings(&config.delivery, client))
+    let client =
+        crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
+    Ok(crate::deliver::DigestSender::from_settings(
+        &config.delivery,
+        client,
+    ))
 }
 
 /// Builds everything. `source` is `None` when the caller supplies one per run (CLI `--export`).

@@ -259,7 +259,10 @@ mod tests {
     fn platform_is_inferred_from_apple_and_android_models() {
         assert_eq!(Platform::infer_from_model("iPad Air 2"), Platform::Ios);
         assert_eq!(Platform::infer_from_model("SM-X205"), Platform::Android);
-        assert_eq!(Platform::infer_from_model("Unknown thing"), Platform::Unknown);
+        assert_eq!(
+            Platform::infer_from_model("Unknown thing"),
+            Platform::Unknown
+        );
         assert_eq!(Platform::parse("iOS"), Platform::Ios);
     }
 }

@@ -47,9 +47,10 @@ impl RetryPolicy {
     /// the exponential delay fixed, half random, so that many clients hit by the same fault
     /// do not come back in lockstep while the spacing stays measurable.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(retry.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(retry.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        );
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
         let jitter = rand::random_range(0.0..=1.0f64);
@@ -84,7 +85,10 @@ impl RateLimiter {
             burst,
             // Start with one token: a fresh process must not burst past a limit the
             // previous run may have just used up.
-            state: Mutex::new(Bucket { tokens: 1.0f64.min(burst), last: Instant::now() }),
+            state: Mutex::new(Bucket {
+                tokens: 1.0f64.min(burst),
+                last: Instant::now(),
+            }),
         }
     }
 
@@ -215,7 +219,9 @@ impl HttpError {
     /// Attempts made.
     pub fn attempts(&self) -> u32 {
         match self {
-            HttpError::Status { attempts, .. } | HttpError::Transport { attempts, .. } | HttpError::Decode { attempts, .. } => *attempts,
+            HttpError::Status { attempts, .. }
+            | HttpError::Transport { attempts, .. }
+            | HttpError::Decode { attempts, .. } => *attempts,
             HttpError::Token { .. } => 0,
         }
     }
@@ -232,15 +238,25 @@ impl HttpError {
     /// A short reason for a report line: `throttled: out of retries`, `HTTP 403`….
     pub fn reason(&self) -> String {
         match self {
-            HttpError::Status { status: 429, attempts, .. } => format!("throttled: out of retries after {attempts} attempts"),
-            HttpError::Status { status, attempts, .. } if *status >= 500 => {
+            HttpError::Status {
+                status: 429,
+                attempts,
+                ..
+            } => format!("throttled: out of retries after {attempts} attempts"),
+            HttpError::Status {
+                status, attempts, ..
+            } if *status >= 500 => {
                 format!("service error HTTP {status}{}", retried(*attempts))
             }
-            HttpError::Status { status, message, .. } => match message {
+            HttpError::Status {
+                status, message, ..
+            } => match message {
                 Some(m) => format!("HTTP {status}: {m}"),
                 None => format!("HTTP {status}"),
             },
-            HttpError::Transport { detail, attempts, .. } => format!("{detail}{}", retried(*attempts)),
+            HttpError::Transport {
+                detail, attempts, ..
+            } => format!("{detail}{}", retried(*attempts)),
             HttpError::Token { source, .. } => source.to_string(),
             HttpError::Decode { detail, .. } => format!("unexpected response: {detail}"),
         }
@@ -337,7 +353,10 @@ impl HttpClient {
                 let token = tokens
                     .token(scope)
                     .await
-                    .map_err(|source| HttpError::Token { service: self.service.clone(), source })?;
+                    .map_err(|source| HttpError::Token {
+                        service: self.service.clone(),
+                        source,
+                    })?;
                 request = request.header(AUTHORIZATION, format!("Bearer {token}"));
             }
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
@@ -349,7 +368,12 @@ impl HttpClient {
                     // request was processed, and retrying could send a message twice.
                     let body = response.bytes().await.unwrap_or_default();
                     if status < 400 {
-                        return Ok(HttpOutcome { status, headers, body, attempts });
+                        return Ok(HttpOutcome {
+                            status,
+                            headers,
+                            body,
+                            attempts,
+                        });
                     }
                     if status == 401 && auth.is_some() && !refreshed {
                         // The token may have been revoked or expired early: fetch a new one once.
@@ -384,7 +408,12 @@ impl HttpClient {
                     } else {
                         format!("request failed: {}", error_chain(&e))
                     };
-                    let error = HttpError::Transport { service: self.service.clone(), detail, timeout, attempts };
+                    let error = HttpError::Transport {
+                        service: self.service.clone(),
+                        detail,
+                        timeout,
+                        attempts,
+                    };
                     if attempts >= self.policy.max_attempts || e.is_builder() {
                         return Err(error);
                     }
@@ -400,7 +429,13 @@ impl HttpClient {
 
     fn status_error(&self, status: u16, body: &[u8], attempts: u32) -> HttpError {
         let (code, message) = service_error(body);
-        HttpError::Status { service: self.service.clone(), status, code, message, attempts }
+        HttpError::Status {
+            service: self.service.clone(),
+            status,
+            code,
+            message,
+            attempts,
+        }
     }
 }
 
@@ -475,10 +510,19 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers("3"), now), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(&headers("0.5"), now), Some(Duration::from_millis(500)));
+        assert_eq!(
+            retry_after(&headers("3"), now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&headers("0.5"), now),
+            Some(Duration::from_millis(500))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
-        assert_eq!(retry_after(&headers(&later), now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&headers(&later), now),
+            Some(Duration::from_secs(7))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
         assert_eq!(retry_after(&headers(&past), now), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers("soon"), now), None);
@@ -487,14 +531,27 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_stays_under_the_cap() {
-        let p = RetryPolicy { base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(1000), ..Default::default() };
+        let p = RetryPolicy {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            ..Default::default()
+        };
         for _ in 0..50 {
             let b1 = p.backoff(1);
-            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100),
+                "{b1:?}"
+            );
             let b3 = p.backoff(3);
-            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400),
+                "{b3:?}"
+            );
             let b9 = p.backoff(9);
-            assert!(b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000), "{b9:?}");
+            assert!(
+                b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000),
+                "{b9:?}"
+            );
         }
     }
 
@@ -537,7 +594,10 @@ mod tests {
         // 21 slots at 10/s with one token to start: the last one two seconds in.
         assert_eq!(times[0], Duration::ZERO);
         let last = *times.last().unwrap();
-        assert!(last >= Duration::from_millis(1990) && last <= Duration::from_millis(2010), "{last:?}");
+        assert!(
+            last >= Duration::from_millis(1990) && last <= Duration::from_millis(2010),
+            "{last:?}"
+        );
         // Never more than one slot per 100 ms window.
         for w in times.windows(2) {
             assert!(w[1] - w[0] >= Duration::from_millis(99), "{:?}", w);

@@ -11,7 +11,8 @@ use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
 use crate::policy::Rules;
 use crate::render::Renderer;
 use crate::report::{
-    OwnerCounts, ReminderReport, ReminderStatus, ReportIssue, RowCounts, RunReport, SourceReport, Trigger, SCHEMA,
+    OwnerCounts, ReminderReport, ReminderStatus, ReportIssue, RowCounts, RunReport, SourceReport,
+    Trigger, SCHEMA,
 };
 use crate::source::{Source, SourceError};
 use chrono::{NaiveDate, Utc};
@@ -128,7 +129,9 @@ impl From<LedgerError> for JobError {
 }
 
 /// A source and a parsed export, for `validate` and `preview`.
-pub async fn fetch_and_parse(source: &dyn Source) -> Result<(SourceReport, parse::ParsedExport), JobError> {
+pub async fn fetch_and_parse(
+    source: &dyn Source,
+) -> Result<(SourceReport, parse::ParsedExport), JobError> {
     let fetched = source.fetch().await?;
     let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
     let parsed = parse::parse_export(&fetched.bytes, &fetched.name)?;
@@ -142,9 +145,17 @@ pub fn today(rules: &Rules) -> NaiveDate {
 }
 
 /// Runs the job once. `cancel` stops sending between batches (graceful shutdown).
-pub async fn run(deps: &Deps, req: RunRequest, cancel: CancellationToken) -> Result<RunReport, JobError> {
-    let run_id = req.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let span = tracing::info_span!("run", run_id = %run_id, trigger = ?req.trigger, dry_run = req.dry_run);
+pub async fn run(
+    deps: &Deps,
+    req: RunRequest,
+    cancel: CancellationToken,
+) -> Result<RunReport, JobError> {
+    let run_id = req
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span =
+        tracing::info_span!("run", run_id = %run_id, trigger = ?req.trigger, dry_run = req.dry_run);
     run_inner(deps, req, run_id, cancel).instrument(span).await
 }
 
@@ -157,7 +168,10 @@ async fn run_inner(
     let started_at = Utc::now();
     let as_of = req.as_of.unwrap_or_else(|| today(&deps.rules));
     let source = req.source.clone().unwrap_or_else(|| deps.source.clone());
-    let notifier = req.notifier.clone().unwrap_or_else(|| deps.notifier.clone());
+    let notifier = req
+        .notifier
+        .clone()
+        .unwrap_or_else(|| deps.notifier.clone());
 
     // The lock comes first: a second run must not even read a ledger the first is writing.
     let lock: Option<Box<dyn RunLock>> = if req.dry_run {
@@ -165,7 +179,18 @@ async fn run_inner(
     } else {
         Some(deps.ledger.lock(&run_id).await?)
     };
-    let result = run_locked(deps, &req, &run_id, as_of, started_at, source.as_ref(), notifier.as_ref(), lock.as_deref(), &cancel).await;
+    let result = run_locked(
+        deps,
+        &req,
+        &run_id,
+        as_of,
+        started_at,
+        source.as_ref(),
+        notifier.as_ref(),
+        lock.as_deref(),
+        &cancel,
+    )
+    .await;
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             warn!(error = %e, "could not release the run lock; it will expire");
@@ -268,7 +293,13 @@ async fn run_locked(
 
     if req.dry_run {
         for r in &plan.reminders {
-            report.reminders.push(line(r, ReminderStatus::Planned, None, Some(notifier.channel().to_string()), None));
+            report.reminders.push(line(
+                r,
+                ReminderStatus::Planned,
+                None,
+                Some(notifier.channel().to_string()),
+                None,
+            ));
         }
         report.finish(Utc::now());
         info!(summary = %report.summary, "dry run done");
@@ -292,7 +323,18 @@ async fn run_locked(
         report.resolved = events.len();
     }
 
-    let sent = send_all(deps, notifier, &plan.reminders, &ledger, run_id, as_of, lock, cancel, &mut report).await;
+    let sent = send_all(
+        deps,
+        notifier,
+        &plan.reminders,
+        &ledger,
+        run_id,
+        as_of,
+        lock,
+        cancel,
+        &mut report,
+    )
+    .await;
     report.finish(Utc::now());
     match sent {
         Ok(()) => {
@@ -342,10 +384,20 @@ async fn send_all(
     let batch_size = deps.concurrency.max(1);
     for (batch_no, batch) in reminders.chunks(batch_size).enumerate() {
         if cancel.is_cancelled() {
-            warn!(batch = batch_no, sent = sent_total, "shutdown requested: stopping before the next batch");
+            warn!(
+                batch = batch_no,
+                sent = sent_total,
+                "shutdown requested: stopping before the next batch"
+            );
             // What was sent is recorded; what was not is reported as not attempted.
             for r in reminders.iter().skip(batch_no * batch_size) {
-                report.reminders.push(line(r, ReminderStatus::Skipped, Some("run stopped by shutdown before sending".into()), None, None));
+                report.reminders.push(line(
+                    r,
+                    ReminderStatus::Skipped,
+                    Some("run stopped by shutdown before sending".into()),
+                    None,
+                    None,
+                ));
             }
             report.finish(Utc::now());
             return Err(JobError::Cancelled { sent: sent_total });
@@ -356,28 +408,32 @@ async fn send_all(
                 last_renew = std::time::Instant::now();
             }
         }
-        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> = futures::stream::iter(batch.iter().enumerate())
-            .map(|(i, r)| async move {
-                let msg = match deps.renderer.render_all(r, as_of) {
-                    Ok(messages) => OutgoingReminder {
-                        run_id: run_id.to_string(),
-                        reminder: r.clone(),
-                        messages,
-                        cached_conversation: ledger.conversations.get(&r.owner).cloned(),
-                        verbose: deps.verbose,
-                    },
-                    Err(e) => return (i, Err(DeliveryError::permanent("render", e.to_string()))),
-                };
-                let owner_log = r.owner.for_log(deps.verbose);
-                let result = notifier
-                    .send(&msg)
-                    .instrument(tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()))
-                    .await;
-                (i, result)
-            })
-            .buffer_unordered(batch_size)
-            .collect()
-            .await;
+        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> = futures::stream::iter(
+            batch.iter().enumerate(),
+        )
+        .map(|(i, r)| async move {
+            let msg = match deps.renderer.render_all(r, as_of) {
+                Ok(messages) => OutgoingReminder {
+                    run_id: run_id.to_string(),
+                    reminder: r.clone(),
+                    messages,
+                    cached_conversation: ledger.conversations.get(&r.owner).cloned(),
+                    verbose: deps.verbose,
+                },
+                Err(e) => return (i, Err(DeliveryError::permanent("render", e.to_string()))),
+            };
+            let owner_log = r.owner.for_log(deps.verbose);
+            let result = notifier
+                .send(&msg)
+                .instrument(
+                    tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()),
+                )
+                .await;
+            (i, result)
+        })
+        .buffer_unordered(batch_size)
+        .collect()
+        .await;
         let mut events = Vec::new();
         let mut lines = Vec::new();
         for (i, outcome) in outcomes {
@@ -410,16 +466,32 @@ async fn send_all(
                         }
                     }
                     sent_total += 1;
-                    lines.push((i, line(r, ReminderStatus::Sent, d.fell_back.clone(), Some(d.channel.clone()), Some(&d))));
+                    lines.push((
+                        i,
+                        line(
+                            r,
+                            ReminderStatus::Sent,
+                            d.fell_back.clone(),
+                            Some(d.channel.clone()),
+                            Some(&d),
+                        ),
+                    ));
                 }
                 Err(e) => {
-                    let status = if e.skip { ReminderStatus::Skipped } else { ReminderStatus::Failed };
+                    let status = if e.skip {
+                        ReminderStatus::Skipped
+                    } else {
+                        ReminderStatus::Failed
+                    };
                     warn!(owner = %owner_log, channel = %e.channel, reason = %e.reason, "reminder not sent");
                     let reason = match &e.code {
                         Some(code) => format!("{} ({code})", e.reason),
                         None => e.reason.clone(),
                     };
-                    lines.push((i, line(r, status, Some(reason), Some(e.channel.clone()), None)));
+                    lines.push((
+                        i,
+                        line(r, status, Some(reason), Some(e.channel.clone()), None),
+                    ));
                 }
             }
         }
@@ -429,7 +501,13 @@ async fn send_all(
             lines.sort_by_key(|(i, _)| *i);
             report.reminders.extend(lines.into_iter().map(|(_, l)| l));
             for r in reminders.iter().skip((batch_no + 1) * batch_size) {
-                report.reminders.push(line(r, ReminderStatus::Skipped, Some("not attempted: the ledger could not be written".into()), None, None));
+                report.reminders.push(line(
+                    r,
+                    ReminderStatus::Skipped,
+                    Some("not attempted: the ledger could not be written".into()),
+                    None,
+                    None,
+                ));
             }
             report.finish(Utc::now());
             return Err(JobError::Ledger(e));

@@ -25,7 +25,11 @@ mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "lookout-reminders", version, about = "Remind Lookout for Work device owners to update their phones and tablets")]
+#[command(
+    name = "lookout-reminders",
+    version,
+    about = "Remind Lookout for Work device owners to update their phones and tablets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -119,13 +123,20 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
     telemetry::init(telemetry::LogFormat::from_env());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -155,7 +166,8 @@ fn env_with(common: Option<&Common>, extra: &[(&str, Option<String>)]) -> Env {
     if let Some(c) = common {
         if let Some(p) = &c.export {
             env.0.insert("REMINDERS_SOURCE".into(), "local".into());
-            env.0.insert("REMINDERS_EXPORT_PATH".into(), p.display().to_string());
+            env.0
+                .insert("REMINDERS_EXPORT_PATH".into(), p.display().to_string());
         }
         if let Some(s) = c.source {
             let v = match s {
@@ -186,12 +198,27 @@ fn config_or_exit(env: &Env) -> Result<Config, u8> {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Run { common, dry_run, only, force, outbox, state_dir, channel, json } => {
+        Command::Run {
+            common,
+            dry_run,
+            only,
+            force,
+            outbox,
+            state_dir,
+            channel,
+            json,
+        } => {
             let env = env_with(
                 Some(&common),
                 &[
-                    ("REMINDERS_OUTBOX_DIR", outbox.map(|p| p.display().to_string())),
-                    ("REMINDERS_STATE_DIR", state_dir.map(|p| p.display().to_string())),
+                    (
+                        "REMINDERS_OUTBOX_DIR",
+                        outbox.map(|p| p.display().to_string()),
+                    ),
+                    (
+                        "REMINDERS_STATE_DIR",
+                        state_dir.map(|p| p.display().to_string()),
+                    ),
                     ("REMINDERS_CHANNEL", channel),
                 ],
             );
@@ -236,13 +263,22 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                     } else {
                         print_report(&report);
                     }
-                    Ok(if report.partial_failure() { exit::PARTIAL_FAILURE } else { exit::OK })
+                    Ok(if report.partial_failure() {
+                        exit::PARTIAL_FAILURE
+                    } else {
+                        exit::OK
+                    })
                 }
                 Err(e) => Ok(job_error_code(&e)),
             }
         }
         Command::Validate { path, json } => validate(path, json).await,
-        Command::Preview { common, owner, format, language } => {
+        Command::Preview {
+            common,
+            owner,
+            format,
+            language,
+        } => {
             let env = env_with(Some(&common), &[]);
             let config = match config_or_exit(&env) {
                 Ok(c) => c,
@@ -255,7 +291,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            lookout_reminders::functions::serve(config).await.context("serving the custom handler")?;
+            lookout_reminders::functions::serve(config)
+                .await
+                .context("serving the custom handler")?;
             Ok(exit::OK)
         }
     }
@@ -304,14 +342,27 @@ async fn validate(path: PathBuf, json: bool) -> anyhow::Result<u8> {
                     println!("  note: {n}");
                 }
                 for r in &parsed.rejected {
-                    println!("  {}:{}: column '{}': {}", path.display(), r.row, r.field, r.reason);
+                    println!(
+                        "  {}:{}: column '{}': {}",
+                        path.display(),
+                        r.row,
+                        r.field,
+                        r.reason
+                    );
                 }
             }
-            Ok(if usable { exit::OK } else { exit::UNUSABLE_EXPORT })
+            Ok(if usable {
+                exit::OK
+            } else {
+                exit::UNUSABLE_EXPORT
+            })
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "file": path.display().to_string(), "usable": false, "error": e.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "file": path.display().to_string(), "usable": false, "error": e.to_string() })
+                );
             }
             eprintln!("error: {e}");
             Ok(exit::UNUSABLE_EXPORT)
@@ -399,7 +450,10 @@ fn print_report(report: &RunReport) {
         report.rows.total, report.rows.rejected, report.rows.remindable, report.rows.not_remindable
     );
     for r in &report.rejected {
-        println!("  rejected row {}: column '{}': {}", r.row, r.field, r.reason);
+        println!(
+            "  rejected row {}: column '{}': {}",
+            r.row, r.field, r.reason
+        );
     }
     println!();
     for r in &report.reminders {
@@ -410,9 +464,17 @@ fn print_report(report: &RunReport) {
             ReminderStatus::Failed => "FAILED",
         };
         let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
-        println!("{status:<8} {:<32} {stage:<8} {}", r.owner, r.reason.as_deref().unwrap_or(""));
+        println!(
+            "{status:<8} {:<32} {stage:<8} {}",
+            r.owner,
+            r.reason.as_deref().unwrap_or("")
+        );
         for i in &r.issues {
-            let what = if i.kind == "vulnerable_app" { format!("{} ({})", i.kind, i.issue) } else { i.kind.clone() };
+            let what = if i.kind == "vulnerable_app" {
+                format!("{} ({})", i.kind, i.issue)
+            } else {
+                i.kind.clone()
+            };
             println!(
                 "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
                 i.device_model, i.platform, what, i.deadline, i.days_left

@@ -210,7 +210,12 @@ pub struct Plan {
 }
 
 /// Builds the plan.
-pub fn build(findings: &[Finding], ledger: &LedgerSnapshot, rules: &Rules, opts: &PlanOptions) -> Plan {
+pub fn build(
+    findings: &[Finding],
+    ledger: &LedgerSnapshot,
+    rules: &Rules,
+    opts: &PlanOptions,
+) -> Plan {
     let mut plan = Plan::default();
     let mut by_owner: BTreeMap<&OwnerEmail, Vec<IssueLine>> = BTreeMap::new();
     let mut seen: HashSet<(OwnerEmail, IssueKey)> = HashSet::new();
@@ -267,7 +272,10 @@ pub fn build(findings: &[Finding], ledger: &LedgerSnapshot, rules: &Rules, opts:
         if !rules.domain_allowed(owner) {
             plan.excluded.push(HeldBack {
                 owner: owner.clone(),
-                reason: format!("mail domain '{}' is not in the allowed domains", owner.domain()),
+                reason: format!(
+                    "mail domain '{}' is not in the allowed domains",
+                    owner.domain()
+                ),
                 issues: lines,
             });
             continue;
@@ -302,12 +310,21 @@ pub fn build(findings: &[Finding], ledger: &LedgerSnapshot, rules: &Rules, opts:
             devices: group_by_device(lines),
         });
     }
-    plan.reminders
-        .sort_by(|a, b| a.min_days_left().cmp(&b.min_days_left()).then(a.owner.cmp(&b.owner)));
+    plan.reminders.sort_by(|a, b| {
+        a.min_days_left()
+            .cmp(&b.min_days_left())
+            .then(a.owner.cmp(&b.owner))
+    });
     plan
 }
 
-fn is_due(ledger: &LedgerSnapshot, owner: &OwnerEmail, key: &IssueKey, days_left: i64, opts: &PlanOptions) -> bool {
+fn is_due(
+    ledger: &LedgerSnapshot,
+    owner: &OwnerEmail,
+    key: &IssueKey,
+    days_left: i64,
+    opts: &PlanOptions,
+) -> bool {
     let Some(h) = ledger.history(owner, key) else {
         return true;
     };
@@ -326,7 +343,12 @@ fn is_due(ledger: &LedgerSnapshot, owner: &OwnerEmail, key: &IssueKey, days_left
     since >= c.remind_every_days
 }
 
-fn not_due_reason(ledger: &LedgerSnapshot, owner: &OwnerEmail, lines: &[IssueLine], opts: &PlanOptions) -> String {
+fn not_due_reason(
+    ledger: &LedgerSnapshot,
+    owner: &OwnerEmail,
+    lines: &[IssueLine],
+    opts: &PlanOptions,
+) -> String {
     let last = lines
         .iter()
         .filter_map(|l| ledger.history(owner, &l.key))
@@ -416,7 +438,11 @@ mod tests {
         ];
         let plan = build(&fs, &LedgerSnapshot::default(), &Rules::default(), &opts(7));
         assert_eq!(plan.reminders.len(), 2);
-        let a = plan.reminders.iter().find(|r| r.owner.as_str() == "a@x.com").unwrap();
+        let a = plan
+            .reminders
+            .iter()
+            .find(|r| r.owner.as_str() == "a@x.com")
+            .unwrap();
         assert_eq!(a.devices.len(), 1);
         assert_eq!(a.devices[0].issues.len(), 2);
         assert_eq!(a.stage, Stage::First);
@@ -426,11 +452,25 @@ mod tests {
     fn an_issue_reminded_less_than_seven_days_ago_is_not_due() {
         let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
-        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &opts(7));
+        let plan = build(
+            std::slice::from_ref(&f),
+            &ledger,
+            &Rules::default(),
+            &opts(7),
+        );
         assert!(plan.reminders.is_empty());
         assert_eq!(plan.not_due.len(), 1);
-        assert!(plan.not_due[0].reason.contains("2024-03-09"), "{}", plan.not_due[0].reason);
-        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &opts(9));
+        assert!(
+            plan.not_due[0].reason.contains("2024-03-09"),
+            "{}",
+            plan.not_due[0].reason
+        );
+        let plan = build(
+            std::slice::from_ref(&f),
+            &ledger,
+            &Rules::default(),
+            &opts(9),
+        );
         assert_eq!(plan.reminders.len(), 1);
         assert_eq!(plan.reminders[0].stage, Stage::Repeat);
     }
@@ -440,9 +480,18 @@ mod tests {
         let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 7)]);
         let mut o = opts(7);
-        assert!(build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o).reminders.is_empty());
+        assert!(
+            build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o)
+                .reminders
+                .is_empty()
+        );
         o.force = true;
-        assert_eq!(build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o).reminders.len(), 1);
+        assert_eq!(
+            build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o)
+                .reminders
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -461,7 +510,10 @@ mod tests {
             message_id: None,
             run_id: "r".into(),
         }]);
-        let o = PlanOptions { as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(), ..Default::default() };
+        let o = PlanOptions {
+            as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(),
+            ..Default::default()
+        };
         let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o);
         assert_eq!(plan.reminders.len(), 1);
         assert_eq!(plan.reminders[0].stage, Stage::Final);
@@ -471,15 +523,28 @@ mod tests {
     fn past_the_deadline_the_reminder_is_overdue_and_escalates() {
         let mut f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
         f.detected = Utc.with_ymd_and_hms(2023, 1, 1, 10, 0, 0).unwrap();
-        let plan = build(std::slice::from_ref(&f), &LedgerSnapshot::default(), &Rules::default(), &opts(7));
+        let plan = build(
+            std::slice::from_ref(&f),
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
         assert_eq!(plan.reminders[0].stage, Stage::Overdue);
         assert!(plan.reminders[0].escalate);
     }
 
     #[test]
     fn owners_outside_allowed_domains_are_excluded_and_reported() {
-        let fs = [finding("a@gmail.com", "dev1", "Chrome(com.android.chrome)", 1)];
-        let rules = Rules { allowed_domains: vec!["engie.com".into()], ..Rules::default() };
+        let fs = [finding(
+            "a@gmail.com",
+            "dev1",
+            "Chrome(com.android.chrome)",
+            1,
+        )];
+        let rules = Rules {
+            allowed_domains: vec!["engie.com".into()],
+            ..Rules::default()
+        };
         let plan = build(&fs, &LedgerSnapshot::default(), &rules, &opts(7));
         assert!(plan.reminders.is_empty());
         assert_eq!(plan.excluded.len(), 1);
@@ -511,7 +576,12 @@ mod tests {
     #[test]
     fn a_duplicated_row_is_one_issue() {
         let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
-        let plan = build(&[f.clone(), f], &LedgerSnapshot::default(), &Rules::default(), &opts(7));
+        let plan = build(
+            &[f.clone(), f],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
         assert_eq!(plan.remindable, 1);
         assert_eq!(plan.reminders[0].devices[0].issues.len(), 1);
     }

@@ -62,19 +62,30 @@ pub struct Rules {
 
 impl Default for Rules {
     fn default() -> Self {
-        let rule = |kind, issue_type: Option<&str>, issue: Option<&str>, class: Option<&str>| KindRule {
-            kind,
-            issue_type: issue_type.map(Into::into),
-            issue: issue.map(Into::into),
-            classification: class.map(Into::into),
-        };
+        let rule =
+            |kind, issue_type: Option<&str>, issue: Option<&str>, class: Option<&str>| KindRule {
+                kind,
+                issue_type: issue_type.map(Into::into),
+                issue: issue.map(Into::into),
+                classification: class.map(Into::into),
+            };
         Self {
             active_statuses: vec!["active".into(), "open".into()],
             kinds: vec![
-                rule(IssueKind::VulnerableApp, Some("application"), None, Some("vulnerab")),
+                rule(
+                    IssueKind::VulnerableApp,
+                    Some("application"),
+                    None,
+                    Some("vulnerab"),
+                ),
                 rule(IssueKind::OsOutOfDate, None, None, Some("os out-of-date")),
                 rule(IssueKind::SecurityPatchOutOfDate, None, None, Some("aspl")),
-                rule(IssueKind::AgentOutOfDate, None, Some("agent"), Some("outdated")),
+                rule(
+                    IssueKind::AgentOutOfDate,
+                    None,
+                    Some("agent"),
+                    Some("outdated"),
+                ),
             ],
             allowed_domains: Vec::new(),
             grace_days: 30,
@@ -87,10 +98,11 @@ impl Rules {
     /// Whether mail to this owner is allowed by the domain list.
     pub fn domain_allowed(&self, owner: &OwnerEmail) -> bool {
         self.allowed_domains.is_empty()
-            || self
-                .allowed_domains
-                .iter()
-                .any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(owner.domain()))
+            || self.allowed_domains.iter().any(|d| {
+                d.trim()
+                    .trim_start_matches('@')
+                    .eq_ignore_ascii_case(owner.domain())
+            })
     }
 
     /// The local calendar date of an instant in the configured zone.
@@ -123,7 +135,11 @@ pub struct Remindable {
 }
 
 /// Decides whether one finding is remindable, as of a local date.
-pub fn evaluate(finding: &Finding, as_of: NaiveDate, rules: &Rules) -> Result<Remindable, NotRemindable> {
+pub fn evaluate(
+    finding: &Finding,
+    as_of: NaiveDate,
+    rules: &Rules,
+) -> Result<Remindable, NotRemindable> {
     let status = finding.status.trim();
     if !rules
         .active_statuses
@@ -193,7 +209,17 @@ mod tests {
 
     #[test]
     fn an_active_vulnerable_app_is_remindable_with_its_app_name() {
-        let r = evaluate(&finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Active"), as_of(), &Rules::default()).unwrap();
+        let r = evaluate(
+            &finding(
+                "Application",
+                "Chrome(com.android.chrome)",
+                "Vulnerability",
+                "Active",
+            ),
+            as_of(),
+            &Rules::default(),
+        )
+        .unwrap();
         assert_eq!(r.kind, IssueKind::VulnerableApp);
         assert_eq!(r.app_name.as_deref(), Some("Chrome"));
         assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
@@ -203,27 +229,63 @@ mod tests {
     #[test]
     fn each_default_kind_is_recognised() {
         let rules = Rules::default();
-        let kind = |t, i, c| evaluate(&finding(t, i, c, "Active"), as_of(), &rules).unwrap().kind;
-        assert_eq!(kind("Configuration", "Operating System Version", "OS Out-Of-Date"), IssueKind::OsOutOfDate);
-        assert_eq!(kind("Configuration", "Out of Date", "ASPL"), IssueKind::SecurityPatchOutOfDate);
-        assert_eq!(kind("Configuration", "Agent", "Outdated"), IssueKind::AgentOutOfDate);
+        let kind = |t, i, c| {
+            evaluate(&finding(t, i, c, "Active"), as_of(), &rules)
+                .unwrap()
+                .kind
+        };
+        assert_eq!(
+            kind(
+                "Configuration",
+                "Operating System Version",
+                "OS Out-Of-Date"
+            ),
+            IssueKind::OsOutOfDate
+        );
+        assert_eq!(
+            kind("Configuration", "Out of Date", "ASPL"),
+            IssueKind::SecurityPatchOutOfDate
+        );
+        assert_eq!(
+            kind("Configuration", "Agent", "Outdated"),
+            IssueKind::AgentOutOfDate
+        );
     }
 
     #[test]
     fn open_status_in_any_case_counts_as_active() {
-        let f = finding("Application", "Edge(com.microsoft.emmx)", "Vulnerability", "OPEN");
+        let f = finding(
+            "Application",
+            "Edge(com.microsoft.emmx)",
+            "Vulnerability",
+            "OPEN",
+        );
         assert!(evaluate(&f, as_of(), &Rules::default()).is_ok());
     }
 
     #[test]
     fn resolved_and_threat_issues_are_not_remindable() {
         let rules = Rules::default();
-        let resolved = finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Resolved");
-        assert_eq!(evaluate(&resolved, as_of(), &rules), Err(NotRemindable::NotActive));
+        let resolved = finding(
+            "Application",
+            "Chrome(com.android.chrome)",
+            "Vulnerability",
+            "Resolved",
+        );
+        assert_eq!(
+            evaluate(&resolved, as_of(), &rules),
+            Err(NotRemindable::NotActive)
+        );
         let threat = finding("Network", "Man-In-The-Middle", "Threat", "Active");
-        assert_eq!(evaluate(&threat, as_of(), &rules), Err(NotRemindable::NotAnUpdateIssue));
+        assert_eq!(
+            evaluate(&threat, as_of(), &rules),
+            Err(NotRemindable::NotAnUpdateIssue)
+        );
         let app_not_vulnerable = finding("Application", "Sideloaded app", "Risky", "Active");
-        assert_eq!(evaluate(&app_not_vulnerable, as_of(), &rules), Err(NotRemindable::NotAnUpdateIssue));
+        assert_eq!(
+            evaluate(&app_not_vulnerable, as_of(), &rules),
+            Err(NotRemindable::NotAnUpdateIssue)
+        );
     }
 
     #[test]
@@ -247,18 +309,31 @@ mod tests {
     fn grace_days_and_kinds_are_configurable() {
         let rules = Rules {
             grace_days: 10,
-            kinds: vec![KindRule { kind: IssueKind::AgentOutOfDate, issue_type: None, issue: Some("agent".into()), classification: None }],
+            kinds: vec![KindRule {
+                kind: IssueKind::AgentOutOfDate,
+                issue_type: None,
+                issue: Some("agent".into()),
+                classification: None,
+            }],
             ..Rules::default()
         };
         let agent = finding("Configuration", "Agent", "Anything", "Active");
         assert_eq!(evaluate(&agent, as_of(), &rules).unwrap().days_left, 7);
-        let app = finding("Application", "Chrome(com.android.chrome)", "Vulnerability", "Active");
+        let app = finding(
+            "Application",
+            "Chrome(com.android.chrome)",
+            "Vulnerability",
+            "Active",
+        );
         assert!(evaluate(&app, as_of(), &rules).is_err());
     }
 
     #[test]
     fn domains_outside_the_allowed_list_are_refused() {
-        let rules = Rules { allowed_domains: vec!["engie.com".into()], ..Rules::default() };
+        let rules = Rules {
+            allowed_domains: vec!["engie.com".into()],
+            ..Rules::default()
+        };
         assert!(rules.domain_allowed(&OwnerEmail::parse("x@ENGIE.com").unwrap()));
         assert!(!rules.domain_allowed(&OwnerEmail::parse("x@gmail.com").unwrap()));
         assert!(Rules::default().domain_allowed(&OwnerEmail::parse("x@gmail.com").unwrap()));

@@ -238,11 +238,18 @@ impl RunReport {
         let head = if self.dry_run {
             format!("dry run: {} reminders planned", c.planned)
         } else {
-            format!("{} reminders sent, {} failed, {} skipped", c.sent, c.failed, c.skipped)
+            format!(
+                "{} reminders sent, {} failed, {} skipped",
+                c.sent, c.failed, c.skipped
+            )
         };
         format!(
             "{head}; {} owners not due, {} excluded; {} remindable issues in {} rows ({} rejected)",
-            self.owners.not_due, self.owners.excluded, self.rows.remindable, self.rows.total, self.rows.rejected
+            self.owners.not_due,
+            self.owners.excluded,
+            self.rows.remindable,
+            self.rows.total,
+            self.rows.rejected
         )
     }
 
@@ -255,8 +262,22 @@ impl RunReport {
     pub fn reminders_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
         let _ = w.write_record([
-            "run_id", "owner", "status", "reason", "channel", "stage", "message_id", "lookout_id",
-            "device_model", "platform", "kind", "issue", "risk", "detected", "deadline", "days_left",
+            "run_id",
+            "owner",
+            "status",
+            "reason",
+            "channel",
+            "stage",
+            "message_id",
+            "lookout_id",
+            "device_model",
+            "platform",
+            "kind",
+            "issue",
+            "risk",
+            "detected",
+            "deadline",
+            "days_left",
         ]);
         for r in &self.reminders {
             for i in &r.issues {

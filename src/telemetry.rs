@@ -27,7 +27,11 @@ impl LogFormat {
     /// `REMINDERS_LOG_FORMAT` (`text`/`json`), else JSON under the Functions host
     /// (`FUNCTIONS_CUSTOMHANDLER_PORT` set), else text.
     pub fn from_env() -> Self {
-        match std::env::var("REMINDERS_LOG_FORMAT").ok().as_deref().map(str::trim) {
+        match std::env::var("REMINDERS_LOG_FORMAT")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
             Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
             _ if std::env::var_os("FUNCTIONS_CUSTOMHANDLER_PORT").is_some() => LogFormat::Json,
@@ -47,7 +51,8 @@ impl LogFormat {
 /// Installs the global subscriber once; later calls do nothing. Logs go to stderr so that
 /// `--json` output on stdout stays clean (the host captures stderr as well).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn"));
     let _ = match format {
         // The span list (not only the current span) is what puts the invocation id on a
         // line logged inside the nested `run` and `send` spans.
@@ -58,19 +63,31 @@ pub fn init(format: LogFormat) {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .try_init(),
-        LogFormat::Text => fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init(),
+        LogFormat::Text => fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init(),
     };
 }
 
 /// Whether a header value can be used as an invocation id: the host sends a GUID; anything
 /// long or with odd characters is not copied into logs and reports.
 pub fn valid_invocation_id(raw: &str) -> bool {
-    !raw.is_empty() && raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The span of one host invocation: `function` is the function's name (`function_timer`,
 /// `function_http`); fields left empty are not printed.
-pub fn invocation_span(invocation_id: Option<&str>, function: &str, host_version: Option<&str>) -> Span {
+pub fn invocation_span(
+    invocation_id: Option<&str>,
+    function: &str,
+    host_version: Option<&str>,
+) -> Span {
     let span = tracing::info_span!(
         "invocation",
         invocation_id = tracing::field::Empty,

@@ -65,7 +65,12 @@ impl Rng {
 const ANDROID_MODELS: [&str; 8] = [
     "SM-A528B", "SM-A326B", "SM-A137F", "SM-X205", "SM-G970F", "SM-T725", "moto e32", "SM-S911B",
 ];
-const IOS_MODELS: [&str; 4] = ["iPhone 7", "iPhone SE (2nd generation)", "iPad Air 2", "iPhone 12"];
+const IOS_MODELS: [&str; 4] = [
+    "iPhone 7",
+    "iPhone SE (2nd generation)",
+    "iPad Air 2",
+    "iPhone 12",
+];
 
 /// Generates `n` rows.
 pub fn rows(n: usize) -> Vec<Row> {
@@ -95,13 +100,43 @@ pub fn rows(n: usize) -> Vec<Row> {
             let detected = base + Duration::seconds(rng.below(670 * 86_400) as i64);
             let roll = rng.below(100);
             let (issue_type, issue, class, status, risk) = match roll {
-                0..=24 => ("Application", "Chrome(com.android.chrome)", "Vulnerability", "Active", "Moderate"),
-                25..=39 => ("Application", "Edge(com.microsoft.emmx)", "Vulnerability", "Active", "Moderate"),
-                40..=59 if *ios => ("Configuration", "Operating System Version", "OS Out-Of-Date", "Active", "Low"),
+                0..=24 => (
+                    "Application",
+                    "Chrome(com.android.chrome)",
+                    "Vulnerability",
+                    "Active",
+                    "Moderate",
+                ),
+                25..=39 => (
+                    "Application",
+                    "Edge(com.microsoft.emmx)",
+                    "Vulnerability",
+                    "Active",
+                    "Moderate",
+                ),
+                40..=59 if *ios => (
+                    "Configuration",
+                    "Operating System Version",
+                    "OS Out-Of-Date",
+                    "Active",
+                    "Low",
+                ),
                 40..=59 => ("Configuration", "Out of Date", "ASPL", "Active", "Low"),
-                60..=74 => ("Configuration", "Operating System Version", "OS Out-Of-Date", "Active", "Low"),
+                60..=74 => (
+                    "Configuration",
+                    "Operating System Version",
+                    "OS Out-Of-Date",
+                    "Active",
+                    "Low",
+                ),
                 75..=84 => ("Configuration", "Agent", "Outdated", "Active", "Moderate"),
-                85..=94 => ("Application", "Chrome(com.android.chrome)", "Vulnerability", "Resolved", "Moderate"),
+                85..=94 => (
+                    "Application",
+                    "Chrome(com.android.chrome)",
+                    "Vulnerability",
+                    "Resolved",
+                    "Moderate",
+                ),
                 _ => ("Network", "Man-In-The-Middle", "Threat", "Active", "High"),
             };
             let resolved = if status == "Resolved" {
@@ -115,7 +150,11 @@ pub fn rows(n: usize) -> Vec<Row> {
                 format!("U{owner:06}@engie.com"),
                 lookout_id.clone(),
                 mdm_id.clone(),
-                if rng.below(2) == 0 { "Work".into() } else { String::new() },
+                if rng.below(2) == 0 {
+                    "Work".into()
+                } else {
+                    String::new()
+                },
                 model.to_string(),
                 if *ios { "iOS".into() } else { "Android".into() },
                 issue_type.into(),
@@ -125,7 +164,11 @@ pub fn rows(n: usize) -> Vec<Row> {
                 risk.into(),
                 detected.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 resolved.clone(),
-                if resolved.is_empty() { String::new() } else { "4 days".into() },
+                if resolved.is_empty() {
+                    String::new()
+                } else {
+                    "4 days".into()
+                },
                 String::new(),
             ];
             Row { cells, detected }
@@ -155,15 +198,21 @@ pub fn xlsx(rows: &[Row]) -> Vec<u8> {
         for (c, cell) in row.cells.iter().enumerate() {
             if c == DETECTED {
                 let d = row.detected;
-                let when = ExcelDateTime::parse_from_str(&d.format("%Y-%m-%dT%H:%M:%S").to_string())
+                let when =
+                    ExcelDateTime::parse_from_str(&d.format("%Y-%m-%dT%H:%M:%S").to_string())
+                        .unwrap();
+                sheet
+                    .write_datetime_with_format(r, c as u16, &when, &date_format)
                     .unwrap();
-                sheet.write_datetime_with_format(r, c as u16, &when, &date_format).unwrap();
             } else if !cell.is_empty() {
                 sheet.write_string(r, c as u16, cell).unwrap();
             }
         }
     }
-    let columns: Vec<TableColumn> = HEADER.iter().map(|h| TableColumn::new().set_header(*h)).collect();
+    let columns: Vec<TableColumn> = HEADER
+        .iter()
+        .map(|h| TableColumn::new().set_header(*h))
+        .collect();
     let table = Table::new().set_name("Tableau1").set_columns(&columns);
     sheet
         .add_table(0, 0, rows.len() as u32, HEADER.len() as u16 - 1, &table)

@@ -22,7 +22,12 @@ fn parse_and_plan(bytes: &[u8], name: &str) -> usize {
         as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
         ..PlanOptions::default()
     };
-    let plan = plan::build(&parsed.findings, &LedgerSnapshot::default(), &Rules::default(), &opts);
+    let plan = plan::build(
+        &parsed.findings,
+        &LedgerSnapshot::default(),
+        &Rules::default(),
+        &opts,
+    );
     plan.reminders.len()
 }
 

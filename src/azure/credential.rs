@@ -6,7 +6,8 @@ use super::http::{sdk_client_options, HttpClientError};
 use crate::config::{AzureSettings, CredentialKind};
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
-    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId,
 };
 use std::sync::Arc;
 
@@ -37,19 +38,21 @@ pub fn credential(settings: &AzureSettings) -> Result<Arc<dyn TokenCredential>, 
                     .clone()
                     .map(UserAssignedId::ClientId),
                 client_options: sdk_client_options(settings)?,
-                ..Default::default()
             };
-            let cred = ManagedIdentityCredential::new(Some(options)).map_err(|e| CredentialError::Create {
-                kind: "managed identity".into(),
-                detail: e.to_string(),
+            let cred = ManagedIdentityCredential::new(Some(options)).map_err(|e| {
+                CredentialError::Create {
+                    kind: "managed identity".into(),
+                    detail: e.to_string(),
+                }
             })?;
             Ok(cred)
         }
         CredentialKind::Developer => {
-            let cred = DeveloperToolsCredential::new(None).map_err(|e| CredentialError::Create {
-                kind: "developer tools".into(),
-                detail: e.to_string(),
-            })?;
+            let cred =
+                DeveloperToolsCredential::new(None).map_err(|e| CredentialError::Create {
+                    kind: "developer tools".into(),
+                    detail: e.to_string(),
+                })?;
             Ok(cred)
         }
     }

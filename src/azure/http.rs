@@ -41,10 +41,11 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpClie
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpClientError::Invalid {
-        path: path.display().to_string(),
-        detail: format!("not a PEM certificate bundle: {e}"),
-    })?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpClientError::Invalid {
+            path: path.display().to_string(),
+            detail: format!("not a PEM certificate bundle: {e}"),
+        })?;
     if certs.is_empty() {
         return Err(HttpClientError::Invalid {
             path: path.display().to_string(),
@@ -56,7 +57,9 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpClie
 
 /// A client builder with the extra CA (when set) and timeouts; callers add what they need
 /// (e.g. `redirect(Policy::none())`) and build.
-pub fn http_client_builder(settings: &AzureSettings) -> Result<reqwest::ClientBuilder, HttpClientError> {
+pub fn http_client_builder(
+    settings: &AzureSettings,
+) -> Result<reqwest::ClientBuilder, HttpClientError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
@@ -96,7 +99,9 @@ pub fn sdk_retry(settings: &AzureSettings) -> RetryOptions {
     RetryOptions::exponential(ExponentialRetryOptions {
         initial_delay: azure_core::time::Duration::milliseconds(initial),
         max_retries: settings.max_retries,
-        max_total_elapsed: azure_core::time::Duration::milliseconds((initial * 64).clamp(2_000, 120_000)),
+        max_total_elapsed: azure_core::time::Duration::milliseconds(
+            (initial * 64).clamp(2_000, 120_000),
+        ),
         max_delay: azure_core::time::Duration::milliseconds((initial * 16).clamp(1_000, 30_000)),
     })
 }

@@ -2,14 +2,17 @@
 //! identity / developer tools), cached access tokens per scope, and HTTP clients that trust
 //! an optional extra CA bundle.
 
+mod build;
 mod credential;
 mod http;
 pub mod storage;
 mod token;
 
+pub use build::{sdk_parts, BuildError};
 pub use credential::{credential, describe as describe_credential, CredentialError};
 pub use http::{
-    http_client, http_client_builder, load_ca_bundle, sdk_client_options, sdk_retry, sdk_transport, HttpClientError,
+    http_client, http_client_builder, load_ca_bundle, sdk_client_options, sdk_retry, sdk_transport,
+    HttpClientError,
 };
 pub use token::{AccessTokens, CredentialTokens, TokenError, REFRESH_MARGIN};
 

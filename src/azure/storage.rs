@@ -55,11 +55,15 @@ pub fn error_code(e: &azure_core::Error) -> Option<&str> {
 /// credential error with its causes (a TLS failure shows up here, not as a hang).
 pub fn describe(e: &azure_core::Error) -> String {
     match e.kind() {
-        ErrorKind::HttpResponse { status, error_code, .. } => {
-            format!("HTTP {} {}", u16::from(*status), error_code.as_deref().unwrap_or(""))
-                .trim_end()
-                .to_string()
-        }
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => format!(
+            "HTTP {} {}",
+            u16::from(*status),
+            error_code.as_deref().unwrap_or("")
+        )
+        .trim_end()
+        .to_string(),
         kind => {
             let mut out = format!("{kind:?}: {e}");
             let mut source = e.source();

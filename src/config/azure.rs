@@ -158,16 +158,36 @@ impl AzureSettings {
     /// Reads `REMINDERS_SOURCE`, `REMINDERS_LEDGER`, the credential and the settings of the
     /// kinds chosen (validated now, so a wrong setting stops start-up).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let source = match env.get("REMINDERS_SOURCE").map(str::to_lowercase).as_deref() {
+        let source = match env
+            .get("REMINDERS_SOURCE")
+            .map(str::to_lowercase)
+            .as_deref()
+        {
             None | Some("local") => SourceKind::Local,
             Some("blob") => SourceKind::Blob,
             Some("sharepoint") => SourceKind::SharePoint,
-            Some(v) => return Err(ConfigError::invalid("REMINDERS_SOURCE", v, "expected local, blob or sharepoint")),
+            Some(v) => {
+                return Err(ConfigError::invalid(
+                    "REMINDERS_SOURCE",
+                    v,
+                    "expected local, blob or sharepoint",
+                ))
+            }
         };
-        let ledger = match env.get("REMINDERS_LEDGER").map(str::to_lowercase).as_deref() {
+        let ledger = match env
+            .get("REMINDERS_LEDGER")
+            .map(str::to_lowercase)
+            .as_deref()
+        {
             None | Some("local") => LedgerKind::Local,
             Some("blob") => LedgerKind::Blob,
-            Some(v) => return Err(ConfigError::invalid("REMINDERS_LEDGER", v, "expected local or blob")),
+            Some(v) => {
+                return Err(ConfigError::invalid(
+                    "REMINDERS_LEDGER",
+                    v,
+                    "expected local or blob",
+                ))
+            }
         };
         // Azure Functions (App Service) sets IDENTITY_ENDPOINT; older hosts MSI_ENDPOINT.
         let on_azure = env.get("IDENTITY_ENDPOINT").is_some() || env.get("MSI_ENDPOINT").is_some();
@@ -184,7 +204,9 @@ impl AzureSettings {
                 },
                 true,
             ),
-            Some("managed_identity" | "managedidentity" | "msi") => (CredentialKind::ManagedIdentity, false),
+            Some("managed_identity" | "managedidentity" | "msi") => {
+                (CredentialKind::ManagedIdentity, false)
+            }
             Some("developer" | "azure_cli" | "cli" | "azd") => (CredentialKind::Developer, false),
             Some(v) => {
                 return Err(ConfigError::invalid(
@@ -208,7 +230,11 @@ impl AzureSettings {
         }
         let max_retries = env.parse_or("REMINDERS_AZURE_MAX_RETRIES", 4u32)?;
         if max_retries > 20 {
-            return Err(ConfigError::invalid("REMINDERS_AZURE_MAX_RETRIES", &max_retries.to_string(), "must be at most 20"));
+            return Err(ConfigError::invalid(
+                "REMINDERS_AZURE_MAX_RETRIES",
+                &max_retries.to_string(),
+                "must be at most 20",
+            ));
         }
         let retry_delay_ms = env.parse_or("REMINDERS_AZURE_RETRY_DELAY_MS", 800u64)?;
         if !(1..=60_000).contains(&retry_delay_ms) {
@@ -231,11 +257,20 @@ impl AzureSettings {
             blob_account_url: owned("REMINDERS_BLOB_ACCOUNT_URL"),
             export_container: owned("REMINDERS_EXPORT_CONTAINER"),
             export_blob: owned("REMINDERS_EXPORT_BLOB"),
-            export_prefix: env.0.get("REMINDERS_EXPORT_PREFIX").map(|v| v.trim().to_string()),
+            export_prefix: env
+                .0
+                .get("REMINDERS_EXPORT_PREFIX")
+                .map(|v| v.trim().to_string()),
             state_account_url: owned("REMINDERS_STATE_ACCOUNT_URL"),
-            state_container: env.get("REMINDERS_STATE_CONTAINER").unwrap_or(DEFAULT_STATE_CONTAINER).to_string(),
+            state_container: env
+                .get("REMINDERS_STATE_CONTAINER")
+                .unwrap_or(DEFAULT_STATE_CONTAINER)
+                .to_string(),
             lock_lease_seconds,
-            graph_base_url: env.get("REMINDERS_GRAPH_BASE_URL").unwrap_or(DEFAULT_GRAPH_BASE_URL).to_string(),
+            graph_base_url: env
+                .get("REMINDERS_GRAPH_BASE_URL")
+                .unwrap_or(DEFAULT_GRAPH_BASE_URL)
+                .to_string(),
             sharepoint_site_url: owned("REMINDERS_SHAREPOINT_SITE_URL"),
             sharepoint_hostname: owned("REMINDERS_SHAREPOINT_HOSTNAME"),
             sharepoint_site_path: owned("REMINDERS_SHAREPOINT_SITE_PATH"),
@@ -278,7 +313,9 @@ impl AzureSettings {
                 ))
             }
             (Some(name), None) => BlobSelector::Name(name.trim_start_matches('/').to_string()),
-            (None, Some(prefix)) => BlobSelector::NewestUnder(prefix.trim_start_matches('/').to_string()),
+            (None, Some(prefix)) => {
+                BlobSelector::NewestUnder(prefix.trim_start_matches('/').to_string())
+            }
             (None, None) => {
                 return Err(ConfigError::missing(
                     "REMINDERS_EXPORT_BLOB",
@@ -314,10 +351,13 @@ impl AzureSettings {
 
     /// The SharePoint source's settings, or an error naming the missing / wrong setting.
     pub fn sharepoint(&self) -> Result<SharePointSettings, ConfigError> {
-        let graph_base_url = parse_base_url("REMINDERS_GRAPH_BASE_URL", &self.graph_base_url, false)?;
+        let graph_base_url =
+            parse_base_url("REMINDERS_GRAPH_BASE_URL", &self.graph_base_url, false)?;
         let site = if let Some(id) = &self.sharepoint_site_id {
             SiteRef::Id(id.clone())
-        } else if let (Some(host), Some(path)) = (&self.sharepoint_hostname, &self.sharepoint_site_path) {
+        } else if let (Some(host), Some(path)) =
+            (&self.sharepoint_hostname, &self.sharepoint_site_path)
+        {
             if host.contains('/') || host.contains(':') {
                 return Err(ConfigError::invalid(
                     "REMINDERS_SHAREPOINT_HOSTNAME",
@@ -330,14 +370,18 @@ impl AzureSettings {
                 path: format!("/{}", path.trim_matches('/')),
             }
         } else if let Some(url) = &self.sharepoint_site_url {
-            let parsed = Url::parse(url).map_err(|e| ConfigError::invalid("REMINDERS_SHAREPOINT_SITE_URL", url, e))?;
-            let host = parsed.host_str().filter(|_| parsed.scheme() == "https").ok_or_else(|| {
-                ConfigError::invalid(
-                    "REMINDERS_SHAREPOINT_SITE_URL",
-                    url,
-                    "expected https://<tenant>.sharepoint.com/sites/<site>",
-                )
-            })?;
+            let parsed = Url::parse(url)
+                .map_err(|e| ConfigError::invalid("REMINDERS_SHAREPOINT_SITE_URL", url, e))?;
+            let host = parsed
+                .host_str()
+                .filter(|_| parsed.scheme() == "https")
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        "REMINDERS_SHAREPOINT_SITE_URL",
+                        url,
+                        "expected https://<tenant>.sharepoint.com/sites/<site>",
+                    )
+                })?;
             let path = percent_decode(parsed.path().trim_end_matches('/'));
             if path.is_empty() {
                 return Err(ConfigError::invalid(
@@ -366,7 +410,12 @@ impl AzureSettings {
             .as_deref()
             .map(|p| p.trim().trim_matches('/').to_string())
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| ConfigError::missing("REMINDERS_SHAREPOINT_FILE_PATH", "when REMINDERS_SOURCE=sharepoint"))?;
+            .ok_or_else(|| {
+                ConfigError::missing(
+                    "REMINDERS_SHAREPOINT_FILE_PATH",
+                    "when REMINDERS_SOURCE=sharepoint",
+                )
+            })?;
         Ok(SharePointSettings {
             graph_base_url,
             site,
@@ -383,11 +432,15 @@ impl AzureSettings {
             ""
         };
         match (self.credential, &self.managed_identity_client_id) {
-            (CredentialKind::ManagedIdentity, None) => format!("system-assigned managed identity{how}"),
+            (CredentialKind::ManagedIdentity, None) => {
+                format!("system-assigned managed identity{how}")
+            }
             (CredentialKind::ManagedIdentity, Some(id)) => {
                 format!("user-assigned managed identity, client id {id}{how}")
             }
-            (CredentialKind::Developer, _) => format!("developer tools credential (Azure CLI, then azd){how}"),
+            (CredentialKind::Developer, _) => {
+                format!("developer tools credential (Azure CLI, then azd){how}")
+            }
         }
     }
 }
@@ -401,11 +454,16 @@ fn percent_decode(s: &str) -> String {
 
 /// A base URL without query or fragment; `https` required when `https_only`.
 fn parse_base_url(name: &str, value: &str, https_only: bool) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim_end_matches('/')).map_err(|e| ConfigError::invalid(name, value, e))?;
+    let url = Url::parse(value.trim_end_matches('/'))
+        .map_err(|e| ConfigError::invalid(name, value, e))?;
     if url.query().is_some() || url.fragment().is_some() {
         // A SAS token in the URL would be a secret in the settings, and is not how the
         // managed identity authenticates.
-        return Err(ConfigError::invalid(name, "<hidden>", "must not contain a query string (no SAS token)"));
+        return Err(ConfigError::invalid(
+            name,
+            "<hidden>",
+            "must not contain a query string (no SAS token)",
+        ));
     }
     match url.scheme() {
         "https" => {}
@@ -417,7 +475,13 @@ fn parse_base_url(name: &str, value: &str, https_only: bool) -> Result<Url, Conf
                 "must start with https:// (Entra ID tokens are only sent over HTTPS)",
             ))
         }
-        _ => return Err(ConfigError::invalid(name, value, "must start with https://")),
+        _ => {
+            return Err(ConfigError::invalid(
+                name,
+                value,
+                "must start with https://",
+            ))
+        }
     }
     if url.host_str().is_none() {
         return Err(ConfigError::invalid(name, value, "has no host"));
@@ -428,7 +492,9 @@ fn parse_base_url(name: &str, value: &str, https_only: bool) -> Result<Url, Conf
 /// Container names: 3–63 characters, lowercase letters, digits and single hyphens.
 fn validate_container(name: &str, value: &str) -> Result<(), ConfigError> {
     let ok = (3..=63).contains(&value.len())
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !value.starts_with('-')
         && !value.ends_with('-')
         && !value.contains("--");
@@ -448,67 +514,109 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     #[test]
     fn the_credential_is_the_managed_identity_when_the_host_provides_one() {
-        let s = AzureSettings::from_env(&env(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi")])).unwrap();
-        assert_eq!(s.credential, CredentialKind::ManagedIdentity);
-        assert!(s.describe_credential().starts_with("system-assigned"), "{}", s.describe_credential());
-        let s = AzureSettings::from_env(&env(&[])).unwrap();
-        assert_eq!(s.credential, CredentialKind::Developer);
-        let s = AzureSettings::from_env(&env(&[("REMINDERS_CREDENTIAL", "managed-identity"), ("AZURE_CLIENT_ID", "abc")]))
+        let s = AzureSettings::from_env(&env(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi")]))
             .unwrap();
         assert_eq!(s.credential, CredentialKind::ManagedIdentity);
-        assert_eq!(s.describe_credential(), "user-assigned managed identity, client id abc");
+        assert!(
+            s.describe_credential().starts_with("system-assigned"),
+            "{}",
+            s.describe_credential()
+        );
+        let s = AzureSettings::from_env(&env(&[])).unwrap();
+        assert_eq!(s.credential, CredentialKind::Developer);
+        let s = AzureSettings::from_env(&env(&[
+            ("REMINDERS_CREDENTIAL", "managed-identity"),
+            ("AZURE_CLIENT_ID", "abc"),
+        ]))
+        .unwrap();
+        assert_eq!(s.credential, CredentialKind::ManagedIdentity);
+        assert_eq!(
+            s.describe_credential(),
+            "user-assigned managed identity, client id abc"
+        );
     }
 
     #[test]
     fn a_blob_source_needs_its_settings_and_names_the_missing_one() {
         let err = AzureSettings::from_env(&env(&[("REMINDERS_SOURCE", "blob")])).unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_BLOB_ACCOUNT_URL"), "{err}");
+        assert!(
+            err.to_string().contains("REMINDERS_BLOB_ACCOUNT_URL"),
+            "{err}"
+        );
         let err = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "blob"),
-            ("REMINDERS_BLOB_ACCOUNT_URL", "http://acct.blob.core.windows.net"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "http://acct.blob.core.windows.net",
+            ),
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
         let err = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "blob"),
-            ("REMINDERS_BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net",
+            ),
             ("REMINDERS_EXPORT_CONTAINER", "exports"),
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("REMINDERS_EXPORT_BLOB"), "{err}");
         let err = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "blob"),
-            ("REMINDERS_BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net?sv=2020&sig=SECRET"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net?sv=2020&sig=SECRET",
+            ),
         ]))
         .unwrap_err();
         assert!(!err.to_string().contains("SECRET"), "{err}");
         let s = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "blob"),
-            ("REMINDERS_BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net/"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net/",
+            ),
             ("REMINDERS_EXPORT_CONTAINER", "exports"),
             ("REMINDERS_EXPORT_PREFIX", "lookout/"),
         ]))
         .unwrap();
-        assert_eq!(s.blob_export().unwrap().selector, BlobSelector::NewestUnder("lookout/".into()));
+        assert_eq!(
+            s.blob_export().unwrap().selector,
+            BlobSelector::NewestUnder("lookout/".into())
+        );
     }
 
     #[test]
     fn a_bad_container_name_is_refused() {
-        let err = AzureSettings::from_env(&env(&[("REMINDERS_STATE_CONTAINER", "State_Files")])).unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_STATE_CONTAINER"), "{err}");
+        let err = AzureSettings::from_env(&env(&[("REMINDERS_STATE_CONTAINER", "State_Files")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_STATE_CONTAINER"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_sharepoint_site_url_gives_host_name_and_path() {
         let s = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "sharepoint"),
-            ("REMINDERS_SHAREPOINT_SITE_URL", "https://Contoso.sharepoint.com/sites/Mobilit%C3%A9%20DSI/"),
-            ("REMINDERS_SHAREPOINT_FILE_PATH", "/General/Power Automate/issues-export1.xlsx"),
+            (
+                "REMINDERS_SHAREPOINT_SITE_URL",
+                "https://Contoso.sharepoint.com/sites/Mobilit%C3%A9%20DSI/",
+            ),
+            (
+                "REMINDERS_SHAREPOINT_FILE_PATH",
+                "/General/Power Automate/issues-export1.xlsx",
+            ),
         ]))
         .unwrap();
         let sp = s.sharepoint().unwrap();
@@ -525,18 +633,27 @@ mod tests {
             ("REMINDERS_SHAREPOINT_SITE_ID", "x"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_SHAREPOINT_FILE_PATH"), "{err}");
+        assert!(
+            err.to_string().contains("REMINDERS_SHAREPOINT_FILE_PATH"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_blob_ledger_uses_the_export_account_by_default() {
         let s = AzureSettings::from_env(&env(&[
             ("REMINDERS_LEDGER", "blob"),
-            ("REMINDERS_BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net",
+            ),
         ]))
         .unwrap();
         let st = s.blob_state().unwrap();
-        assert_eq!(st.account_url.as_str(), "https://acct.blob.core.windows.net/");
+        assert_eq!(
+            st.account_url.as_str(),
+            "https://acct.blob.core.windows.net/"
+        );
         assert_eq!(st.container, DEFAULT_STATE_CONTAINER);
         assert_eq!(st.lease_seconds, 60);
     }

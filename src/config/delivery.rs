@@ -154,7 +154,11 @@ impl DeliverySettings {
         let mut channels = Vec::new();
         for name in env.list("REMINDERS_CHANNEL") {
             let kind = ChannelKind::parse(&name).ok_or_else(|| {
-                ConfigError::invalid("REMINDERS_CHANNEL", &name, "expected outbox, teams_bot, workflows or email")
+                ConfigError::invalid(
+                    "REMINDERS_CHANNEL",
+                    &name,
+                    "expected outbox, teams_bot, workflows or email",
+                )
             })?;
             if !channels.contains(&kind) {
                 channels.push(kind);
@@ -165,22 +169,37 @@ impl DeliverySettings {
         }
         let concurrency = env.parse_or("REMINDERS_CONCURRENCY", d.concurrency)?;
         if concurrency == 0 {
-            return Err(ConfigError::invalid("REMINDERS_CONCURRENCY", "0", "must be greater than zero"));
+            return Err(ConfigError::invalid(
+                "REMINDERS_CONCURRENCY",
+                "0",
+                "must be greater than zero",
+            ));
         }
         let rate = |name: &str, default: f64| -> Result<f64, ConfigError> {
             let r = env.parse_or(name, default)?;
             if !(r > 0.0 && r.is_finite()) {
-                return Err(ConfigError::invalid(name, &r.to_string(), "must be greater than zero"));
+                return Err(ConfigError::invalid(
+                    name,
+                    &r.to_string(),
+                    "must be greater than zero",
+                ));
             }
             Ok(r)
         };
         let s = Self {
             concurrency,
-            max_owners_per_run: env.parse_or("REMINDERS_MAX_OWNERS_PER_RUN", d.max_owners_per_run)?,
+            max_owners_per_run: env
+                .parse_or("REMINDERS_MAX_OWNERS_PER_RUN", d.max_owners_per_run)?,
             graph_base_url: base_url(env, "REMINDERS_GRAPH_BASE_URL", &d.graph_base_url)?,
-            graph_scope: env.get("REMINDERS_GRAPH_SCOPE").unwrap_or(&d.graph_scope).to_string(),
+            graph_scope: env
+                .get("REMINDERS_GRAPH_SCOPE")
+                .unwrap_or(&d.graph_scope)
+                .to_string(),
             bot_service_url: base_url(env, "REMINDERS_BOT_SERVICE_URL", &d.bot_service_url)?,
-            bot_scope: env.get("REMINDERS_BOT_SCOPE").unwrap_or(&d.bot_scope).to_string(),
+            bot_scope: env
+                .get("REMINDERS_BOT_SCOPE")
+                .unwrap_or(&d.bot_scope)
+                .to_string(),
             bot_app_id: env.get("REMINDERS_BOT_APP_ID").map(str::to_string),
             tenant_id: env.get("REMINDERS_TENANT_ID").map(str::to_string),
             teams_app_id: env.get("REMINDERS_TEAMS_APP_ID").map(str::to_string),
@@ -188,7 +207,10 @@ impl DeliverySettings {
             workflows_url: secret_url(env, "REMINDERS_WORKFLOWS_URL")?,
             digest_webhook_url: secret_url(env, "REMINDERS_DIGEST_WEBHOOK_URL")?,
             rate_per_second: rate("REMINDERS_RATE_PER_SECOND", d.rate_per_second)?,
-            graph_rate_per_second: rate("REMINDERS_GRAPH_RATE_PER_SECOND", d.graph_rate_per_second)?,
+            graph_rate_per_second: rate(
+                "REMINDERS_GRAPH_RATE_PER_SECOND",
+                d.graph_rate_per_second,
+            )?,
             mail_rate_per_second: rate("REMINDERS_MAIL_RATE_PER_SECOND", d.mail_rate_per_second)?,
             digest_verbose: env.flag("REMINDERS_DIGEST_VERBOSE", false)?,
             channels,
@@ -237,10 +259,15 @@ fn secret_url(env: &Env, name: &str) -> Result<Option<Secret>, ConfigError> {
             "the Key Vault reference was not resolved by the platform (check the app's identity has 'Key Vault Secrets User')",
         ));
     }
-    let url = url::Url::parse(raw).map_err(|_| ConfigError::invalid(name, "<hidden>", "not a URL"))?;
+    let url =
+        url::Url::parse(raw).map_err(|_| ConfigError::invalid(name, "<hidden>", "not a URL"))?;
     let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && local) {
-        return Err(ConfigError::invalid(name, "<hidden>", "expected an https URL"));
+        return Err(ConfigError::invalid(
+            name,
+            "<hidden>",
+            "expected an https URL",
+        ));
     }
     Ok(Some(Secret::new(raw)))
 }
@@ -250,7 +277,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     #[test]
@@ -264,11 +294,18 @@ mod tests {
 
     #[test]
     fn a_channel_chain_needs_the_settings_of_each_channel() {
-        let err = DeliverySettings::from_env(&env(&[("REMINDERS_CHANNEL", "teams_bot,email")])).unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_TEAMS_APP_ID"), "{err}");
-        let err = DeliverySettings::from_env(&env(&[("REMINDERS_CHANNEL", "teams_bot,email"), ("REMINDERS_TEAMS_APP_ID", "x")]))
+        let err = DeliverySettings::from_env(&env(&[("REMINDERS_CHANNEL", "teams_bot,email")]))
             .unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_SENDER_MAILBOX"), "{err}");
+        assert!(err.to_string().contains("REMINDERS_TEAMS_APP_ID"), "{err}");
+        let err = DeliverySettings::from_env(&env(&[
+            ("REMINDERS_CHANNEL", "teams_bot,email"),
+            ("REMINDERS_TEAMS_APP_ID", "x"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_SENDER_MAILBOX"),
+            "{err}"
+        );
         let s = DeliverySettings::from_env(&env(&[
             ("REMINDERS_CHANNEL", "teams_bot, email"),
             ("REMINDERS_TEAMS_APP_ID", "x"),
@@ -281,17 +318,35 @@ mod tests {
     #[test]
     fn webhook_urls_never_print_and_unresolved_key_vault_references_are_refused() {
         let url = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SECRETSIG";
-        let s = DeliverySettings::from_env(&env(&[("REMINDERS_CHANNEL", "workflows"), ("REMINDERS_WORKFLOWS_URL", url)])).unwrap();
+        let s = DeliverySettings::from_env(&env(&[
+            ("REMINDERS_CHANNEL", "workflows"),
+            ("REMINDERS_WORKFLOWS_URL", url),
+        ]))
+        .unwrap();
         let shown = format!("{s:?} {}", s.workflows_url.as_ref().unwrap());
-        assert!(!shown.contains("SECRETSIG") && !shown.contains("logic.azure.com"), "{shown}");
+        assert!(
+            !shown.contains("SECRETSIG") && !shown.contains("logic.azure.com"),
+            "{shown}"
+        );
         assert_eq!(s.workflows_url.as_ref().unwrap().expose(), url);
-        let redacted = s.workflows_url.unwrap().redact(&format!("error sending to {url}"));
+        let redacted = s
+            .workflows_url
+            .unwrap()
+            .redact(&format!("error sending to {url}"));
         assert!(!redacted.contains("SECRETSIG"), "{redacted}");
 
         let kv = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/flow/)";
         let err = DeliverySettings::from_env(&env(&[("REMINDERS_WORKFLOWS_URL", kv)])).unwrap_err();
-        assert!(err.to_string().contains("REMINDERS_WORKFLOWS_URL") && err.to_string().contains("Key Vault"), "{err}");
-        let err = DeliverySettings::from_env(&env(&[("REMINDERS_DIGEST_WEBHOOK_URL", "http://example.com/?sig=S")])).unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_WORKFLOWS_URL")
+                && err.to_string().contains("Key Vault"),
+            "{err}"
+        );
+        let err = DeliverySettings::from_env(&env(&[(
+            "REMINDERS_DIGEST_WEBHOOK_URL",
+            "http://example.com/?sig=S",
+        )]))
+        .unwrap_err();
         assert!(!err.to_string().contains("sig=S"), "{err}");
     }
 }

@@ -6,8 +6,8 @@ mod azure;
 mod delivery;
 
 pub use azure::{
-    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind, SharePointSettings,
-    SiteRef, SourceKind,
+    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind,
+    SharePointSettings, SiteRef, SourceKind,
 };
 pub use delivery::{ChannelKind, DeliverySettings, Secret};
 
@@ -162,17 +162,29 @@ impl Config {
         rules.allowed_domains = env.list("REMINDERS_ALLOWED_DOMAINS");
         for d in &rules.allowed_domains {
             if !d.contains('.') || d.contains('@') && !d.starts_with('@') {
-                return Err(ConfigError::invalid("REMINDERS_ALLOWED_DOMAINS", d, "expected mail domains like engie.com"));
+                return Err(ConfigError::invalid(
+                    "REMINDERS_ALLOWED_DOMAINS",
+                    d,
+                    "expected mail domains like engie.com",
+                ));
             }
         }
         rules.grace_days = env.parse_or("REMINDERS_GRACE_DAYS", 30i64)?;
         if !(1..=365).contains(&rules.grace_days) {
-            return Err(ConfigError::invalid("REMINDERS_GRACE_DAYS", &rules.grace_days.to_string(), "must be between 1 and 365"));
+            return Err(ConfigError::invalid(
+                "REMINDERS_GRACE_DAYS",
+                &rules.grace_days.to_string(),
+                "must be between 1 and 365",
+            ));
         }
         if let Some(tz) = env.get("REMINDERS_TIME_ZONE") {
-            rules.time_zone = tz
-                .parse()
-                .map_err(|_| ConfigError::invalid("REMINDERS_TIME_ZONE", tz, "not an IANA time zone (e.g. Europe/Paris)"))?;
+            rules.time_zone = tz.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "REMINDERS_TIME_ZONE",
+                    tz,
+                    "not an IANA time zone (e.g. Europe/Paris)",
+                )
+            })?;
         }
         let statuses = env.list("REMINDERS_ACTIVE_STATUSES");
         if !statuses.is_empty() {
@@ -199,12 +211,20 @@ impl Config {
             remind_after_deadline: env.flag("REMINDERS_REMIND_AFTER_DEADLINE", true)?,
         };
         if cadence.remind_every_days < 1 {
-            return Err(ConfigError::invalid("REMINDERS_REMIND_EVERY_DAYS", &cadence.remind_every_days.to_string(), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "REMINDERS_REMIND_EVERY_DAYS",
+                &cadence.remind_every_days.to_string(),
+                "must be at least 1",
+            ));
         }
 
         let default_language = env.get("REMINDERS_LANGUAGE").unwrap_or("fr").to_lowercase();
         let mut languages = vec![default_language.clone()];
-        for l in env.list("REMINDERS_LANGUAGES").into_iter().chain(["fr".to_string(), "en".to_string()]) {
+        for l in env
+            .list("REMINDERS_LANGUAGES")
+            .into_iter()
+            .chain(["fr".to_string(), "en".to_string()])
+        {
             let l = l.to_lowercase();
             if !languages.contains(&l) {
                 languages.push(l);
@@ -214,8 +234,14 @@ impl Config {
             default_language,
             languages,
             templates_dir: env.get("REMINDERS_TEMPLATES_DIR").map(PathBuf::from),
-            contact_email: env.get("REMINDERS_CONTACT_EMAIL").unwrap_or("DGP-DSI-PROXIMITE@engie.com").to_string(),
-            signature: env.get("REMINDERS_SIGNATURE").unwrap_or("Votre support de proximité DGP/DCP/HQ/EHP/MyPower").to_string(),
+            contact_email: env
+                .get("REMINDERS_CONTACT_EMAIL")
+                .unwrap_or("DGP-DSI-PROXIMITE@engie.com")
+                .to_string(),
+            signature: env
+                .get("REMINDERS_SIGNATURE")
+                .unwrap_or("Votre support de proximité DGP/DCP/HQ/EHP/MyPower")
+                .to_string(),
         };
 
         Ok(Self {
@@ -239,7 +265,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     #[test]
@@ -255,7 +284,8 @@ mod tests {
     fn a_bad_value_names_the_setting() {
         let err = Config::from_env_map(&env(&[("REMINDERS_GRACE_DAYS", "soon")])).unwrap_err();
         assert!(err.to_string().contains("REMINDERS_GRACE_DAYS"), "{err}");
-        let err = Config::from_env_map(&env(&[("REMINDERS_TIME_ZONE", "Mars/Olympus")])).unwrap_err();
+        let err =
+            Config::from_env_map(&env(&[("REMINDERS_TIME_ZONE", "Mars/Olympus")])).unwrap_err();
         assert!(err.to_string().contains("REMINDERS_TIME_ZONE"), "{err}");
         let err = Config::from_env_map(&env(&[("REMINDERS_KINDS", "spam")])).unwrap_err();
         assert!(err.to_string().contains("REMINDERS_KINDS"), "{err}");

@@ -42,7 +42,11 @@ impl DigestSender {
     /// A sender posting to `url`; `verbose` shows owner e-mails instead of pseudonyms.
     pub fn new(url: Secret, verbose: bool, client: reqwest::Client) -> Self {
         let limiter = Arc::new(RateLimiter::new(1.0, 1));
-        Self { http: HttpClient::new("digest webhook", client).with_rate_limit(limiter), url, verbose }
+        Self {
+            http: HttpClient::new("digest webhook", client).with_rate_limit(limiter),
+            url,
+            verbose,
+        }
     }
 
     /// Uses `policy` (tests shorten the delays).
@@ -121,7 +125,10 @@ fn owner_label(owner: &str, verbose: bool) -> String {
 }
 
 fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
-    let mut v: Vec<Count> = map.into_iter().map(|(name, count)| Count { name, count }).collect();
+    let mut v: Vec<Count> = map
+        .into_iter()
+        .map(|(name, count)| Count { name, count })
+        .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     v
 }
@@ -130,12 +137,27 @@ fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
 pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let c = &report.counts;
     let mut statuses = vec![
-        Count { name: "sent".into(), count: c.sent },
-        Count { name: "failed".into(), count: c.failed },
-        Count { name: "skipped".into(), count: c.skipped },
+        Count {
+            name: "sent".into(),
+            count: c.sent,
+        },
+        Count {
+            name: "failed".into(),
+            count: c.failed,
+        },
+        Count {
+            name: "skipped".into(),
+            count: c.skipped,
+        },
     ];
     if report.dry_run {
-        statuses.insert(0, Count { name: "planned".into(), count: c.planned });
+        statuses.insert(
+            0,
+            Count {
+                name: "planned".into(),
+                count: c.planned,
+            },
+        );
     }
     let fell_back = report
         .reminders
@@ -143,7 +165,10 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         .filter(|r| r.status == ReminderStatus::Sent && r.reason.is_some())
         .count();
     if fell_back > 0 {
-        statuses.push(Count { name: "sent by a fallback channel".into(), count: fell_back });
+        statuses.push(Count {
+            name: "sent by a fallback channel".into(),
+            count: fell_back,
+        });
     }
     let (mut kind, mut platform, mut risk) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut past: BTreeSet<String> = BTreeSet::new();
@@ -163,7 +188,10 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
                 Some(ch) => format!("{ch}: {reason}"),
                 None => reason,
             };
-            failures.push(FailureLine { owner: owner_label(&r.owner, verbose), reason });
+            failures.push(FailureLine {
+                owner: owner_label(&r.owner, verbose),
+                reason,
+            });
         }
     }
     let failures_count = failures.len();
@@ -178,9 +206,18 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         summary: report.summary.clone(),
         statuses,
         groups: vec![
-            CountGroup { title: "Issues by kind".into(), counts: counts(kind) },
-            CountGroup { title: "By platform".into(), counts: counts(platform) },
-            CountGroup { title: "By risk".into(), counts: counts(risk) },
+            CountGroup {
+                title: "Issues by kind".into(),
+                counts: counts(kind),
+            },
+            CountGroup {
+                title: "By platform".into(),
+                counts: counts(platform),
+            },
+            CountGroup {
+                title: "By risk".into(),
+                counts: counts(risk),
+            },
         ],
         failures_more: failures_count - failures.len(),
         failures,
@@ -193,20 +230,94 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
 }
 
 /// Renders the digest card for a report.
-pub fn digest_card(report: &RunReport, renderer: &Renderer, verbose: bool) -> Result<serde_json::Value, DeliveryError> {
+pub fn digest_card(
+    report: &RunReport,
+    renderer: &Renderer,
+    verbose: bool,
+) -> Result<serde_json::Value, DeliveryError> {
     let view = digest_view(report, verbose);
     let text = renderer
         .render_named(DIGEST_TEMPLATE, minijinja::Value::from_serialize(&view))
         .map_err(|e| DeliveryError::permanent(CHANNEL, e.to_string()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| DeliveryError::permanent(CHANNEL, format!("template {DIGEST_TEMPLATE}: the output is not valid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        DeliveryError::permanent(
+            CHANNEL,
+            format!("template {DIGEST_TEMPLATE}: the output is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// Sends one digest card for `report` to the security team's webhook. Call it once at the
 /// end of a run (not for dry runs unless wanted); a failure is for the logs, not the run.
-pub async fn send_digest(report: &RunReport, renderer: &Renderer, sender: &DigestSender) -> Result<Delivery, DeliveryError> {
+pub async fn send_digest(
+    report: &RunReport,
+    renderer: &Renderer,
+    sender: &DigestSender,
+) -> Result<Delivery, DeliveryError> {
     let card = digest_card(report, renderer, sender.verbose)?;
     let body = webhook_body(None, &card);
     let attempts = post_webhook(&sender.http, &sender.url, &body, CHANNEL).await?;
-    Ok(Delivery { channel: CHANNEL.into(), attempts, ..Default::default() })
+    Ok(Delivery {
+        channel: CHANNEL.into(),
+        attempts,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ReminderReport, Trigger};
+
+    fn report_with_failures(n: usize) -> RunReport {
+        let mut r: RunReport = serde_json::from_value(serde_json::json!({
+            "schema": crate::report::SCHEMA, "run_id": "r1", "trigger": "timer", "dry_run": false,
+            "as_of": "2024-03-21", "started_at": "2024-03-21T06:00:00Z", "finished_at": "2024-03-21T06:00:00Z",
+            "source": {"kind": "local", "location": "x", "format": null, "bytes": 0, "sha256": ""},
+            "rows": {"total": 0, "rejected": 0, "remindable": 0, "not_remindable": 0}, "rejected": [],
+            "owners": {"planned": 0, "not_due": 0, "excluded": 0}, "reminders": [],
+            "counts": {"planned": 0, "sent": 0, "skipped": 0, "failed": 0}, "summary": ""
+        }))
+        .unwrap();
+        assert_eq!(r.trigger, Trigger::Timer);
+        for i in 0..n {
+            r.reminders.push(ReminderReport {
+                owner: format!("user{i}@contoso.com"),
+                status: ReminderStatus::Failed,
+                reason: Some("user not found".into()),
+                channel: Some("teams_bot".into()),
+                stage: None,
+                message_id: None,
+                attempts: None,
+                issues: vec![],
+            });
+        }
+        r.finish(chrono::Utc::now());
+        r
+    }
+
+    #[test]
+    fn a_long_failure_list_is_cut_and_counted_so_the_card_stays_small() {
+        let view = digest_view(&report_with_failures(400), false);
+        assert_eq!(view.failures_count, 400);
+        assert_eq!(view.failures.len(), MAX_LISTED);
+        assert_eq!(view.failures_more, 400 - MAX_LISTED);
+        assert!(view.failures.iter().all(|f| f.owner.starts_with("owner-")));
+        let renderer = crate::render::Renderer::new(
+            None,
+            &["fr".into()],
+            crate::render::MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+            },
+        )
+        .unwrap();
+        let card = digest_card(&report_with_failures(400), &renderer, false).unwrap();
+        let size = serde_json::to_vec(&webhook_body(None, &card))
+            .unwrap()
+            .len();
+        assert!(size < 28 * 1024, "{size} bytes");
+        assert_eq!(card["version"], "1.5");
+    }
 }

@@ -37,10 +37,12 @@ impl EmailNotifier {
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
     ) -> Result<Self, crate::config::ConfigError> {
-        let sender = settings
-            .sender_mailbox
-            .clone()
-            .ok_or_else(|| crate::config::ConfigError::missing("REMINDERS_SENDER_MAILBOX", "when REMINDERS_CHANNEL includes email"))?;
+        let sender = settings.sender_mailbox.clone().ok_or_else(|| {
+            crate::config::ConfigError::missing(
+                "REMINDERS_SENDER_MAILBOX",
+                "when REMINDERS_CHANNEL includes email",
+            )
+        })?;
         let limiter = Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1));
         Ok(Self {
             http: HttpClient::new("graph sendMail", client).with_rate_limit(limiter),
@@ -84,11 +86,22 @@ impl Notifier for EmailNotifier {
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let rendered = msg.message_for(None);
         let body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
-        let url = format!("{}/v1.0/users/{}/sendMail", self.graph_base, encode_segment(&self.sender));
-        let _permit = self.in_flight.acquire().await.map_err(|_| DeliveryError::permanent(CHANNEL, "the sender is shut down"))?;
+        let url = format!(
+            "{}/v1.0/users/{}/sendMail",
+            self.graph_base,
+            encode_segment(&self.sender)
+        );
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::permanent(CHANNEL, "the sender is shut down"))?;
         let out = self
             .http
-            .send(|| self.http.client().post(&url).json(&body), Some((self.tokens.as_ref(), self.graph_scope.as_str())))
+            .send(
+                || self.http.client().post(&url).json(&body),
+                Some((self.tokens.as_ref(), self.graph_scope.as_str())),
+            )
             .await
             .map_err(|e| failure_for(CHANNEL, "cannot send the e-mail", &e))?;
         Ok(Delivery {

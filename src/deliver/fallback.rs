@@ -13,7 +13,10 @@ pub struct FallbackNotifier {
 impl FallbackNotifier {
     /// A chain: the first channel is the primary. Panics on an empty chain (a wiring bug).
     pub fn new(chain: Vec<Arc<dyn Notifier>>) -> Self {
-        assert!(!chain.is_empty(), "a fallback chain needs at least one channel");
+        assert!(
+            !chain.is_empty(),
+            "a fallback chain needs at least one channel"
+        );
         Self { chain }
     }
 }
@@ -32,7 +35,11 @@ impl Notifier for FallbackNotifier {
     }
 
     fn describe(&self) -> String {
-        self.chain.iter().map(|n| n.describe()).collect::<Vec<_>>().join(", else ")
+        self.chain
+            .iter()
+            .map(|n| n.describe())
+            .collect::<Vec<_>>()
+            .join(", else ")
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
@@ -82,7 +89,11 @@ mod tests {
             self.0.into()
         }
         async fn send(&self, _: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
-            self.1.clone().map(|_| Delivery { channel: self.0.into(), attempts: 1, ..Default::default() })
+            self.1.clone().map(|_| Delivery {
+                channel: self.0.into(),
+                attempts: 1,
+                ..Default::default()
+            })
         }
     }
 
@@ -111,15 +122,24 @@ mod tests {
 
     #[tokio::test]
     async fn the_fallback_delivers_and_says_why_the_primary_failed() {
-        let chain = FallbackNotifier::new(vec![failing("teams_bot", "app not installed", false), Arc::new(Fixed("email", Ok(())))]);
+        let chain = FallbackNotifier::new(vec![
+            failing("teams_bot", "app not installed", false),
+            Arc::new(Fixed("email", Ok(()))),
+        ]);
         let d = chain.send(&reminder()).await.unwrap();
         assert_eq!(d.channel, "email");
-        assert_eq!(d.fell_back.as_deref(), Some("teams_bot: app not installed (BotNotInConversationRoster)"));
+        assert_eq!(
+            d.fell_back.as_deref(),
+            Some("teams_bot: app not installed (BotNotInConversationRoster)")
+        );
     }
 
     #[tokio::test]
     async fn a_disabled_account_is_skipped_without_falling_back() {
-        let chain = FallbackNotifier::new(vec![failing("teams_bot", "account disabled", true), Arc::new(Fixed("email", Ok(())))]);
+        let chain = FallbackNotifier::new(vec![
+            failing("teams_bot", "account disabled", true),
+            Arc::new(Fixed("email", Ok(()))),
+        ]);
         let e = chain.send(&reminder()).await.unwrap_err();
         assert!(e.skip);
         assert_eq!(e.reason, "account disabled");
@@ -127,9 +147,16 @@ mod tests {
 
     #[tokio::test]
     async fn when_every_channel_fails_the_error_names_each_reason() {
-        let chain = FallbackNotifier::new(vec![failing("teams_bot", "user not found", false), failing("email", "HTTP 400", false)]);
+        let chain = FallbackNotifier::new(vec![
+            failing("teams_bot", "user not found", false),
+            failing("email", "HTTP 400", false),
+        ]);
         let e = chain.send(&reminder()).await.unwrap_err();
         assert_eq!(e.channel, "email");
-        assert!(e.reason.contains("HTTP 400") && e.reason.contains("teams_bot: user not found"), "{}", e.reason);
+        assert!(
+            e.reason.contains("HTTP 400") && e.reason.contains("teams_bot: user not found"),
+            "{}",
+            e.reason
+        );
     }
 }

@@ -11,7 +11,9 @@ mod outbox;
 mod teams_bot;
 mod workflows;
 
-pub use digest::{digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE};
+pub use digest::{
+    digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE,
+};
 pub use email::{mail_body, EmailNotifier};
 pub use fallback::FallbackNotifier;
 pub use outbox::{write_file_atomically, OutboxNotifier};

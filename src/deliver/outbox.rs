@@ -41,7 +41,13 @@ impl Notifier for OutboxNotifier {
             .owner()
             .as_str()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let message_id = format!("outbox:{}/{}", msg.run_id, stem);
         let envelope = serde_json::json!({
@@ -54,12 +60,26 @@ impl Notifier for OutboxNotifier {
             "card": rendered.card,
             "reminder": msg.reminder,
         });
-        let io_err = |e: std::io::Error| DeliveryError::permanent("outbox", format!("{}: {e}", folder.display()));
+        let io_err = |e: std::io::Error| {
+            DeliveryError::permanent("outbox", format!("{}: {e}", folder.display()))
+        };
         tokio::fs::create_dir_all(&folder).await.map_err(io_err)?;
         let json = serde_json::to_vec_pretty(&envelope).expect("a JSON value always serialises");
-        write_file_atomically(&folder.join(format!("{stem}.json")), &json).await.map_err(io_err)?;
-        write_file_atomically(&folder.join(format!("{stem}.txt")), rendered.text.as_bytes()).await.map_err(io_err)?;
-        write_file_atomically(&folder.join(format!("{stem}.html")), rendered.html.as_bytes()).await.map_err(io_err)?;
+        write_file_atomically(&folder.join(format!("{stem}.json")), &json)
+            .await
+            .map_err(io_err)?;
+        write_file_atomically(
+            &folder.join(format!("{stem}.txt")),
+            rendered.text.as_bytes(),
+        )
+        .await
+        .map_err(io_err)?;
+        write_file_atomically(
+            &folder.join(format!("{stem}.html")),
+            rendered.html.as_bytes(),
+        )
+        .await
+        .map_err(io_err)?;
         Ok(Delivery {
             channel: "outbox".into(),
             message_id: Some(message_id),

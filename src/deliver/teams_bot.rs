@@ -75,10 +75,12 @@ impl TeamsBotNotifier {
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
     ) -> Result<Self, crate::config::ConfigError> {
-        let teams_app_id = settings
-            .teams_app_id
-            .clone()
-            .ok_or_else(|| crate::config::ConfigError::missing("REMINDERS_TEAMS_APP_ID", "when REMINDERS_CHANNEL includes teams_bot"))?;
+        let teams_app_id = settings.teams_app_id.clone().ok_or_else(|| {
+            crate::config::ConfigError::missing(
+                "REMINDERS_TEAMS_APP_ID",
+                "when REMINDERS_CHANNEL includes teams_bot",
+            )
+        })?;
         let graph_limiter = Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1));
         let bot_limiter = Arc::new(RateLimiter::new(settings.rate_per_second, 1));
         Ok(Self {
@@ -122,7 +124,10 @@ impl TeamsBotNotifier {
             self.graph_base,
             encode_segment(upn)
         );
-        let out = self.graph.send(|| self.graph.client().get(&url), self.graph_auth()).await?;
+        let out = self
+            .graph
+            .send(|| self.graph.client().get(&url), self.graph_auth())
+            .await?;
         out.json("graph")
     }
 
@@ -133,17 +138,31 @@ impl TeamsBotNotifier {
             encode_segment(user_id),
             encode_segment(&format!("teamsApp/id eq '{}'", self.teams_app_id))
         );
-        let out = self.graph.send(|| self.graph.client().get(&url), self.graph_auth()).await?;
+        let out = self
+            .graph
+            .send(|| self.graph.client().get(&url), self.graph_auth())
+            .await?;
         let list: Installations = out.json("graph")?;
         Ok(list.value.into_iter().next().map(|i| i.id))
     }
 
     async fn install(&self, user_id: &str) -> Result<(), HttpError> {
-        let url = format!("{}/v1.0/users/{}/teamwork/installedApps", self.graph_base, encode_segment(user_id));
+        let url = format!(
+            "{}/v1.0/users/{}/teamwork/installedApps",
+            self.graph_base,
+            encode_segment(user_id)
+        );
         let body = json!({
             "teamsApp@odata.bind": format!("{}/v1.0/appCatalogs/teamsApps/{}", self.graph_base, self.teams_app_id)
         });
-        match self.graph.send(|| self.graph.client().post(&url).json(&body), self.graph_auth()).await {
+        match self
+            .graph
+            .send(
+                || self.graph.client().post(&url).json(&body),
+                self.graph_auth(),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             // 409: already installed (a concurrent install, or a stale listing).
             Err(e) if e.status() == Some(409) => Ok(()),
@@ -153,20 +172,33 @@ impl TeamsBotNotifier {
 
     /// Makes sure the app is installed for the user (installing it when `force` or missing)
     /// and returns the 1:1 chat id, which is the Bot Connector conversation id.
-    async fn conversation(&self, user_id: &str, force_install: bool) -> Result<String, DeliveryError> {
+    async fn conversation(
+        &self,
+        user_id: &str,
+        force_install: bool,
+    ) -> Result<String, DeliveryError> {
         let existing = if force_install {
             None
         } else {
-            self.installation(user_id).await.map_err(|e| failure("cannot list the user's Teams apps", &e))?
+            self.installation(user_id)
+                .await
+                .map_err(|e| failure("cannot list the user's Teams apps", &e))?
         };
         let installation_id = match existing {
             Some(id) => id,
             None => {
-                self.install(user_id).await.map_err(|e| failure("cannot install the Teams app for the user", &e))?;
+                self.install(user_id)
+                    .await
+                    .map_err(|e| failure("cannot install the Teams app for the user", &e))?;
                 self.installation(user_id)
                     .await
                     .map_err(|e| failure("cannot list the user's Teams apps", &e))?
-                    .ok_or_else(|| DeliveryError::permanent(CHANNEL, "the Teams app is not installed after installing it"))?
+                    .ok_or_else(|| {
+                        DeliveryError::permanent(
+                            CHANNEL,
+                            "the Teams app is not installed after installing it",
+                        )
+                    })?
             }
         };
         let url = format!(
@@ -180,15 +212,30 @@ impl TeamsBotNotifier {
             .send(|| self.graph.client().get(&url), self.graph_auth())
             .await
             .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        let chat: IdOnly = out.json("graph").map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        chat.id.filter(|id| !id.is_empty()).ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
+        let chat: IdOnly = out
+            .json("graph")
+            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+        chat.id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
     }
 
-    async fn post_activity(&self, conversation: &str, activity: &serde_json::Value) -> Result<(Option<String>, u32), HttpError> {
-        let url = format!("{}/v3/conversations/{}/activities", self.bot_url, encode_segment(conversation));
+    async fn post_activity(
+        &self,
+        conversation: &str,
+        activity: &serde_json::Value,
+    ) -> Result<(Option<String>, u32), HttpError> {
+        let url = format!(
+            "{}/v3/conversations/{}/activities",
+            self.bot_url,
+            encode_segment(conversation)
+        );
         let out = self
             .bot
-            .send(|| self.bot.client().post(&url).json(activity), Some((self.tokens.as_ref(), self.bot_scope.as_str())))
+            .send(
+                || self.bot.client().post(&url).json(activity),
+                Some((self.tokens.as_ref(), self.bot_scope.as_str())),
+            )
             .await?;
         let id: IdOnly = serde_json::from_slice(&out.body).unwrap_or(IdOnly { id: None });
         Ok((id.id, out.attempts))
@@ -212,7 +259,10 @@ pub(super) fn failure_for(channel: &str, context: &str, e: &HttpError) -> Delive
     DeliveryError {
         channel: channel.into(),
         reason: format!("{context}: {}", e.reason()),
-        code: e.code().map(str::to_string).or_else(|| e.status().map(|s| format!("HTTP {s}"))),
+        code: e
+            .code()
+            .map(str::to_string)
+            .or_else(|| e.status().map(|s| format!("HTTP {s}"))),
         transient: e.is_transient(),
         skip: false,
     }
@@ -229,27 +279,41 @@ impl Notifier for TeamsBotNotifier {
     }
 
     fn describe(&self) -> String {
-        format!("Teams bot via {} (Teams app {})", self.bot_url, self.teams_app_id)
+        format!(
+            "Teams bot via {} (Teams app {})",
+            self.bot_url, self.teams_app_id
+        )
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let user = match self.resolve_user(msg.owner().as_str()).await {
             Ok(u) => u,
             Err(e) if e.status() == Some(404) => {
-                return Err(DeliveryError { code: e.code().map(str::to_string), ..DeliveryError::permanent(CHANNEL, "user not found") })
+                return Err(DeliveryError {
+                    code: e.code().map(str::to_string),
+                    ..DeliveryError::permanent(CHANNEL, "user not found")
+                })
             }
             Err(e) => return Err(failure("cannot look the user up", &e)),
         };
         if user.account_enabled == Some(false) {
-            return Err(DeliveryError { skip: true, ..DeliveryError::permanent(CHANNEL, "account disabled") });
+            return Err(DeliveryError {
+                skip: true,
+                ..DeliveryError::permanent(CHANNEL, "account disabled")
+            });
         }
         let rendered = msg.message_for(user.preferred_language.as_deref());
         let activity = activity(rendered);
-        let size = serde_json::to_vec(&activity).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&activity)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_ACTIVITY_BYTES {
             return Err(DeliveryError::permanent(
                 CHANNEL,
-                format!("message too large for Teams: {} KB (limit 28 KB)", size.div_ceil(1024)),
+                format!(
+                    "message too large for Teams: {} KB (limit 28 KB)",
+                    size.div_ceil(1024)
+                ),
             ));
         }
 
@@ -283,13 +347,22 @@ impl Notifier for TeamsBotNotifier {
                             conversation = self.conversation(&user.id, false).await?;
                         }
                         // The app was uninstalled or blocked: install it again once.
-                        Some(403) if !reinstalled && e.code().is_none_or(|c| c == "BotNotInConversationRoster") => {
-                            debug!(code = e.code().unwrap_or(""), "bot not in the conversation: reinstalling the app once");
+                        Some(403)
+                            if !reinstalled
+                                && e.code().is_none_or(|c| c == "BotNotInConversationRoster") =>
+                        {
+                            debug!(
+                                code = e.code().unwrap_or(""),
+                                "bot not in the conversation: reinstalling the app once"
+                            );
                             reinstalled = true;
                             cached = false;
                             conversation = self.conversation(&user.id, true).await?;
                         }
-                        Some(403) => return Err(failure("the bot cannot message the user (Teams app not installed or blocked)", &e)),
+                        Some(403) => return Err(failure(
+                            "the bot cannot message the user (Teams app not installed or blocked)",
+                            &e,
+                        )),
                         _ => return Err(failure("cannot post the message", &e)),
                     }
                 }

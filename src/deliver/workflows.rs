@@ -23,18 +23,26 @@ pub struct WorkflowsNotifier {
 
 impl WorkflowsNotifier {
     /// A notifier from the delivery settings (`REMINDERS_WORKFLOWS_URL` is required).
-    pub fn new(settings: &DeliverySettings, client: reqwest::Client) -> Result<Self, crate::config::ConfigError> {
-        let url = settings
-            .workflows_url
-            .clone()
-            .ok_or_else(|| crate::config::ConfigError::missing("REMINDERS_WORKFLOWS_URL", "when REMINDERS_CHANNEL includes workflows"))?;
+    pub fn new(
+        settings: &DeliverySettings,
+        client: reqwest::Client,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let url = settings.workflows_url.clone().ok_or_else(|| {
+            crate::config::ConfigError::missing(
+                "REMINDERS_WORKFLOWS_URL",
+                "when REMINDERS_CHANNEL includes workflows",
+            )
+        })?;
         Ok(Self::with_url(url, settings.rate_per_second, client))
     }
 
     /// A notifier posting to `url`, at most `rate_per_second`.
     pub fn with_url(url: Secret, rate_per_second: f64, client: reqwest::Client) -> Self {
         let limiter = Arc::new(RateLimiter::new(rate_per_second, 1));
-        Self { http: HttpClient::new("workflows webhook", client).with_rate_limit(limiter), url }
+        Self {
+            http: HttpClient::new("workflows webhook", client).with_rate_limit(limiter),
+            url,
+        }
     }
 
     /// Uses `policy` (tests shorten the delays).
@@ -58,8 +66,16 @@ pub fn webhook_body(recipient: Option<&str>, card: &serde_json::Value) -> serde_
 }
 
 /// Posts `body` to the secret `url` through `http`; errors are redacted.
-pub(super) async fn post_webhook(http: &HttpClient, url: &Secret, body: &serde_json::Value, channel: &str) -> Result<u32, DeliveryError> {
-    match http.send(|| http.client().post(url.expose()).json(body), None).await {
+pub(super) async fn post_webhook(
+    http: &HttpClient,
+    url: &Secret,
+    body: &serde_json::Value,
+    channel: &str,
+) -> Result<u32, DeliveryError> {
+    match http
+        .send(|| http.client().post(url.expose()).json(body), None)
+        .await
+    {
         Ok(out) => Ok(out.attempts),
         Err(e) => {
             let mut err = failure_for(channel, "the webhook refused the message", &e);

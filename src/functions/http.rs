@@ -48,15 +48,28 @@ pub struct HttpCall {
 pub struct ApiResponse {
     /// Status.
     pub status: StatusCode,
-    /// JSON body.
-    pub body: Value,
+    /// JSON body, serialised (a report keeps its field order: `schema` first).
+    pub body: String,
     /// `Location` (202 and polling answers).
     pub location: Option<String>,
 }
 
 impl ApiResponse {
     fn new(status: StatusCode, body: Value) -> Self {
-        Self { status, body, location: None }
+        Self::raw(status, body.to_string())
+    }
+
+    fn raw(status: StatusCode, body: String) -> Self {
+        Self {
+            status,
+            body,
+            location: None,
+        }
+    }
+
+    /// The body parsed back (tests, logs).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
     /// An error answer `{"error": message}`.
@@ -93,7 +106,7 @@ impl ApiResponse {
         }
         super::payload::WrappedHttpResponse {
             status_code: self.status.as_u16(),
-            body: self.body.to_string(),
+            body: self.body,
             headers,
         }
     }
@@ -101,12 +114,21 @@ impl ApiResponse {
 
 impl IntoResponse for ApiResponse {
     fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(self.body)).into_response();
+        let mut res = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body,
+        )
+            .into_response();
         if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             res.headers_mut().insert(header::LOCATION, l);
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         }
         res
     }
@@ -160,7 +182,9 @@ impl SourceSpec {
     pub fn to_override(&self) -> Result<SourceOverride, String> {
         let given: Vec<SourceOverride> = [
             self.blob.clone().map(SourceOverride::Blob),
-            self.sharepoint_path.clone().map(SourceOverride::SharePointPath),
+            self.sharepoint_path
+                .clone()
+                .map(SourceOverride::SharePointPath),
             self.path.clone().map(|p| SourceOverride::Path(p.into())),
         ]
         .into_iter()
@@ -209,12 +233,17 @@ pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
             format!("invalid request body: {path}: {inner}")
         }
     })?;
-    de.end().map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    de.end()
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     Ok(body)
 }
 
 /// Turns the body into a run request and whether to wait; `Err` is a 400 message.
-fn run_request(state: &AppState, body: &RunBody, invocation_id: Option<String>) -> Result<(RunRequest, bool), String> {
+fn run_request(
+    state: &AppState,
+    body: &RunBody,
+    invocation_id: Option<String>,
+) -> Result<(RunRequest, bool), String> {
     let mut req = RunRequest::new(Trigger::Http);
     req.invocation_id = invocation_id;
     req.dry_run = body.dry_run.unwrap_or(false);
@@ -226,28 +255,43 @@ fn run_request(state: &AppState, body: &RunBody, invocation_id: Option<String>) 
         );
     }
     for (i, raw) in body.only.iter().flatten().enumerate() {
-        req.only.push(OwnerEmail::parse(raw).map_err(|e| format!("only[{i}]: {e}"))?);
+        req.only
+            .push(OwnerEmail::parse(raw).map_err(|e| format!("only[{i}]: {e}"))?);
     }
     if let Some(spec) = &body.source {
         let spec = spec.to_override()?;
-        req.source = Some(app::source_override(state.config(), &spec).map_err(|e| e.to_string())?);
+        req.source = Some(app::source_override(state.config(), &spec).map_err(|e| {
+            let msg = e.to_string();
+            if msg.starts_with("source") {
+                msg
+            } else {
+                format!("source: {msg}")
+            }
+        })?);
     }
     if let Some(spec) = &body.channel {
         let mut kinds = Vec::new();
         for name in spec.names() {
-            kinds.push(ChannelKind::parse(name).ok_or_else(|| format!("channel: unknown channel '{name}'"))?);
+            kinds.push(
+                ChannelKind::parse(name)
+                    .ok_or_else(|| format!("channel: unknown channel '{name}'"))?,
+            );
         }
         if kinds.is_empty() {
             return Err("channel: give at least one channel".into());
         }
-        req.notifier = Some(app::notifier(state.config(), &kinds).map_err(|e| format!("channel: {e}"))?);
+        req.notifier =
+            Some(app::notifier(state.config(), &kinds).map_err(|e| format!("channel: {e}"))?);
     }
     Ok((req, body.wait.unwrap_or(true)))
 }
 
 /// Answers one call of the HTTP function.
 pub async fn handle(state: &AppState, call: HttpCall) -> ApiResponse {
-    let correlation = call.invocation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation = call
+        .invocation_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     match call.method {
         Method::GET => match call.query.iter().find(|(k, _)| k == "runId") {
             Some((_, run_id)) => get_run(state, run_id, &correlation).await,
@@ -332,7 +376,9 @@ pub fn refused_response(refused: &Refused) -> ApiResponse {
                 json!({ "error": refused.to_string(), "status": "in_progress", "runId": other }),
             )
         }
-        Refused::ShuttingDown => ApiResponse::error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
+        Refused::ShuttingDown => {
+            ApiResponse::error(StatusCode::SERVICE_UNAVAILABLE, refused.to_string())
+        }
     }
 }
 
@@ -353,8 +399,8 @@ fn outcome_response(run_id: &str, outcome: Outcome, correlation: &str) -> ApiRes
 }
 
 fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
-    match serde_json::to_value(report) {
-        Ok(v) => ApiResponse::new(report_status(report), v),
+    match serde_json::to_string(report) {
+        Ok(v) => ApiResponse::raw(report_status(report), v),
         Err(e) => ApiResponse::internal(correlation, &e),
     }
 }
@@ -364,7 +410,9 @@ pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiR
     let status = match e {
         JobError::Busy(_) => StatusCode::CONFLICT,
         JobError::Unusable(_) | JobError::TooManyOwners { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+        JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         JobError::Source(_) => StatusCode::BAD_GATEWAY,
         JobError::Cancelled { .. } => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Ledger(_) => return ApiResponse::internal(correlation, e),
@@ -379,12 +427,20 @@ pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiR
 
 async fn get_run(state: &AppState, run_id: &str, correlation: &str) -> ApiResponse {
     // The id reaches the ledger store as a file / blob name: keep it to what we generate.
-    if run_id.is_empty() || run_id.len() > 64 || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if run_id.is_empty()
+        || run_id.len() > 64
+        || !run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return ApiResponse::error(StatusCode::BAD_REQUEST, "runId: not a run id");
     }
     match state.run_state(run_id) {
         Some(RunState::Running) => {
-            let mut res = ApiResponse::new(StatusCode::ACCEPTED, json!({ "runId": run_id, "status": "running" }));
+            let mut res = ApiResponse::new(
+                StatusCode::ACCEPTED,
+                json!({ "runId": run_id, "status": "running" }),
+            );
             res.location = Some(status_url(run_id));
             res
         }
@@ -465,9 +521,15 @@ mod tests {
     #[test]
     fn malformed_json_says_so() {
         let err = parse_body(br#"{"dryRun": tru"#).unwrap_err();
-        assert!(err.starts_with("the request body is not valid JSON"), "{err}");
+        assert!(
+            err.starts_with("the request body is not valid JSON"),
+            "{err}"
+        );
         let err = parse_body(br#"{} {}"#).unwrap_err();
-        assert!(err.starts_with("the request body is not valid JSON"), "{err}");
+        assert!(
+            err.starts_with("the request body is not valid JSON"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -475,7 +537,10 @@ mod tests {
         let b = parse_body(br#"{"source": {"blob": "a.csv", "path": "b.csv"}}"#).unwrap();
         assert!(b.source.unwrap().to_override().is_err());
         let b = parse_body(br#"{"source": {"sharepointPath": "General/x.xlsx"}}"#).unwrap();
-        assert_eq!(b.source.unwrap().to_override().unwrap(), SourceOverride::SharePointPath("General/x.xlsx".into()));
+        assert_eq!(
+            b.source.unwrap().to_override().unwrap(),
+            SourceOverride::SharePointPath("General/x.xlsx".into())
+        );
     }
 
     #[test]
@@ -485,6 +550,9 @@ mod tests {
         let w = r.into_wrapped();
         assert_eq!(w.status_code, 202);
         assert_eq!(w.headers["Location"], "/api/function_http?runId=r1");
-        assert_eq!(serde_json::from_str::<Value>(&w.body).unwrap()["runId"], "r1");
+        assert_eq!(
+            serde_json::from_str::<Value>(&w.body).unwrap()["runId"],
+            "r1"
+        );
     }
 }

@@ -28,7 +28,9 @@ impl InvokeRequest {
     pub fn binding<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, String> {
         match self.data.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => decode_liberal(v).map(Some).map_err(|e| format!("Data.{name}: {e}")),
+            Some(v) => decode_liberal(v)
+                .map(Some)
+                .map_err(|e| format!("Data.{name}: {e}")),
         }
     }
 
@@ -186,7 +188,10 @@ mod tests {
         let req: InvokeRequest = serde_json::from_str(TIMER).unwrap();
         let timer: TimerInfo = req.binding("timer").unwrap().unwrap();
         assert!(!timer.is_past_due);
-        assert_eq!(timer.schedule_status.unwrap().next.as_deref(), Some("2026-11-23T07:00:00+00:00"));
+        assert_eq!(
+            timer.schedule_status.unwrap().next.as_deref(),
+            Some("2026-11-23T07:00:00+00:00")
+        );
         assert_eq!(req.utc_now(), Some("2026-11-23T07:00:00.0123456Z"));
     }
 
@@ -204,7 +209,9 @@ mod tests {
 
     #[test]
     fn a_timer_value_of_the_wrong_shape_is_an_error_naming_the_binding() {
-        let req: InvokeRequest = serde_json::from_value(serde_json::json!({"Data": {"timer": {"IsPastDue": "often"}}})).unwrap();
+        let req: InvokeRequest =
+            serde_json::from_value(serde_json::json!({"Data": {"timer": {"IsPastDue": "often"}}}))
+                .unwrap();
         let err = req.binding::<TimerInfo>("timer").unwrap_err();
         assert!(err.starts_with("Data.timer:"), "{err}");
     }

@@ -106,7 +106,10 @@ async fn invocation(mut req: Request, next: Next) -> Response {
     // await below, and `&Request` is not `Send`.
     let id = header_value(&req, telemetry::INVOCATION_ID_HEADER);
     let host_version = header_value(&req, telemetry::HOST_VERSION_HEADER);
-    let function = path.trim_start_matches("/api/").trim_start_matches('/').to_string();
+    let function = path
+        .trim_start_matches("/api/")
+        .trim_start_matches('/')
+        .to_string();
     let span = telemetry::invocation_span(id.as_deref(), &function, host_version.as_deref());
     req.extensions_mut().insert(InvocationId(id));
     let method = req.method().clone();
@@ -114,7 +117,11 @@ async fn invocation(mut req: Request, next: Next) -> Response {
         let started = Instant::now();
         info!(method = %method, path = %path, "invocation started");
         let res = next.run(req).await;
-        info!(status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "invocation done");
+        info!(
+            status = res.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "invocation done"
+        );
         res
     }
     .instrument(span)
@@ -136,7 +143,10 @@ async fn ready() -> &'static str {
 
 async fn not_found(uri: Uri) -> ApiResponse {
     debug!(path = uri.path(), "no such route");
-    ApiResponse::error(StatusCode::NOT_FOUND, format!("no function at {}", uri.path()))
+    ApiResponse::error(
+        StatusCode::NOT_FOUND,
+        format!("no function at {}", uri.path()),
+    )
 }
 
 async fn not_allowed_post(method: Method) -> ApiResponse {
@@ -151,7 +161,10 @@ fn rejection_response(rejection: &BytesRejection) -> ApiResponse {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         http::body_too_large()
     } else {
-        ApiResponse::error(rejection.status(), format!("cannot read the request body: {}", rejection.body_text()))
+        ApiResponse::error(
+            rejection.status(),
+            format!("cannot read the request body: {}", rejection.body_text()),
+        )
     }
 }
 
@@ -164,8 +177,12 @@ async fn timer_invocation(
         Ok(b) => b,
         Err(rejection) => {
             let res = rejection_response(&rejection);
-            let logs = vec![res.body["error"].as_str().unwrap_or_default().to_string()];
-            let answer = InvokeResponse { outputs: Map::new(), logs, return_value: Value::Null };
+            let logs = vec![res.json()["error"].as_str().unwrap_or_default().to_string()];
+            let answer = InvokeResponse {
+                outputs: Map::new(),
+                logs,
+                return_value: Value::Null,
+            };
             return (res.status, Json(answer)).into_response();
         }
     };
@@ -189,9 +206,18 @@ async fn http_forwarded(
     };
     let query = uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
-    let call = HttpCall { method, query, body: body.to_vec(), invocation_id: id.0 };
+    let call = HttpCall {
+        method,
+        query,
+        body: body.to_vec(),
+        invocation_id: id.0,
+    };
     http::handle(&state, call).await
 }
 
@@ -204,19 +230,37 @@ async fn http_wrapped(
 ) -> Response {
     let res = match body {
         Err(rejection) => rejection_response(&rejection),
-        Ok(body) => match serde_json::from_slice::<InvokeRequest>(&body).map_err(|e| e.to_string()).and_then(|p| {
-            p.binding::<WrappedHttpRequest>("req")?.ok_or_else(|| "Data.req is missing".to_string())
-        }) {
-            Err(e) => ApiResponse::error(StatusCode::BAD_REQUEST, format!("not the host's HTTP invocation payload: {e}")),
+        Ok(body) => match serde_json::from_slice::<InvokeRequest>(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                p.binding::<WrappedHttpRequest>("req")?
+                    .ok_or_else(|| "Data.req is missing".to_string())
+            }) {
+            Err(e) => ApiResponse::error(
+                StatusCode::BAD_REQUEST,
+                format!("not the host's HTTP invocation payload: {e}"),
+            ),
             Ok(req) => {
-                let method = Method::from_bytes(req.method.trim().to_uppercase().as_bytes()).unwrap_or(Method::GET);
-                let query = req.query.iter().filter_map(|(k, v)| Some((k.clone(), v.first()?.to_string()))).collect();
+                let method = Method::from_bytes(req.method.trim().to_uppercase().as_bytes())
+                    .unwrap_or(Method::GET);
+                let query = req
+                    .query
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.first()?.to_string())))
+                    .collect();
                 // The header copy inside the payload is a fallback when the host's own
                 // header is absent.
                 let invocation_id = id.0.or_else(|| {
-                    req.header("X-Azure-Functions-InvocationId").filter(|v| telemetry::valid_invocation_id(v)).map(str::to_string)
+                    req.header("X-Azure-Functions-InvocationId")
+                        .filter(|v| telemetry::valid_invocation_id(v))
+                        .map(str::to_string)
                 });
-                let call = HttpCall { method, query, body: req.body_bytes(), invocation_id };
+                let call = HttpCall {
+                    method,
+                    query,
+                    body: req.body_bytes(),
+                    invocation_id,
+                };
                 http::handle(&state, call).await
             }
         },
@@ -233,7 +277,10 @@ async fn http_wrapped(
 pub fn port_from_env(env: &crate::config::Env) -> Result<u16, ServeError> {
     for name in ["FUNCTIONS_CUSTOMHANDLER_PORT", "REMINDERS_PORT"] {
         if let Some(v) = env.get(name) {
-            return v.parse().map_err(|_| ServeError::BadPort { name, value: v.to_string() });
+            return v.parse().map_err(|_| ServeError::BadPort {
+                name,
+                value: v.to_string(),
+            });
         }
     }
     Err(ServeError::NoPort)
@@ -250,7 +297,9 @@ impl Server {
     pub async fn bind(config: Config, port: u16) -> Result<Self, ServeError> {
         let deps = app::deps(&config, None)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
         let state = AppState::new(config, deps, CancellationToken::new());
         Ok(Self { listener, state })
     }
@@ -268,7 +317,10 @@ impl Server {
     /// Serves until `signal` resolves, then stops accepting, asks the run in progress to
     /// stop after its current batch (it records what it sent and releases the lock) and
     /// waits for it, at most [`SHUTDOWN_GRACE`].
-    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Server { listener, state } = self;
         log_start(&state, listener.local_addr().ok());
         let cancel = state.cancel_token().clone();
@@ -326,14 +378,15 @@ fn log_start(state: &AppState, addr: Option<SocketAddr>) {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -362,17 +415,21 @@ mod tests {
 
     fn state(dir: &std::path::Path) -> AppState {
         let export = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/issues-export.csv");
-        let env = Env(
-            [
-                ("REMINDERS_SOURCE", "local"),
-                ("REMINDERS_EXPORT_PATH", export),
-                ("REMINDERS_STATE_DIR", &dir.join("state").display().to_string()),
-                ("REMINDERS_OUTBOX_DIR", &dir.join("outbox").display().to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        );
+        let env = Env([
+            ("REMINDERS_SOURCE", "local"),
+            ("REMINDERS_EXPORT_PATH", export),
+            (
+                "REMINDERS_STATE_DIR",
+                &dir.join("state").display().to_string(),
+            ),
+            (
+                "REMINDERS_OUTBOX_DIR",
+                &dir.join("outbox").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect());
         let config = Config::from_env_map(&env).unwrap();
         let deps = app::deps(&config, None).unwrap();
         AppState::new(config, deps, CancellationToken::new())
@@ -381,14 +438,22 @@ mod tests {
     async fn call(state: &AppState, req: axum::http::Request<Body>) -> (StatusCode, Value) {
         let res = app(state.clone()).oneshot(req).await.unwrap();
         let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn post(uri: &str, body: &str) -> axum::http::Request<Body> {
         axum::http::Request::post(uri)
             .header("content-type", "application/json")
-            .header("x-azure-functions-invocationid", "0f4a3a8e-8f5e-4c8b-9a57-0b7c2a1e5d11")
+            .header(
+                "x-azure-functions-invocationid",
+                "0f4a3a8e-8f5e-4c8b-9a57-0b7c2a1e5d11",
+            )
             .body(Body::from(body.to_string()))
             .unwrap()
     }
@@ -396,17 +461,27 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_readiness_probe_answers_ok() {
         let dir = tempfile::tempdir().unwrap();
-        let res = app(state(dir.path())).oneshot(axum::http::Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        let res = app(state(dir.path()))
+            .oneshot(axum::http::Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forwarded_dry_run_answers_the_report() {
         let dir = tempfile::tempdir().unwrap();
-        let (status, body) = call(&state(dir.path()), post(http::ROUTE, r#"{"dryRun": true, "asOf": "2024-03-07"}"#)).await;
+        let (status, body) = call(
+            &state(dir.path()),
+            post(http::ROUTE, r#"{"dryRun": true, "asOf": "2024-03-07"}"#),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["counts"]["planned"], 23);
-        assert_eq!(body["invocation_id"], "0f4a3a8e-8f5e-4c8b-9a57-0b7c2a1e5d11");
+        assert_eq!(
+            body["invocation_id"],
+            "0f4a3a8e-8f5e-4c8b-9a57-0b7c2a1e5d11"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,42 +493,77 @@ mod tests {
                 "Body": "{\"dryRun\":true,\"asOf\":\"2024-03-07\",\"bogus\":1}" } },
             "Metadata": {}
         });
-        let (status, body) = call(&state(dir.path()), post("/function_http", &payload.to_string())).await;
+        let (status, body) = call(
+            &state(dir.path()),
+            post("/function_http", &payload.to_string()),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["Outputs"]["res"]["statusCode"], 400);
-        let inner: Value = serde_json::from_str(body["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
-        assert!(inner["error"].as_str().unwrap().contains("bogus"), "{inner}");
+        let inner: Value =
+            serde_json::from_str(body["Outputs"]["res"]["body"].as_str().unwrap()).unwrap();
+        assert!(
+            inner["error"].as_str().unwrap().contains("bogus"),
+            "{inner}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wrong_method_is_405_and_an_unknown_path_404() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path());
-        let put = axum::http::Request::put(http::ROUTE).body(Body::empty()).unwrap();
+        let put = axum::http::Request::put(http::ROUTE)
+            .body(Body::empty())
+            .unwrap();
         let (status, body) = call(&s, put).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(body["error"].as_str().unwrap().contains("PUT"), "{body}");
-        let get = axum::http::Request::get("/function_timer").body(Body::empty()).unwrap();
+        let get = axum::http::Request::get("/function_timer")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(call(&s, get).await.0, StatusCode::METHOD_NOT_ALLOWED);
-        let get = axum::http::Request::get("/nope").body(Body::empty()).unwrap();
+        let get = axum::http::Request::get("/nope")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(call(&s, get).await.0, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_over_the_cap_is_413() {
         let dir = tempfile::tempdir().unwrap();
-        let big = format!(r#"{{"only": ["{}@x.com"]}}"#, "a".repeat(http::MAX_BODY_BYTES));
+        let big = format!(
+            r#"{{"only": ["{}@x.com"]}}"#,
+            "a".repeat(http::MAX_BODY_BYTES)
+        );
         let (status, body) = call(&state(dir.path()), post(http::ROUTE, &big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     }
 
     #[test]
     fn the_port_comes_from_the_hosts_setting_first() {
-        let env = |pairs: &[(&str, &str)]| Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        assert_eq!(port_from_env(&env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "7071"), ("REMINDERS_PORT", "1")])).unwrap(), 7071);
-        assert_eq!(port_from_env(&env(&[("REMINDERS_PORT", "8080")])).unwrap(), 8080);
+        let env = |pairs: &[(&str, &str)]| {
+            Env(pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect())
+        };
+        assert_eq!(
+            port_from_env(&env(&[
+                ("FUNCTIONS_CUSTOMHANDLER_PORT", "7071"),
+                ("REMINDERS_PORT", "1")
+            ]))
+            .unwrap(),
+            7071
+        );
+        assert_eq!(
+            port_from_env(&env(&[("REMINDERS_PORT", "8080")])).unwrap(),
+            8080
+        );
         assert!(matches!(port_from_env(&env(&[])), Err(ServeError::NoPort)));
         let err = port_from_env(&env(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "http")])).unwrap_err();
-        assert!(err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"), "{err}");
+        assert!(
+            err.to_string().contains("FUNCTIONS_CUSTOMHANDLER_PORT"),
+            "{err}"
+        );
     }
 }

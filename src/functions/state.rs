@@ -121,7 +121,9 @@ impl AppState {
     /// Where a run known to this process is.
     pub fn run_state(&self, run_id: &str) -> Option<RunState> {
         let runs = self.inner.runs.lock().expect("runs lock");
-        runs.iter().find(|(id, _)| id == run_id).map(|(_, s)| s.clone())
+        runs.iter()
+            .find(|(id, _)| id == run_id)
+            .map(|(_, s)| s.clone())
     }
 
     /// The most recently finished run of this process with a report.
@@ -142,7 +144,10 @@ impl AppState {
         if self.inner.cancel.is_cancelled() {
             return Err(Refused::ShuttingDown);
         }
-        let run_id = req.run_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let run_id = req
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         req.run_id = Some(run_id.clone());
         let real = !req.dry_run;
         if real {
@@ -157,7 +162,10 @@ impl AppState {
             runs.push_back((run_id.clone(), RunState::Running));
             // Forget the oldest finished runs; running ones stay whatever their age.
             while runs.len() > KEPT_RUNS {
-                match runs.iter().position(|(_, s)| matches!(s, RunState::Finished(_))) {
+                match runs
+                    .iter()
+                    .position(|(_, s)| matches!(s, RunState::Finished(_)))
+                {
                     Some(i) => {
                         runs.remove(i);
                     }
@@ -175,7 +183,10 @@ impl AppState {
         // runs on a blocking-pool thread driven by this runtime instead. One thread per run.
         self.inner.tasks.spawn_blocking(move || {
             let outcome: Outcome = handle
-                .block_on(job::run(&state.inner.deps, req, state.inner.cancel.child_token()).instrument(span))
+                .block_on(
+                    job::run(&state.inner.deps, req, state.inner.cancel.child_token())
+                        .instrument(span),
+                )
                 .map(Arc::new)
                 .map_err(Arc::new);
             {
@@ -200,6 +211,8 @@ impl AppState {
     pub async fn drain(&self, grace: std::time::Duration) -> bool {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
-        tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_ok()
     }
 }

@@ -18,14 +18,21 @@ use tracing::{error, info, warn};
 pub const BINDING: &str = "timer";
 
 /// Answers one timer invocation.
-pub async fn invoke(state: &AppState, body: &[u8], invocation_id: Option<String>) -> (StatusCode, InvokeResponse) {
+pub async fn invoke(
+    state: &AppState,
+    body: &[u8],
+    invocation_id: Option<String>,
+) -> (StatusCode, InvokeResponse) {
     let mut logs = Vec::new();
     let payload: InvokeRequest = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("the timer invocation payload is not the host's JSON: {e}");
             warn!(error = %msg, "bad timer payload");
-            return (StatusCode::BAD_REQUEST, answer(vec![msg], json!({ "status": "bad_request" })));
+            return (
+                StatusCode::BAD_REQUEST,
+                answer(vec![msg], json!({ "status": "bad_request" })),
+            );
         }
     };
     // Liberal: a timer value we cannot read does not stop the daily run.
@@ -58,10 +65,15 @@ pub async fn invoke(state: &AppState, body: &[u8], invocation_id: Option<String>
     req.invocation_id = invocation_id;
     let ticket = match state.start(req) {
         Ok(t) => t,
-        Err(refused @ Refused::InProgress(_)) => return in_progress(logs, &refused.to_string(), timer.is_past_due),
+        Err(refused @ Refused::InProgress(_)) => {
+            return in_progress(logs, &refused.to_string(), timer.is_past_due)
+        }
         Err(Refused::ShuttingDown) => {
             logs.push("the handler is shutting down; the run did not start".into());
-            return (StatusCode::SERVICE_UNAVAILABLE, answer(logs, json!({ "status": "shutting_down" })));
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                answer(logs, json!({ "status": "shutting_down" })),
+            );
         }
     };
     let run_id = ticket.run_id.clone();
@@ -69,7 +81,11 @@ pub async fn invoke(state: &AppState, body: &[u8], invocation_id: Option<String>
     match ticket.outcome().await {
         Ok(report) => {
             summarise(&report, &mut logs);
-            let status = if report.partial_failure() { "partial" } else { "done" };
+            let status = if report.partial_failure() {
+                "partial"
+            } else {
+                "done"
+            };
             let value = json!({
                 "status": status,
                 "runId": report.run_id,
@@ -79,7 +95,9 @@ pub async fn invoke(state: &AppState, body: &[u8], invocation_id: Option<String>
             });
             (StatusCode::OK, answer(logs, value))
         }
-        Err(e) if matches!(*e, JobError::Busy(_)) => in_progress(logs, &e.to_string(), timer.is_past_due),
+        Err(e) if matches!(*e, JobError::Busy(_)) => {
+            in_progress(logs, &e.to_string(), timer.is_past_due)
+        }
         Err(e) => {
             // A non-2xx fails the invocation in the host, which is what the operator's
             // alerts watch; the reason is in `Logs` and in our own log line.
@@ -109,7 +127,10 @@ fn summarise(report: &RunReport, logs: &mut Vec<String>) {
         logs.push(msg);
     }
     if !report.rejected.is_empty() {
-        logs.push(format!("{} export rows rejected (see the run report)", report.rejected.len()));
+        logs.push(format!(
+            "{} export rows rejected (see the run report)",
+            report.rejected.len()
+        ));
     }
     for w in report.warnings.iter().take(10) {
         logs.push(format!("warning: {w}"));

@@ -38,12 +38,12 @@ use crate::report::RunReport;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RequestContent};
-use azure_core::Bytes;
 use azure_storage_blob::models::{
-    AppendBlobClientAppendBlockOptions, AppendBlobClientAppendBlockResultHeaders, AppendBlobClientCreateOptions,
-    BlobClientAcquireLeaseOptions, BlobClientAcquireLeaseResultHeaders, BlobClientDownloadOptions,
-    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions, BlockBlobClientUploadOptions,
-    HttpRange,
+    AppendBlobClientAppendBlockOptions, AppendBlobClientAppendBlockResultHeaders,
+    AppendBlobClientCreateOptions, BlobClientAcquireLeaseOptions,
+    BlobClientAcquireLeaseResultHeaders, BlobClientDownloadOptions,
+    BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
+    BlockBlobClientUploadOptions, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient};
 use chrono::Datelike;
@@ -83,7 +83,9 @@ struct Tail {
 
 impl std::fmt::Debug for BlobLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobLedger").field("location", &self.location).finish()
+        f.debug_struct("BlobLedger")
+            .field("location", &self.location)
+            .finish()
     }
 }
 
@@ -106,13 +108,19 @@ impl BlobLedger {
         credential: Arc<dyn TokenCredential>,
         client_options: ClientOptions,
     ) -> Result<Self, LedgerError> {
-        let location = storage::container_url(&settings.account_url, &settings.container).to_string();
-        let container = container_client(&settings.account_url, &settings.container, credential, client_options)
-            .map_err(|e| LedgerError::Storage {
-                location: location.clone(),
-                operation: "creating the Blob client".into(),
-                detail: storage::describe(&e),
-            })?;
+        let location =
+            storage::container_url(&settings.account_url, &settings.container).to_string();
+        let container = container_client(
+            &settings.account_url,
+            &settings.container,
+            credential,
+            client_options,
+        )
+        .map_err(|e| LedgerError::Storage {
+            location: location.clone(),
+            operation: "creating the Blob client".into(),
+            detail: storage::describe(&e),
+        })?;
         Ok(Self {
             container: Arc::new(container),
             location,
@@ -120,6 +128,17 @@ impl BlobLedger {
             ready: OnceCell::new(),
             tail: Mutex::new(None),
         })
+    }
+
+    /// The ledger configured by `settings` (`REMINDERS_STATE_CONTAINER`…), with the
+    /// configured credential.
+    pub fn from_settings(
+        settings: &crate::config::AzureSettings,
+    ) -> Result<Self, crate::azure::BuildError> {
+        let state = settings.blob_state()?;
+        let (credential, options) = crate::azure::sdk_parts(settings)?;
+        Self::new(&state, credential, options)
+            .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
     fn blob(&self, name: &str) -> BlobClient {
@@ -183,13 +202,18 @@ impl BlobLedger {
         }
     }
 
-    async fn write(&self, name: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), LedgerError> {
+    async fn write(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), LedgerError> {
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some(content_type.into()),
             ..Default::default()
         };
         self.blob(name)
-            .upload(RequestContent::from(Bytes::from(bytes)), Some(options))
+            .upload(RequestContent::from(bytes), Some(options))
             .await
             .map(|_| ())
             .map_err(|e| self.storage_error(name, "writing", &e))
@@ -229,7 +253,12 @@ impl BlobLedger {
             blob_content_type: Some("application/x-ndjson".into()),
             ..Default::default()
         };
-        match self.blob(&name).append_blob_client().create(Some(options)).await {
+        match self
+            .blob(&name)
+            .append_blob_client()
+            .create(Some(options))
+            .await
+        {
             Ok(_) => {
                 tracing::info!(segment = %name, "ledger segment created");
                 Ok(())
@@ -246,7 +275,11 @@ impl BlobLedger {
             Ok(props) => Ok(Some(Tail {
                 segment: n,
                 len: props.content_length().ok().flatten().unwrap_or(0),
-                blocks: props.blob_committed_block_count().ok().flatten().unwrap_or(0) as i64,
+                blocks: props
+                    .blob_committed_block_count()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0) as i64,
             })),
             Err(e) if storage::status(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.storage_error(&name, "reading a ledger segment's properties", &e)),
@@ -298,7 +331,9 @@ impl BlobLedger {
                 Some(t) => t,
                 None => self.discover_tail().await?,
             };
-            if t.blocks >= ROLL_AT_BLOCKS || (t.len > 0 && t.len + chunk.len() as u64 > ROLL_AT_BYTES) {
+            if t.blocks >= ROLL_AT_BLOCKS
+                || (t.len > 0 && t.len + chunk.len() as u64 > ROLL_AT_BYTES)
+            {
                 self.create_segment(t.segment + 1).await?;
                 t = self.measure_segment(t.segment + 1).await?.unwrap_or(Tail {
                     segment: t.segment + 1,
@@ -315,7 +350,7 @@ impl BlobLedger {
                 .blob(&name)
                 .append_blob_client()
                 .append_block(
-                    RequestContent::from(Bytes::copy_from_slice(chunk)),
+                    RequestContent::from(chunk.to_vec()),
                     chunk.len() as u64,
                     Some(options),
                 )
@@ -372,7 +407,9 @@ impl BlobLedger {
                 None => BlockBlobClientUploadOptions::default().if_not_exists(),
                 Some((bytes, etag)) => {
                     if let Ok(existing) = serde_json::from_slice::<RunReport>(bytes) {
-                        if existing.started_at > report.started_at && existing.run_id != report.run_id {
+                        if existing.started_at > report.started_at
+                            && existing.run_id != report.run_id
+                        {
                             return Ok(());
                         }
                     }
@@ -388,12 +425,14 @@ impl BlobLedger {
             };
             match self
                 .blob(LATEST_REPORT)
-                .upload(RequestContent::from(Bytes::copy_from_slice(json)), Some(options))
+                .upload(RequestContent::from(json.to_vec()), Some(options))
                 .await
             {
                 Ok(_) => return Ok(()),
                 Err(e) if matches!(storage::status(&e), Some(409) | Some(412)) => continue,
-                Err(e) => return Err(self.storage_error(LATEST_REPORT, "writing the latest report", &e)),
+                Err(e) => {
+                    return Err(self.storage_error(LATEST_REPORT, "writing the latest report", &e))
+                }
             }
         }
         Err(LedgerError::Storage {
@@ -406,10 +445,14 @@ impl BlobLedger {
     async fn read_report(&self, name: &str) -> Result<Option<RunReport>, LedgerError> {
         match self.read(name).await? {
             None => Ok(None),
-            Some((bytes, _)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LedgerError::Corrupt {
-                location: self.at(name),
-                detail: e.to_string(),
-            }),
+            Some((bytes, _)) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| LedgerError::Corrupt {
+                        location: self.at(name),
+                        detail: e.to_string(),
+                    })
+            }
         }
     }
 }
@@ -431,7 +474,10 @@ impl RunLock for BlobLock {
                 location: self.location.clone(),
                 operation: "renewing the run lock (blob lease)".into(),
                 detail: match storage::status(&e) {
-                    Some(409) => format!("{}: the lease was lost (expired and taken by another run?)", storage::describe(&e)),
+                    Some(409) => format!(
+                        "{}: the lease was lost (expired and taken by another run?)",
+                        storage::describe(&e)
+                    ),
                     _ => storage::describe(&e),
                 },
             })
@@ -473,7 +519,10 @@ impl LedgerStore for BlobLedger {
         let blob = self.blob(LOCK_BLOB);
         // The lock blob must exist to be leased; never overwrite one (it may be leased).
         let create = BlockBlobClientUploadOptions::default().if_not_exists();
-        match blob.upload(RequestContent::from(Bytes::from_static(b"{}")), Some(create)).await {
+        match blob
+            .upload(RequestContent::from(b"{}".to_vec()), Some(create))
+            .await
+        {
             Ok(_) => {}
             Err(e) if matches!(storage::status(&e), Some(409) | Some(412)) => {}
             Err(e) => return Err(self.storage_error(LOCK_BLOB, "creating the run lock blob", &e)),
@@ -482,12 +531,19 @@ impl LedgerStore for BlobLedger {
             proposed_lease_id: Some(uuid::Uuid::new_v4().to_string()),
             ..Default::default()
         };
-        let lease_id = match blob.acquire_lease(self.lease_seconds as i32, Some(options)).await {
-            Ok(r) => r.lease_id().ok().flatten().ok_or_else(|| LedgerError::Storage {
-                location: self.at(LOCK_BLOB),
-                operation: "taking the run lock (blob lease)".into(),
-                detail: "the service returned no lease id".into(),
-            })?,
+        let lease_id = match blob
+            .acquire_lease(self.lease_seconds as i32, Some(options))
+            .await
+        {
+            Ok(r) => r
+                .lease_id()
+                .ok()
+                .flatten()
+                .ok_or_else(|| LedgerError::Storage {
+                    location: self.at(LOCK_BLOB),
+                    operation: "taking the run lock (blob lease)".into(),
+                    detail: "the service returned no lease id".into(),
+                })?,
             Err(e) if storage::status(&e) == Some(409) => {
                 let holder = match self.read(LOCK_BLOB).await {
                     Ok(Some((bytes, _))) => String::from_utf8_lossy(&bytes).trim().to_string(),
@@ -500,7 +556,9 @@ impl LedgerStore for BlobLedger {
                 };
                 return Err(LedgerError::Busy { holder });
             }
-            Err(e) => return Err(self.storage_error(LOCK_BLOB, "taking the run lock (blob lease)", &e)),
+            Err(e) => {
+                return Err(self.storage_error(LOCK_BLOB, "taking the run lock (blob lease)", &e))
+            }
         };
         let options = BlockBlobClientUploadOptions {
             lease_id: Some(lease_id.clone()),
@@ -508,7 +566,7 @@ impl LedgerStore for BlobLedger {
             ..Default::default()
         };
         if let Err(e) = blob
-            .upload(RequestContent::from(Bytes::from(holder_body(run_id))), Some(options))
+            .upload(RequestContent::from(holder_body(run_id)), Some(options))
             .await
         {
             // Holding the lock without naming the holder is fine; failing to hold it is not.
@@ -527,11 +585,15 @@ impl LedgerStore for BlobLedger {
         let mut snap = LedgerSnapshot::default();
         let segments = match self.segments().await {
             Ok(s) => s,
-            Err(LedgerError::Storage { detail, .. }) if detail.contains("ContainerNotFound") => return Ok(snap),
+            Err(LedgerError::Storage { detail, .. }) if detail.contains("ContainerNotFound") => {
+                return Ok(snap)
+            }
             Err(e) => return Err(e),
         };
         for (_, name) in segments {
-            let Some((bytes, _)) = self.read(&name).await? else { continue };
+            let Some((bytes, _)) = self.read(&name).await? else {
+                continue;
+            };
             let text = std::str::from_utf8(&bytes).map_err(|e| LedgerError::Corrupt {
                 location: self.at(&name),
                 detail: format!("not UTF-8: {e}"),
@@ -540,10 +602,11 @@ impl LedgerStore for BlobLedger {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let event: LedgerEvent = serde_json::from_str(line).map_err(|e| LedgerError::Corrupt {
-                    location: self.at(&name),
-                    detail: format!("line {}: {e}", i + 1),
-                })?;
+                let event: LedgerEvent =
+                    serde_json::from_str(line).map_err(|e| LedgerError::Corrupt {
+                        location: self.at(&name),
+                        detail: format!("line {}: {e}", i + 1),
+                    })?;
                 snap.apply(&event);
             }
         }
@@ -587,8 +650,12 @@ impl LedgerStore for BlobLedger {
         let name = format!("{folder}/{}.json", report.run_id);
         self.write(&name, json.clone(), "application/json").await?;
         let csv_name = format!("{folder}/{}.csv", report.run_id);
-        self.write(&csv_name, report.reminders_csv().into_bytes(), "text/csv; charset=utf-8")
-            .await?;
+        self.write(
+            &csv_name,
+            report.reminders_csv().into_bytes(),
+            "text/csv; charset=utf-8",
+        )
+        .await?;
         self.update_latest(report, &json).await?;
         Ok(self.at(&name))
     }
@@ -598,7 +665,11 @@ impl LedgerStore for BlobLedger {
     }
 
     async fn report(&self, run_id: &str) -> Result<Option<RunReport>, LedgerError> {
-        if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if run_id.is_empty()
+            || !run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Ok(None);
         }
         if let Some(latest) = self.last_report().await? {

@@ -63,11 +63,13 @@ impl RunLock for LocalLock {
     async fn renew(&self) -> Result<(), LedgerError> {
         // Rewriting the file refreshes its modification time, which the TTL is measured from.
         let body = lock_body(&self.run_id);
-        tokio::fs::write(&self.path, body).await.map_err(|e| LedgerError::Storage {
-            location: self.path.display().to_string(),
-            operation: "renewing the run lock".into(),
-            detail: e.to_string(),
-        })
+        tokio::fs::write(&self.path, body)
+            .await
+            .map_err(|e| LedgerError::Storage {
+                location: self.path.display().to_string(),
+                operation: "renewing the run lock".into(),
+                detail: e.to_string(),
+            })
     }
 
     async fn release(self: Box<Self>) -> Result<(), LedgerError> {
@@ -150,7 +152,9 @@ impl LedgerStore for LocalLedger {
         let path = self.ledger_path();
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LedgerSnapshot::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LedgerSnapshot::default())
+            }
             Err(e) => return Err(self.storage(&path, "reading the ledger", e)),
         };
         let mut snap = LedgerSnapshot::default();
@@ -244,7 +248,11 @@ impl LedgerStore for LocalLedger {
 
     async fn report(&self, run_id: &str) -> Result<Option<RunReport>, LedgerError> {
         // Run ids are uuids: refuse anything that could walk the file system.
-        if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if run_id.is_empty()
+            || !run_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Ok(None);
         }
         let reports = self.dir.join("reports");
@@ -257,7 +265,8 @@ impl LedgerStore for LocalLedger {
                 let p = entry.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if p.file_name().and_then(|n| n.to_str()) == Some(&format!("{run_id}.json")) {
+                } else if p.file_name().and_then(|n| n.to_str()) == Some(&format!("{run_id}.json"))
+                {
                     return read_report(&p).await;
                 }
             }
@@ -268,10 +277,12 @@ impl LedgerStore for LocalLedger {
 
 async fn read_report(path: &Path) -> Result<Option<RunReport>, LedgerError> {
     match tokio::fs::read(path).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LedgerError::Corrupt {
-            location: path.display().to_string(),
-            detail: e.to_string(),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt {
+                location: path.display().to_string(),
+                detail: e.to_string(),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(LedgerError::Storage {
             location: path.display().to_string(),

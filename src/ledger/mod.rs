@@ -109,15 +109,15 @@ impl LedgerSnapshot {
                 as_of,
                 ..
             } => {
-                let entry = self
-                    .issues
-                    .entry((owner.clone(), issue.clone()))
-                    .or_insert(IssueHistory {
-                        last_sent: *as_of,
-                        last_stage: *stage,
-                        times_sent: 0,
-                        resolved: false,
-                    });
+                let entry =
+                    self.issues
+                        .entry((owner.clone(), issue.clone()))
+                        .or_insert(IssueHistory {
+                            last_sent: *as_of,
+                            last_stage: *stage,
+                            times_sent: 0,
+                            resolved: false,
+                        });
                 if *as_of >= entry.last_sent || entry.times_sent == 0 {
                     entry.last_sent = *as_of;
                     entry.last_stage = *stage;

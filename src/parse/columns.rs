@@ -142,7 +142,10 @@ impl HeaderMap {
 
     /// Index of a column in the row.
     pub fn index(&self, col: Column) -> Option<usize> {
-        self.positions.iter().find(|(c, _)| *c == col).map(|(_, i)| *i)
+        self.positions
+            .iter()
+            .find(|(c, _)| *c == col)
+            .map(|(_, i)| *i)
     }
 
     /// Number of cells a row needs to reach every mapped column.
@@ -265,8 +268,8 @@ mod tests {
 
     #[test]
     fn a_row_with_a_bad_date_is_rejected_naming_the_column_and_value() {
-        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"])
-            .unwrap();
+        let map =
+            HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"]).unwrap();
         let cells = ["a@b.com", "Agent", "Active", "31/02/2024"];
         let err = map.finding(14, cells.len(), |i| cells[i]).unwrap_err();
         assert_eq!(err.row, 14);
@@ -276,8 +279,8 @@ mod tests {
 
     #[test]
     fn a_row_with_too_few_fields_is_rejected() {
-        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"])
-            .unwrap();
+        let map =
+            HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected"]).unwrap();
         let cells = ["a@b.com", "Agent"];
         let err = map.finding(3, cells.len(), |i| cells[i]).unwrap_err();
         assert_eq!(err.field, "row");
@@ -286,9 +289,21 @@ mod tests {
 
     #[test]
     fn missing_optional_columns_are_tolerated_and_platform_is_inferred() {
-        let map = HeaderMap::from_headers(["Device Owner", "Issue", "Status", "Date Detected", "Device Model"])
-            .unwrap();
-        let cells = [" X@Y.COM ", "Agent", "Active", "2024-01-02T03:04:05Z", "iPhone 7"];
+        let map = HeaderMap::from_headers([
+            "Device Owner",
+            "Issue",
+            "Status",
+            "Date Detected",
+            "Device Model",
+        ])
+        .unwrap();
+        let cells = [
+            " X@Y.COM ",
+            "Agent",
+            "Active",
+            "2024-01-02T03:04:05Z",
+            "iPhone 7",
+        ];
         let f = map.finding(2, cells.len(), |i| cells[i]).unwrap();
         assert_eq!(f.owner.as_str(), "x@y.com");
         assert_eq!(f.platform, Platform::Ios);

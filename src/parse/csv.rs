@@ -107,7 +107,10 @@ impl<'a> LineCounter<'a> {
             start += 1;
         }
         if start >= self.offset {
-            self.line += self.text[self.offset..start].iter().filter(|b| **b == b'\n').count();
+            self.line += self.text[self.offset..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
             self.offset = start;
         }
         self.line
@@ -127,7 +130,11 @@ struct Header {
 /// Looks for the header among the first lines, trying the delimiter each line suggests.
 fn find_header(text: &str) -> Option<Header> {
     let mut offset = 0;
-    for (index, raw_line) in text.split_inclusive('\n').take(HEADER_SEARCH_LINES).enumerate() {
+    for (index, raw_line) in text
+        .split_inclusive('\n')
+        .take(HEADER_SEARCH_LINES)
+        .enumerate()
+    {
         let line = raw_line.trim_end_matches(['\r', '\n']);
         let line_offset = offset;
         offset += raw_line.len();
@@ -244,7 +251,11 @@ mod tests {
 
     #[test]
     fn tabs_are_detected_as_the_delimiter() {
-        let text = format!("{}\n{}\n", HEADER.replace(',', "\t"), ROW.replace(',', "\t"));
+        let text = format!(
+            "{}\n{}\n",
+            HEADER.replace(',', "\t"),
+            ROW.replace(',', "\t")
+        );
         assert_eq!(parse_ok(&text).findings.len(), 1);
     }
 
@@ -293,7 +304,11 @@ mod tests {
         let p = parse_ok(&format!("Export 27 items\n{HEADER}\n{ROW}\n"));
         assert_eq!(p.findings.len(), 1);
         assert_eq!(p.findings[0].row, 3);
-        assert!(p.notes.iter().any(|n| n.contains("line 2")), "{:?}", p.notes);
+        assert!(
+            p.notes.iter().any(|n| n.contains("line 2")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -313,7 +328,11 @@ mod tests {
         assert_eq!(p.rejected.len(), 1);
         assert_eq!(p.rejected[0].row, 2);
         assert_eq!(p.rejected[0].field, "row");
-        assert!(p.rejected[0].reason.contains("too few fields"), "{}", p.rejected[0].reason);
+        assert!(
+            p.rejected[0].reason.contains("too few fields"),
+            "{}",
+            p.rejected[0].reason
+        );
     }
 
     #[test]
@@ -351,7 +370,33 @@ mod tests {
     #[test]
     fn a_header_below_the_search_window_is_not_found() {
         let text = format!("{}{HEADER}\n{ROW}\n", "junk\n".repeat(HEADER_SEARCH_LINES));
-        assert!(matches!(parse(&text, "f.csv"), Err(ParseError::NoHeader { .. })));
+        assert!(matches!(
+            parse(&text, "f.csv"),
+            Err(ParseError::NoHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn a_utf8_byte_order_mark_does_not_hide_the_first_column() {
+        let bytes = format!("\u{feff}{HEADER}\r\n{ROW}\r\n");
+        let text = crate::parse::decode_text(bytes.as_bytes());
+        let p = parse_ok(&text);
+        assert_eq!(p.findings[0].owner.as_str(), "jm6453@engie.com");
+    }
+
+    #[test]
+    fn a_windows_1252_export_with_semicolons_keeps_its_accents() {
+        let mut bytes = HEADER.replace(',', ";").into_bytes();
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend(
+            ROW.replace(',', ";")
+                .replace("SM-A326B", "T\u{e9}l\u{e9}phone")
+                .chars()
+                .map(|c| if c == '\u{e9}' { 0xE9 } else { c as u8 }),
+        );
+        let text = crate::parse::decode_text(&bytes);
+        let p = parse_ok(&text);
+        assert_eq!(p.findings[0].device_model, "T\u{e9}l\u{e9}phone");
     }
 
     #[test]

@@ -72,24 +72,39 @@ mod tests {
 
     #[test]
     fn iso_8601_with_zulu_is_read() {
-        assert_eq!(iso(parse_date("2023-11-28T14:38:56Z").unwrap()), "2023-11-28T14:38:56Z");
+        assert_eq!(
+            iso(parse_date("2023-11-28T14:38:56Z").unwrap()),
+            "2023-11-28T14:38:56Z"
+        );
     }
 
     #[test]
     fn iso_8601_with_offset_is_converted_to_utc() {
-        assert_eq!(iso(parse_date("2024-03-04T15:52:00+01:00").unwrap()), "2024-03-04T14:52:00Z");
+        assert_eq!(
+            iso(parse_date("2024-03-04T15:52:00+01:00").unwrap()),
+            "2024-03-04T14:52:00Z"
+        );
     }
 
     #[test]
     fn console_dates_are_read() {
-        assert_eq!(iso(parse_date("Mar 4, 2024 2:52 PM").unwrap()), "2024-03-04T14:52:00Z");
-        assert_eq!(iso(parse_date("Jan 22, 2024 7:58 AM").unwrap()), "2024-01-22T07:58:00Z");
+        assert_eq!(
+            iso(parse_date("Mar 4, 2024 2:52 PM").unwrap()),
+            "2024-03-04T14:52:00Z"
+        );
+        assert_eq!(
+            iso(parse_date("Jan 22, 2024 7:58 AM").unwrap()),
+            "2024-01-22T07:58:00Z"
+        );
     }
 
     #[test]
     fn excel_serials_are_read() {
         // 45355.619444 = 2024-03-04 14:52
-        assert_eq!(iso(parse_date("45355.6194444444").unwrap()), "2024-03-04T14:52:00Z");
+        assert_eq!(
+            iso(parse_date("45355.6194444444").unwrap()),
+            "2024-03-04T14:52:00Z"
+        );
     }
 
     #[test]

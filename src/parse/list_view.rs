@@ -18,7 +18,12 @@ const RESOLVED: &str = "RESOLVED";
 /// issue text when the suffix is the whole cell). Checked in order, case-insensitively.
 const ISSUE_SUFFIXES: [(&str, &str, &str, &str); 4] = [
     ("Vulnerability", "Vulnerability", "Application", ""),
-    ("OS Out-Of-Date", "OS Out-Of-Date", "Configuration", "Operating System Version"),
+    (
+        "OS Out-Of-Date",
+        "OS Out-Of-Date",
+        "Configuration",
+        "Operating System Version",
+    ),
     ("ASPL", "ASPL", "Configuration", "Out of Date"),
     ("Outdated", "Outdated", "Configuration", "Agent"),
 ];
@@ -95,7 +100,12 @@ pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> 
             expected: "'STATUS', 'ISSUE', 'DEVICE', 'DETECTED' (tab-separated)".into(),
             found: format!(
                 "'{}' on the first line",
-                text.lines().next().unwrap_or("").chars().take(80).collect::<String>()
+                text.lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
             ),
         })?;
     let map = HeaderMap::from_headers(EXPORT_COLUMNS).expect("the export columns map themselves");
@@ -147,7 +157,11 @@ fn list_row(
     };
     let status_cell = cells[cols.status];
     let issue = split_issue(cells[cols.issue]);
-    let resolved = cols.resolved.and_then(|i| cells.get(i)).copied().unwrap_or("");
+    let resolved = cols
+        .resolved
+        .and_then(|i| cells.get(i))
+        .copied()
+        .unwrap_or("");
     let rewritten: [&str; 9] = [
         owner,
         model,
@@ -268,7 +282,9 @@ mod tests {
         assert!(looks_like_list_view(&format!("\n{HEADER}\nx")));
         assert!(looks_like_list_view("device\tdetected\tstatus\tissue"));
         assert!(!looks_like_list_view("STATUS,ISSUE,DEVICE,DETECTED"));
-        assert!(!looks_like_list_view("Device Owner\tIssue\tStatus\tDate Detected"));
+        assert!(!looks_like_list_view(
+            "Device Owner\tIssue\tStatus\tDate Detected"
+        ));
         assert!(!looks_like_list_view(""));
     }
 
@@ -319,7 +335,10 @@ mod tests {
         let f = &p.findings[0];
         assert_eq!(f.status, "Resolved");
         assert_eq!(f.risk, Risk::Moderate);
-        assert_eq!(f.resolved.unwrap().to_rfc3339(), "2024-03-05T10:30:00+00:00");
+        assert_eq!(
+            f.resolved.unwrap().to_rfc3339(),
+            "2024-03-05T10:30:00+00:00"
+        );
     }
 
     #[test]
@@ -328,13 +347,26 @@ mod tests {
             let p = split_issue(c);
             (p.issue_type, p.issue, p.classification)
         };
-        assert_eq!(parts("Chrome Vulnerability"), ("Application", "Chrome", "Vulnerability"));
+        assert_eq!(
+            parts("Chrome Vulnerability"),
+            ("Application", "Chrome", "Vulnerability")
+        );
         assert_eq!(
             parts("Operating System Version OS Out-Of-Date"),
-            ("Configuration", "Operating System Version", "OS Out-Of-Date")
+            (
+                "Configuration",
+                "Operating System Version",
+                "OS Out-Of-Date"
+            )
         );
-        assert_eq!(parts("Agent Outdated"), ("Configuration", "Agent", "Outdated"));
-        assert_eq!(parts("Out of Date ASPL"), ("Configuration", "Out of Date", "ASPL"));
+        assert_eq!(
+            parts("Agent Outdated"),
+            ("Configuration", "Agent", "Outdated")
+        );
+        assert_eq!(
+            parts("Out of Date ASPL"),
+            ("Configuration", "Out of Date", "ASPL")
+        );
         assert_eq!(parts("ASPL"), ("Configuration", "Out of Date", "ASPL"));
         assert_eq!(parts("Man-In-The-Middle"), ("", "Man-In-The-Middle", ""));
         assert_eq!(parts("Vulnerability"), ("", "Vulnerability", ""));
@@ -342,12 +374,24 @@ mod tests {
 
     #[test]
     fn the_default_policy_classifies_every_list_view_issue_kind() {
-        assert_eq!(kind_of("Chrome Vulnerability"), Ok(IssueKind::VulnerableApp));
+        assert_eq!(
+            kind_of("Chrome Vulnerability"),
+            Ok(IssueKind::VulnerableApp)
+        );
         assert_eq!(kind_of("Edge Vulnerability"), Ok(IssueKind::VulnerableApp));
-        assert_eq!(kind_of("Operating System Version OS Out-Of-Date"), Ok(IssueKind::OsOutOfDate));
-        assert_eq!(kind_of("Out of Date ASPL"), Ok(IssueKind::SecurityPatchOutOfDate));
+        assert_eq!(
+            kind_of("Operating System Version OS Out-Of-Date"),
+            Ok(IssueKind::OsOutOfDate)
+        );
+        assert_eq!(
+            kind_of("Out of Date ASPL"),
+            Ok(IssueKind::SecurityPatchOutOfDate)
+        );
         assert_eq!(kind_of("Agent Outdated"), Ok(IssueKind::AgentOutOfDate));
-        assert_eq!(kind_of("Man-In-The-Middle"), Err(NotRemindable::NotAnUpdateIssue));
+        assert_eq!(
+            kind_of("Man-In-The-Middle"),
+            Err(NotRemindable::NotAnUpdateIssue)
+        );
     }
 
     #[test]
@@ -368,8 +412,14 @@ mod tests {
 
     #[test]
     fn the_device_cell_splits_into_owner_and_model() {
-        assert_eq!(split_device("GM6567@engie.com SM-X205"), Some(("GM6567@engie.com", "SM-X205")));
-        assert_eq!(split_device("a@b.com  iPhone SE (2nd generation)"), Some(("a@b.com", "iPhone SE (2nd generation)")));
+        assert_eq!(
+            split_device("GM6567@engie.com SM-X205"),
+            Some(("GM6567@engie.com", "SM-X205"))
+        );
+        assert_eq!(
+            split_device("a@b.com  iPhone SE (2nd generation)"),
+            Some(("a@b.com", "iPhone SE (2nd generation)"))
+        );
         assert_eq!(split_device("a@b.com"), Some(("a@b.com", "")));
         assert_eq!(split_device("SM-X205"), None);
     }

@@ -86,7 +86,11 @@ pub struct RejectedRow {
 
 impl std::fmt::Display for RejectedRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "row {}: column '{}': {}", self.row, self.field, self.reason)
+        write!(
+            f,
+            "row {}: column '{}': {}",
+            self.row, self.field, self.reason
+        )
     }
 }
 
@@ -109,7 +113,9 @@ pub struct ParsedExport {
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
     /// Zero bytes or only whitespace.
-    #[error("{name}: the file is empty; expected a Lookout issues export (CSV, XLSX or list view)")]
+    #[error(
+        "{name}: the file is empty; expected a Lookout issues export (CSV, XLSX or list view)"
+    )]
     Empty {
         /// Display name of the file.
         name: String,
@@ -195,8 +201,7 @@ fn sniff_foreign(bytes: &[u8]) -> Option<&'static str> {
     }
     let head = &bytes[..bytes.len().min(512)];
     let lower = String::from_utf8_lossy(head).to_lowercase();
-    if lower.trim_start().starts_with("<!doctype html") || lower.trim_start().starts_with("<html")
-    {
+    if lower.trim_start().starts_with("<!doctype html") || lower.trim_start().starts_with("<html") {
         return Some("this is an HTML page (a sign-in page or an error page?)");
     }
     if head.contains(&0) && !head.starts_with(b"\xFF\xFE") && !head.starts_with(b"\xFE\xFF") {
@@ -206,19 +211,19 @@ fn sniff_foreign(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Decodes text: UTF-8 (BOM stripped), UTF-16 with BOM, else Windows-1252 (what a French
-/// Excel "save as CSV" writes).
-pub(crate) fn decode_text(bytes: &[u8]) -> String {
+/// Excel "save as CSV" writes). UTF-8 is borrowed, not copied: exports can be large.
+pub(crate) fn decode_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        return String::from_utf8_lossy(rest).into_owned();
+        return String::from_utf8_lossy(rest);
     }
     if bytes.starts_with(b"\xFF\xFE") {
-        return encoding_rs::UTF_16LE.decode(bytes).0.into_owned();
+        return encoding_rs::UTF_16LE.decode(bytes).0;
     }
     if bytes.starts_with(b"\xFE\xFF") {
-        return encoding_rs::UTF_16BE.decode(bytes).0.into_owned();
+        return encoding_rs::UTF_16BE.decode(bytes).0;
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
+        Ok(text) => text.into(),
+        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0,
     }
 }

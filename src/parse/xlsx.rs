@@ -2,9 +2,10 @@
 //! sheet, any position), else the first sheet with a matching header in its first rows.
 //!
 //! Cells are streamed row by row from the sheet's XML rather than loaded as a whole range,
-//! so a 100k-row workbook is read in one pass without holding every cell in memory. The
-//! table positions (`ref`) are read from the table parts directly because calamine only
-//! exposes them by loading the table's whole sheet.
+//! so a 100k-row workbook is read in one pass without holding every cell in memory. Which
+//! tables a sheet holds, and where, is read from the package parts directly: calamine only
+//! exposes a table's position by loading its whole sheet, and it misses tables whose
+//! relationship targets are absolute paths (as openpyxl writes them).
 
 use super::{
     columns::{Column, HeaderMap},
@@ -14,14 +15,17 @@ use super::{
 use calamine::{DataRef, Reader, Xlsx, XlsxError};
 use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, Utc};
 use std::fmt::Write as _;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek};
 
 /// How many rows of a sheet may precede its header (titles, filters, blank rows).
 const HEADER_SEARCH_ROWS: u32 = 20;
 
+const WORKBOOK: &str = "xl/workbook.xml";
+const TABLE_RELATIONSHIP: &str = "/relationships/table";
+
 /// Parses workbook bytes. `name` is only used in messages.
 pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
-    let tables = read_table_parts(bytes, name)?;
+    let sheet_tables = read_structure(bytes, name)?;
     let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(name, e))?;
     let sheets = workbook.sheet_names();
 
@@ -30,25 +34,15 @@ pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError
         ..ParsedExport::default()
     };
 
-    if !tables.is_empty() {
-        // Table order: sheet order, then the order calamine lists them in.
-        let mut in_order: Vec<(&TablePart, String)> = Vec::new();
-        match workbook.load_tables() {
-            Ok(()) => {
-                for sheet in &sheets {
-                    for table in workbook.table_names_in_sheet(sheet) {
-                        if let Some(part) = tables.iter().find(|t| &t.name == table) {
-                            in_order.push((part, sheet.clone()));
-                        }
-                    }
-                }
-            }
-            Err(e) => export
-                .notes
-                .push(format!("the workbook's tables could not be read ({e}); sheets were searched instead")),
-        }
-        for (table, sheet) in &in_order {
+    // Tables first, in sheet order.
+    let mut unusable_tables = Vec::new();
+    for sheet in &sheets {
+        let Some((_, tables)) = sheet_tables.iter().find(|(s, _)| s == sheet) else {
+            continue;
+        };
+        for table in tables {
             let Ok(map) = HeaderMap::from_headers(table.columns.iter().map(String::as_str)) else {
+                unusable_tables.push(format!("'{}'", table.name));
                 continue;
             };
             let target = Target {
@@ -66,10 +60,11 @@ pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError
             ));
             return Ok(export);
         }
-        let names: Vec<String> = tables.iter().map(|t| format!("'{}'", t.name)).collect();
+    }
+    if !unusable_tables.is_empty() {
         export.notes.push(format!(
             "the workbook's tables ({}) do not have the export's columns; sheets were searched instead",
-            names.join(", ")
+            unusable_tables.join(", ")
         ));
     }
 
@@ -142,43 +137,74 @@ struct TablePart {
     columns: Vec<String>,
 }
 
-/// Opens the zip, checks it is a workbook and reads its table parts.
-fn read_table_parts(bytes: &[u8], name: &str) -> Result<Vec<TablePart>, ParseError> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ParseError::BadWorkbook {
-        name: name.into(),
-        detail: format!("the zip archive is damaged or truncated ({e})"),
-    })?;
-    if zip.index_for_name("xl/workbook.xml").is_none() {
+/// Opens the package, checks it is a workbook, and lists each sheet (by name, in workbook
+/// order) with its tables.
+fn read_structure(bytes: &[u8], name: &str) -> Result<Vec<(String, Vec<TablePart>)>, ParseError> {
+    let mut zip =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ParseError::BadWorkbook {
+            name: name.into(),
+            detail: format!("the zip archive is damaged or truncated ({e})"),
+        })?;
+    if zip.index_for_name(WORKBOOK).is_none() {
         return Err(ParseError::NotAnExport {
             name: name.into(),
             what: describe_zip(&zip).into(),
         });
     }
-    let parts: Vec<String> = zip
-        .file_names()
-        .filter(|n| n.starts_with("xl/tables/") && n.ends_with(".xml"))
-        .map(str::to_string)
-        .collect();
-    let mut tables = Vec::new();
-    for part in parts {
+    let read = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+                part: &str|
+     -> Result<Option<String>, ParseError> {
+        let Ok(mut file) = zip.by_name(part) else {
+            return Ok(None);
+        };
         let mut xml = String::new();
-        zip.by_name(&part)
-            .map_err(|e| e.to_string())
-            .and_then(|mut f| f.read_to_string(&mut xml).map_err(|e| e.to_string()))
+        file.read_to_string(&mut xml)
             .map_err(|e| ParseError::BadWorkbook {
                 name: name.into(),
                 detail: format!("{part}: {e}"),
             })?;
-        // A table part that cannot be understood is skipped: the sheets are still searched.
-        if let Some(table) = parse_table_part(&xml) {
-            tables.push(table);
+        Ok(Some(xml))
+    };
+    let workbook = read(&mut zip, WORKBOOK)?.unwrap_or_default();
+    let workbook_rels = read(&mut zip, &rels_path(WORKBOOK))?.unwrap_or_default();
+    let sheet_targets = relationships(&workbook_rels);
+
+    let mut sheets = Vec::new();
+    for sheet in tags(&workbook, "sheet") {
+        let attrs = attributes(sheet);
+        let (Some(sheet_name), Some(rid)) = (lookup(&attrs, "name"), lookup_local(&attrs, "id"))
+        else {
+            continue;
+        };
+        let Some((_, target)) = sheet_targets
+            .iter()
+            .find(|(id, _, _)| id == rid)
+            .map(|(i, _, t)| (i, t))
+        else {
+            continue;
+        };
+        let sheet_path = resolve(WORKBOOK, target);
+        let sheet_rels = read(&mut zip, &rels_path(&sheet_path))?.unwrap_or_default();
+        let mut tables = Vec::new();
+        for (_, kind, target) in relationships(&sheet_rels) {
+            if !kind.ends_with(TABLE_RELATIONSHIP) {
+                continue;
+            }
+            // A table part that cannot be understood is skipped: the sheets are still searched.
+            if let Some(table) = read(&mut zip, &resolve(&sheet_path, &target))?
+                .as_deref()
+                .and_then(parse_table_part)
+            {
+                tables.push(table);
+            }
         }
+        sheets.push((sheet_name.to_string(), tables));
     }
-    Ok(tables)
+    Ok(sheets)
 }
 
 /// What a zip that is not a workbook holds, for the error message.
-fn describe_zip<R: Read + std::io::Seek>(zip: &zip::ZipArchive<R>) -> &'static str {
+fn describe_zip<R: Read + Seek>(zip: &zip::ZipArchive<R>) -> &'static str {
     if zip.index_for_name("word/document.xml").is_some() {
         "this is a Word document, not an Excel workbook"
     } else if zip.index_for_name("ppt/presentation.xml").is_some() {
@@ -190,27 +216,68 @@ fn describe_zip<R: Read + std::io::Seek>(zip: &zip::ZipArchive<R>) -> &'static s
     }
 }
 
+/// `xl/worksheets/sheet1.xml` → `xl/worksheets/_rels/sheet1.xml.rels`.
+fn rels_path(part: &str) -> String {
+    match part.rsplit_once('/') {
+        Some((dir, file)) => format!("{dir}/_rels/{file}.rels"),
+        None => format!("_rels/{part}.rels"),
+    }
+}
+
+/// A relationship target relative to the part that holds it (or absolute, from the root).
+fn resolve(from_part: &str, target: &str) -> String {
+    if let Some(absolute) = target.strip_prefix('/') {
+        return absolute.to_string();
+    }
+    let mut segments: Vec<&str> = from_part.split('/').collect();
+    segments.pop();
+    for segment in target.split('/') {
+        match segment {
+            ".." => {
+                segments.pop();
+            }
+            "." | "" => {}
+            s => segments.push(s),
+        }
+    }
+    segments.join("/")
+}
+
+/// The `(Id, Type, Target)` of each `<Relationship>` in a `.rels` part.
+fn relationships(xml: &str) -> Vec<(String, String, String)> {
+    tags(xml, "Relationship")
+        .map(|tag| {
+            let attrs = attributes(tag);
+            let get = |n| lookup(&attrs, n).unwrap_or_default().to_string();
+            (get("Id"), get("Type"), get("Target"))
+        })
+        .collect()
+}
+
 /// Reads a table part: `<table displayName=".." ref="A1:O28" headerRowCount=".."
 /// totalsRowCount="..">` and its `<tableColumn name="..">`s.
 fn parse_table_part(xml: &str) -> Option<TablePart> {
-    let table_tag = find_tag(xml, "table")?;
-    let name = attribute(table_tag, "displayName").or_else(|| attribute(table_tag, "name"))?;
-    let (first, last) = attribute(table_tag, "ref")?.split_once(':').map(|(a, b)| (a.to_string(), b.to_string()))?;
-    let (first_row, first_col) = cell_reference(&first)?;
-    let (last_row, last_col) = cell_reference(&last)?;
-    let header_rows = attribute(table_tag, "headerRowCount").map_or(Some(1), |v| v.parse().ok())?;
-    let totals_rows = attribute(table_tag, "totalsRowCount").map_or(Some(0), |v| v.parse().ok())?;
+    let attrs = attributes(tags(xml, "table").next()?);
+    let name = lookup(&attrs, "displayName")
+        .or_else(|| lookup(&attrs, "name"))?
+        .to_string();
+    let (first, last) = lookup(&attrs, "ref")?.split_once(':')?;
+    let (first_row, first_col) = cell_reference(first)?;
+    let (last_row, last_col) = cell_reference(last)?;
+    let number =
+        |n: &str, default: u32| lookup(&attrs, n).map_or(Some(default), |v| v.parse().ok());
+    let header_rows = number("headerRowCount", 1)?;
+    let totals_rows = number("totalsRowCount", 0)?;
     if header_rows == 0 || last_col < first_col || last_row < first_row {
         return None;
     }
-    let mut columns = Vec::new();
-    let mut rest = xml;
-    while let Some(pos) = rest.find("tableColumn ") {
-        rest = &rest[pos..];
-        let end = rest.find('>')?;
-        columns.push(attribute(&rest[..end], "name").unwrap_or_default());
-        rest = &rest[end..];
-    }
+    let columns = tags(xml, "tableColumn")
+        .map(|tag| {
+            lookup(&attributes(tag), "name")
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
     Some(TablePart {
         name,
         first_row,
@@ -223,46 +290,58 @@ fn parse_table_part(xml: &str) -> Option<TablePart> {
     })
 }
 
-/// The attributes of the first `<tag …>` (any namespace prefix).
-fn find_tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+/// The insides (`name attr="v" …`) of every start tag with this local name, any prefix.
+fn tags<'a>(xml: &'a str, local_name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     let mut rest = xml;
-    while let Some(lt) = rest.find('<') {
+    std::iter::from_fn(move || loop {
+        let lt = rest.find('<')?;
         rest = &rest[lt + 1..];
         let end = rest.find('>')?;
-        let element = &rest[..end];
+        let element = rest[..end].trim_end_matches('/');
+        rest = &rest[end..];
         let element_name = element.split_whitespace().next().unwrap_or("");
-        let local = element_name.rsplit(':').next().unwrap_or("");
-        if local == tag {
+        if element_name.rsplit(':').next() == Some(local_name) {
             return Some(element);
         }
-    }
-    None
+    })
 }
 
-/// An attribute's value in a start tag, XML entities decoded.
-fn attribute(tag: &str, attr: &str) -> Option<String> {
-    let mut search = tag;
+/// A start tag's attributes, values unescaped.
+fn attributes(tag: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    // Skip the element name.
+    let mut rest = tag.trim_start();
+    rest = rest.find(char::is_whitespace).map_or("", |i| &rest[i..]);
     loop {
-        let pos = search.find(attr)?;
-        let before = search[..pos].chars().last();
-        let after = &search[pos + attr.len()..];
-        search = after;
-        if !matches!(before, Some(c) if c.is_whitespace()) {
-            continue;
-        }
-        let after = after.trim_start();
-        let Some(after) = after.strip_prefix('=') else {
-            continue;
+        rest = rest.trim_start();
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim();
+        let after = rest[eq + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
         };
-        let after = after.trim_start();
-        let quote = after.chars().next()?;
-        if quote != '"' && quote != '\'' {
-            return None;
-        }
-        let value = &after[1..];
-        let end = value.find(quote)?;
-        return Some(unescape_xml(&value[..end]));
+        let Some(end) = after[1..].find(quote) else {
+            break;
+        };
+        out.push((key, unescape_xml(&after[1..1 + end])));
+        rest = &after[end + 2..];
     }
+    out
+}
+
+fn lookup<'a>(attrs: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// An attribute by local name with any namespace prefix (`r:id`).
+fn lookup_local<'a>(attrs: &'a [(&str, String)], local: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|(k, _)| k.split_once(':').is_some_and(|(_, l)| l == local))
+        .map(|(_, v)| v.as_str())
 }
 
 fn unescape_xml(text: &str) -> String {
@@ -423,7 +502,10 @@ fn read_rows(
     let mut flush = |row: u32, texts: &mut Vec<String>, non_empty: bool| {
         if non_empty {
             export.total_rows += 1;
-            match target.map.finding(row as usize + 1, width, |i| texts[i].as_str()) {
+            match target
+                .map
+                .finding(row as usize + 1, width, |i| texts[i].as_str())
+            {
                 Ok(finding) => export.findings.push(finding),
                 Err(rejected) => export.rejected.push(rejected),
             }
@@ -582,7 +664,8 @@ mod tests {
         write_header(ws, 4, 2);
         write_row(ws, 5, 2, "A@engie.com", "2024-03-04T14:52:00Z");
         write_row(ws, 6, 2, "b@engie.com", "2024-03-05T14:52:00Z");
-        ws.add_table(4, 2, 6, 2 + HEADERS.len() as u16 - 1, &table()).unwrap();
+        ws.add_table(4, 2, 6, 2 + HEADERS.len() as u16 - 1, &table())
+            .unwrap();
         // Below the table: not part of it.
         write_row(ws, 9, 2, "c@engie.com", "2024-03-05T14:52:00Z");
         let p = parse(&save(&mut wb), "book.xlsx").unwrap();
@@ -591,7 +674,13 @@ mod tests {
         assert_eq!(p.findings[0].row, 6);
         assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
         assert_eq!(p.findings[1].row, 7);
-        assert!(p.notes.iter().any(|n| n.contains("table 'Issues' on sheet 'Data'")), "{:?}", p.notes);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("table 'Issues' on sheet 'Data'")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -608,8 +697,17 @@ mod tests {
         assert_eq!(p.total_rows, 2, "the blank row 5 is not counted");
         assert_eq!(p.findings[0].row, 4);
         assert_eq!(p.findings[1].row, 6);
-        assert_eq!(p.findings[1].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
-        assert!(p.notes.iter().any(|n| n.contains("sheet 'Issues' (header on row 3)")), "{:?}", p.notes);
+        assert_eq!(
+            p.findings[1].detected.to_rfc3339(),
+            "2024-03-04T14:52:00+00:00"
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("sheet 'Issues' (header on row 3)")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -619,14 +717,25 @@ mod tests {
         write_header(ws, 0, 0);
         write_row(ws, 1, 0, "a@engie.com", "");
         let when = ExcelDateTime::parse_from_str("2024-03-04T14:52:00").unwrap();
-        ws.write_datetime_with_format(1, 5, &when, &Format::new().set_num_format("yyyy-mm-dd hh:mm"))
-            .unwrap();
+        ws.write_datetime_with_format(
+            1,
+            5,
+            &when,
+            &Format::new().set_num_format("yyyy-mm-dd hh:mm"),
+        )
+        .unwrap();
         write_row(ws, 2, 0, "b@engie.com", "");
         ws.write_number(2, 5, 45355.6194444444).unwrap();
         let p = parse(&save(&mut wb), "book.xlsx").unwrap();
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
-        assert_eq!(p.findings[0].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
-        assert_eq!(p.findings[1].detected.to_rfc3339(), "2024-03-04T14:52:00+00:00");
+        assert_eq!(
+            p.findings[0].detected.to_rfc3339(),
+            "2024-03-04T14:52:00+00:00"
+        );
+        assert_eq!(
+            p.findings[1].detected.to_rfc3339(),
+            "2024-03-04T14:52:00+00:00"
+        );
     }
 
     #[test]
@@ -665,13 +774,18 @@ mod tests {
         ws.write_string(0, 0, "Name").unwrap();
         ws.write_string(0, 1, "Count").unwrap();
         ws.write_string(1, 0, "x").unwrap();
-        ws.add_table(0, 0, 1, 1, &Table::new().set_name("Counts")).unwrap();
+        ws.add_table(0, 0, 1, 1, &Table::new().set_name("Counts"))
+            .unwrap();
         let ws = wb.add_worksheet().set_name("Issues").unwrap();
         write_header(ws, 0, 0);
         write_row(ws, 1, 0, "a@engie.com", "2024-03-04T14:52:00Z");
         let p = parse(&save(&mut wb), "book.xlsx").unwrap();
         assert_eq!(p.findings.len(), 1);
-        assert!(p.notes.iter().any(|n| n.contains("'Counts'")), "{:?}", p.notes);
+        assert!(
+            p.notes.iter().any(|n| n.contains("'Counts'")),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -685,7 +799,10 @@ mod tests {
         assert!(matches!(err, ParseError::NoHeader { .. }));
         assert!(msg.starts_with("book.xlsx: "), "{msg}");
         assert!(msg.contains("'Device Owner'"), "{msg}");
-        assert!(msg.contains("sheet 'Feuil1' starts with 'Budget | 2024'"), "{msg}");
+        assert!(
+            msg.contains("sheet 'Feuil1' starts with 'Budget | 2024'"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -695,7 +812,11 @@ mod tests {
         let bytes = save(&mut wb);
         let err = parse_export(&bytes[..bytes.len() / 2], "book.xlsx").unwrap_err();
         assert!(matches!(err, ParseError::BadWorkbook { .. }), "{err}");
-        assert!(err.to_string().starts_with("book.xlsx: unreadable Excel workbook"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("book.xlsx: unreadable Excel workbook"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -703,8 +824,11 @@ mod tests {
         let mut buf = Cursor::new(Vec::new());
         {
             let mut zip = zip::ZipWriter::new(&mut buf);
-            zip.start_file("word/document.xml", zip::write::SimpleFileOptions::default())
-                .unwrap();
+            zip.start_file(
+                "word/document.xml",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
             std::io::Write::write_all(&mut zip, b"<w:document/>").unwrap();
             zip.finish().unwrap();
         }
@@ -718,9 +842,46 @@ mod tests {
         let xml = r#"<?xml version="1.0"?><x:table xmlns:x="urn" id="1" name="T" displayName="Tableau&amp;1" ref="$B$3:D10" totalsRowCount="1"><x:tableColumns count="3"><x:tableColumn id="1" name="Device Owner"/><x:tableColumn id="2" name="Issue"/><x:tableColumn id="3" name="A &lt; B"/></x:tableColumns></x:table>"#;
         let t = parse_table_part(xml).unwrap();
         assert_eq!(t.name, "Tableau&1");
-        assert_eq!((t.first_row, t.first_col, t.last_row, t.last_col), (2, 1, 9, 3));
+        assert_eq!(
+            (t.first_row, t.first_col, t.last_row, t.last_col),
+            (2, 1, 9, 3)
+        );
         assert_eq!((t.header_rows, t.totals_rows), (1, 1));
         assert_eq!(t.columns, ["Device Owner", "Issue", "A < B"]);
+    }
+
+    #[test]
+    fn relationship_targets_resolve_relative_and_absolute_paths() {
+        assert_eq!(
+            resolve("xl/workbook.xml", "worksheets/sheet1.xml"),
+            "xl/worksheets/sheet1.xml"
+        );
+        assert_eq!(
+            resolve("xl/workbook.xml", "/xl/worksheets/sheet1.xml"),
+            "xl/worksheets/sheet1.xml"
+        );
+        assert_eq!(
+            resolve("xl/worksheets/sheet2.xml", "../tables/table1.xml"),
+            "xl/tables/table1.xml"
+        );
+        assert_eq!(
+            rels_path("xl/worksheets/sheet2.xml"),
+            "xl/worksheets/_rels/sheet2.xml.rels"
+        );
+    }
+
+    #[test]
+    fn attributes_are_read_with_either_quote_and_prefixes() {
+        let tag = tags(
+            r#"<x><sheet name='Feuil &amp; 1' sheetId="1" r:id="rId3"/></x>"#,
+            "sheet",
+        )
+        .next()
+        .unwrap();
+        let attrs = attributes(tag);
+        assert_eq!(lookup(&attrs, "name"), Some("Feuil & 1"));
+        assert_eq!(lookup_local(&attrs, "id"), Some("rId3"));
+        assert_eq!(lookup(&attrs, "id"), None);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 mod dates;
 mod templates;
 
-
 pub use dates::format_date;
 pub use templates::{escape_markdown, MessageConstants, RenderError, Renderer};
 

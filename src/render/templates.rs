@@ -11,14 +11,38 @@ use std::path::Path;
 
 /// Built-in templates, embedded so the binary works from any folder.
 const BUILTIN: [(&str, &str); 8] = [
-    ("reminder.fr.subject.j2", include_str!("../../templates/reminder.fr.subject.j2")),
-    ("reminder.en.subject.j2", include_str!("../../templates/reminder.en.subject.j2")),
-    ("reminder.fr.txt.j2", include_str!("../../templates/reminder.fr.txt.j2")),
-    ("reminder.en.txt.j2", include_str!("../../templates/reminder.en.txt.j2")),
-    ("reminder.fr.card.json.j2", include_str!("../../templates/reminder.fr.card.json.j2")),
-    ("reminder.en.card.json.j2", include_str!("../../templates/reminder.en.card.json.j2")),
-    ("reminder.html.j2", include_str!("../../templates/reminder.html.j2")),
-    ("digest.card.json.j2", include_str!("../../templates/digest.card.json.j2")),
+    (
+        "reminder.fr.subject.j2",
+        include_str!("../../templates/reminder.fr.subject.j2"),
+    ),
+    (
+        "reminder.en.subject.j2",
+        include_str!("../../templates/reminder.en.subject.j2"),
+    ),
+    (
+        "reminder.fr.txt.j2",
+        include_str!("../../templates/reminder.fr.txt.j2"),
+    ),
+    (
+        "reminder.en.txt.j2",
+        include_str!("../../templates/reminder.en.txt.j2"),
+    ),
+    (
+        "reminder.fr.card.json.j2",
+        include_str!("../../templates/reminder.fr.card.json.j2"),
+    ),
+    (
+        "reminder.en.card.json.j2",
+        include_str!("../../templates/reminder.en.card.json.j2"),
+    ),
+    (
+        "reminder.html.j2",
+        include_str!("../../templates/reminder.html.j2"),
+    ),
+    (
+        "digest.card.json.j2",
+        include_str!("../../templates/digest.card.json.j2"),
+    ),
 ];
 
 /// A template problem: names the template and the line.
@@ -134,13 +158,20 @@ pub fn escape_markdown(text: &str) -> String {
 impl Renderer {
     /// Loads the templates (built-ins, then overrides from `dir`) and checks that each
     /// language renders, so a broken override fails at start-up, not at send time.
-    pub fn new(dir: Option<&Path>, languages: &[String], constants: MessageConstants) -> Result<Self, RenderError> {
+    pub fn new(
+        dir: Option<&Path>,
+        languages: &[String],
+        constants: MessageConstants,
+    ) -> Result<Self, RenderError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.add_filter("md", |v: String| escape_markdown(&v));
         for (name, source) in BUILTIN {
             env.add_template_owned(name.to_string(), source.to_string())
-                .map_err(|e| RenderError::Template { name: name.into(), detail: e.to_string() })?;
+                .map_err(|e| RenderError::Template {
+                    name: name.into(),
+                    detail: e.to_string(),
+                })?;
         }
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| RenderError::Folder {
@@ -152,15 +183,24 @@ impl Renderer {
                 if !name.ends_with(".j2") {
                     continue;
                 }
-                let source = std::fs::read_to_string(entry.path()).map_err(|e| RenderError::Folder {
-                    path: entry.path().display().to_string(),
-                    detail: e.to_string(),
+                let source =
+                    std::fs::read_to_string(entry.path()).map_err(|e| RenderError::Folder {
+                        path: entry.path().display().to_string(),
+                        detail: e.to_string(),
+                    })?;
+                env.add_template_owned(name.clone(), source).map_err(|e| {
+                    RenderError::Template {
+                        name,
+                        detail: e.to_string(),
+                    }
                 })?;
-                env.add_template_owned(name.clone(), source)
-                    .map_err(|e| RenderError::Template { name, detail: e.to_string() })?;
             }
         }
-        let renderer = Self { env, languages: languages.to_vec(), constants };
+        let renderer = Self {
+            env,
+            languages: languages.to_vec(),
+            constants,
+        };
         for lang in &renderer.languages {
             for part in ["subject", "txt", "card.json"] {
                 let name = format!("reminder.{lang}.{part}.j2");
@@ -168,7 +208,11 @@ impl Renderer {
                     return Err(RenderError::UnknownLanguage(lang.clone()));
                 }
             }
-            renderer.render(&sample_reminder(), NaiveDate::from_ymd_opt(2024, 3, 7).expect("valid date"), lang)?;
+            renderer.render(
+                &sample_reminder(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).expect("valid date"),
+                lang,
+            )?;
         }
         Ok(renderer)
     }
@@ -179,19 +223,35 @@ impl Renderer {
     }
 
     /// Renders a reminder in every configured language (default first).
-    pub fn render_all(&self, reminder: &PlannedReminder, as_of: NaiveDate) -> Result<Vec<RenderedMessage>, RenderError> {
-        self.languages.iter().map(|l| self.render(reminder, as_of, l)).collect()
+    pub fn render_all(
+        &self,
+        reminder: &PlannedReminder,
+        as_of: NaiveDate,
+    ) -> Result<Vec<RenderedMessage>, RenderError> {
+        self.languages
+            .iter()
+            .map(|l| self.render(reminder, as_of, l))
+            .collect()
     }
 
     /// Renders one language.
-    pub fn render(&self, reminder: &PlannedReminder, as_of: NaiveDate, language: &str) -> Result<RenderedMessage, RenderError> {
+    pub fn render(
+        &self,
+        reminder: &PlannedReminder,
+        as_of: NaiveDate,
+        language: &str,
+    ) -> Result<RenderedMessage, RenderError> {
         let _ = as_of;
         let platforms = reminder.platforms();
         let devices: Vec<DeviceView> = reminder
             .devices
             .iter()
             .map(|d| DeviceView {
-                model: if d.device_model.is_empty() { "?".into() } else { d.device_model.clone() },
+                model: if d.device_model.is_empty() {
+                    "?".into()
+                } else {
+                    d.device_model.clone()
+                },
                 platform: d.platform.as_str(),
                 platform_label: match d.platform {
                     Platform::Android => "Android",
@@ -235,18 +295,30 @@ impl Renderer {
             signature => &self.constants.signature,
             grace_days => self.constants.grace_days,
         };
-        let subject = self.render_one(&format!("reminder.{language}.subject.j2"), &ctx)?.trim().to_string();
+        let subject = self
+            .render_one(&format!("reminder.{language}.subject.j2"), &ctx)?
+            .trim()
+            .to_string();
         let ctx = context! { subject => &subject, ..ctx };
         let text = tidy_text(&self.render_one(&format!("reminder.{language}.txt.j2"), &ctx)?);
         let card_name = format!("reminder.{language}.card.json.j2");
         let card_src = self.render_one(&card_name, &ctx)?;
-        let card: serde_json::Value = serde_json::from_str(&card_src)
-            .map_err(|e| RenderError::CardJson { name: card_name, detail: e.to_string() })?;
+        let card: serde_json::Value =
+            serde_json::from_str(&card_src).map_err(|e| RenderError::CardJson {
+                name: card_name,
+                detail: e.to_string(),
+            })?;
         let html = self.render_one(
             "reminder.html.j2",
             &context! { language => language, subject => &subject, blocks => text_blocks(&text) },
         )?;
-        Ok(RenderedMessage { language: language.to_string(), subject, text, html, card })
+        Ok(RenderedMessage {
+            language: language.to_string(),
+            subject,
+            text,
+            html,
+            card,
+        })
     }
 
     /// Renders any named template with a serialisable context (the digest uses it).
@@ -258,10 +330,16 @@ impl Renderer {
         let tmpl = self
             .env
             .get_template(name)
-            .map_err(|e| RenderError::Template { name: name.into(), detail: e.to_string() })?;
+            .map_err(|e| RenderError::Template {
+                name: name.into(),
+                detail: e.to_string(),
+            })?;
         tmpl.render(ctx).map_err(|e| {
             let line = e.line().map(|l| format!("line {l}: ")).unwrap_or_default();
-            RenderError::Template { name: name.into(), detail: format!("{line}{e}") }
+            RenderError::Template {
+                name: name.into(),
+                detail: format!("{line}{e}"),
+            }
         })
     }
 }
@@ -308,7 +386,10 @@ fn text_blocks(text: &str) -> Vec<Block> {
                     if let Some(b) = current.take() {
                         blocks.push(b);
                     }
-                    current = Some(Block { kind, lines: vec![content] });
+                    current = Some(Block {
+                        kind,
+                        lines: vec![content],
+                    });
                 }
             }
         }
@@ -348,7 +429,10 @@ fn sample_reminder() -> PlannedReminder {
                 device_model: "SM-A528B".into(),
                 platform: Platform::Android,
                 lookout_id: Some("a".into()),
-                issues: IssueKind::ALL.iter().map(|k| line(*k, 3, Platform::Android)).collect(),
+                issues: IssueKind::ALL
+                    .iter()
+                    .map(|k| line(*k, 3, Platform::Android))
+                    .collect(),
             },
             DeviceIssues {
                 device_model: "iPhone 7".into(),
@@ -369,29 +453,49 @@ mod tests {
         Renderer::new(
             None,
             &["fr".to_string(), "en".to_string()],
-            MessageConstants { contact: "help@example.com".into(), signature: "Support".into(), grace_days: 30 },
+            MessageConstants {
+                contact: "help@example.com".into(),
+                signature: "Support".into(),
+                grace_days: 30,
+            },
         )
         .unwrap()
     }
 
     fn hostile() -> PlannedReminder {
         let mut r = sample_reminder();
-        r.devices[0].device_model = "\"}]},<script>alert(1)</script> **bold** [x](http://evil)".into();
+        r.devices[0].device_model =
+            "\"}]},<script>alert(1)</script> **bold** [x](http://evil)".into();
         r
     }
 
     #[test]
     fn a_hostile_device_model_stays_data_in_the_card() {
-        let msg = renderer().render(&hostile(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        let msg = renderer()
+            .render(
+                &hostile(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                "fr",
+            )
+            .unwrap();
         let card = msg.card.to_string();
         assert_eq!(msg.card["type"], "AdaptiveCard");
-        assert!(card.contains("\\\\*\\\\*bold\\\\*\\\\*"), "markdown not escaped: {card}");
+        assert!(
+            card.contains("\\\\*\\\\*bold\\\\*\\\\*"),
+            "markdown not escaped: {card}"
+        );
         assert!(card.contains("\\\\[x\\\\]"), "{card}");
     }
 
     #[test]
     fn a_hostile_device_model_is_escaped_in_the_html() {
-        let msg = renderer().render(&hostile(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "en").unwrap();
+        let msg = renderer()
+            .render(
+                &hostile(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                "en",
+            )
+            .unwrap();
         assert!(!msg.html.contains("<script>"), "{}", msg.html);
         assert!(msg.html.contains("&lt;script&gt;"), "{}", msg.html);
     }
@@ -403,7 +507,9 @@ mod tests {
         r.devices[0].issues.truncate(1);
         r.devices[0].issues[0].days_left = 12;
         r.stage = Stage::First;
-        let msg = renderer().render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        let msg = renderer()
+            .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr")
+            .unwrap();
         for expected in [
             "Nous avons une alerte sur nos serveurs indiquant que votre terminal mobile \"SM-A528B\" n'est pas à jour",
             "l'antivirus mobile coupera les accès aux applications d'entreprise (okta, mail, contact, calendrier etc)",
@@ -423,7 +529,9 @@ mod tests {
     fn an_unknown_platform_gets_both_instructions() {
         let mut r = sample_reminder();
         r.devices.remove(0);
-        let msg = renderer().render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "en").unwrap();
+        let msg = renderer()
+            .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "en")
+            .unwrap();
         assert!(msg.text.contains("Apple iPhone/iPad"), "{}", msg.text);
         assert!(msg.text.contains("Android phone/tablet"), "{}", msg.text);
     }
@@ -431,11 +539,19 @@ mod tests {
     #[test]
     fn a_broken_override_fails_at_start_up_naming_the_template() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("reminder.fr.txt.j2"), "Bonjour {{ devices[0].model ").unwrap();
+        std::fs::write(
+            dir.path().join("reminder.fr.txt.j2"),
+            "Bonjour {{ devices[0].model ",
+        )
+        .unwrap();
         let err = Renderer::new(
             Some(dir.path()),
             &["fr".to_string()],
-            MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 },
+            MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+            },
         )
         .unwrap_err();
         assert!(err.to_string().contains("reminder.fr.txt.j2"), "{err}");
@@ -444,21 +560,43 @@ mod tests {
     #[test]
     fn an_override_replaces_the_builtin_wording() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("reminder.fr.subject.j2"), "Rappel : {{ devices|length }} terminal").unwrap();
+        std::fs::write(
+            dir.path().join("reminder.fr.subject.j2"),
+            "Rappel : {{ devices|length }} terminal",
+        )
+        .unwrap();
         let r = Renderer::new(
             Some(dir.path()),
             &["fr".to_string()],
-            MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 },
+            MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+            },
         )
         .unwrap();
-        let msg = r.render(&sample_reminder(), NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr").unwrap();
+        let msg = r
+            .render(
+                &sample_reminder(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                "fr",
+            )
+            .unwrap();
         assert_eq!(msg.subject, "Rappel : 2 terminal");
     }
 
     #[test]
     fn a_language_without_templates_is_refused() {
-        let err = Renderer::new(None, &["de".to_string()], MessageConstants { contact: "c".into(), signature: "s".into(), grace_days: 30 })
-            .unwrap_err();
+        let err = Renderer::new(
+            None,
+            &["de".to_string()],
+            MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("'de'"), "{err}");
     }
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use azure_storage_blob::models::{
-    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
+    BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlobContainerClientListBlobsOptions,
 };
 use azure_storage_blob::BlobContainerClient;
 use futures::TryStreamExt;
@@ -52,19 +53,37 @@ impl BlobSource {
         client_options: ClientOptions,
         max_bytes: u64,
     ) -> Result<Self, SourceError> {
-        let container_location = storage::container_url(&settings.account_url, &settings.container).to_string();
-        let container = container_client(&settings.account_url, &settings.container, credential, client_options)
-            .map_err(|e| SourceError::Failed {
-                location: container_location.clone(),
-                step: "creating the Blob client".into(),
-                detail: storage::describe(&e),
-            })?;
+        let container_location =
+            storage::container_url(&settings.account_url, &settings.container).to_string();
+        let container = container_client(
+            &settings.account_url,
+            &settings.container,
+            credential,
+            client_options,
+        )
+        .map_err(|e| SourceError::Failed {
+            location: container_location.clone(),
+            step: "creating the Blob client".into(),
+            detail: storage::describe(&e),
+        })?;
         Ok(Self {
             container: Arc::new(container),
             container_location,
             selector: settings.selector.clone(),
             max_bytes,
         })
+    }
+
+    /// The source configured by `settings` (`REMINDERS_BLOB_ACCOUNT_URL`…), with the
+    /// configured credential.
+    pub fn from_settings(
+        settings: &crate::config::AzureSettings,
+        max_bytes: u64,
+    ) -> Result<Self, crate::azure::BuildError> {
+        let export = settings.blob_export()?;
+        let (credential, options) = crate::azure::sdk_parts(settings)?;
+        Self::new(&export, credential, options, max_bytes)
+            .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
     /// The same container, another blob (a per-run choice).
@@ -107,7 +126,11 @@ impl BlobSource {
 
     /// The name of the newest blob under `prefix` (by last-modified, then name).
     async fn newest_under(&self, prefix: &str) -> Result<String, SourceError> {
-        let location = format!("{}/{}*", self.container_location.trim_end_matches('/'), prefix);
+        let location = format!(
+            "{}/{}*",
+            self.container_location.trim_end_matches('/'),
+            prefix
+        );
         let options = BlobContainerClientListBlobsOptions {
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
             ..Default::default()
@@ -131,7 +154,10 @@ impl BlobSource {
                 .properties
                 .and_then(|p| p.last_modified)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            if best.as_ref().is_none_or(|(m, n)| (modified, &name) > (*m, n)) {
+            if best
+                .as_ref()
+                .is_none_or(|(m, n)| (modified, &name) > (*m, n))
+            {
                 best = Some((modified, name));
             }
         }
@@ -149,11 +175,10 @@ impl BlobSource {
             .map_err(|e| self.failure(self.location(name), "reading the blob's properties", &e))?;
         let size = props.content_length().ok().flatten().unwrap_or(0);
         let etag = props.etag().ok().flatten().map(|e| e.to_string());
-        let last_modified = props
-            .last_modified()
-            .ok()
-            .flatten()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        let last_modified = props.last_modified().ok().flatten().and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
         Ok(Measured {
             name: name.to_string(),
             size,

@@ -29,21 +29,23 @@ impl Source for LocalFileSource {
 
     async fn fetch(&self) -> Result<FetchedExport, SourceError> {
         let location = self.path.display().to_string();
-        let meta = tokio::fs::metadata(&self.path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SourceError::NotFound {
-                location: location.clone(),
-                hint: String::new(),
-            },
-            std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied {
-                location: location.clone(),
-                hint: String::new(),
-            },
-            _ => SourceError::Failed {
-                location: location.clone(),
-                step: "reading the file".into(),
-                detail: e.to_string(),
-            },
-        })?;
+        let meta = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SourceError::NotFound {
+                    location: location.clone(),
+                    hint: String::new(),
+                },
+                std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied {
+                    location: location.clone(),
+                    hint: String::new(),
+                },
+                _ => SourceError::Failed {
+                    location: location.clone(),
+                    step: "reading the file".into(),
+                    detail: e.to_string(),
+                },
+            })?;
         if meta.is_dir() {
             return Err(SourceError::Failed {
                 location,

@@ -3,9 +3,11 @@
 
 mod blob;
 mod local;
+mod sharepoint;
 
 pub use blob::BlobSource;
 pub use local::LocalFileSource;
+pub use sharepoint::SharePointSource;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,10 @@
 
 #![allow(dead_code)]
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +42,11 @@ pub fn azurite_bin() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes `ca.pem`, `leaf.pem`, `leaf.key` into `dir`.
@@ -49,8 +56,13 @@ fn make_certificates(dir: &Path) {
 
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "lookout-reminders test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "lookout-reminders test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = now - day;
     ca.not_after = now + day * 7;
     let ca_key = KeyPair::generate().unwrap();
@@ -62,9 +74,13 @@ fn make_certificates(dir: &Path) {
         SanType::IpAddress("127.0.0.1".parse().unwrap()),
         SanType::DnsName("localhost".try_into().unwrap()),
     ];
-    leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
     leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = now - day;
@@ -108,27 +124,42 @@ impl Azurite {
         let data = d.join("data");
         std::fs::create_dir_all(&data).unwrap();
         let mut cmd = Command::new(azurite_bin());
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &self.port.to_string()])
-            .args(["--oauth", "basic", "--skipApiVersionCheck", "--disableProductStyleUrl", "--disableTelemetry"])
-            .arg("--cert")
-            .arg(d.join("leaf.pem"))
-            .arg("--key")
-            .arg(d.join("leaf.key"))
-            .arg("--location")
-            .arg(&data)
-            .arg("--debug")
-            .arg(d.join("azurite-debug.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &self.port.to_string(),
+        ])
+        .args([
+            "--oauth",
+            "basic",
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+            "--disableTelemetry",
+        ])
+        .arg("--cert")
+        .arg(d.join("leaf.pem"))
+        .arg("--key")
+        .arg(d.join("leaf.key"))
+        .current_dir(&data)
+        .arg("--debug")
+        .arg(d.join("azurite-debug.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if self.in_memory {
             cmd.arg("--inMemoryPersistence");
+        } else {
+            cmd.arg("--location").arg(&data);
         }
         let child = cmd.spawn().expect("start azurite-blob (run `npm ci`)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -139,14 +170,32 @@ impl Azurite {
                 }
                 panic!("azurite-blob exited at start-up ({status}): {err}");
             }
-            assert!(Instant::now() < deadline, "azurite-blob did not listen on port {} within 30 s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "azurite-blob did not listen on port {} within 30 s",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Kills the emulator (a storage outage); the port stays reserved for [`Azurite::restart`].
+    ///
+    /// SIGTERM first: Azurite keeps its metadata in memory and saves it on a clean exit, so a
+    /// SIGKILL would lose acknowledged writes, which real Blob Storage never does.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -182,7 +231,10 @@ impl Azurite {
     pub fn settings(&self) -> Vec<(String, String)> {
         vec![
             ("REMINDERS_BLOB_ACCOUNT_URL".into(), self.account_url()),
-            ("REMINDERS_EXTRA_CA_FILE".into(), self.ca_file().display().to_string()),
+            (
+                "REMINDERS_EXTRA_CA_FILE".into(),
+                self.ca_file().display().to_string(),
+            ),
             ("REMINDERS_CREDENTIAL".into(), "managed_identity".into()),
             // Short retries: a test must fail in seconds, not minutes.
             ("REMINDERS_AZURE_MAX_RETRIES".into(), "2".into()),

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Runs the binary with a clean settings environment and returns its output.
@@ -44,12 +46,25 @@ fn dirs() -> Dirs {
     let tmp = tempfile::tempdir().unwrap();
     let outbox = tmp.path().join("outbox").display().to_string();
     let state = tmp.path().join("state").display().to_string();
-    Dirs { _tmp: tmp, outbox, state }
+    Dirs {
+        _tmp: tmp,
+        outbox,
+        state,
+    }
 }
 
 fn run_args<'a>(d: &'a Dirs, export: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
-        "run", "--export", export, "--as-of", "2024-03-07", "--outbox", &d.outbox, "--state-dir", &d.state, "--json",
+        "run",
+        "--export",
+        export,
+        "--as-of",
+        "2024-03-07",
+        "--outbox",
+        &d.outbox,
+        "--state-dir",
+        &d.state,
+        "--json",
     ];
     v.extend_from_slice(extra);
     v
@@ -59,7 +74,9 @@ fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![PathBuf::from(dir)];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -77,7 +94,12 @@ fn a_dry_run_on_the_sample_csv_plans_23_reminders_and_sends_nothing() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
     let out = cli(&run_args(&d, &export, &["--dry-run"]), &[]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json_report(&out);
     assert_eq!(r["schema"], "lookout-reminders/run-report/v1");
     assert_eq!(r["trigger"], "cli");
@@ -93,11 +115,22 @@ fn a_dry_run_on_the_sample_csv_plans_23_reminders_and_sends_nothing() {
     assert_eq!(r["owners"]["planned"], 23);
     assert_eq!(r["counts"]["planned"], 23);
     assert_eq!(r["counts"]["sent"], 0);
-    let wx = r["reminders"].as_array().unwrap().iter().find(|x| x["owner"] == "wx6278@engie.com").unwrap();
+    let wx = r["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["owner"] == "wx6278@engie.com")
+        .unwrap();
     assert_eq!(wx["status"], "planned");
     assert_eq!(wx["issues"].as_array().unwrap().len(), 2);
-    assert!(files_in(&d.outbox, "json").is_empty(), "a dry run wrote to the outbox");
-    assert!(!Path::new(&d.state).join("ledger.jsonl").exists(), "a dry run wrote the ledger");
+    assert!(
+        files_in(&d.outbox, "json").is_empty(),
+        "a dry run wrote to the outbox"
+    );
+    assert!(
+        !Path::new(&d.state).join("ledger.jsonl").exists(),
+        "a dry run wrote the ledger"
+    );
 }
 
 #[test]
@@ -105,28 +138,52 @@ fn a_run_writes_one_message_per_owner_and_a_rerun_sends_nothing_twice() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
     let out = cli(&run_args(&d, &export, &[]), &[]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json_report(&out);
     assert_eq!(r["counts"]["sent"], 23);
     assert_eq!(files_in(&d.outbox, "json").len(), 23);
     assert_eq!(files_in(&d.outbox, "txt").len(), 23);
     let ledger = std::fs::read_to_string(Path::new(&d.state).join("ledger.jsonl")).unwrap();
-    assert_eq!(ledger.lines().filter(|l| l.contains("\"event\":\"sent\"")).count(), 25);
-    assert_eq!(files_in(&format!("{}/reports", d.state), "json").len(), 2, "report + latest.json");
+    assert_eq!(
+        ledger
+            .lines()
+            .filter(|l| l.contains("\"event\":\"sent\""))
+            .count(),
+        25
+    );
+    assert_eq!(
+        files_in(&format!("{}/reports", d.state), "json").len(),
+        2,
+        "report + latest.json"
+    );
 
     let again = cli(&run_args(&d, &export, &[]), &[]);
     assert_eq!(again.status.code(), Some(0));
     let r2 = json_report(&again);
     assert_eq!(r2["counts"]["sent"], 0);
     assert_eq!(r2["owners"]["not_due"], 23);
-    assert_eq!(files_in(&d.outbox, "json").len(), 23, "the rerun sent again");
+    assert_eq!(
+        files_in(&d.outbox, "json").len(),
+        23,
+        "the rerun sent again"
+    );
 
     // A week later the cadence makes them due again (the xlsx holds the same issues).
     let xlsx = fixture("issues-export1.xlsx").display().to_string();
     let mut args = run_args(&d, &xlsx, &[]);
     args[4] = "2024-03-14";
     let week = cli(&args, &[]);
-    assert_eq!(json_report(&week)["counts"]["sent"], 23, "stderr: {}", String::from_utf8_lossy(&week.stderr));
+    assert_eq!(
+        json_report(&week)["counts"]["sent"],
+        23,
+        "stderr: {}",
+        String::from_utf8_lossy(&week.stderr)
+    );
 }
 
 #[test]
@@ -134,10 +191,18 @@ fn force_resends_and_only_restricts_to_the_named_owners() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
     assert_eq!(cli(&run_args(&d, &export, &[]), &[]).status.code(), Some(0));
-    let out = cli(&run_args(&d, &export, &["--force", "--only", "WX6278@engie.com"]), &[]);
+    let out = cli(
+        &run_args(&d, &export, &["--force", "--only", "WX6278@engie.com"]),
+        &[],
+    );
     let r = json_report(&out);
     assert_eq!(r["counts"]["sent"], 1);
-    let sent: Vec<_> = r["reminders"].as_array().unwrap().iter().filter(|x| x["status"] == "sent").collect();
+    let sent: Vec<_> = r["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["status"] == "sent")
+        .collect();
     assert_eq!(sent[0]["owner"], "wx6278@engie.com");
 }
 
@@ -145,12 +210,27 @@ fn force_resends_and_only_restricts_to_the_named_owners() {
 fn owners_outside_the_allowed_domains_are_excluded_and_reported() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
-    let out = cli(&run_args(&d, &export, &["--dry-run", "--allowed-domains", "contoso.com"]), &[]);
+    let out = cli(
+        &run_args(
+            &d,
+            &export,
+            &["--dry-run", "--allowed-domains", "contoso.com"],
+        ),
+        &[],
+    );
     let r = json_report(&out);
     assert_eq!(r["owners"]["excluded"], 23);
     assert_eq!(r["counts"]["planned"], 0);
-    let reasons: Vec<_> = r["reminders"].as_array().unwrap().iter().map(|x| x["reason"].as_str().unwrap_or("")).collect();
-    assert!(reasons.iter().all(|x| x.contains("engie.com")), "{reasons:?}");
+    let reasons: Vec<_> = r["reminders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        reasons.iter().all(|x| x.contains("engie.com")),
+        "{reasons:?}"
+    );
 
     let none = cli(&run_args(&d, &export, &["--dry-run"]), &[]);
     let warnings = json_report(&none)["warnings"].to_string();
@@ -182,9 +262,21 @@ fn the_list_view_gives_six_remindable_issues_for_five_owners() {
 
 #[test]
 fn validate_accepts_the_samples_and_refuses_what_is_not_an_export() {
-    for name in ["issues-export.csv", "issues-export1.xlsx", "issues-list-view.tsv"] {
-        let out = cli(&["validate", &fixture(name).display().to_string(), "--json"], &[]);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    for name in [
+        "issues-export.csv",
+        "issues-export1.xlsx",
+        "issues-list-view.tsv",
+    ] {
+        let out = cli(
+            &["validate", &fixture(name).display().to_string(), "--json"],
+            &[],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(json_report(&out)["usable"], true);
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -216,27 +308,63 @@ fn a_bad_row_is_reported_with_its_row_and_field_and_the_others_go_on() {
     assert_eq!(r["rows"]["rejected"], 1);
     assert_eq!(r["rejected"][0]["row"], 2);
     assert_eq!(r["rejected"][0]["field"], "Date Detected");
-    assert!(r["rejected"][0]["reason"].as_str().unwrap().contains("31/02/2024"));
+    assert!(r["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("31/02/2024"));
     assert_eq!(r["owners"]["planned"], 22);
 }
 
 #[test]
 fn preview_shows_the_french_message_with_the_real_model_and_only_the_owners_platform() {
     let export = fixture("issues-export.csv").display().to_string();
-    let out = cli(&["preview", "--export", &export, "--owner", "WX6278@engie.com", "--as-of", "2024-03-07"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &[
+            "preview",
+            "--export",
+            &export,
+            "--owner",
+            "WX6278@engie.com",
+            "--as-of",
+            "2024-03-07",
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Bonjour,"), "{text}");
-    assert!(text.contains("votre terminal mobile \"SM-A528B\" n'est pas à jour"), "{text}");
+    assert!(
+        text.contains("votre terminal mobile \"SM-A528B\" n'est pas à jour"),
+        "{text}"
+    );
     assert!(text.contains("Application Chrome"), "{text}");
     assert!(text.contains("Application Edge"), "{text}");
     assert!(text.contains("Android Smartphone/Tablette"), "{text}");
     assert!(!text.contains("Apple iPhone/iPad"), "{text}");
     assert!(text.contains("DGP-DSI-PROXIMITE@engie.com"), "{text}");
     // Detected 16 Nov 2022: long past the 30 days.
-    assert!(text.contains("délai dépassé depuis le 16 décembre 2022"), "{text}");
+    assert!(
+        text.contains("délai dépassé depuis le 16 décembre 2022"),
+        "{text}"
+    );
 
-    let ios = cli(&["preview", "--export", &export, "--owner", "iu1136@engie.com", "--as-of", "2024-03-07"], &[]);
+    let ios = cli(
+        &[
+            "preview",
+            "--export",
+            &export,
+            "--owner",
+            "iu1136@engie.com",
+            "--as-of",
+            "2024-03-07",
+        ],
+        &[],
+    );
     let text = String::from_utf8_lossy(&ios.stdout);
     assert!(text.contains("Apple iPhone/iPad"), "{text}");
     assert!(!text.contains("Android Smartphone"), "{text}");
@@ -244,9 +372,23 @@ fn preview_shows_the_french_message_with_the_real_model_and_only_the_owners_plat
     // Detected 22 Jan 2024 19:58 UTC → deadline 21 Feb 2024: overdue on 7 March.
     assert!(text.contains("21 février 2024"), "{text}");
 
-    let gm = cli(&["preview", "--export", &export, "--owner", "gm6567@engie.com", "--as-of", "2024-03-07"], &[]);
+    let gm = cli(
+        &[
+            "preview",
+            "--export",
+            &export,
+            "--owner",
+            "gm6567@engie.com",
+            "--as-of",
+            "2024-03-07",
+        ],
+        &[],
+    );
     let text = String::from_utf8_lossy(&gm.stdout);
-    assert!(text.contains("27 jours restants (avant le 3 avril 2024)"), "{text}");
+    assert!(
+        text.contains("27 jours restants (avant le 3 avril 2024)"),
+        "{text}"
+    );
     assert!(text.contains("d'ici 27 jours (le 3 avril 2024)"), "{text}");
 }
 
@@ -254,27 +396,60 @@ fn preview_shows_the_french_message_with_the_real_model_and_only_the_owners_plat
 fn preview_as_a_card_is_valid_adaptive_card_json_and_english_is_available() {
     let export = fixture("issues-export.csv").display().to_string();
     let out = cli(
-        &["preview", "--export", &export, "--owner", "tm6511@engie.com", "--as-of", "2024-03-07", "--format", "card", "--language", "en"],
+        &[
+            "preview",
+            "--export",
+            &export,
+            "--owner",
+            "tm6511@engie.com",
+            "--as-of",
+            "2024-03-07",
+            "--format",
+            "card",
+            "--language",
+            "en",
+        ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let card: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(card["type"], "AdaptiveCard");
     assert_eq!(card["version"], "1.5");
     let text = card.to_string();
-    assert!(text.contains("SM\\\\-A405FN"), "model escaped for markdown: {text}");
+    assert!(
+        text.contains("SM\\\\-A405FN"),
+        "model escaped for markdown: {text}"
+    );
     assert!(text.contains("Edge app to update"), "{text}");
 }
 
 #[test]
 fn bad_settings_and_arguments_exit_with_code_2_naming_the_problem() {
     let export = fixture("issues-export.csv").display().to_string();
-    let out = cli(&["run", "--export", &export, "--dry-run"], &[("REMINDERS_GRACE_DAYS", "soon")]);
+    let out = cli(
+        &["run", "--export", &export, "--dry-run"],
+        &[("REMINDERS_GRACE_DAYS", "soon")],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REMINDERS_GRACE_DAYS"));
     let out = cli(&["run", "--export", &export, "--as-of", "07/03/2024"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    let out = cli(&["run", "--export", &export, "--only", "not-an-email", "--dry-run"], &[]);
+    let out = cli(
+        &[
+            "run",
+            "--export",
+            &export,
+            "--only",
+            "not-an-email",
+            "--dry-run",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -290,7 +465,11 @@ fn a_missing_export_exits_with_code_3() {
 fn a_run_while_another_holds_the_lock_exits_with_code_5_and_sends_nothing() {
     let d = dirs();
     std::fs::create_dir_all(&d.state).unwrap();
-    std::fs::write(Path::new(&d.state).join("run.lock"), "{\"run_id\":\"other\"}").unwrap();
+    std::fs::write(
+        Path::new(&d.state).join("run.lock"),
+        "{\"run_id\":\"other\"}",
+    )
+    .unwrap();
     let export = fixture("issues-export.csv").display().to_string();
     let out = cli(&run_args(&d, &export, &[]), &[]);
     assert_eq!(out.status.code(), Some(5));

@@ -25,15 +25,14 @@ pub const SENDER: &str = "reminders@contoso.com";
 /// Tokens through the real managed-identity credential against the shared fake endpoint.
 pub async fn identity_tokens() -> Arc<dyn AccessTokens> {
     FakeIdentity::shared().await;
-    let env = Env(
-        [("REMINDERS_CREDENTIAL", "managed_identity")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(FakeIdentity::shared().await.env())
-            .collect(),
-    );
+    let env = Env([("REMINDERS_CREDENTIAL", "managed_identity")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(FakeIdentity::shared().await.env())
+        .collect());
     let settings = AzureSettings::from_env(&env).expect("azure settings");
-    let credential = lookout_reminders::azure::credential(&settings).expect("managed identity credential");
+    let credential =
+        lookout_reminders::azure::credential(&settings).expect("managed identity credential");
     Arc::new(CredentialTokens::new(credential))
 }
 
@@ -64,7 +63,10 @@ pub fn fast_policy() -> RetryPolicy {
 
 /// The fakes, started.
 pub async fn fakes() -> (FakeGraph, FakeBot) {
-    (FakeGraph::start(CATALOG_APP_ID).await, FakeBot::start().await)
+    (
+        FakeGraph::start(CATALOG_APP_ID).await,
+        FakeBot::start().await,
+    )
 }
 
 /// A renderer with the built-in templates in French (default) and English.
@@ -72,7 +74,11 @@ pub fn renderer() -> Renderer {
     Renderer::new(
         None,
         &["fr".to_string(), "en".to_string()],
-        MessageConstants { contact: "help@contoso.com".into(), signature: "IT".into(), grace_days: 30 },
+        MessageConstants {
+            contact: "help@contoso.com".into(),
+            signature: "IT".into(),
+            grace_days: 30,
+        },
     )
     .expect("built-in templates render")
 }
@@ -82,7 +88,11 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
     let deadline = NaiveDate::from_ymd_opt(2024, 3, 31).unwrap();
     PlannedReminder {
         owner: OwnerEmail::parse(owner).unwrap(),
-        stage: if days_left < 0 { Stage::Overdue } else { Stage::First },
+        stage: if days_left < 0 {
+            Stage::Overdue
+        } else {
+            Stage::First
+        },
         escalate: days_left < 0,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
@@ -110,8 +120,16 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
 /// A reminder rendered in both languages, ready to send.
 pub fn reminder(owner: &str) -> OutgoingReminder {
     let planned = planned(owner, 10);
-    let messages = renderer().render_all(&planned, NaiveDate::from_ymd_opt(2024, 3, 21).unwrap()).unwrap();
-    OutgoingReminder { run_id: "run-1".into(), reminder: planned, messages, cached_conversation: None, verbose: false }
+    let messages = renderer()
+        .render_all(&planned, NaiveDate::from_ymd_opt(2024, 3, 21).unwrap())
+        .unwrap();
+    OutgoingReminder {
+        run_id: "run-1".into(),
+        reminder: planned,
+        messages,
+        cached_conversation: None,
+        verbose: false,
+    }
 }
 
 /// Log lines written while the guard lives (this thread; use current-thread runtimes).

@@ -89,7 +89,9 @@ pub struct FakeBot {
 impl FakeBot {
     /// Starts on `127.0.0.1:0`, serving under `/teams` like the public service URL.
     pub async fn start() -> FakeBot {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake bot");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake bot");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             started: Instant::now(),
@@ -147,25 +149,52 @@ impl FakeBot {
     }
 
     /// Answers the next `times` requests (any conversation) with `status`.
-    pub fn fail_next(&self, status: u16, times: usize, code: &'static str, retry_after: Option<&str>) {
+    pub fn fail_next(
+        &self,
+        status: u16,
+        times: usize,
+        code: &'static str,
+        retry_after: Option<&str>,
+    ) {
         let mut s = self.state.lock().unwrap();
         for _ in 0..times {
-            s.faults.push_back(Fault { status, code, retry_after: retry_after.map(str::to_string) });
+            s.faults.push_back(Fault {
+                status,
+                code,
+                retry_after: retry_after.map(str::to_string),
+            });
         }
     }
 
     /// Answers the next `times` requests to `conversation` with `status`.
-    pub fn fail_conversation(&self, conversation: &str, status: u16, times: usize, code: &'static str) {
+    pub fn fail_conversation(
+        &self,
+        conversation: &str,
+        status: u16,
+        times: usize,
+        code: &'static str,
+    ) {
         let mut s = self.state.lock().unwrap();
-        let q = s.per_conversation_faults.entry(conversation.to_string()).or_default();
+        let q = s
+            .per_conversation_faults
+            .entry(conversation.to_string())
+            .or_default();
         for _ in 0..times {
-            q.push_back(Fault { status, code, retry_after: None });
+            q.push_back(Fault {
+                status,
+                code,
+                retry_after: None,
+            });
         }
     }
 
     /// Makes a conversation unknown (404 for ever).
     pub fn forget(&self, conversation: &str) {
-        self.state.lock().unwrap().gone.insert(conversation.to_string());
+        self.state
+            .lock()
+            .unwrap()
+            .gone
+            .insert(conversation.to_string());
     }
 
     /// Accepted activities per conversation.
@@ -190,7 +219,11 @@ impl FakeBot {
 }
 
 fn bot_error(status: u16, code: &str, message: &str) -> Response {
-    (StatusCode::from_u16(status).unwrap(), axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        StatusCode::from_u16(status).unwrap(),
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// What a valid Teams activity with an Adaptive Card looks like; `Err` says what is wrong.
@@ -203,11 +236,13 @@ pub fn check_activity(body: &[u8]) -> Result<Value, String> {
         return Err("type must be message".into());
     }
     for field in ["summary", "text"] {
-        if !v[field].as_str().is_some_and(|t| !t.trim().is_empty()) {
+        if v[field].as_str().is_none_or(|t| t.trim().is_empty()) {
             return Err(format!("{field} must be a non-empty string"));
         }
     }
-    let attachments = v["attachments"].as_array().ok_or("attachments must be an array")?;
+    let attachments = v["attachments"]
+        .as_array()
+        .ok_or("attachments must be an array")?;
     if attachments.len() != 1 {
         return Err("exactly one attachment expected".into());
     }
@@ -217,9 +252,15 @@ pub fn check_activity(body: &[u8]) -> Result<Value, String> {
     }
     let card = &a["content"];
     if card["type"] != "AdaptiveCard" || card["version"] != "1.5" {
-        return Err(format!("card type {} version {}", card["type"], card["version"]));
+        return Err(format!(
+            "card type {} version {}",
+            card["type"], card["version"]
+        ));
     }
-    if !card["body"].as_array().is_some_and(|b| !b.is_empty() && b.iter().all(|e| e["type"].is_string())) {
+    if !card["body"]
+        .as_array()
+        .is_some_and(|b| !b.is_empty() && b.iter().all(|e| e["type"].is_string()))
+    {
         return Err("card body must be a non-empty array of typed elements".into());
     }
     Ok(v)
@@ -231,9 +272,14 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
         tokio::time::sleep(d).await;
     }
     let conversation = crate::fake_graph::decode(
-        uri.path().trim_start_matches("/teams/v3/conversations/").trim_end_matches("/activities"),
+        uri.path()
+            .trim_start_matches("/teams/v3/conversations/")
+            .trim_end_matches("/activities"),
     );
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let audience = authorization.as_deref().and_then(bearer_audience);
     let mut s = state.lock().unwrap();
     let at = s.started.elapsed();
@@ -241,7 +287,11 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
     let response = (|| {
         if audience.as_deref() != Some(BOT_AUDIENCE) {
             s.violations.push(format!("bearer audience {audience:?}"));
-            return bot_error(401, "Unauthorized", "Authorization has been denied for this request.");
+            return bot_error(
+                401,
+                "Unauthorized",
+                "Authorization has been denied for this request.",
+            );
         }
         if let Some((limit, style)) = s.limit {
             let second = at.as_secs();
@@ -253,14 +303,21 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
                 let mut r = bot_error(429, "TooManyRequests", "Too many requests");
                 let value = match style {
                     RetryAfterStyle::Seconds => "1".to_string(),
-                    RetryAfterStyle::HttpDate => httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1)),
+                    RetryAfterStyle::HttpDate => httpdate::fmt_http_date(
+                        std::time::SystemTime::now() + Duration::from_secs(1),
+                    ),
                 };
-                r.headers_mut().insert("retry-after", value.parse().unwrap());
+                r.headers_mut()
+                    .insert("retry-after", value.parse().unwrap());
                 return r;
             }
             s.window.1 += 1;
         }
-        let fault = s.faults.pop_front().or_else(|| s.per_conversation_faults.get_mut(&conversation).and_then(|q| q.pop_front()));
+        let fault = s.faults.pop_front().or_else(|| {
+            s.per_conversation_faults
+                .get_mut(&conversation)
+                .and_then(|q| q.pop_front())
+        });
         if let Some(f) = fault {
             if f.status == 429 {
                 s.throttled += 1;

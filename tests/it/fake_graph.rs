@@ -22,7 +22,8 @@ use std::time::Duration;
 pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
 
 /// The `$select` the bot must ask for.
-pub const USER_SELECT: &str = "id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled";
+pub const USER_SELECT: &str =
+    "id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled";
 
 /// A user in the fake directory.
 #[derive(Clone, Debug)]
@@ -82,6 +83,8 @@ struct State {
     mails: Vec<Value>,
     faults: HashMap<&'static str, VecDeque<Fault>>,
     delay: Option<Duration>,
+    /// Keep no request records (the benchmark).
+    skip_recording: bool,
 }
 
 /// A running fake Graph.
@@ -94,7 +97,9 @@ pub struct FakeGraph {
 impl FakeGraph {
     /// Starts on `127.0.0.1:0`; `catalog_app_id` is the Teams app's catalog id.
     pub async fn start(catalog_app_id: &str) -> FakeGraph {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake graph");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake graph");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             base: format!("http://{addr}"),
@@ -124,14 +129,25 @@ impl FakeGraph {
         let id = format!("user-{}", uuid::Uuid::new_v4().simple());
         self.state.lock().unwrap().users.insert(
             upn.to_lowercase(),
-            FakeUser { id: id.clone(), preferred_language: language.map(str::to_string), account_enabled: true, install_forbidden: false },
+            FakeUser {
+                id: id.clone(),
+                preferred_language: language.map(str::to_string),
+                account_enabled: true,
+                install_forbidden: false,
+            },
         );
         id
     }
 
     /// Changes a user.
     pub fn update_user(&self, upn: &str, f: impl FnOnce(&mut FakeUser)) {
-        f(self.state.lock().unwrap().users.get_mut(&upn.to_lowercase()).expect("known user"));
+        f(self
+            .state
+            .lock()
+            .unwrap()
+            .users
+            .get_mut(&upn.to_lowercase())
+            .expect("known user"));
     }
 
     /// Marks the app as already installed for a user.
@@ -148,17 +164,33 @@ impl FakeGraph {
     }
 
     /// Answers the next `times` requests of `route` with `status`.
-    pub fn fail_next(&self, route: &'static str, status: u16, times: usize, retry_after: Option<&str>, code: &'static str) {
+    pub fn fail_next(
+        &self,
+        route: &'static str,
+        status: u16,
+        times: usize,
+        retry_after: Option<&str>,
+        code: &'static str,
+    ) {
         let mut s = self.state.lock().unwrap();
         let q = s.faults.entry(route).or_default();
         for _ in 0..times {
-            q.push_back(Fault { status, retry_after: retry_after.map(str::to_string), code });
+            q.push_back(Fault {
+                status,
+                retry_after: retry_after.map(str::to_string),
+                code,
+            });
         }
     }
 
     /// Delays every answer.
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Keeps no request records (the benchmark: 30,000 tokens would weigh on the memory).
+    pub fn set_recording(&self, on: bool) {
+        self.state.lock().unwrap().skip_recording = !on;
     }
 
     /// Every request so far.
@@ -168,7 +200,10 @@ impl FakeGraph {
 
     /// Requests of one route.
     pub fn requests_to(&self, route: &str) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.route == route).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.route == route)
+            .collect()
     }
 
     /// Strictness violations seen.
@@ -226,18 +261,35 @@ fn graph_error(status: u16, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let delay = state.lock().unwrap().delay;
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
     let raw_path = uri.path().to_string();
-    let segments: Vec<String> = raw_path.trim_start_matches('/').split('/').map(decode).collect();
+    let segments: Vec<String> = raw_path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode)
+        .collect();
     let query = uri.query().unwrap_or("").to_string();
     let q = query_pairs(&query);
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let audience = authorization.as_deref().and_then(bearer_audience);
-    let json_body: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+    let json_body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let route: &'static str = match (method.as_str(), seg.as_slice()) {
         ("GET", ["v1.0", "users", _]) => "user",
@@ -261,8 +313,13 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
     };
     let response = (|| {
         if audience.as_deref() != Some(GRAPH_AUDIENCE) {
-            s.violations.push(format!("{route}: bearer audience {audience:?}"));
-            return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.");
+            s.violations
+                .push(format!("{route}: bearer audience {audience:?}"));
+            return graph_error(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            );
         }
         if let Some(f) = s.faults.get_mut(route).and_then(|q| q.pop_front()) {
             let mut r = graph_error(f.status, f.code, "injected fault");
@@ -274,7 +331,8 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
         match route {
             "user" => {
                 if q.get("$select").map(String::as_str) != Some(USER_SELECT) {
-                    s.violations.push(format!("user: $select {:?}", q.get("$select")));
+                    s.violations
+                        .push(format!("user: $select {:?}", q.get("$select")));
                     return graph_error(400, "BadRequest", "unexpected $select");
                 }
                 match s.users.get(&seg[2].to_lowercase()) {
@@ -288,7 +346,9 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
             }
             "installed_apps" => {
                 let want_filter = format!("teamsApp/id eq '{}'", s.catalog_app_id);
-                if q.get("$expand").map(String::as_str) != Some("teamsApp") || q.get("$filter") != Some(&want_filter) {
+                if q.get("$expand").map(String::as_str) != Some("teamsApp")
+                    || q.get("$filter") != Some(&want_filter)
+                {
                     s.violations.push(format!("installed_apps: query {query}"));
                     return graph_error(400, "BadRequest", "unexpected query");
                 }
@@ -301,7 +361,10 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
             }
             "install" => {
                 let want = format!("{}/v1.0/appCatalogs/teamsApps/{}", s.base, s.catalog_app_id);
-                let bind = json_body.as_ref().and_then(|b| b.get("teamsApp@odata.bind")).and_then(Value::as_str);
+                let bind = json_body
+                    .as_ref()
+                    .and_then(|b| b.get("teamsApp@odata.bind"))
+                    .and_then(Value::as_str);
                 if bind != Some(want.as_str()) {
                     s.violations.push(format!("install: body {json_body:?}"));
                     return graph_error(400, "BadRequest", "teamsApp@odata.bind expected");
@@ -310,24 +373,37 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
                     return graph_error(404, "NotFound", "user");
                 };
                 if user.install_forbidden {
-                    return graph_error(403, "Forbidden", "The user does not have a license for Teams.");
+                    return graph_error(
+                        403,
+                        "Forbidden",
+                        "The user does not have a license for Teams.",
+                    );
                 }
                 if s.installed.contains_key(&user.id) {
                     return graph_error(409, "Conflict", "App is already installed.");
                 }
-                s.installed.insert(user.id.clone(), format!("inst-{}", user.id));
+                s.installed
+                    .insert(user.id.clone(), format!("inst-{}", user.id));
                 StatusCode::CREATED.into_response()
             }
             "chat" => match s.installed.get(seg[2]) {
-                Some(inst) if inst == seg[5] => axum::Json(json!({"id": chat_id(seg[2])})).into_response(),
+                Some(inst) if inst == seg[5] => {
+                    axum::Json(json!({"id": chat_id(seg[2])})).into_response()
+                }
                 _ => graph_error(404, "NotFound", "installation not found"),
             },
             "send_mail" => {
                 let m = json_body.clone().unwrap_or(Value::Null);
-                let ok = m["message"]["subject"].as_str().is_some_and(|x| !x.is_empty())
+                let ok = m["message"]["subject"]
+                    .as_str()
+                    .is_some_and(|x| !x.is_empty())
                     && m["message"]["body"]["contentType"] == "HTML"
-                    && m["message"]["body"]["content"].as_str().is_some_and(|x| x.contains('<'))
-                    && m["message"]["toRecipients"][0]["emailAddress"]["address"].as_str().is_some_and(|x| x.contains('@'));
+                    && m["message"]["body"]["content"]
+                        .as_str()
+                        .is_some_and(|x| x.contains('<'))
+                    && m["message"]["toRecipients"][0]["emailAddress"]["address"]
+                        .as_str()
+                        .is_some_and(|x| x.contains('@'));
                 if !ok {
                     s.violations.push(format!("send_mail: body {m}"));
                     return graph_error(400, "ErrorInvalidRequest", "bad message");
@@ -338,12 +414,15 @@ async fn handle(state: Arc<Mutex<State>>, method: Method, uri: Uri, headers: Hea
                 StatusCode::ACCEPTED.into_response()
             }
             _ => {
-                s.violations.push(format!("unknown route {method} {raw_path}"));
+                s.violations
+                    .push(format!("unknown route {method} {raw_path}"));
                 graph_error(400, "BadRequest", "unknown route")
             }
         }
     })();
     record.status = response.status().as_u16();
-    s.requests.push(record);
+    if !s.skip_recording {
+        s.requests.push(record);
+    }
     response
 }

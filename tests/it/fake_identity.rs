@@ -68,15 +68,27 @@ impl FakeIdentity {
     }
 
     async fn prepare() -> (FakeIdentity, tokio::net::TcpListener, Router) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake identity endpoint");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake identity endpoint");
         let addr = listener.local_addr().unwrap();
         let header = format!("fake-identity-secret-{}", uuid::Uuid::new_v4().simple());
         let state = Arc::new(Mutex::new(Shared::default()));
-        let app = Router::new().route("/msi/token", get(token)).with_state(AppState {
-            header: header.clone(),
-            state: state.clone(),
-        });
-        (FakeIdentity { addr, header, state }, listener, app)
+        let app = Router::new()
+            .route("/msi/token", get(token))
+            .with_state(AppState {
+                header: header.clone(),
+                state: state.clone(),
+            });
+        (
+            FakeIdentity {
+                addr,
+                header,
+                state,
+            },
+            listener,
+            app,
+        )
     }
 
     /// One endpoint for the whole test process, on its own thread (so it outlives each
@@ -89,7 +101,10 @@ impl FakeIdentity {
             std::thread::Builder::new()
                 .name("fake-identity".into())
                 .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
                     rt.block_on(async move {
                         let (identity, listener, app) = FakeIdentity::prepare().await;
                         tx.send(identity).unwrap();
@@ -161,7 +176,10 @@ pub fn bearer_audience(authorization_header: &str) -> Option<String> {
 /// All claims of the JWT in an `Authorization: Bearer <jwt>` header value (or a bare JWT).
 pub fn bearer_claims(authorization_header: &str) -> Option<serde_json::Value> {
     let v = authorization_header.trim();
-    let jwt = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+    let jwt = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or(v);
     let payload = jwt.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -187,7 +205,12 @@ pub fn mint_jwt(resource: &str, client_id: Option<&str>, lifetime_secs: i64) -> 
         "ver": "1.0",
     });
     let enc = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
-    let token = format!("{}.{}.{}", enc(&header), enc(&payload), URL_SAFE_NO_PAD.encode(b"not-signed"));
+    let token = format!(
+        "{}.{}.{}",
+        enc(&header),
+        enc(&payload),
+        URL_SAFE_NO_PAD.encode(b"not-signed")
+    );
     (token, exp)
 }
 
@@ -199,7 +222,11 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-async fn token(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let secret_ok = headers
         .get("x-identity-header")
         .and_then(|v| v.to_str().ok())
@@ -207,7 +234,10 @@ async fn token(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<
     let mut state = app.state.lock().unwrap();
     if !secret_ok {
         state.rejected += 1;
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong x-identity-header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong x-identity-header",
+        );
     }
     if q.get("api-version").map(String::as_str) != Some("2019-08-01") {
         state.rejected += 1;
@@ -218,7 +248,11 @@ async fn token(State(app): State<AppState>, headers: HeaderMap, Query(q): Query<
         return error(StatusCode::BAD_REQUEST, "resource is required");
     };
     if let Some((status, left)) = state.fail {
-        state.fail = if left > 1 { Some((status, left - 1)) } else { None };
+        state.fail = if left > 1 {
+            Some((status, left - 1))
+        } else {
+            None
+        };
         return error(StatusCode::from_u16(status).unwrap(), "injected failure");
     }
     let client_id = q.get("client_id").cloned();
@@ -247,7 +281,10 @@ mod tests {
     async fn the_fake_identity_mints_a_token_for_the_resource_asked_for() {
         let id = FakeIdentity::start().await;
         let http = reqwest::Client::new();
-        let url = format!("{}?api-version=2019-08-01&resource=https://storage.azure.com&client_id=abc", id.endpoint());
+        let url = format!(
+            "{}?api-version=2019-08-01&resource=https://storage.azure.com&client_id=abc",
+            id.endpoint()
+        );
         let body: serde_json::Value = http
             .get(&url)
             .header("x-identity-header", id.header())
@@ -258,8 +295,14 @@ mod tests {
             .await
             .unwrap();
         let token = body["access_token"].as_str().unwrap();
-        assert_eq!(bearer_audience(&format!("Bearer {token}")).as_deref(), Some("https://storage.azure.com"));
-        assert!(body["expires_on"].as_str().unwrap().parse::<i64>().unwrap() > chrono::Utc::now().timestamp());
+        assert_eq!(
+            bearer_audience(&format!("Bearer {token}")).as_deref(),
+            Some("https://storage.azure.com")
+        );
+        assert!(
+            body["expires_on"].as_str().unwrap().parse::<i64>().unwrap()
+                > chrono::Utc::now().timestamp()
+        );
         assert_eq!(
             id.requests(),
             vec![TokenRequest {
@@ -272,7 +315,10 @@ mod tests {
     #[tokio::test]
     async fn the_fake_identity_refuses_a_request_without_the_secret_header() {
         let id = FakeIdentity::start().await;
-        let url = format!("{}?api-version=2019-08-01&resource=https://graph.microsoft.com", id.endpoint());
+        let url = format!(
+            "{}?api-version=2019-08-01&resource=https://graph.microsoft.com",
+            id.endpoint()
+        );
         let status = reqwest::get(&url).await.unwrap().status();
         assert_eq!(status, 401);
         assert!(id.requests().is_empty());

@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use lookout_reminders::config::{Config, Env};
 use lookout_reminders::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
-use lookout_reminders::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, LocalLedger, RunLock};
+use lookout_reminders::ledger::{
+    LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, LocalLedger, RunLock,
+};
 use lookout_reminders::report::{ReminderStatus, RunReport, Trigger};
 use lookout_reminders::source::LocalFileSource;
 use std::collections::HashSet;
@@ -41,7 +43,12 @@ impl Notifier for RecordingNotifier {
                 token.cancel();
             }
         }
-        Ok(Delivery { channel: "test".into(), message_id: Some(format!("m-{owner}")), attempts: 1, ..Default::default() })
+        Ok(Delivery {
+            channel: "test".into(),
+            message_id: Some(format!("m-{owner}")),
+            attempts: 1,
+            ..Default::default()
+        })
     }
 }
 
@@ -66,7 +73,11 @@ impl LedgerStore for FailingLedger {
         {
             let mut left = self.appends_left.lock().unwrap();
             if *left == 0 {
-                return Err(LedgerError::Storage { location: "test".into(), operation: "append".into(), detail: "storage unavailable".into() });
+                return Err(LedgerError::Storage {
+                    location: "test".into(),
+                    operation: "append".into(),
+                    detail: "storage unavailable".into(),
+                });
             }
             *left -= 1;
         }
@@ -83,12 +94,22 @@ impl LedgerStore for FailingLedger {
     }
 }
 
-fn deps(state: &Path, notifier: Arc<dyn Notifier>, ledger: Option<Arc<dyn LedgerStore>>, concurrency: usize) -> Deps {
+fn deps(
+    state: &Path,
+    notifier: Arc<dyn Notifier>,
+    ledger: Option<Arc<dyn LedgerStore>>,
+    concurrency: usize,
+) -> Deps {
     let config = Config::from_env_map(&Env::default()).unwrap();
     let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issues-export.csv");
-    let mut d = lookout_reminders::app::deps(&config, Some(Arc::new(LocalFileSource::new(export, 1 << 20)))).unwrap();
+    let mut d = lookout_reminders::app::deps(
+        &config,
+        Some(Arc::new(LocalFileSource::new(export, 1 << 20))),
+    )
+    .unwrap();
     d.notifier = notifier;
-    d.ledger = ledger.unwrap_or_else(|| Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600))));
+    d.ledger = ledger
+        .unwrap_or_else(|| Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600))));
     d.concurrency = concurrency;
     d
 }
@@ -102,20 +123,39 @@ fn request() -> RunRequest {
 #[tokio::test]
 async fn one_owners_failure_never_stops_the_others_and_a_rerun_retries_only_the_failed() {
     let tmp = tempfile::tempdir().unwrap();
-    let failing = RecordingNotifier { fail_for: ["wx6278@engie.com".to_string()].into(), ..Default::default() };
+    let failing = RecordingNotifier {
+        fail_for: ["wx6278@engie.com".to_string()].into(),
+        ..Default::default()
+    };
     let n = Arc::new(failing);
-    let report = job::run(&deps(tmp.path(), n.clone(), None, 4), request(), CancellationToken::new()).await.unwrap();
+    let report = job::run(
+        &deps(tmp.path(), n.clone(), None, 4),
+        request(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.counts.sent, 22);
     assert_eq!(report.counts.failed, 1);
     assert!(report.partial_failure());
-    let failed = report.reminders.iter().find(|r| r.status == ReminderStatus::Failed).unwrap();
+    let failed = report
+        .reminders
+        .iter()
+        .find(|r| r.status == ReminderStatus::Failed)
+        .unwrap();
     assert_eq!(failed.owner, "wx6278@engie.com");
     assert!(failed.reason.as_deref().unwrap().contains("user not found"));
 
     let ok = Arc::new(RecordingNotifier::default());
     let mut req = request();
     req.as_of = Some(chrono::NaiveDate::from_ymd_opt(2024, 3, 8).unwrap());
-    let report = job::run(&deps(tmp.path(), ok.clone(), None, 4), req, CancellationToken::new()).await.unwrap();
+    let report = job::run(
+        &deps(tmp.path(), ok.clone(), None, 4),
+        req,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     // Overdue owners are reminded daily; the failed one is retried; nobody twice in one day.
     let sent = ok.sent.lock().unwrap().clone();
     assert!(sent.contains(&"wx6278@engie.com".to_string()));
@@ -132,18 +172,44 @@ async fn a_ledger_outage_stops_the_run_after_the_batch_in_flight_and_a_rerun_sen
         appends_left: Mutex::new(2),
     });
     let first = Arc::new(RecordingNotifier::default());
-    let err = job::run(&deps(tmp.path(), first.clone(), Some(ledger), 5), request(), CancellationToken::new()).await.unwrap_err();
+    let err = job::run(
+        &deps(tmp.path(), first.clone(), Some(ledger), 5),
+        request(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, JobError::Ledger(_)), "{err}");
     // Two batches of 5 recorded, the third batch was sent but could not be recorded.
     assert_eq!(first.sent.lock().unwrap().len(), 15);
-    assert!(!tmp.path().join("run.lock").exists(), "the lock was not released");
+    assert!(
+        !tmp.path().join("run.lock").exists(),
+        "the lock was not released"
+    );
 
     let second = Arc::new(RecordingNotifier::default());
-    let report = job::run(&deps(tmp.path(), second.clone(), None, 5), request(), CancellationToken::new()).await.unwrap();
+    let report = job::run(
+        &deps(tmp.path(), second.clone(), None, 5),
+        request(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     // Only the unrecorded batch (at most `concurrency` owners) is sent again.
     let first_sent: HashSet<String> = first.sent.lock().unwrap().iter().cloned().collect();
-    let again: Vec<_> = second.sent.lock().unwrap().iter().filter(|o| first_sent.contains(*o)).cloned().collect();
-    assert!(again.len() <= 5, "re-sent {} owners: {again:?}", again.len());
+    let again: Vec<_> = second
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| first_sent.contains(*o))
+        .cloned()
+        .collect();
+    assert!(
+        again.len() <= 5,
+        "re-sent {} owners: {again:?}",
+        again.len()
+    );
     assert_eq!(report.counts.sent + report.owners.not_due, 23);
 }
 
@@ -153,8 +219,19 @@ async fn more_owners_than_the_cap_are_refused_unless_forced() {
     let n = Arc::new(RecordingNotifier::default());
     let mut d = deps(tmp.path(), n.clone(), None, 4);
     d.max_owners_per_run = 10;
-    let err = job::run(&d, request(), CancellationToken::new()).await.unwrap_err();
-    assert!(matches!(err, JobError::TooManyOwners { planned: 23, limit: 10 }), "{err}");
+    let err = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JobError::TooManyOwners {
+                planned: 23,
+                limit: 10
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("REMINDERS_MAX_OWNERS_PER_RUN"));
     assert!(n.sent.lock().unwrap().is_empty());
     let mut req = request();
@@ -167,11 +244,22 @@ async fn more_owners_than_the_cap_are_refused_unless_forced() {
 async fn a_cancelled_run_records_what_it_sent_and_the_rerun_completes_without_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let token = CancellationToken::new();
-    let n = Arc::new(RecordingNotifier { cancel_after: Some((6, token.clone())), ..Default::default() });
-    let err = job::run(&deps(tmp.path(), n.clone(), None, 3), request(), token).await.unwrap_err();
+    let n = Arc::new(RecordingNotifier {
+        cancel_after: Some((6, token.clone())),
+        ..Default::default()
+    });
+    let err = job::run(&deps(tmp.path(), n.clone(), None, 3), request(), token)
+        .await
+        .unwrap_err();
     assert!(matches!(err, JobError::Cancelled { sent: 6 }), "{err}");
     let again = Arc::new(RecordingNotifier::default());
-    job::run(&deps(tmp.path(), again.clone(), None, 3), request(), CancellationToken::new()).await.unwrap();
+    job::run(
+        &deps(tmp.path(), again.clone(), None, 3),
+        request(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let mut all: Vec<String> = n.sent.lock().unwrap().clone();
     all.extend(again.sent.lock().unwrap().iter().cloned());
     let unique: HashSet<_> = all.iter().collect();
@@ -187,7 +275,13 @@ async fn a_dry_run_takes_no_lock_and_records_nothing() {
     let _held = ledger.lock("someone-else").await.unwrap();
     let mut req = request();
     req.dry_run = true;
-    let report = job::run(&deps(tmp.path(), n.clone(), None, 4), req, CancellationToken::new()).await.unwrap();
+    let report = job::run(
+        &deps(tmp.path(), n.clone(), None, 4),
+        req,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.counts.planned, 23);
     assert!(n.sent.lock().unwrap().is_empty());
     assert!(!tmp.path().join("ledger.jsonl").exists());

@@ -1,11 +1,21 @@
 //! Integration tests: one binary, one module per area.
 
+mod azure_ledger;
+mod azure_sources;
+mod azurite;
 mod cli;
-mod job;
-mod fake_identity;
-mod parse;
 mod deliver_channels;
+mod deliver_faults;
 mod deliver_helpers;
+mod deliver_job;
 mod deliver_teams;
 mod fake_bot;
 mod fake_graph;
+mod fake_identity;
+mod functions_files;
+mod functions_host;
+mod functions_requests;
+mod functions_runs;
+mod helpers;
+mod job;
+mod parse;

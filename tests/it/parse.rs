@@ -95,7 +95,12 @@ fn the_csv_fixture_plans_23_reminders() {
         as_of: as_of(),
         ..PlanOptions::default()
     };
-    let plan = plan::build(&p.findings, &LedgerSnapshot::default(), &Rules::default(), &opts);
+    let plan = plan::build(
+        &p.findings,
+        &LedgerSnapshot::default(),
+        &Rules::default(),
+        &opts,
+    );
     assert_eq!(plan.remindable, 25);
     assert_eq!(plan.reminders.len(), 23);
 }
@@ -112,7 +117,9 @@ fn the_xlsx_fixture_gives_the_same_findings_as_the_csv() {
     assert_eq!(rows, csv.findings.iter().map(|f| f.row).collect::<Vec<_>>());
     assert_eq!(remindable(&xlsx).len(), 25);
     assert!(
-        xlsx.notes.iter().any(|n| n.contains("'Tableau1'") && n.contains("'Feuil1'")),
+        xlsx.notes
+            .iter()
+            .any(|n| n.contains("'Tableau1'") && n.contains("'Feuil1'")),
         "{:?}",
         xlsx.notes
     );
@@ -175,7 +182,10 @@ fn variants_of_the_csv_give_the_same_findings() {
 #[test]
 fn a_windows_1252_semicolon_export_keeps_its_accents() {
     let raw = bytes("tests/data/semicolon-windows-1252.csv");
-    assert!(std::str::from_utf8(&raw).is_err(), "the file must not be UTF-8");
+    assert!(
+        std::str::from_utf8(&raw).is_err(),
+        "the file must not be UTF-8"
+    );
     let p = parse_file("tests/data/semicolon-windows-1252.csv");
     assert_eq!(p.findings[0].device_model, "SM-A326B édition Société");
     assert!(p.notes.iter().any(|n| n.contains("';'")), "{:?}", p.notes);
@@ -224,7 +234,10 @@ fn a_row_without_owner_is_rejected_and_the_others_are_kept() {
 fn an_empty_file_is_an_error_naming_the_file() {
     let err = parse_export(&bytes("tests/data/empty.csv"), "empty.csv").unwrap_err();
     assert!(matches!(err, ParseError::Empty { .. }));
-    assert!(err.to_string().starts_with("empty.csv: the file is empty"), "{err}");
+    assert!(
+        err.to_string().starts_with("empty.csv: the file is empty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -243,7 +256,10 @@ fn a_csv_without_the_export_header_names_what_was_expected_and_found() {
     assert!(matches!(err, ParseError::NoHeader { .. }));
     let msg = err.to_string();
     assert!(msg.starts_with("contacts.csv: no header row"), "{msg}");
-    assert!(msg.contains("'Device Owner', 'Issue', 'Status', 'Date Detected'"), "{msg}");
+    assert!(
+        msg.contains("'Device Owner', 'Issue', 'Status', 'Date Detected'"),
+        "{msg}"
+    );
     assert!(msg.contains("'Name,Phone'"), "{msg}");
 }
 
@@ -252,7 +268,11 @@ fn a_truncated_xlsx_is_an_unreadable_workbook() {
     let full = bytes("fixtures/issues-export1.xlsx");
     let err = parse_export(&full[..full.len() * 2 / 3], "issues-export1.xlsx").unwrap_err();
     assert!(matches!(err, ParseError::BadWorkbook { .. }), "{err}");
-    assert!(err.to_string().starts_with("issues-export1.xlsx: unreadable Excel workbook"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("issues-export1.xlsx: unreadable Excel workbook"),
+        "{err}"
+    );
 }
 
 /// Writes the fixture's rows into a workbook: on sheet `sheet_index` (others get filler),
@@ -273,7 +293,8 @@ fn fixture_workbook(sheet_index: usize, first_row: u32, as_table: bool) -> Vec<u
         for (r, row) in rows.iter().enumerate() {
             for (c, cell) in row.iter().enumerate() {
                 if !cell.is_empty() {
-                    ws.write_string(first_row + r as u32, c as u16, cell).unwrap();
+                    ws.write_string(first_row + r as u32, c as u16, cell)
+                        .unwrap();
                 }
             }
         }
@@ -298,7 +319,11 @@ fn an_xlsx_without_a_table_is_read_from_the_header_on_row_3() {
     assert!(p.rejected.is_empty(), "{:?}", p.rejected);
     assert_eq!(essence(&p), essence(&fixture_csv()));
     assert_eq!(p.findings[0].row, 4);
-    assert!(p.notes.iter().any(|n| n.contains("header on row 3")), "{:?}", p.notes);
+    assert!(
+        p.notes.iter().any(|n| n.contains("header on row 3")),
+        "{:?}",
+        p.notes
+    );
 }
 
 #[test]
@@ -308,7 +333,9 @@ fn an_xlsx_with_its_table_on_the_second_sheet_is_read() {
     assert_eq!(essence(&p), essence(&fixture_csv()));
     assert_eq!(p.findings[0].row, 2);
     assert!(
-        p.notes.iter().any(|n| n.contains("table 'Issues' on sheet 'Sheet2'")),
+        p.notes
+            .iter()
+            .any(|n| n.contains("table 'Issues' on sheet 'Sheet2'")),
         "{:?}",
         p.notes
     );

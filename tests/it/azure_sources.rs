@@ -1,0 +1,663 @@
+//! The Blob source on Azurite (real SDK client, real managed-identity credential fed by the
+//! fake identity endpoint) and the SharePoint source against a fake Microsoft Graph that
+//! checks the Graph audience and redirects downloads to another port that refuses any
+//! Authorization header.
+
+use crate::azurite::Azurite;
+use crate::fake_identity::{bearer_audience, FakeIdentity};
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use lookout_reminders::azure::{self, sdk_client_options, storage};
+use lookout_reminders::config::{AzureSettings, Env};
+use lookout_reminders::job;
+use lookout_reminders::source::{BlobSource, SharePointSource, Source, SourceError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const GRAPH: &str = "https://graph.microsoft.com";
+const STORAGE: &str = "https://storage.azure.com";
+
+fn env_of(pairs: Vec<(String, String)>) -> Env {
+    Env(pairs.into_iter().collect())
+}
+
+/// Settings for a Blob source on `azurite`, container `container`.
+async fn blob_settings(
+    azurite: &Azurite,
+    container: &str,
+    extra: &[(&str, &str)],
+) -> AzureSettings {
+    let identity = FakeIdentity::shared().await;
+    let mut pairs: Vec<(String, String)> = azurite
+        .settings()
+        .into_iter()
+        .chain(identity.env())
+        .collect();
+    pairs.push(("REMINDERS_SOURCE".into(), "blob".into()));
+    pairs.push(("REMINDERS_EXPORT_CONTAINER".into(), container.into()));
+    for (k, v) in extra {
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    AzureSettings::from_env(&env_of(pairs)).unwrap()
+}
+
+/// Uploads test blobs with the SDK (as the export's producer would).
+async fn upload(azurite: &Azurite, container: &str, blobs: &[(&str, Vec<u8>)]) {
+    let settings = blob_settings(azurite, container, &[("REMINDERS_EXPORT_BLOB", "x")]).await;
+    let export = settings.blob_export().unwrap();
+    let client = storage::container_client(
+        &export.account_url,
+        container,
+        azure::credential(&settings).unwrap(),
+        sdk_client_options(&settings).unwrap(),
+    )
+    .unwrap();
+    let _ = client.create(None).await;
+    for (name, bytes) in blobs {
+        client
+            .blob_client(name)
+            .upload(azure_core::http::RequestContent::from(bytes.clone()), None)
+            .await
+            .unwrap();
+        // Distinct last-modified times (one-second resolution).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(crate::helpers::fixture(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
+    let azurite = Azurite::start().await;
+    let csv = fixture("issues-export.csv");
+    let xlsx = fixture("issues-export1.xlsx");
+    upload(
+        &azurite,
+        "exports",
+        &[
+            ("lookout/2024-03-01.csv", csv.clone()),
+            ("lookout/2024-03-08.xlsx", xlsx.clone()),
+            ("other/zzz.csv", csv.clone()),
+        ],
+    )
+    .await;
+
+    let settings = blob_settings(
+        &azurite,
+        "exports",
+        &[("REMINDERS_EXPORT_BLOB", "lookout/2024-03-01.csv")],
+    )
+    .await;
+    let source = BlobSource::from_settings(&settings, 50 << 20).unwrap();
+    let fetched = source.fetch().await.unwrap();
+    assert_eq!(fetched.bytes, csv);
+    assert_eq!(fetched.name, "2024-03-01.csv");
+    assert_eq!(fetched.origin.kind, "blob");
+    assert!(
+        fetched
+            .origin
+            .location
+            .ends_with("/exports/lookout/2024-03-01.csv"),
+        "{}",
+        fetched.origin.location
+    );
+    assert!(fetched.origin.etag.is_some() && fetched.origin.last_modified.is_some());
+    let (report, parsed) = job::fetch_and_parse(&source).await.unwrap();
+    assert_eq!(report.bytes, csv.len() as u64);
+    assert!(parsed.total_rows > 0);
+
+    let settings = blob_settings(
+        &azurite,
+        "exports",
+        &[("REMINDERS_EXPORT_PREFIX", "lookout/")],
+    )
+    .await;
+    let newest = BlobSource::from_settings(&settings, 50 << 20)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(newest.name, "2024-03-08.xlsx");
+    assert_eq!(newest.bytes, xlsx);
+    let (_, parsed) =
+        job::fetch_and_parse(&BlobSource::from_settings(&settings, 50 << 20).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        parsed.format.map(|f| f.as_str().to_string()).as_deref(),
+        Some("xlsx")
+    );
+
+    // Every storage call carried a storage-audience token from the managed identity.
+    let asked: Vec<_> = FakeIdentity::shared().await.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r.resource == STORAGE && r.client_id.is_none()),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blob_source_refuses_bad_input_with_clear_errors() {
+    let azurite = Azurite::start().await;
+    let big = vec![b'x'; 4096];
+    upload(
+        &azurite,
+        "bad",
+        &[
+            ("empty.csv", Vec::new()),
+            ("big.csv", big),
+            ("notes.txt", b"hello\x00\x01".to_vec()),
+        ],
+    )
+    .await;
+
+    // Over the cap: refused from the properties, before any download.
+    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "big.csv")]).await;
+    match BlobSource::from_settings(&settings, 1000)
+        .unwrap()
+        .fetch()
+        .await
+    {
+        Err(SourceError::TooLarge {
+            size,
+            limit,
+            location,
+        }) => {
+            assert_eq!((size, limit), (4096, 1000));
+            assert!(location.ends_with("/bad/big.csv"), "{location}");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+
+    // Empty: the parse step says so.
+    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
+    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+
+    // Wrong format: the parse step refuses it.
+    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
+    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, job::JobError::Unusable(_)), "{err}");
+
+    // Missing blob, missing container, nothing under a prefix: NotFound naming the blob.
+    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "nope.csv")]).await;
+    let err = BlobSource::from_settings(&settings, 1 << 20)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("nope.csv"), "{err}");
+    let settings = blob_settings(
+        &azurite,
+        "no-such-container",
+        &[("REMINDERS_EXPORT_BLOB", "a.csv")],
+    )
+    .await;
+    let err = BlobSource::from_settings(&settings, 1 << 20)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
+    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_PREFIX", "2025/")]).await;
+    let err = BlobSource::from_settings(&settings, 1 << 20)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("REMINDERS_EXPORT_PREFIX"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blob_source_fails_fast_and_clearly_when_storage_is_down() {
+    let mut azurite = Azurite::start().await;
+    let settings = blob_settings(&azurite, "down", &[("REMINDERS_EXPORT_BLOB", "a.csv")]).await;
+    azurite.stop();
+    let started = std::time::Instant::now();
+    let err = BlobSource::from_settings(&settings, 1 << 20)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("a.csv") && text.contains("reading the blob's properties"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SharePoint through a fake Graph.
+
+const SITE_ID: &str = "contoso.sharepoint.com,2f1e2d3c-0000-4000-8000-000000000001,7a6b5c4d-0000-4000-8000-000000000002";
+
+#[derive(Default)]
+struct GraphState {
+    /// Raw request paths with the audience of their token.
+    requests: Vec<(String, Option<String>)>,
+    /// Answer the next N Graph calls with 429 + Retry-After: 1.
+    throttle: usize,
+    /// Answer the next N Graph calls with 503 (no Retry-After).
+    unavailable: usize,
+    /// Answer every call with 403.
+    forbidden: bool,
+    /// The download port.
+    download_port: u16,
+    /// Download requests: whether an Authorization header came along.
+    downloads: Vec<bool>,
+    file: Vec<u8>,
+}
+
+struct FakeGraph {
+    base: String,
+    state: Arc<Mutex<GraphState>>,
+}
+
+fn decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&raw[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+async fn graph(
+    state: axum::extract::State<Arc<Mutex<GraphState>>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let audience = bearer_audience(auth);
+    let raw = uri.path().to_string();
+    let mut s = state.lock().unwrap();
+    s.requests.push((raw.clone(), audience.clone()));
+    if audience.as_deref() != Some(GRAPH) {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        );
+    }
+    if s.throttle > 0 {
+        s.throttle -= 1;
+        let mut r = graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "activityLimitReached",
+            "throttled",
+        );
+        r.headers_mut().insert("retry-after", "1".parse().unwrap());
+        return r;
+    }
+    if s.unavailable > 0 {
+        s.unavailable -= 1;
+        return graph_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "try later",
+        );
+    }
+    if s.forbidden {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "accessDenied",
+            "Either scp or roles claim need to be present in the token.",
+        );
+    }
+    let path = decode(&raw);
+    let file_path = "/v1.0/drives/b!docs/root:/General/Power Automate/issues-export1.xlsx";
+    match path.as_str() {
+        "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility" => axum::Json(serde_json::json!({"id": SITE_ID, "name": "Mobility"})).into_response(),
+        p if p == format!("/v1.0/sites/{SITE_ID}/drive") => {
+            axum::Json(serde_json::json!({"id": "b!docs", "name": "Documents", "driveType": "documentLibrary"})).into_response()
+        }
+        p if p == format!("/v1.0/sites/{SITE_ID}/drives") => axum::Json(serde_json::json!({"value": [
+            {"id": "b!docs", "name": "Documents", "driveType": "documentLibrary"},
+            {"id": "b!exports", "name": "Lookout Exports", "driveType": "documentLibrary"}
+        ]}))
+        .into_response(),
+        p if p == file_path => axum::Json(serde_json::json!({
+            "id": "01ABC", "name": "issues-export1.xlsx", "size": s.file.len(),
+            "eTag": "\"{1234},5\"", "lastModifiedDateTime": "2024-03-08T06:00:00Z", "file": {"mimeType": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+        }))
+        .into_response(),
+        p if p == format!("{file_path}:/content") => {
+            // Graph answers with a 302 to a pre-authenticated URL on another host.
+            let location = format!("http://127.0.0.1:{}/download/01ABC?tempauth=pre-authenticated", s.download_port);
+            Response::builder().status(StatusCode::FOUND).header("location", location).body(Body::empty()).unwrap()
+        }
+        p if p.starts_with("/v1.0/sites/") && p.contains(':') => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site could not be found"),
+        _ => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
+    }
+}
+
+async fn download(
+    state: axum::extract::State<Arc<Mutex<GraphState>>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    let with_auth = headers.contains_key("authorization");
+    s.downloads.push(with_auth);
+    if with_auth {
+        // The real download host rejects bearer tokens it did not issue.
+        return (
+            StatusCode::BAD_REQUEST,
+            "Authorization header not allowed on a pre-authenticated URL",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, s.file.clone()).into_response()
+}
+
+impl FakeGraph {
+    async fn start(file: Vec<u8>) -> FakeGraph {
+        let state = Arc::new(Mutex::new(GraphState {
+            file,
+            ..Default::default()
+        }));
+        let dl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        state.lock().unwrap().download_port = dl.local_addr().unwrap().port();
+        let dl_app = Router::new()
+            .route("/download/{id}", axum::routing::get(download))
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(dl, dl_app).await.unwrap() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().fallback(graph).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeGraph { base, state }
+    }
+
+    async fn settings(&self, extra: &[(&str, &str)]) -> AzureSettings {
+        let identity = FakeIdentity::shared().await;
+        let mut pairs: Vec<(String, String)> = identity.env();
+        for (k, v) in [
+            ("REMINDERS_SOURCE", "sharepoint"),
+            ("REMINDERS_CREDENTIAL", "managed_identity"),
+            ("REMINDERS_GRAPH_BASE_URL", self.base.as_str()),
+            (
+                "REMINDERS_SHAREPOINT_SITE_URL",
+                "https://contoso.sharepoint.com/sites/Mobility",
+            ),
+            (
+                "REMINDERS_SHAREPOINT_FILE_PATH",
+                "General/Power Automate/issues-export1.xlsx",
+            ),
+            ("REMINDERS_AZURE_MAX_RETRIES", "3"),
+            ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
+            pairs.push((k.into(), v.into()));
+        }
+        AzureSettings::from_env(&env_of(pairs)).unwrap()
+    }
+
+    async fn source(&self, extra: &[(&str, &str)]) -> SharePointSource {
+        SharePointSource::from_settings(&self.settings(extra).await, 50 << 20).unwrap()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_resolves_site_library_and_file_and_downloads_without_the_token() {
+    let xlsx = fixture("issues-export1.xlsx");
+    let graph = FakeGraph::start(xlsx.clone()).await;
+    let fetched = graph.source(&[]).await.fetch().await.unwrap();
+    assert_eq!(fetched.bytes, xlsx);
+    assert_eq!(fetched.name, "issues-export1.xlsx");
+    assert_eq!(fetched.origin.kind, "sharepoint");
+    assert_eq!(fetched.origin.etag.as_deref(), Some("\"{1234},5\""));
+    assert_eq!(
+        fetched.origin.location,
+        "sharepoint://contoso.sharepoint.com/sites/Mobility/(default library)/General/Power Automate/issues-export1.xlsx"
+    );
+
+    let state = graph.state.lock().unwrap();
+    let paths: Vec<&str> = state.requests.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility".to_string(),
+            format!("/v1.0/sites/{SITE_ID}/drive"),
+            "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx".to_string(),
+            "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx:/content"
+                .to_string(),
+        ]
+    );
+    assert!(
+        state
+            .requests
+            .iter()
+            .all(|(_, aud)| aud.as_deref() == Some(GRAPH)),
+        "{:?}",
+        state.requests
+    );
+    assert_eq!(
+        state.downloads,
+        vec![false],
+        "the bearer token went to the download host"
+    );
+    drop(state);
+    assert!(FakeIdentity::shared()
+        .await
+        .requests()
+        .iter()
+        .any(|r| r.resource == GRAPH));
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_finds_a_library_by_name_and_names_the_missing_one() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph
+        .source(&[("REMINDERS_SHAREPOINT_LIBRARY", "documents")])
+        .await
+        .fetch()
+        .await
+        .unwrap();
+    assert!(graph
+        .paths()
+        .contains(&format!("/v1.0/sites/{SITE_ID}/drives")));
+
+    let err = graph
+        .source(&[("REMINDERS_SHAREPOINT_LIBRARY", "Archive")])
+        .await
+        .fetch()
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{text}");
+    assert!(
+        text.contains("library 'Archive' not found") && text.contains("Lookout Exports"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_says_which_step_was_not_found_or_forbidden() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let err = graph
+        .source(&[(
+            "REMINDERS_SHAREPOINT_SITE_URL",
+            "https://contoso.sharepoint.com/sites/Nope",
+        )])
+        .await
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::NotFound { .. }) && err.to_string().contains("site not found"),
+        "{err}"
+    );
+
+    let err = graph
+        .source(&[("REMINDERS_SHAREPOINT_FILE_PATH", "General/missing.xlsx")])
+        .await
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::NotFound { .. }) && err.to_string().contains("file not found"),
+        "{err}"
+    );
+
+    graph.state.lock().unwrap().forbidden = true;
+    let err = graph.source(&[]).await.fetch().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, SourceError::PermissionDenied { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("resolving the site") && text.contains("Sites.Selected"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_waits_out_throttling_and_server_errors_within_bounds() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().throttle = 1;
+    graph.state.lock().unwrap().unavailable = 2;
+    let started = std::time::Instant::now();
+    graph.source(&[]).await.fetch().await.unwrap();
+    // One Retry-After of 1 s was honoured.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    graph.state.lock().unwrap().throttle = 100;
+    let err = graph.source(&[]).await.fetch().await.unwrap_err();
+    assert!(
+        err.to_string().contains("throttled by Graph (HTTP 429)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let settings = graph.settings(&[]).await;
+    let err = SharePointSource::from_settings(&settings, 100)
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::TooLarge { limit: 100, .. }),
+        "{err}"
+    );
+    assert!(graph.state.lock().unwrap().downloads.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records_in_the_container()
+{
+    let azurite = Azurite::start().await;
+    upload(
+        &azurite,
+        "exports",
+        &[("lookout/latest.csv", fixture("issues-export.csv"))],
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let identity = FakeIdentity::shared().await;
+    let mut pairs: Vec<(String, String)> = azurite
+        .settings()
+        .into_iter()
+        .chain(identity.env())
+        .collect();
+    for (k, v) in [
+        ("REMINDERS_SOURCE", "blob"),
+        ("REMINDERS_LEDGER", "blob"),
+        ("REMINDERS_EXPORT_CONTAINER", "exports"),
+        ("REMINDERS_EXPORT_PREFIX", "lookout/"),
+        ("REMINDERS_STATE_CONTAINER", "state"),
+    ] {
+        pairs.push((k.into(), v.into()));
+    }
+    pairs.push((
+        "REMINDERS_OUTBOX_DIR".into(),
+        tmp.path().join("outbox").display().to_string(),
+    ));
+    let config = lookout_reminders::config::Config::from_env_map(&env_of(pairs)).unwrap();
+    let deps = lookout_reminders::app::deps(&config, None).unwrap();
+    assert!(
+        deps.source.describe().contains("newest blob under"),
+        "{}",
+        deps.source.describe()
+    );
+    assert!(
+        deps.ledger.describe().contains("/state"),
+        "{}",
+        deps.ledger.describe()
+    );
+    let mut req = job::RunRequest::new(lookout_reminders::report::Trigger::Cli);
+    req.as_of = Some(chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap());
+    let first = job::run(
+        &deps,
+        req.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(first.counts.sent > 0);
+    assert_eq!(
+        first.source.location,
+        format!("{}/exports/lookout/latest.csv", azurite.account_url())
+    );
+    let again = job::run(&deps, req, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(again.counts.sent, 0, "the same day's rerun sent again");
+    let last = deps.ledger.last_report().await.unwrap().unwrap();
+    assert_eq!(last.run_id, again.run_id);
+}

@@ -1,0 +1,154 @@
+//! Bad requests to the HTTP function get a 4xx with a clear message, and the handler keeps
+//! serving afterwards.
+
+use crate::helpers::spawn_app;
+use serde_json::json;
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_clear_messages_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (br#"{"dryRun": tru"#.to_vec(), 400, "not valid JSON"),
+        (
+            br#"{"dryRun": true} trailing"#.to_vec(),
+            400,
+            "not valid JSON",
+        ),
+        (br#"["dryRun"]"#.to_vec(), 400, "invalid request body"),
+        (
+            br#"{"dryRun": "yes"}"#.to_vec(),
+            400,
+            "dryRun: invalid type",
+        ),
+        (
+            br#"{"only": "a@engie.com"}"#.to_vec(),
+            400,
+            "only: invalid type",
+        ),
+        (
+            br#"{"dryrun": true}"#.to_vec(),
+            400,
+            "unknown field `dryrun`",
+        ),
+        (
+            br#"{"asOf": "07/03/2024"}"#.to_vec(),
+            400,
+            "asOf: expected a date as YYYY-MM-DD",
+        ),
+        (
+            br#"{"only": ["jm6453@engie.com", "not-an-email"]}"#.to_vec(),
+            400,
+            "only[1]: not an e-mail address",
+        ),
+        (
+            br#"{"source": {"blob": "a.csv", "path": "b.csv"}}"#.to_vec(),
+            400,
+            "exactly one of",
+        ),
+        (
+            br#"{"source": {"container": "x"}}"#.to_vec(),
+            400,
+            "unknown field `container`",
+        ),
+        // Not configured for Blob Storage here: refused, naming the field and the missing setting.
+        (
+            br#"{"source": {"blob": "exports/today.csv"}}"#.to_vec(),
+            400,
+            "source",
+        ),
+        (
+            br#"{"channel": "pigeon"}"#.to_vec(),
+            400,
+            "channel: unknown channel 'pigeon'",
+        ),
+        (br#"{"wait": 0}"#.to_vec(), 400, "wait: invalid type"),
+        (vec![b' '; 70 * 1024], 413, "over the limit of 65536 bytes"),
+        (
+            format!(r#"{{"only": ["{}@engie.com"]}}"#, "a".repeat(1024 * 1024)).into_bytes(),
+            413,
+            "over the limit",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+        let a = app.run_raw(body).await;
+        assert_eq!(a.status, status, "{shown}: {}", a.text);
+        let error = a.json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{shown}: no error message: {}", a.text));
+        assert!(
+            error.contains(message),
+            "{shown}: '{error}' does not contain '{message}'"
+        );
+        assert!(
+            app.is_serving().await,
+            "the handler stopped serving after {shown}"
+        );
+    }
+    // Still fully working: a real request after all that.
+    let ok = app
+        .run(&json!({ "dryRun": true, "asOf": "2024-03-07" }))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert!(
+        app.outbox_messages().is_empty(),
+        "a refused request sent something"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_the_allowed_methods() {
+    let app = spawn_app().await;
+    for method in [
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let a = app
+            .host_request(method.clone(), "/api/function_http", None)
+            .await;
+        assert_eq!(a.status, 405, "{method}: {}", a.text);
+        assert_eq!(a.headers["allow"], "GET, POST");
+        assert!(
+            a.json["error"].as_str().unwrap().contains(method.as_str()),
+            "{}",
+            a.text
+        );
+    }
+    let a = app
+        .host_request(reqwest::Method::GET, "/function_timer", None)
+        .await;
+    assert_eq!(a.status, 405, "{}", a.text);
+    assert!(app.is_serving().await);
+}
+
+#[tokio::test]
+async fn an_unknown_or_malformed_run_id_is_404_or_400() {
+    let app = spawn_app().await;
+    let a = app.run_report("6d1c0e0e-0000-4000-8000-000000000000").await;
+    assert_eq!(a.status, 404, "{}", a.text);
+    let a = app.run_report("..%2F..%2Fetc%2Fpasswd").await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.json["error"].as_str().unwrap().contains("runId"),
+        "{}",
+        a.text
+    );
+}
+
+#[tokio::test]
+async fn a_timer_payload_that_is_not_json_is_a_400_in_the_hosts_shape() {
+    let app = spawn_app().await;
+    let a = app.timer("not json").await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.json["Logs"][0]
+            .as_str()
+            .unwrap()
+            .contains("not the host's JSON"),
+        "{}",
+        a.text
+    );
+    assert!(app.is_serving().await);
+    assert!(app.outbox_messages().is_empty());
+}

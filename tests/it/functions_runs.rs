@@ -1,0 +1,292 @@
+//! Runs through the handler: overlapping invocations, the run lock, background runs,
+//! partial failures, an unusable export, and a SIGTERM in the middle of a run.
+
+use crate::functions_host::TIMER_PAYLOAD;
+use crate::helpers::{assert_each_once, fixture, spawn_app, write_export, Root, Spawn};
+use serde_json::json;
+use std::time::Duration;
+
+/// A handler on a generated export of `owners` owners, sending one at a time (slow on purpose).
+async fn slow_app(root: std::sync::Arc<Root>, owners: usize) -> crate::helpers::TestApp {
+    let export = root.path().join("big-export.csv");
+    if !export.exists() {
+        write_export(&export, owners);
+    }
+    Spawn::new()
+        .env("REMINDERS_EXPORT_PATH", export.display().to_string())
+        .env("REMINDERS_CONCURRENCY", "1")
+        .env("REMINDERS_MAX_OWNERS_PER_RUN", "100000")
+        .start_in(root)
+        .await
+}
+
+#[tokio::test]
+async fn two_timer_invocations_on_the_same_day_send_each_reminder_once() {
+    let app = spawn_app().await;
+    let first = app.timer(TIMER_PAYLOAD).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let sent = first.json["ReturnValue"]["counts"]["sent"]
+        .as_u64()
+        .unwrap();
+    assert!(sent > 0);
+    // The host re-runs a missed occurrence as past due: same day, nothing new to send.
+    let past_due = TIMER_PAYLOAD.replace("\"IsPastDue\": false", "\"IsPastDue\": true");
+    let second = app.timer(&past_due).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(
+        second.json["ReturnValue"]["counts"]["sent"], 0,
+        "{}",
+        second.text
+    );
+    assert_eq!(second.json["ReturnValue"]["pastDue"], true);
+    assert!(
+        second.json["Logs"].to_string().contains("nothing due"),
+        "{}",
+        second.text
+    );
+    let outbox = app.outbox_messages();
+    assert_eq!(outbox.len() as u64, sent);
+    assert_each_once(&outbox, "outbox");
+}
+
+#[tokio::test]
+async fn a_timer_and_an_http_run_at_the_same_time_run_once_and_the_other_is_told_a_run_is_in_progress(
+) {
+    let app = slow_app(Root::new(), 300).await;
+    let body = json!({});
+    let (timer, http) = tokio::join!(app.timer(TIMER_PAYLOAD), app.run(&body));
+    assert_eq!(timer.status, 200, "{}", timer.text);
+    let timer_ran = timer.json["ReturnValue"]["status"] == "done";
+    let timer_refused = timer.json["ReturnValue"]["status"] == "in_progress";
+    let http_ran = http.status == 200;
+    let http_refused = http.status == 409;
+    assert!(
+        (timer_ran && http_refused) || (timer_refused && http_ran),
+        "expected exactly one run: timer {} / http {} {}",
+        timer.text,
+        http.status,
+        http.text
+    );
+    if http_refused {
+        assert_eq!(http.json["status"], "in_progress", "{}", http.text);
+        assert!(
+            http.json["error"].as_str().unwrap().contains("in progress"),
+            "{}",
+            http.text
+        );
+    } else {
+        assert!(
+            timer.json["ReturnValue"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("in progress"),
+            "{}",
+            timer.text
+        );
+    }
+    let outbox = app.outbox_messages();
+    assert_eq!(outbox.len(), 300);
+    assert_each_once(&outbox, "outbox");
+    let owners: Vec<String> = app.ledger_sent().into_iter().map(|(o, _)| o).collect();
+    assert_eq!(owners.len(), 300);
+    assert_each_once(&owners, "ledger");
+    assert!(!app.lock_held(), "the run lock was not released");
+}
+
+#[tokio::test]
+async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_outcome() {
+    let root = Root::new();
+    std::fs::create_dir_all(root.path().join("state")).unwrap();
+    std::fs::write(
+        root.path().join("state/run.lock"),
+        r#"{"run_id":"other-instance","pid":1,"since":"2026-11-23T07:00:00Z"}"#,
+    )
+    .unwrap();
+    let app = Spawn::new().start_in(root).await;
+    let http = app.run(&json!({})).await;
+    assert_eq!(http.status, 409, "{}", http.text);
+    assert_eq!(http.json["status"], "in_progress");
+    let timer = app.timer(TIMER_PAYLOAD).await;
+    assert_eq!(timer.status, 200, "{}", timer.text);
+    assert_eq!(
+        timer.json["ReturnValue"]["status"], "in_progress",
+        "{}",
+        timer.text
+    );
+    assert!(app.outbox_messages().is_empty());
+    // A dry run changes nothing and is not blocked.
+    let dry = app.run(&json!({ "dryRun": true })).await;
+    assert_eq!(dry.status, 200, "{}", dry.text);
+}
+
+#[tokio::test]
+async fn wait_false_answers_202_with_the_run_id_and_the_report_is_fetched_later() {
+    let app = slow_app(Root::new(), 200).await;
+    let started = app.run(&json!({ "wait": false })).await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let run_id = started.json["runId"].as_str().unwrap().to_string();
+    let location = format!("/api/function_http?runId={run_id}");
+    assert_eq!(started.headers["location"], location.as_str());
+    assert_eq!(started.json["statusUrl"], location.as_str());
+    // While it runs, another real run is refused and health names the run in progress.
+    let again = app.run(&json!({})).await;
+    if again.status == 409 {
+        assert_eq!(again.json["runId"], run_id.as_str());
+    }
+    let done = app.wait_for_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json["run_id"], run_id.as_str());
+    assert_eq!(done.json["counts"]["sent"], 200);
+    // Real runs are stored: the report is still there after a restart.
+    let root = app.root.clone();
+    drop(app);
+    let app = Spawn::new().start_in(root).await;
+    let stored = app.run_report(&run_id).await;
+    assert_eq!(stored.status, 200, "{}", stored.text);
+    assert_eq!(stored.json["counts"]["sent"], 200);
+}
+
+#[tokio::test]
+async fn a_dry_run_in_the_background_is_fetchable_by_run_id() {
+    let app = spawn_app().await;
+    let started = app
+        .run(&json!({ "wait": false, "dryRun": true, "asOf": "2024-03-07" }))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let done = app
+        .wait_for_run(
+            started.json["runId"].as_str().unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json["counts"]["planned"], 23);
+}
+
+#[tokio::test]
+async fn failed_deliveries_answer_207_with_the_report() {
+    let root = Root::new();
+    // An outbox "folder" that is a file: every send fails, the run itself completes.
+    std::fs::write(root.path().join("outbox-is-a-file"), b"").unwrap();
+    let app = Spawn::new()
+        .env(
+            "REMINDERS_OUTBOX_DIR",
+            root.path().join("outbox-is-a-file").display().to_string(),
+        )
+        .start_in(root)
+        .await;
+    let a = app
+        .run(&json!({ "asOf": "2024-03-07", "only": ["JM6453@engie.com"] }))
+        .await;
+    assert_eq!(a.status, 207, "{}", a.text);
+    assert_eq!(a.json["counts"]["failed"], 1, "{}", a.text);
+    assert_eq!(a.json["schema"], "lookout-reminders/run-report/v1");
+}
+
+#[tokio::test]
+async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
+    let app = Spawn::new()
+        .env(
+            "REMINDERS_EXPORT_PATH",
+            fixture("README.md").display().to_string(),
+        )
+        .start()
+        .await;
+    let a = app.run(&json!({})).await;
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert!(
+        a.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("unusable export"),
+        "{}",
+        a.text
+    );
+    assert!(app.outbox_messages().is_empty());
+    let missing = app
+        .run(&json!({ "source": { "path": "no-such-export.csv" } }))
+        .await;
+    assert_eq!(missing.status, 422, "{}", missing.text);
+    assert!(
+        missing.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{}",
+        missing.text
+    );
+}
+
+#[tokio::test]
+async fn a_local_source_override_runs_on_that_file() {
+    let app = Spawn::new()
+        .env("REMINDERS_EXPORT_PATH", "missing.csv")
+        .start()
+        .await;
+    let path = fixture("issues-export.csv").display().to_string();
+    let a = app
+        .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["counts"]["planned"], 23);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() {
+    const OWNERS: usize = 3000;
+    let root = Root::new();
+    let mut app = slow_app(root.clone(), OWNERS).await;
+    let started = app.run(&json!({ "wait": false })).await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    // Let it send a few, then stop the instance as the platform does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.outbox_messages().len() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started sending:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.sigterm();
+    let status = app.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}:\n{}",
+        app.logs()
+    );
+    assert!(
+        app.logs().contains("stopping before the next batch"),
+        "the run was not stopped between batches:\n{}",
+        app.logs()
+    );
+    assert!(!app.lock_held(), "the run lock survived the shutdown");
+    let first = app.ledger_sent().len();
+    assert!(
+        first < OWNERS,
+        "the run finished before SIGTERM; make it slower"
+    );
+    assert_eq!(
+        app.outbox_messages().len(),
+        first,
+        "the outbox and the ledger disagree"
+    );
+    drop(app);
+
+    let app = slow_app(root, OWNERS).await;
+    let rerun = app.run(&json!({})).await;
+    assert_eq!(rerun.status, 200, "{}", rerun.text);
+    assert_eq!(
+        rerun.json["counts"]["sent"],
+        (OWNERS - first) as u64,
+        "{}",
+        rerun.json["summary"]
+    );
+    let owners: Vec<String> = app.ledger_sent().into_iter().map(|(o, _)| o).collect();
+    assert_eq!(owners.len(), OWNERS);
+    assert_each_once(&owners, "ledger");
+    let outbox = app.outbox_messages();
+    assert_eq!(outbox.len(), OWNERS);
+    assert_each_once(&outbox, "outbox");
+}
