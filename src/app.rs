@@ -235,6 +235,9 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         concurrency: config.delivery.concurrency,
         max_owners_per_run: config.delivery.max_owners_per_run,
         verbose: config.verbose,
-        lock_renew_every: Duration::from_secs(30),
+        // A third of the lease: two renewals may fail transiently before it lapses.
+        lock_renew_every: Duration::from_secs(
+            u64::from(config.azure.lock_lease_seconds / 3).max(5),
+        ),
     })
 }

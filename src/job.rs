@@ -112,7 +112,9 @@ pub enum JobError {
         limit: usize,
     },
     /// The run was stopped (shutdown) after recording what it had sent.
-    #[error("run cancelled by shutdown after {sent} reminders")]
+    #[error(
+        "run stopped (shutdown or lost run lock) after {sent} reminders; what was sent is recorded"
+    )]
     Cancelled {
         /// Reminders sent and recorded before stopping.
         sent: usize,
@@ -179,18 +181,41 @@ async fn run_inner(
     } else {
         Some(deps.ledger.lock(&run_id).await?)
     };
-    let result = run_locked(
-        deps,
-        &req,
-        &run_id,
-        as_of,
-        started_at,
-        source.as_ref(),
-        notifier.as_ref(),
-        lock.as_deref(),
-        &cancel,
-    )
-    .await;
+    // The lock is renewed in the background for the whole run (a slow batch under
+    // throttling can outlast a lease); losing it stops the run after the batch in flight.
+    let run_cancel = cancel.child_token();
+    let done = CancellationToken::new();
+    let renew_loop = async {
+        let Some(lock) = lock.as_deref() else { return };
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tokio::time::sleep(deps.lock_renew_every) => {
+                    if let Err(e) = lock.renew().await {
+                        warn!(error = %e, "lost the run lock: stopping after the batch in flight");
+                        run_cancel.cancel();
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let work = async {
+        let r = run_locked(
+            deps,
+            &req,
+            &run_id,
+            as_of,
+            started_at,
+            source.as_ref(),
+            notifier.as_ref(),
+            &run_cancel,
+        )
+        .await;
+        done.cancel();
+        r
+    };
+    let (result, ()) = tokio::join!(work, renew_loop);
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             warn!(error = %e, "could not release the run lock; it will expire");
@@ -215,7 +240,6 @@ async fn run_locked(
     started_at: chrono::DateTime<Utc>,
     source: &dyn Source,
     notifier: &dyn Notifier,
-    lock: Option<&dyn RunLock>,
     cancel: &CancellationToken,
 ) -> Result<RunReport, JobError> {
     let (source_report, parsed) = fetch_and_parse(source).await?;
@@ -330,7 +354,6 @@ async fn run_locked(
         &ledger,
         run_id,
         as_of,
-        lock,
         cancel,
         &mut report,
     )
@@ -375,11 +398,9 @@ async fn send_all(
     ledger: &LedgerSnapshot,
     run_id: &str,
     as_of: NaiveDate,
-    lock: Option<&dyn RunLock>,
     cancel: &CancellationToken,
     report: &mut RunReport,
 ) -> Result<(), JobError> {
-    let mut last_renew = std::time::Instant::now();
     let mut sent_total = 0usize;
     let batch_size = deps.concurrency.max(1);
     for (batch_no, batch) in reminders.chunks(batch_size).enumerate() {
@@ -387,14 +408,14 @@ async fn send_all(
             warn!(
                 batch = batch_no,
                 sent = sent_total,
-                "shutdown requested: stopping before the next batch"
+                "run stopped (shutdown or lost run lock): not starting the next batch"
             );
             // What was sent is recorded; what was not is reported as not attempted.
             for r in reminders.iter().skip(batch_no * batch_size) {
                 report.reminders.push(line(
                     r,
                     ReminderStatus::Skipped,
-                    Some("run stopped by shutdown before sending".into()),
+                    Some("not attempted: the run was stopped (shutdown or lost run lock)".into()),
                     None,
                     None,
                 ));
@@ -402,38 +423,33 @@ async fn send_all(
             report.finish(Utc::now());
             return Err(JobError::Cancelled { sent: sent_total });
         }
-        if let Some(lock) = lock {
-            if last_renew.elapsed() >= deps.lock_renew_every {
-                lock.renew().await?;
-                last_renew = std::time::Instant::now();
-            }
-        }
-        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> = futures::stream::iter(
-            batch.iter().enumerate(),
-        )
-        .map(|(i, r)| async move {
-            let msg = match deps.renderer.render_all(r, as_of) {
-                Ok(messages) => OutgoingReminder {
-                    run_id: run_id.to_string(),
-                    reminder: r.clone(),
-                    messages,
-                    cached_conversation: ledger.conversations.get(&r.owner).cloned(),
-                    verbose: deps.verbose,
-                },
-                Err(e) => return (i, Err(DeliveryError::permanent("render", e.to_string()))),
-            };
-            let owner_log = r.owner.for_log(deps.verbose);
-            let result = notifier
+        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> =
+            futures::stream::iter(batch.iter().enumerate())
+                .map(|(i, r)| async move {
+                    let msg = match deps.renderer.render_all(r, as_of) {
+                        Ok(messages) => OutgoingReminder {
+                            run_id: run_id.to_string(),
+                            reminder: r.clone(),
+                            messages,
+                            cached_conversation: ledger.conversations.get(&r.owner).cloned(),
+                            verbose: deps.verbose,
+                        },
+                        Err(e) => {
+                            return (i, Err(DeliveryError::permanent("render", e.to_string())))
+                        }
+                    };
+                    let owner_log = r.owner.for_log(deps.verbose);
+                    let result = notifier
                 .send(&msg)
                 .instrument(
                     tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()),
                 )
                 .await;
-            (i, result)
-        })
-        .buffer_unordered(batch_size)
-        .collect()
-        .await;
+                    (i, result)
+                })
+                .buffer_unordered(batch_size)
+                .collect()
+                .await;
         let mut events = Vec::new();
         let mut lines = Vec::new();
         for (i, outcome) in outcomes {

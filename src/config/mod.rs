@@ -158,8 +158,10 @@ impl Config {
 
     /// Reads settings from a map.
     pub fn from_env_map(env: &Env) -> Result<Self, ConfigError> {
-        let mut rules = Rules::default();
-        rules.allowed_domains = env.list("REMINDERS_ALLOWED_DOMAINS");
+        let mut rules = Rules {
+            allowed_domains: env.list("REMINDERS_ALLOWED_DOMAINS"),
+            ..Rules::default()
+        };
         for d in &rules.allowed_domains {
             if !d.contains('.') || d.contains('@') && !d.starts_with('@') {
                 return Err(ConfigError::invalid(

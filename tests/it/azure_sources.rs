@@ -459,32 +459,34 @@ async fn the_sharepoint_source_resolves_site_library_and_file_and_downloads_with
         "sharepoint://contoso.sharepoint.com/sites/Mobility/(default library)/General/Power Automate/issues-export1.xlsx"
     );
 
-    let state = graph.state.lock().unwrap();
-    let paths: Vec<&str> = state.requests.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility".to_string(),
-            format!("/v1.0/sites/{SITE_ID}/drive"),
-            "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx".to_string(),
-            "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx:/content"
-                .to_string(),
-        ]
-    );
-    assert!(
-        state
-            .requests
-            .iter()
-            .all(|(_, aud)| aud.as_deref() == Some(GRAPH)),
-        "{:?}",
-        state.requests
-    );
-    assert_eq!(
-        state.downloads,
-        vec![false],
-        "the bearer token went to the download host"
-    );
-    drop(state);
+    {
+        let state = graph.state.lock().unwrap();
+        let paths: Vec<&str> = state.requests.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility".to_string(),
+                format!("/v1.0/sites/{SITE_ID}/drive"),
+                "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx"
+                    .to_string(),
+                "/v1.0/drives/b!docs/root:/General/Power%20Automate/issues-export1.xlsx:/content"
+                    .to_string(),
+            ]
+        );
+        assert!(
+            state
+                .requests
+                .iter()
+                .all(|(_, aud)| aud.as_deref() == Some(GRAPH)),
+            "{:?}",
+            state.requests
+        );
+        assert_eq!(
+            state.downloads,
+            vec![false],
+            "the bearer token went to the download host"
+        );
+    }
     assert!(FakeIdentity::shared()
         .await
         .requests()
