@@ -54,6 +54,7 @@ fn measure(path: &Path) {
     let started = Instant::now();
     let parsed = parse_export(&bytes, &name).expect("parse");
     let parsed_at = started.elapsed();
+    let peak_after_parse = peak_rss().unwrap_or_else(|| "unknown".into());
     let opts = PlanOptions {
         as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
         ..PlanOptions::default()
@@ -67,7 +68,7 @@ fn measure(path: &Path) {
     let total = started.elapsed();
     let rows = parsed.total_rows;
     println!(
-        "{:<5} {} rows ({:.1} MB): parse {:.3} s + plan {:.3} s = {:.3} s, {:.0} rows/s; {} rejected, {} remindable, {} reminders; peak RSS {}",
+        "{:<5} {} rows ({:.1} MB): parse {:.3} s + plan {:.3} s = {:.3} s, {:.0} rows/s; {} rejected, {} remindable, {} reminders; peak RSS {} after parse, {} after plan",
         path.extension().unwrap_or_default().to_string_lossy(),
         rows,
         bytes.len() as f64 / 1e6,
@@ -78,6 +79,7 @@ fn measure(path: &Path) {
         parsed.rejected.len(),
         plan.remindable,
         plan.reminders.len(),
+        peak_after_parse,
         peak_rss().unwrap_or_else(|| "unknown".into()),
     );
 }

@@ -36,9 +36,14 @@ if [ "$target" != "$host_target" ]; then
   }
 fi
 
-cargo build --release --locked --target "$target" --bin lookout-reminders
-
-bin="target/$target/release/lookout-reminders"
+if [ "$target" = "$host_target" ]; then
+  # Same as the machine: the plain release build (and its cache) is the Linux x86_64 binary.
+  cargo build --release --locked --bin lookout-reminders
+  bin="target/release/lookout-reminders"
+else
+  cargo build --release --locked --target "$target" --bin lookout-reminders
+  bin="target/$target/release/lookout-reminders"
+fi
 stage="$out/stage"
 rm -rf "$stage"
 mkdir -p "$stage/function_timer" "$stage/function_http"

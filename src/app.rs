@@ -236,6 +236,7 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         max_owners_per_run: config.delivery.max_owners_per_run,
         verbose: config.verbose,
         // A third of the lease: two renewals may fail transiently before it lapses.
+        digest: digest(config)?.map(Arc::new),
         lock_renew_every: Duration::from_secs(
             u64::from(config.azure.lock_lease_seconds / 3).max(5),
         ),

@@ -18,8 +18,11 @@ use crate::source::{Source, SourceError};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
@@ -46,6 +49,8 @@ pub struct Deps {
     pub verbose: bool,
     /// How often the run lock is renewed during a run.
     pub lock_renew_every: Duration,
+    /// Where the security-team digest goes after a live run, if anywhere.
+    pub digest: Option<Arc<crate::deliver::DigestSender>>,
 }
 
 /// What one run should do.
@@ -227,6 +232,13 @@ async fn run_inner(
             Ok(location) => info!(report = %location, "run report saved"),
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
+        // The digest is a courtesy to the security team: its failure never fails the run.
+        if let Some(digest) = &deps.digest {
+            match crate::deliver::send_digest(&report, &deps.renderer, digest).await {
+                Ok(_) => info!("security-team digest sent"),
+                Err(e) => warn!(error = %e, "could not send the security-team digest"),
+            }
+        }
     }
     Ok(report)
 }
@@ -387,9 +399,15 @@ fn line(
     }
 }
 
-/// Sends in batches of `concurrency`: a batch's sends run concurrently, then every success
-/// of the batch is appended to the ledger before the next batch starts. A crash can
-/// therefore re-send at most the one batch in flight (at most `concurrency` owners).
+/// Sends with at most `concurrency` sends in flight, streaming: a slow or throttled owner
+/// holds up only its own slot. Outcomes flow to a recorder that appends every completed
+/// send to the ledger (in groups of what has completed meanwhile) while sending goes on.
+///
+/// Crash bound: a send not yet in the ledger is either in flight (at most `concurrency`),
+/// queued for the recorder (at most `concurrency`) or in the append being written (at most
+/// `concurrency`), so a crash can re-send at most `3 × concurrency` owners on the next run.
+/// When an append fails, no new send starts (sending more without a record could send
+/// twice); the sends in flight finish and the recorder still tries to record them.
 #[allow(clippy::too_many_arguments)]
 async fn send_all(
     deps: &Deps,
@@ -401,135 +419,209 @@ async fn send_all(
     cancel: &CancellationToken,
     report: &mut RunReport,
 ) -> Result<(), JobError> {
-    let mut sent_total = 0usize;
-    let batch_size = deps.concurrency.max(1);
-    for (batch_no, batch) in reminders.chunks(batch_size).enumerate() {
-        if cancel.is_cancelled() {
-            warn!(
-                batch = batch_no,
-                sent = sent_total,
-                "run stopped (shutdown or lost run lock): not starting the next batch"
-            );
-            // What was sent is recorded; what was not is reported as not attempted.
-            for r in reminders.iter().skip(batch_no * batch_size) {
-                report.reminders.push(line(
-                    r,
-                    ReminderStatus::Skipped,
-                    Some("not attempted: the run was stopped (shutdown or lost run lock)".into()),
-                    None,
-                    None,
-                ));
+    let concurrency = deps.concurrency.max(1);
+    // Stops new sends: shutdown, a lost lock (both through `cancel`) or a ledger failure.
+    let stop = cancel.child_token();
+    let (tx, mut rx) = mpsc::channel::<(usize, Result<Delivery, DeliveryError>)>(concurrency);
+
+    // Each send is boxed as `Send` so the whole run future can be spawned (borrowing
+    // closures in a stream combinator otherwise trip rust-lang/rust#102211).
+    let mut sends: Vec<SendFuture<'_>> = Vec::with_capacity(reminders.len());
+    for (i, r) in reminders.iter().enumerate() {
+        let stop = &stop;
+        sends.push(Box::pin(async move {
+            if stop.is_cancelled() {
+                return (i, None);
             }
-            report.finish(Utc::now());
+            let outcome = send_one(deps, notifier, r, ledger, run_id, as_of).await;
+            (i, Some(outcome))
+        }));
+    }
+    let producer = async {
+        let mut outcomes = futures::stream::iter(sends).buffer_unordered(concurrency);
+        while let Some((i, outcome)) = outcomes.next().await {
+            let Some(outcome) = outcome else { continue };
+            if tx.send((i, outcome)).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+    };
+
+    let recorder = async {
+        let mut lines: Vec<Option<ReminderReport>> = vec![None; reminders.len()];
+        let mut ledger_error: Option<LedgerError> = None;
+        let mut sent_total = 0usize;
+        let mut completed = Vec::with_capacity(concurrency);
+        while rx.recv_many(&mut completed, concurrency).await > 0 {
+            let mut events = Vec::new();
+            for (i, outcome) in completed.drain(..) {
+                let r = &reminders[i];
+                let (report_line, new_events) =
+                    outcome_line(deps, r, outcome, ledger, run_id, as_of);
+                if report_line.status == ReminderStatus::Sent {
+                    sent_total += 1;
+                }
+                events.extend(new_events);
+                lines[i] = Some(report_line);
+            }
+            if let Err(e) = deps.ledger.append(&events).await {
+                warn!(error = %e, "cannot record sent reminders: no new send will start");
+                stop.cancel();
+                ledger_error.get_or_insert(e);
+            }
+        }
+        (lines, ledger_error, sent_total)
+    };
+
+    let ((), (lines, ledger_error, sent_total)) = tokio::join!(producer, recorder);
+    let not_attempted = if ledger_error.is_some() {
+        "not attempted: the ledger could not be written"
+    } else {
+        "not attempted: the run was stopped (shutdown or lost run lock)"
+    };
+    for (r, l) in reminders.iter().zip(lines) {
+        report.reminders.push(l.unwrap_or_else(|| {
+            line(
+                r,
+                ReminderStatus::Skipped,
+                Some(not_attempted.into()),
+                None,
+                None,
+            )
+        }));
+    }
+    report.finish(Utc::now());
+    if let Some(e) = ledger_error {
+        return Err(JobError::Ledger(e));
+    }
+    if cancel.is_cancelled() && report.reminders.len() > sent_total && stop.is_cancelled() {
+        let attempted = report
+            .reminders
+            .iter()
+            .filter(|l| l.reason.as_deref() == Some(not_attempted))
+            .count();
+        if attempted > 0 {
+            warn!(
+                sent = sent_total,
+                not_attempted = attempted,
+                "run stopped before every reminder was sent"
+            );
             return Err(JobError::Cancelled { sent: sent_total });
         }
-        let outcomes: Vec<(usize, Result<Delivery, DeliveryError>)> =
-            futures::stream::iter(batch.iter().enumerate())
-                .map(|(i, r)| async move {
-                    let msg = match deps.renderer.render_all(r, as_of) {
-                        Ok(messages) => OutgoingReminder {
-                            run_id: run_id.to_string(),
-                            reminder: r.clone(),
-                            messages,
-                            cached_conversation: ledger.conversations.get(&r.owner).cloned(),
-                            verbose: deps.verbose,
-                        },
-                        Err(e) => {
-                            return (i, Err(DeliveryError::permanent("render", e.to_string())))
-                        }
-                    };
-                    let owner_log = r.owner.for_log(deps.verbose);
-                    let result = notifier
-                .send(&msg)
-                .instrument(
-                    tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()),
-                )
-                .await;
-                    (i, result)
-                })
-                .buffer_unordered(batch_size)
-                .collect()
-                .await;
-        let mut events = Vec::new();
-        let mut lines = Vec::new();
-        for (i, outcome) in outcomes {
-            let r = &batch[i];
-            let owner_log = r.owner.for_log(deps.verbose);
-            match outcome {
-                Ok(d) => {
-                    info!(owner = %owner_log, channel = %d.channel, attempts = d.attempts, "reminder sent");
-                    let now = Utc::now();
-                    for issue in r.issues() {
-                        events.push(LedgerEvent::Sent {
-                            owner: r.owner.clone(),
-                            issue: issue.key.clone(),
-                            lookout_id: issue.lookout_id.clone(),
-                            stage: r.stage,
-                            as_of,
-                            sent_at: now,
-                            channel: d.channel.clone(),
-                            message_id: d.message_id.clone(),
-                            run_id: run_id.to_string(),
-                        });
-                    }
-                    if let Some(conv) = &d.conversation_id {
-                        if ledger.conversations.get(&r.owner) != Some(conv) {
-                            events.push(LedgerEvent::Conversation {
-                                owner: r.owner.clone(),
-                                conversation_id: conv.clone(),
-                                at: now,
-                            });
-                        }
-                    }
-                    sent_total += 1;
-                    lines.push((
-                        i,
-                        line(
-                            r,
-                            ReminderStatus::Sent,
-                            d.fell_back.clone(),
-                            Some(d.channel.clone()),
-                            Some(&d),
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    let status = if e.skip {
-                        ReminderStatus::Skipped
-                    } else {
-                        ReminderStatus::Failed
-                    };
-                    warn!(owner = %owner_log, channel = %e.channel, reason = %e.reason, "reminder not sent");
-                    let reason = match &e.code {
-                        Some(code) => format!("{} ({code})", e.reason),
-                        None => e.reason.clone(),
-                    };
-                    lines.push((
-                        i,
-                        line(r, status, Some(reason), Some(e.channel.clone()), None),
-                    ));
-                }
-            }
-        }
-        // Record before anything else goes out. If recording fails, stop: sending more
-        // without a record could send twice on the next run.
-        if let Err(e) = deps.ledger.append(&events).await {
-            lines.sort_by_key(|(i, _)| *i);
-            report.reminders.extend(lines.into_iter().map(|(_, l)| l));
-            for r in reminders.iter().skip((batch_no + 1) * batch_size) {
-                report.reminders.push(line(
-                    r,
-                    ReminderStatus::Skipped,
-                    Some("not attempted: the ledger could not be written".into()),
-                    None,
-                    None,
-                ));
-            }
-            report.finish(Utc::now());
-            return Err(JobError::Ledger(e));
-        }
-        lines.sort_by_key(|(i, _)| *i);
-        report.reminders.extend(lines.into_iter().map(|(_, l)| l));
     }
     Ok(())
+}
+
+type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = (usize, Option<Result<Delivery, DeliveryError>>)> + Send + 'a>>;
+
+/// Renders and sends one reminder.
+async fn send_one(
+    deps: &Deps,
+    notifier: &dyn Notifier,
+    r: &PlannedReminder,
+    ledger: &LedgerSnapshot,
+    run_id: &str,
+    as_of: NaiveDate,
+) -> Result<Delivery, DeliveryError> {
+    let messages = deps
+        .renderer
+        .render_all(r, as_of)
+        .map_err(|e| DeliveryError::permanent("render", e.to_string()))?;
+    let msg = OutgoingReminder {
+        run_id: run_id.to_string(),
+        reminder: r.clone(),
+        messages,
+        cached_conversation: ledger.conversations.get(&r.owner).cloned(),
+        verbose: deps.verbose,
+    };
+    let owner_log = r.owner.for_log(deps.verbose);
+    notifier
+        .send(&msg)
+        .instrument(tracing::info_span!("send", owner = %owner_log, stage = r.stage.as_str()))
+        .await
+}
+
+/// The report line and the ledger events of one outcome.
+fn outcome_line(
+    deps: &Deps,
+    r: &PlannedReminder,
+    outcome: Result<Delivery, DeliveryError>,
+    ledger: &LedgerSnapshot,
+    run_id: &str,
+    as_of: NaiveDate,
+) -> (ReminderReport, Vec<LedgerEvent>) {
+    let owner_log = r.owner.for_log(deps.verbose);
+    match outcome {
+        Ok(d) => {
+            info!(owner = %owner_log, channel = %d.channel, attempts = d.attempts, "reminder sent");
+            let now = Utc::now();
+            let mut events: Vec<LedgerEvent> = r
+                .issues()
+                .map(|issue| LedgerEvent::Sent {
+                    owner: r.owner.clone(),
+                    issue: issue.key.clone(),
+                    lookout_id: issue.lookout_id.clone(),
+                    stage: r.stage,
+                    as_of,
+                    sent_at: now,
+                    channel: d.channel.clone(),
+                    message_id: d.message_id.clone(),
+                    run_id: run_id.to_string(),
+                })
+                .collect();
+            if let Some(conv) = &d.conversation_id {
+                if ledger.conversations.get(&r.owner) != Some(conv) {
+                    events.push(LedgerEvent::Conversation {
+                        owner: r.owner.clone(),
+                        conversation_id: conv.clone(),
+                        at: now,
+                    });
+                }
+            }
+            let l = line(
+                r,
+                ReminderStatus::Sent,
+                d.fell_back.clone(),
+                Some(d.channel.clone()),
+                Some(&d),
+            );
+            (l, events)
+        }
+        Err(e) => {
+            let status = if e.skip {
+                ReminderStatus::Skipped
+            } else {
+                ReminderStatus::Failed
+            };
+            warn!(owner = %owner_log, channel = %e.channel, reason = %e.reason, "reminder not sent");
+            let reason = match &e.code {
+                Some(code) => format!("{} ({code})", e.reason),
+                None => e.reason.clone(),
+            };
+            (
+                line(r, status, Some(reason), Some(e.channel.clone()), None),
+                Vec::new(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Compiles only if `run`'s future is `Send` (the server spawns it on the runtime).
+    #[allow(dead_code)]
+    fn the_run_future_can_be_spawned(deps: &Deps) {
+        let fut = run(
+            deps,
+            RunRequest::new(Trigger::Cli),
+            CancellationToken::new(),
+        );
+        assert_send(&fut);
+    }
 }

@@ -6,7 +6,9 @@
 mod generate;
 
 use chrono::NaiveDate;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use lookout_reminders::ledger::LedgerSnapshot;
 use lookout_reminders::parse::parse_export;
 use lookout_reminders::plan::{self, PlanOptions};
@@ -39,7 +41,9 @@ fn pipeline(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("parse_and_plan");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(15));
+    // One iteration takes a sizeable fraction of a second: flat sampling, fewer samples.
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_with_input(BenchmarkId::new("csv", ROWS), &csv, |b, bytes| {
         b.iter(|| parse_and_plan(black_box(bytes), "bench.csv"))

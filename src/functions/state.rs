@@ -177,18 +177,18 @@ impl AppState {
         let state = self.clone();
         let id = run_id.clone();
         let span = tracing::Span::current();
-        let handle = tokio::runtime::Handle::current();
-        // The job's future is not provably `Send` (a rustc limitation with the borrowing
-        // closures of its send loop, rust-lang/rust#102211), so it cannot be `spawn`ed; it
-        // runs on a blocking-pool thread driven by this runtime instead. One thread per run.
-        self.inner.tasks.spawn_blocking(move || {
-            let outcome: Outcome = handle
-                .block_on(
-                    job::run(&state.inner.deps, req, state.inner.cancel.child_token())
-                        .instrument(span),
-                )
+        self.inner.tasks.spawn(async move {
+            let outcome: Outcome = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
+                .instrument(span.clone())
+                .await
                 .map(Arc::new)
                 .map_err(Arc::new);
+            let _in_span = span.enter();
+            if let Err(e) = &outcome {
+                if let JobError::Cancelled { sent } = e.as_ref() {
+                    tracing::warn!(run_id = %id, sent, "run stopped by the shutdown; what it sent is recorded");
+                }
+            }
             {
                 let mut runs = state.inner.runs.lock().expect("runs lock");
                 if let Some(entry) = runs.iter_mut().find(|(rid, _)| *rid == id) {

@@ -377,9 +377,13 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
     let text = err.to_string();
     assert!(matches!(err, JobError::Ledger(_)), "{text}");
     assert!(text.contains("ledger"), "{text}");
-    // Batch 1 (5 owners) was recorded; batch 2 was sent, then its record failed.
+    // Sending stopped once a record failed: the sends in flight finished, no new one began.
     let first_sent = count_outbox(&outbox);
-    assert_eq!(first_sent, 10, "sent {first_sent} before stopping");
+    // Sends may go on while the failing append is retried, within the crash bound.
+    assert!(
+        (10..=10 + 3 * 5).contains(&first_sent),
+        "sent {first_sent} before stopping"
+    );
 
     azurite.restart().await;
     // The lease of the interrupted run may still be active: a rerun waits it out.
@@ -389,10 +393,11 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
         .await
         .expect("the ledger is readable after the outage");
     let recorded_owners: HashSet<_> = recorded.issues.keys().map(|(o, _)| o.clone()).collect();
-    assert_eq!(
-        recorded_owners.len(),
-        5,
-        "the recorded batch survived the outage, nothing else"
+    // What was acknowledged before the outage survived it; nothing else was recorded.
+    assert!(
+        recorded_owners.len() <= first_sent,
+        "recorded {} of {first_sent} sent",
+        recorded_owners.len()
     );
     let outbox2 = tmp.path().join("outbox2");
     let d2 = deps(store.clone(), &outbox2, &export, 5);
@@ -404,9 +409,10 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
     };
     let resent = count_outbox(&outbox2);
     assert_eq!(report.counts.sent, resent);
-    // Everyone recorded is not sent again; at most the unrecorded batch in flight is.
+    // Everyone recorded is not sent again; only sends that were never recorded are, and
+    // there are at most 3 × concurrency of those (the job's documented crash bound).
     assert_eq!(resent, 40 - recorded_owners.len());
-    assert!(first_sent + resent <= 40 + 5, "{first_sent} + {resent}");
+    assert!(first_sent + resent <= 40 + 3 * 5, "{first_sent} + {resent}");
 }
 
 /// Messages in an outbox folder (`<run_id>/<message>.json`).

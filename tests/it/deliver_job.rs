@@ -51,6 +51,7 @@ async fn the_owner_cap_refuses_the_run_before_any_send_unless_forced() {
         max_owners_per_run: 2,
         verbose: false,
         lock_renew_every: Duration::from_secs(30),
+        digest: None,
     };
     let mut req = RunRequest::new(Trigger::Cli);
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());

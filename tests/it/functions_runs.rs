@@ -257,7 +257,7 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
         app.logs()
     );
     assert!(
-        app.logs().contains("stopping before the next batch"),
+        app.logs().contains("run stopped by the shutdown"),
         "the run was not stopped between batches:\n{}",
         app.logs()
     );

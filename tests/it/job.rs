@@ -165,7 +165,7 @@ async fn one_owners_failure_never_stops_the_others_and_a_rerun_retries_only_the_
 }
 
 #[tokio::test]
-async fn a_ledger_outage_stops_the_run_after_the_batch_in_flight_and_a_rerun_sends_the_rest_once() {
+async fn a_ledger_outage_stops_new_sends_and_a_rerun_resends_at_most_the_unrecorded_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = Arc::new(FailingLedger {
         inner: LocalLedger::new(tmp.path(), std::time::Duration::from_secs(600)),
@@ -180,8 +180,12 @@ async fn a_ledger_outage_stops_the_run_after_the_batch_in_flight_and_a_rerun_sen
     .await
     .unwrap_err();
     assert!(matches!(err, JobError::Ledger(_)), "{err}");
-    // Two batches of 5 recorded, the third batch was sent but could not be recorded.
-    assert_eq!(first.sent.lock().unwrap().len(), 15);
+    // Sending stopped: not everybody was messaged.
+    let first_count = first.sent.lock().unwrap().len();
+    assert!(
+        first_count < 23,
+        "sent {first_count}: the outage did not stop the run"
+    );
     assert!(
         !tmp.path().join("run.lock").exists(),
         "the lock was not released"
@@ -195,7 +199,7 @@ async fn a_ledger_outage_stops_the_run_after_the_batch_in_flight_and_a_rerun_sen
     )
     .await
     .unwrap();
-    // Only the unrecorded batch (at most `concurrency` owners) is sent again.
+    // Only unrecorded sends are repeated: at most 3 × concurrency (the documented bound).
     let first_sent: HashSet<String> = first.sent.lock().unwrap().iter().cloned().collect();
     let again: Vec<_> = second
         .sent
@@ -206,7 +210,7 @@ async fn a_ledger_outage_stops_the_run_after_the_batch_in_flight_and_a_rerun_sen
         .cloned()
         .collect();
     assert!(
-        again.len() <= 5,
+        again.len() <= 3 * 5,
         "re-sent {} owners: {again:?}",
         again.len()
     );
