@@ -26,10 +26,10 @@
 //! - `latest.json` is replaced with `If-Match: <etag>` and only by a newer report, retried
 //!   on 412.
 //!
-//! Crash bound: the job appends the events of each batch of `concurrency` sends before the
-//! next batch starts, and `append` returns only once Blob Storage acknowledged the block
-//! (durably stored). A crash or a storage outage can therefore re-send at most the one batch
-//! in flight: at most `concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
+//! Crash bound: `append` returns only once Blob Storage acknowledged the block (durably
+//! stored), and the job records completed sends while the others are in flight (see
+//! `job::send_all`): a crash or a storage outage can re-send at most
+//! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
 use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
 use crate::azure::storage::{self, container_client};
