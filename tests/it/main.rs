@@ -19,3 +19,4 @@ mod functions_runs;
 mod helpers;
 mod job;
 mod parse;
+mod teams_app;

@@ -124,10 +124,7 @@ fn png_header(name: &str) -> Header {
         Some("IHDR"),
         "{name}: IHDR must come first"
     );
-    assert!(
-        kinds.iter().any(|k| k == "IDAT"),
-        "{name}: no image data"
-    );
+    assert!(kinds.iter().any(|k| k == "IDAT"), "{name}: no image data");
     assert_eq!(
         kinds.last().map(String::as_str),
         Some("IEND"),
