@@ -22,6 +22,16 @@ use std::path::PathBuf;
 pub struct Env(pub HashMap<String, String>);
 
 impl Env {
+    /// Settings from name/value pairs (tests, tools).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// The process environment.
     pub fn from_process() -> Self {
         Self(std::env::vars().collect())
@@ -267,10 +277,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env(pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+        Env::from_pairs(pairs)
     }
 
     #[test]
