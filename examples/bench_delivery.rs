@@ -212,6 +212,7 @@ async fn main() {
                 contact: "help@contoso.com".into(),
                 signature: "IT".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap(),

@@ -33,6 +33,7 @@ pub fn renderer(config: &Config) -> Result<Renderer, RenderError> {
             contact: config.message.contact_email.clone(),
             signature: config.message.signature.clone(),
             grace_days: config.rules.grace_days,
+            time_zone: config.rules.time_zone,
         },
     )
 }

@@ -310,6 +310,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap();

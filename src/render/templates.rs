@@ -86,6 +86,9 @@ pub struct MessageConstants {
     pub signature: String,
     /// Grace days (shown past the deadline).
     pub grace_days: i64,
+    /// Time zone of the dates shown (detection dates are instants).
+    #[serde(skip)]
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// Renders reminders in the configured languages.
@@ -270,7 +273,12 @@ impl Renderer {
                             issue: i.issue.clone(),
                             app: i.app_name.clone(),
                             risk: i.risk.as_str(),
-                            detected: format_date(i.detected.date_naive(), language),
+                            detected: format_date(
+                                i.detected
+                                    .with_timezone(&self.constants.time_zone)
+                                    .date_naive(),
+                                language,
+                            ),
                             deadline: format_date(i.deadline, language),
                             days_left: i.days_left,
                             lookout_id: i.lookout_id.clone(),
@@ -457,6 +465,7 @@ mod tests {
                 contact: "help@example.com".into(),
                 signature: "Support".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap()
@@ -526,6 +535,21 @@ mod tests {
     }
 
     #[test]
+    fn detection_dates_are_shown_in_the_configured_time_zone() {
+        use chrono::TimeZone;
+        let mut r = sample_reminder();
+        r.devices.truncate(1);
+        r.devices[0].issues.truncate(1);
+        // 23:30 UTC on 3 March is already 4 March in Paris.
+        r.devices[0].issues[0].detected =
+            chrono::Utc.with_ymd_and_hms(2024, 3, 3, 23, 30, 0).unwrap();
+        let msg = renderer()
+            .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr")
+            .unwrap();
+        assert!(msg.text.contains("détectée le 4 mars 2024"), "{}", msg.text);
+    }
+
+    #[test]
     fn an_unknown_platform_gets_both_instructions() {
         let mut r = sample_reminder();
         r.devices.remove(0);
@@ -551,6 +575,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap_err();
@@ -572,6 +597,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap();
@@ -594,6 +620,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
             },
         )
         .unwrap_err();

@@ -78,6 +78,7 @@ pub fn renderer() -> Renderer {
             contact: "help@contoso.com".into(),
             signature: "IT".into(),
             grace_days: 30,
+            time_zone: chrono_tz::Europe::Paris,
         },
     )
     .expect("built-in templates render")
