@@ -265,6 +265,17 @@ async fn run_locked(
     for r in &parsed.rejected {
         warn!(row = r.row, field = %r.field, reason = %r.reason, "row rejected");
     }
+    if parsed.total_rows > 0 && parsed.findings.is_empty() {
+        return Err(JobError::Unusable(ParseError::AllRowsRejected {
+            name: source_report.location.clone(),
+            rows: parsed.total_rows,
+            first: parsed
+                .rejected
+                .first()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+        }));
+    }
     let ledger = deps.ledger.load().await?;
     let opts = PlanOptions {
         as_of,

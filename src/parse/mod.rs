@@ -146,6 +146,17 @@ pub enum ParseError {
         /// What the first line / sheets held instead (shortened).
         found: String,
     },
+    /// Every data row was rejected: using it would send nothing and mark every open issue
+    /// resolved, so the run refuses it instead.
+    #[error("{name}: all {rows} data rows were rejected (first: {first})")]
+    AllRowsRejected {
+        /// Display name of the file.
+        name: String,
+        /// Data rows.
+        rows: usize,
+        /// The first rejection.
+        first: String,
+    },
     /// Broken CSV structure that the reader cannot get past.
     #[error("{name}: line {line}: {detail}")]
     Malformed {

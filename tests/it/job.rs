@@ -290,3 +290,37 @@ async fn a_dry_run_takes_no_lock_and_records_nothing() {
     assert!(n.sent.lock().unwrap().is_empty());
     assert!(!tmp.path().join("ledger.jsonl").exists());
 }
+
+#[tokio::test]
+async fn an_export_whose_rows_are_all_rejected_is_refused_and_resolves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = Arc::new(RecordingNotifier::default());
+    job::run(
+        &deps(tmp.path(), n.clone(), None, 4),
+        request(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "Device Owner,Issue,Status,Date Detected\nnot-an-email,Agent,Active,2024-01-01\n,Agent,Active,2024-01-01\n",
+    )
+    .unwrap();
+    let mut d = deps(tmp.path(), n.clone(), None, 4);
+    d.source = Arc::new(LocalFileSource::new(bad, 1 << 20));
+    let err = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::Unusable(_)), "{err}");
+    assert!(
+        err.to_string().contains("all 2 data rows were rejected"),
+        "{err}"
+    );
+    let ledger = std::fs::read_to_string(tmp.path().join("ledger.jsonl")).unwrap();
+    assert!(
+        !ledger.contains("\"resolved\""),
+        "issues were marked resolved"
+    );
+}
