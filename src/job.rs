@@ -327,6 +327,7 @@ async fn run_locked(
             stage: None,
             message_id: None,
             attempts: None,
+            escalated_to: None,
             issues: held.issues.iter().map(ReportIssue::from).collect(),
         });
     }
@@ -406,6 +407,7 @@ fn line(
         stage: Some(r.stage),
         message_id: delivery.and_then(|d| d.message_id.clone()),
         attempts: delivery.map(|d| d.attempts),
+        escalated_to: delivery.and_then(|d| d.escalated_to.clone()),
         issues: r.issues().map(ReportIssue::from).collect(),
     }
 }

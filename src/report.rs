@@ -169,6 +169,10 @@ pub struct ReminderReport {
     /// Attempts made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// An escalated reminder's copy to the owner's manager (`boss@contoso.com (cc)`), or why
+    /// nobody was copied (`no manager in the directory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
     /// The issues it covers.
     pub issues: Vec<ReportIssue>,
 }
@@ -278,6 +282,7 @@ impl RunReport {
             "detected",
             "deadline",
             "days_left",
+            "escalated_to",
         ]);
         for r in &self.reminders {
             for i in &r.issues {
@@ -298,6 +303,7 @@ impl RunReport {
                     &i.detected.to_rfc3339(),
                     &i.deadline.to_string(),
                     &i.days_left.to_string(),
+                    r.escalated_to.as_deref().unwrap_or(""),
                 ]);
             }
         }

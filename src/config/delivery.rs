@@ -121,6 +121,10 @@ pub struct DeliverySettings {
     pub mail_rate_per_second: f64,
     /// Show owner e-mails in the digest (`REMINDERS_DIGEST_VERBOSE`, default false).
     pub digest_verbose: bool,
+    /// Copy escalated reminders (overdue or high risk) to the owner's manager from Graph
+    /// (`REMINDERS_ESCALATE_TO_MANAGER`, default false): `cc` on e-mails; for the Teams bot
+    /// a copy e-mailed from `REMINDERS_SENDER_MAILBOX` when set, else only reported.
+    pub escalate_to_manager: bool,
 }
 
 impl Default for DeliverySettings {
@@ -143,6 +147,7 @@ impl Default for DeliverySettings {
             graph_rate_per_second: 150.0,
             mail_rate_per_second: 10.0,
             digest_verbose: false,
+            escalate_to_manager: false,
         }
     }
 }
@@ -213,6 +218,8 @@ impl DeliverySettings {
             )?,
             mail_rate_per_second: rate("REMINDERS_MAIL_RATE_PER_SECOND", d.mail_rate_per_second)?,
             digest_verbose: env.flag("REMINDERS_DIGEST_VERBOSE", false)?,
+            escalate_to_manager: env
+                .flag("REMINDERS_ESCALATE_TO_MANAGER", d.escalate_to_manager)?,
             channels,
         };
         for kind in &s.channels {
@@ -287,6 +294,20 @@ mod tests {
         assert_eq!(s.graph_base_url, "https://graph.microsoft.com");
         assert_eq!(s.bot_service_url, "https://smba.trafficmanager.net/teams");
         assert!(s.rate_per_second < 50.0);
+        assert!(!s.escalate_to_manager);
+    }
+
+    #[test]
+    fn escalation_to_the_manager_is_a_flag_named_in_its_error() {
+        let s =
+            DeliverySettings::from_env(&env(&[("REMINDERS_ESCALATE_TO_MANAGER", "true")])).unwrap();
+        assert!(s.escalate_to_manager);
+        let err = DeliverySettings::from_env(&env(&[("REMINDERS_ESCALATE_TO_MANAGER", "maybe")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_ESCALATE_TO_MANAGER"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -289,6 +289,7 @@ mod tests {
                 stage: None,
                 message_id: None,
                 attempts: None,
+                escalated_to: None,
                 issues: vec![],
             });
         }

@@ -3,7 +3,11 @@
 //!
 //! Exchange allows about 4 concurrent requests and 10,000 per 10 minutes per mailbox: the
 //! sends are paced by a rate limiter and at most four are in flight.
+//!
+//! An escalated reminder copies the owner's manager (`ccRecipients`) when
+//! `REMINDERS_ESCALATE_TO_MANAGER` is on.
 
+use super::escalation::{with_cc, Escalation, Escalator};
 use super::teams_bot::failure_for;
 use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
@@ -28,6 +32,7 @@ pub struct EmailNotifier {
     graph_scope: String,
     sender: String,
     in_flight: Arc<Semaphore>,
+    escalator: Option<Escalator>,
 }
 
 impl EmailNotifier {
@@ -45,6 +50,7 @@ impl EmailNotifier {
         })?;
         let limiter = Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1));
         Ok(Self {
+            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone()),
             http: HttpClient::new("graph sendMail", client).with_rate_limit(limiter),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
@@ -56,6 +62,7 @@ impl EmailNotifier {
 
     /// Uses `policy` (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
         self.http = self.http.with_policy(policy);
         self
     }
@@ -85,7 +92,14 @@ impl Notifier for EmailNotifier {
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let rendered = msg.message_for(None);
-        let body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
+        let mut body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
+        let escalation = match &self.escalator {
+            Some(e) => e.find(msg, msg.owner().as_str()).await,
+            None => None,
+        };
+        if let Some(Escalation::Manager(manager)) = &escalation {
+            body = with_cc(body, manager.as_str());
+        }
         let url = format!(
             "{}/v1.0/users/{}/sendMail",
             self.graph_base,
@@ -114,6 +128,7 @@ impl Notifier for EmailNotifier {
                 .map(|v| format!("request-id:{v}")),
             language: Some(rendered.language.clone()),
             attempts: out.attempts,
+            escalated_to: escalation.map(|e| e.report("cc")),
             ..Default::default()
         })
     }

@@ -6,6 +6,7 @@
 
 mod digest;
 mod email;
+mod escalation;
 mod fallback;
 mod outbox;
 mod teams_bot;
@@ -15,9 +16,13 @@ pub use digest::{
     digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE,
 };
 pub use email::{mail_body, EmailNotifier};
+pub use escalation::{copy_prefix, manager_copy, with_cc, Escalation, Manager, MANAGER_SELECT};
 pub use fallback::FallbackNotifier;
 pub use outbox::{write_file_atomically, OutboxNotifier};
-pub use teams_bot::{activity, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD, MAX_ACTIVITY_BYTES};
+pub use teams_bot::{
+    activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,
+    MAX_ACTIVITY_BYTES,
+};
 pub use workflows::{webhook_body, WorkflowsNotifier};
 
 use crate::domain::OwnerEmail;
@@ -76,6 +81,11 @@ pub struct Delivery {
     pub fell_back: Option<String>,
     /// Number of attempts it took (retries included).
     pub attempts: u32,
+    /// An escalated reminder's copy to the owner's manager: the manager's address and how
+    /// they were told (`boss@contoso.com (cc)`), or why nobody was (`no manager in the
+    /// directory`). `None` when the reminder did not escalate or escalation is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
 }
 
 /// A failed send.

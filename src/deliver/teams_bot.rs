@@ -1,10 +1,16 @@
 //! Teams bot, proactive 1:1: resolve the owner in Graph, make sure the bot's Teams app is
 //! installed for them, find the 1:1 chat and post the Adaptive Card through the Bot Connector.
 //!
+//! When Graph gives no 1:1 chat (404/403, or a chat without an id) and `REMINDERS_BOT_APP_ID`
+//! and `REMINDERS_TENANT_ID` are set, the conversation is created through the Bot Connector
+//! instead (`POST {serviceUrl}/v3/conversations`). An escalated reminder is copied to the
+//! owner's manager by e-mail after the owner's message is posted (see `escalation`).
+//!
 //! Graph calls and Bot Connector calls go through separate [`HttpClient`]s so each endpoint
 //! is paced by its own rate limiter; the Bot Connector's (about 50 requests/s per app per
 //! tenant) is what bounds a large run.
 
+use super::escalation::{Escalation, Escalator};
 use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
@@ -13,7 +19,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 const CHANNEL: &str = "teams_bot";
 
@@ -34,6 +40,9 @@ pub struct TeamsBotNotifier {
     bot_url: String,
     bot_scope: String,
     teams_app_id: String,
+    bot_app_id: Option<String>,
+    tenant_id: Option<String>,
+    escalator: Option<Escalator>,
 }
 
 /// The Graph user fields the bot needs.
@@ -84,6 +93,7 @@ impl TeamsBotNotifier {
         let graph_limiter = Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1));
         let bot_limiter = Arc::new(RateLimiter::new(settings.rate_per_second, 1));
         Ok(Self {
+            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone()),
             graph: HttpClient::new("graph", client.clone()).with_rate_limit(graph_limiter),
             bot: HttpClient::new("bot connector", client).with_rate_limit(bot_limiter),
             tokens,
@@ -92,12 +102,15 @@ impl TeamsBotNotifier {
             bot_url: settings.bot_service_url.trim_end_matches('/').to_string(),
             bot_scope: settings.bot_scope.clone(),
             teams_app_id,
+            bot_app_id: settings.bot_app_id.clone(),
+            tenant_id: settings.tenant_id.clone(),
         })
     }
 
     /// Uses `policy` for Graph and Bot Connector calls (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.graph = self.graph.with_policy(policy.clone());
+        self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
         self.bot = self.bot.with_policy(policy);
         self
     }
@@ -207,17 +220,100 @@ impl TeamsBotNotifier {
             encode_segment(user_id),
             encode_segment(&installation_id)
         );
-        let out = self
+        let creation = self.bot_app_id.as_deref().zip(self.tenant_id.as_deref());
+        let chat_id = match self
             .graph
             .send(|| self.graph.client().get(&url), self.graph_auth())
             .await
-            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        let chat: IdOnly = out
-            .json("graph")
-            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        chat.id
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
+        {
+            Ok(out) => {
+                let chat: IdOnly = out
+                    .json("graph")
+                    .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+                chat.id.filter(|id| !id.is_empty())
+            }
+            // Graph may not expose the chat (yet) for a fresh installation: the Bot
+            // Connector can create the same 1:1 conversation when it knows bot and tenant.
+            Err(e) if creation.is_some() && matches!(e.status(), Some(403 | 404)) => {
+                debug!(
+                    status = e.status(),
+                    "no 1:1 chat from graph: creating the conversation"
+                );
+                None
+            }
+            Err(e) => return Err(failure("cannot get the 1:1 chat with the bot", &e)),
+        };
+        if let Some(id) = chat_id {
+            return Ok(id);
+        }
+        let Some((bot_app_id, tenant_id)) = creation else {
+            return Err(DeliveryError::permanent(
+                CHANNEL,
+                "graph returned a chat without an id",
+            ));
+        };
+        self.create_conversation(user_id, bot_app_id, tenant_id)
+            .await
+            .map_err(|e| failure("cannot create the 1:1 conversation with the bot", &e))?
+            .ok_or_else(|| {
+                DeliveryError::permanent(
+                    CHANNEL,
+                    "the bot connector created a conversation without an id",
+                )
+            })
+    }
+
+    /// `POST {serviceUrl}/v3/conversations`: the 1:1 conversation between the bot and the
+    /// user, created (or found: Teams answers the same id again) by the Bot Connector.
+    #[instrument(skip_all, err(Display))]
+    async fn create_conversation(
+        &self,
+        user_id: &str,
+        bot_app_id: &str,
+        tenant_id: &str,
+    ) -> Result<Option<String>, HttpError> {
+        let url = format!("{}/v3/conversations", self.bot_url);
+        let body = conversation_parameters(bot_app_id, tenant_id, user_id);
+        let out = self
+            .bot
+            .send(
+                || self.bot.client().post(&url).json(&body),
+                Some((self.tokens.as_ref(), self.bot_scope.as_str())),
+            )
+            .await?;
+        let created: IdOnly = out.json("bot connector")?;
+        Ok(created.id.filter(|id| !id.is_empty()))
+    }
+
+    /// After the owner's message: whom the escalation reached, for the report. The copy is
+    /// e-mailed only when a sender mailbox is configured; a failed copy is reported, never
+    /// an error (the owner's message is already sent).
+    async fn escalate(
+        &self,
+        msg: &OutgoingReminder,
+        user_id: &str,
+        rendered: &crate::render::RenderedMessage,
+    ) -> Option<String> {
+        let escalator = self.escalator.as_ref()?;
+        let outcome = escalator.find(msg, user_id).await?;
+        let Escalation::Manager(manager) = &outcome else {
+            return Some(outcome.report(""));
+        };
+        if !escalator.can_mail() {
+            return Some(outcome.report("not copied: no REMINDERS_SENDER_MAILBOX to send from"));
+        }
+        match escalator.send_copy(msg, rendered, manager).await {
+            Ok(()) => Some(outcome.report("copy e-mailed")),
+            Err(e) => {
+                warn!(
+                    owner = %msg.owner().for_log(msg.verbose),
+                    manager = %manager.for_log(msg.verbose),
+                    error = %e,
+                    "cannot e-mail the manager's copy"
+                );
+                Some(outcome.report(&format!("copy not sent: {}", e.reason())))
+            }
+        }
     }
 
     async fn post_activity(
@@ -251,6 +347,28 @@ pub fn activity(message: &crate::render::RenderedMessage) -> serde_json::Value {
         "summary": message.subject,
         "text": message.subject,
         "attachments": [{ "contentType": ADAPTIVE_CARD, "content": message.card }],
+    })
+}
+
+/// The Bot Connector `ConversationParameters` of a 1:1 conversation with `user_id` (the
+/// Entra object id, which Teams accepts as the member id). The tenant is given both ways
+/// Teams reads it: `channelData.tenant.id` and `tenantId`.
+pub fn conversation_parameters(
+    bot_app_id: &str,
+    tenant_id: &str,
+    user_id: &str,
+) -> serde_json::Value {
+    let bot_id = if bot_app_id.starts_with("28:") {
+        bot_app_id.to_string()
+    } else {
+        format!("28:{bot_app_id}")
+    };
+    json!({
+        "bot": { "id": bot_id },
+        "members": [{ "id": user_id }],
+        "channelData": { "tenant": { "id": tenant_id } },
+        "tenantId": tenant_id,
+        "isGroup": false,
     })
 }
 
@@ -327,6 +445,7 @@ impl Notifier for TeamsBotNotifier {
             match self.post_activity(&conversation, &activity).await {
                 Ok((message_id, n)) => {
                     attempts += n;
+                    let escalated_to = self.escalate(msg, &user.id, rendered).await;
                     return Ok(Delivery {
                         channel: CHANNEL.into(),
                         message_id,
@@ -334,6 +453,7 @@ impl Notifier for TeamsBotNotifier {
                         language: Some(rendered.language.clone()),
                         fell_back: None,
                         attempts,
+                        escalated_to,
                     });
                 }
                 Err(e) => {
@@ -368,5 +488,23 @@ impl Notifier for TeamsBotNotifier {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_parameters_name_the_bot_the_member_by_object_id_and_the_tenant() {
+        let p = conversation_parameters("bot-app", "tenant-1", "user-oid");
+        assert_eq!(p["bot"]["id"], "28:bot-app");
+        assert_eq!(p["members"], json!([{ "id": "user-oid" }]));
+        assert_eq!(p["channelData"]["tenant"]["id"], "tenant-1");
+        assert_eq!(p["tenantId"], "tenant-1");
+        assert_eq!(p["isGroup"], false);
+        // An id already in `28:` form is not prefixed twice.
+        let p = conversation_parameters("28:bot-app", "t", "u");
+        assert_eq!(p["bot"]["id"], "28:bot-app");
     }
 }

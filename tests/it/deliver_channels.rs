@@ -180,6 +180,7 @@ fn line(
         stage: None,
         message_id: None,
         attempts: None,
+        escalated_to: None,
         issues,
     }
 }

@@ -3,6 +3,10 @@
 //! under 28 KB), enforces a requests-per-second limit answering 429 with `Retry-After`
 //! beyond it, and can inject 403 `BotNotInConversationRoster`, 404, 5xx and slow answers.
 //!
+//! It also creates 1:1 conversations (`POST {serviceUrl}/v3/conversations`) once a test
+//! says which bot and tenant to expect, checking the body strictly; activities to an `a:`
+//! conversation it did not create are answered 404, as Teams would.
+//!
 //! It counts accepted activities per conversation, so tests and the benchmark can prove that
 //! no reminder was sent twice and none was lost.
 
@@ -77,6 +81,12 @@ struct State {
     record: bool,
     violations: Vec<String>,
     next_id: u64,
+    /// The bot app id and tenant conversation creation expects (none: refused).
+    creation: Option<(String, String)>,
+    /// Member id → created conversation id.
+    created: HashMap<String, String>,
+    /// Conversation creation bodies received, with the status answered.
+    creations: Vec<(Value, u16)>,
 }
 
 /// A running fake Bot Connector.
@@ -107,6 +117,9 @@ impl FakeBot {
             record: true,
             violations: Vec::new(),
             next_id: 0,
+            creation: None,
+            created: HashMap::new(),
+            creations: Vec::new(),
         }));
         let app = Router::new()
             .route(
@@ -116,6 +129,16 @@ impl FakeBot {
                     move |uri: Uri, headers: HeaderMap, body: Bytes| {
                         let state = state.clone();
                         async move { activity(state, uri, headers, body).await }
+                    }
+                }),
+            )
+            .route(
+                "/teams/v3/conversations",
+                post({
+                    let state = state.clone();
+                    move |headers: HeaderMap, body: Bytes| {
+                        let state = state.clone();
+                        async move { create_conversation(state, headers, body) }
                     }
                 }),
             )
@@ -216,6 +239,113 @@ impl FakeBot {
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
     }
+
+    /// Accepts conversation creation for this bot (`REMINDERS_BOT_APP_ID`) and tenant.
+    pub fn expect_conversation_creation(&self, bot_app_id: &str, tenant_id: &str) {
+        self.state.lock().unwrap().creation = Some((bot_app_id.into(), tenant_id.into()));
+    }
+
+    /// Conversation creation bodies received, with the status answered.
+    pub fn creations(&self) -> Vec<(Value, u16)> {
+        self.state.lock().unwrap().creations.clone()
+    }
+
+    /// The conversation id created for a member, if any.
+    pub fn created_conversation(&self, member_id: &str) -> Option<String> {
+        self.state.lock().unwrap().created.get(member_id).cloned()
+    }
+}
+
+/// What a valid 1:1 `ConversationParameters` for `bot_app_id` in `tenant_id` looks like;
+/// `Err` says what is wrong. Returns the member id.
+pub fn check_conversation_parameters(
+    v: &Value,
+    bot_app_id: &str,
+    tenant_id: &str,
+) -> Result<String, String> {
+    if v["isGroup"] != Value::Bool(false) {
+        return Err(format!("isGroup must be false, got {}", v["isGroup"]));
+    }
+    if v["bot"]["id"] != format!("28:{bot_app_id}").as_str() {
+        return Err(format!(
+            "bot.id must be 28:<bot app id>, got {}",
+            v["bot"]["id"]
+        ));
+    }
+    let members = v["members"].as_array().ok_or("members must be an array")?;
+    if members.len() != 1 {
+        return Err(format!(
+            "exactly one member expected, got {}",
+            members.len()
+        ));
+    }
+    let member = members[0]["id"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .ok_or("members[0].id must be a non-empty string")?;
+    // Our contract: the member is named by its Entra object id (a bare id). A `29:` prefix
+    // on an object id is a pairwise id Teams refuses.
+    if member.contains(':') {
+        return Err(format!(
+            "members[0].id must be the user's Entra object id, got {member}"
+        ));
+    }
+    if v["channelData"]["tenant"]["id"] != tenant_id {
+        return Err(format!(
+            "channelData.tenant.id must be the tenant, got {}",
+            v["channelData"]["tenant"]["id"]
+        ));
+    }
+    if v.get("tenantId").is_some_and(|t| t != tenant_id) {
+        return Err(format!(
+            "tenantId must be the tenant, got {}",
+            v["tenantId"]
+        ));
+    }
+    Ok(member.to_string())
+}
+
+fn create_conversation(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes) -> Response {
+    let audience = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_audience);
+    let mut s = state.lock().unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let response = (|| {
+        if audience.as_deref() != Some(BOT_AUDIENCE) {
+            s.violations
+                .push(format!("create conversation: bearer audience {audience:?}"));
+            return bot_error(
+                401,
+                "Unauthorized",
+                "Authorization has been denied for this request.",
+            );
+        }
+        let Some((bot, tenant)) = s.creation.clone() else {
+            s.violations
+                .push("create conversation: not expected by this test".into());
+            return bot_error(400, "BadSyntax", "conversation creation not expected");
+        };
+        match check_conversation_parameters(&v, &bot, &tenant) {
+            Err(why) => {
+                s.violations.push(format!("create conversation: {why}"));
+                bot_error(400, "BadSyntax", &why)
+            }
+            Ok(member) => {
+                // Teams answers the same id for the same member (idempotent).
+                let id = s
+                    .created
+                    .entry(member.clone())
+                    .or_insert_with(|| format!("a:1{}", member.replace('-', "")))
+                    .clone();
+                (StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response()
+            }
+        }
+    })();
+    let status = response.status().as_u16();
+    s.creations.push((v, status));
+    response
 }
 
 fn bot_error(status: u16, code: &str, message: &str) -> Response {
@@ -328,7 +458,9 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
             }
             return r;
         }
-        if s.gone.contains(&conversation) {
+        if s.gone.contains(&conversation)
+            || (conversation.starts_with("a:") && !s.created.values().any(|c| *c == conversation))
+        {
             return bot_error(404, "ConversationNotFound", "Conversation not found.");
         }
         if let Err(why) = &checked {

@@ -1,5 +1,5 @@
-//! A fake Microsoft Graph (v1.0) for the delivery channels: users, the Teams app
-//! installations and their 1:1 chats, and `sendMail`.
+//! A fake Microsoft Graph (v1.0) for the delivery channels: users and their managers, the
+//! Teams app installations and their 1:1 chats, and `sendMail`.
 //!
 //! It checks strictly what the real one would refuse or what we promise to send: a bearer
 //! token whose audience is Graph, the exact paths, `$select` / `$expand` / `$filter`, the
@@ -25,6 +25,20 @@ pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
 pub const USER_SELECT: &str =
     "id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled";
 
+/// The `$select` a manager lookup must ask for.
+pub const MANAGER_SELECT: &str = "id,mail,displayName,userPrincipalName";
+
+/// A user's manager in the fake directory.
+#[derive(Clone, Debug)]
+pub struct FakeManager {
+    /// Object id.
+    pub id: String,
+    /// `mail` (absent: no mailbox).
+    pub mail: Option<String>,
+    /// UPN.
+    pub upn: String,
+}
+
 /// A user in the fake directory.
 #[derive(Clone, Debug)]
 pub struct FakeUser {
@@ -43,7 +57,8 @@ pub struct FakeUser {
 pub struct Recorded {
     /// Method.
     pub method: String,
-    /// Route name (`user`, `installed_apps`, `install`, `chat`, `send_mail`, `unknown`).
+    /// Route name (`user`, `manager`, `installed_apps`, `install`, `chat`, `send_mail`,
+    /// `unknown`).
     pub route: &'static str,
     /// Path, decoded.
     pub path: String,
@@ -75,6 +90,8 @@ struct State {
     base: String,
     catalog_app_id: String,
     users: HashMap<String, FakeUser>,
+    /// user id → manager.
+    managers: HashMap<String, FakeManager>,
     /// user id → installation id.
     installed: HashMap<String, String>,
     requests: Vec<Recorded>,
@@ -148,6 +165,25 @@ impl FakeGraph {
             .users
             .get_mut(&upn.to_lowercase())
             .expect("known user"));
+    }
+
+    /// Gives a user (by UPN) a manager with this `mail` (`None`: a manager without a
+    /// mailbox); returns the manager's object id.
+    pub fn set_manager(&self, upn: &str, mail: Option<&str>) -> String {
+        let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
+        let mut s = self.state.lock().unwrap();
+        let user_id = s.users[&upn.to_lowercase()].id.clone();
+        s.managers.insert(
+            user_id,
+            FakeManager {
+                id: id.clone(),
+                mail: mail.map(str::to_string),
+                upn: mail
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{id}@contoso.com")),
+            },
+        );
+        id
     }
 
     /// Marks the app as already installed for a user.
@@ -293,6 +329,7 @@ async fn handle(
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let route: &'static str = match (method.as_str(), seg.as_slice()) {
         ("GET", ["v1.0", "users", _]) => "user",
+        ("GET", ["v1.0", "users", _, "manager"]) => "manager",
         ("GET", ["v1.0", "users", _, "teamwork", "installedApps"]) => "installed_apps",
         ("POST", ["v1.0", "users", _, "teamwork", "installedApps"]) => "install",
         ("GET", ["v1.0", "users", _, "teamwork", "installedApps", _, "chat"]) => "chat",
@@ -340,6 +377,33 @@ async fn handle(
                     Some(u) => axum::Json(json!({
                         "id": u.id, "displayName": "Someone", "mail": seg[2], "userPrincipalName": seg[2],
                         "preferredLanguage": u.preferred_language, "accountEnabled": u.account_enabled,
+                    }))
+                    .into_response(),
+                }
+            }
+            "manager" => {
+                if q.get("$select").map(String::as_str) != Some(MANAGER_SELECT) {
+                    s.violations
+                        .push(format!("manager: $select {:?}", q.get("$select")));
+                    return graph_error(400, "BadRequest", "unexpected $select");
+                }
+                // By object id or UPN, as Graph accepts both.
+                let key = seg[2].to_lowercase();
+                let user_id = s.users.get(&key).map(|u| u.id.clone()).or_else(|| {
+                    s.users
+                        .values()
+                        .find(|u| u.id == seg[2])
+                        .map(|u| u.id.clone())
+                });
+                let Some(user_id) = user_id else {
+                    return graph_error(404, "Request_ResourceNotFound", "Resource does not exist or one of its queried reference-property objects are not present.");
+                };
+                match s.managers.get(&user_id) {
+                    None => graph_error(404, "Request_ResourceNotFound", "Resource 'manager' does not exist or one of its queried reference-property objects are not present."),
+                    Some(m) => axum::Json(json!({
+                        "@odata.context": format!("{}/v1.0/$metadata#directoryObjects(id,mail,displayName,userPrincipalName)/$entity", s.base),
+                        "@odata.type": "#microsoft.graph.user",
+                        "id": m.id, "mail": m.mail, "displayName": "The Manager", "userPrincipalName": m.upn,
                     }))
                     .into_response(),
                 }
@@ -403,7 +467,18 @@ async fn handle(
                         .is_some_and(|x| x.contains('<'))
                     && m["message"]["toRecipients"][0]["emailAddress"]["address"]
                         .as_str()
-                        .is_some_and(|x| x.contains('@'));
+                        .is_some_and(|x| x.contains('@'))
+                    // `ccRecipients`, when given: a non-empty list of addresses.
+                    && m["message"].get("ccRecipients").is_none_or(|cc| {
+                        cc.as_array().is_some_and(|list| {
+                            !list.is_empty()
+                                && list.iter().all(|r| {
+                                    r["emailAddress"]["address"]
+                                        .as_str()
+                                        .is_some_and(|x| x.contains('@'))
+                                })
+                        })
+                    });
                 if !ok {
                     s.violations.push(format!("send_mail: body {m}"));
                     return graph_error(400, "ErrorInvalidRequest", "bad message");

@@ -1,0 +1,437 @@
+//! Escalation to the owner's manager (`REMINDERS_ESCALATE_TO_MANAGER`) through the e-mail
+//! and Teams bot channels, and the Bot Connector's conversation creation when Graph has no
+//! 1:1 chat (`REMINDERS_BOT_APP_ID` + `REMINDERS_TENANT_ID`), against the strict fakes.
+
+use crate::deliver_helpers::*;
+use crate::fake_bot::FakeBot;
+use crate::fake_graph::{FakeGraph, MANAGER_SELECT};
+use chrono::NaiveDate;
+use lookout_reminders::config::DeliverySettings;
+use lookout_reminders::deliver::{EmailNotifier, Notifier, OutgoingReminder, TeamsBotNotifier};
+use lookout_reminders::domain::OwnerEmail;
+use lookout_reminders::job::{self, Deps, RunRequest};
+use lookout_reminders::ledger::LocalLedger;
+use lookout_reminders::plan::Cadence;
+use lookout_reminders::policy::Rules;
+use lookout_reminders::report::{ReminderStatus, Trigger};
+use lookout_reminders::source::LocalFileSource;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const BOT_APP_ID: &str = "0b6a7c1e-9a57-4f0e-8d6b-3f2e1d0c9b8a";
+const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const HEADER: &str = "Device Owner,Lookout ID,MDM Device ID,Profile,Device Model,Device Platform,Issue Type,Issue,Classifications,Status,Risk,Date Detected,Date Resolved,Resolution Time,Details";
+
+/// Delivery settings pointing at the fakes, escalation on or off.
+fn escalating(graph: &FakeGraph, bot: &FakeBot, on: bool) -> DeliverySettings {
+    DeliverySettings {
+        escalate_to_manager: on,
+        ..settings(graph, bot)
+    }
+}
+
+/// A reminder three days past its deadline (so it escalates), rendered in both languages.
+fn overdue(owner: &str) -> OutgoingReminder {
+    let planned = planned(owner, -3);
+    assert!(planned.escalate);
+    let messages = renderer()
+        .render_all(&planned, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap())
+        .unwrap();
+    OutgoingReminder {
+        run_id: "run-1".into(),
+        reminder: planned,
+        messages,
+        cached_conversation: None,
+        verbose: false,
+    }
+}
+
+fn cc_of(mail: &serde_json::Value) -> Option<String> {
+    mail["message"].get("ccRecipients").map(|cc| {
+        cc[0]["emailAddress"]["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_overdue_reminder_by_email_copies_the_owners_manager_and_logs_only_pseudonyms() {
+    let (logs, _guard) = capture_logs();
+    let (graph, bot) = fakes().await;
+    let owner = "jean.dupont@contoso.com";
+    graph.add_user(owner, None);
+    graph.set_manager(owner, Some("Marie.Martin@contoso.com"));
+    let email = EmailNotifier::new(
+        &escalating(&graph, &bot, true),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let msg = overdue(owner);
+
+    let d = email.send(&msg).await.unwrap();
+
+    assert_eq!(d.channel, "email");
+    assert_eq!(
+        d.escalated_to.as_deref(),
+        Some("marie.martin@contoso.com (cc)")
+    );
+    let lookups = graph.requests_to("manager");
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(lookups[0].path, format!("v1.0/users/{owner}/manager"));
+    assert_eq!(
+        crate::fake_graph::query_pairs(&lookups[0].query)
+            .get("$select")
+            .map(String::as_str),
+        Some(MANAGER_SELECT)
+    );
+    let mails = graph.mails();
+    assert_eq!(
+        mails.len(),
+        1,
+        "one e-mail: the owner's, with the manager in cc"
+    );
+    let m = &mails[0];
+    assert_eq!(m["_sender"], SENDER);
+    assert_eq!(
+        m["message"]["toRecipients"][0]["emailAddress"]["address"],
+        owner
+    );
+    assert_eq!(cc_of(m).as_deref(), Some("marie.martin@contoso.com"));
+    assert_eq!(m["message"]["subject"], msg.messages[0].subject.as_str());
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+
+    let text = logs.text();
+    let manager = OwnerEmail::parse("marie.martin@contoso.com").unwrap();
+    assert!(
+        text.contains("escalating to the owner's manager") && text.contains(&manager.pseudonym()),
+        "{text}"
+    );
+    assert!(
+        !text.to_lowercase().contains("marie.martin"),
+        "manager e-mail in logs"
+    );
+    assert!(!text.contains("jean.dupont"), "owner e-mail in logs");
+}
+
+#[tokio::test]
+async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so() {
+    let (graph, bot) = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let managed = "a@contoso.com";
+    let unmanaged = "b@contoso.com";
+    let mut csv = format!("{HEADER}\n");
+    for (i, o) in [managed, unmanaged].iter().enumerate() {
+        graph.add_user(o, None);
+        // High risk: the plan escalates it.
+        csv.push_str(&format!(
+            "{o},id-{i},mdm-{i},Work,SM-A528B,Android,Application,Chrome(com.android.chrome),Vulnerability,Active,High,2024-03-01T10:00:00Z,,,\n"
+        ));
+    }
+    graph.set_manager(managed, Some("boss@contoso.com"));
+    let export = dir.path().join("export.csv");
+    std::fs::write(&export, csv).unwrap();
+    let email = EmailNotifier::new(
+        &escalating(&graph, &bot, true),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let deps = Deps {
+        source: Arc::new(LocalFileSource::new(export, 1 << 20)),
+        notifier: Arc::new(email),
+        ledger: Arc::new(LocalLedger::new(
+            dir.path().join("state"),
+            Duration::from_secs(600),
+        )),
+        renderer: Arc::new(renderer()),
+        rules: Rules::default(),
+        cadence: Cadence::default(),
+        concurrency: 4,
+        max_owners_per_run: 10,
+        verbose: false,
+        lock_renew_every: Duration::from_secs(30),
+        digest: None,
+    };
+    let mut req = RunRequest::new(Trigger::Cli);
+    req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());
+
+    let report = job::run(&deps, req, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(report.counts.sent, 2, "{}", report.summary);
+    let line = |o: &str| report.reminders.iter().find(|l| l.owner == o).unwrap();
+    assert_eq!(line(unmanaged).status, ReminderStatus::Sent);
+    assert_eq!(
+        line(unmanaged).escalated_to.as_deref(),
+        Some("no manager in the directory")
+    );
+    assert_eq!(
+        line(managed).escalated_to.as_deref(),
+        Some("boss@contoso.com (cc)")
+    );
+    let json = serde_json::to_value(line(unmanaged)).unwrap();
+    assert_eq!(json["escalated_to"], "no manager in the directory");
+    assert!(report
+        .reminders_csv()
+        .contains("no manager in the directory"));
+
+    let lookups = graph.requests_to("manager");
+    assert_eq!(lookups.len(), 2);
+    assert!(lookups.iter().any(|r| r.status == 404));
+    let mails = graph.mails();
+    assert_eq!(mails.len(), 2);
+    for m in &mails {
+        let to = m["message"]["toRecipients"][0]["emailAddress"]["address"]
+            .as_str()
+            .unwrap();
+        let expected_cc = (to == managed).then(|| "boss@contoso.com".to_string());
+        assert_eq!(cc_of(m), expected_cc, "cc of the mail to {to}");
+    }
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+}
+
+#[tokio::test]
+async fn with_escalation_off_no_manager_is_looked_up_on_any_channel() {
+    let (graph, bot) = fakes().await;
+    let owner = "owner@contoso.com";
+    graph.add_user(owner, None);
+    graph.set_manager(owner, Some("boss@contoso.com"));
+    let off = escalating(&graph, &bot, false);
+    let tokens = identity_tokens().await;
+    let email = EmailNotifier::new(&off, tokens.clone(), reqwest::Client::new()).unwrap();
+    let teams = TeamsBotNotifier::new(&off, tokens, reqwest::Client::new()).unwrap();
+    let msg = overdue(owner);
+
+    let by_mail = email.send(&msg).await.unwrap();
+    let by_teams = teams.send(&msg).await.unwrap();
+
+    assert_eq!(by_mail.escalated_to, None);
+    assert_eq!(by_teams.escalated_to, None);
+    assert!(
+        graph.requests_to("manager").is_empty(),
+        "{:?}",
+        graph.requests_to("manager")
+    );
+    let mails = graph.mails();
+    assert_eq!(mails.len(), 1, "only the owner's e-mail");
+    assert_eq!(cc_of(&mails[0]), None);
+    assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), Some(&1));
+}
+
+#[tokio::test]
+async fn a_reminder_that_does_not_escalate_looks_no_manager_up_even_with_escalation_on() {
+    let (graph, bot) = fakes().await;
+    let owner = "owner@contoso.com";
+    graph.add_user(owner, None);
+    graph.set_manager(owner, Some("boss@contoso.com"));
+    let email = EmailNotifier::new(
+        &escalating(&graph, &bot, true),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let msg = reminder(owner);
+    assert!(!msg.reminder.escalate);
+
+    let d = email.send(&msg).await.unwrap();
+
+    assert_eq!(d.escalated_to, None);
+    assert!(graph.requests_to("manager").is_empty());
+    assert_eq!(cc_of(&graph.mails()[0]), None);
+}
+
+#[tokio::test]
+async fn the_teams_bot_posts_the_card_to_the_owner_then_emails_the_manager_a_copy() {
+    let (graph, bot) = fakes().await;
+    let owner = "jean.dupont@contoso.com";
+    let owner_id = graph.add_user(owner, Some("fr-FR"));
+    graph.set_manager(owner, Some("boss@contoso.com"));
+    let teams = TeamsBotNotifier::new(
+        &escalating(&graph, &bot, true),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let msg = overdue(owner);
+
+    let d = teams.send(&msg).await.unwrap();
+
+    assert_eq!(d.channel, "teams_bot");
+    assert_eq!(
+        d.escalated_to.as_deref(),
+        Some("boss@contoso.com (copy e-mailed)")
+    );
+    let chat = graph.chat_id_for(owner);
+    assert_eq!(
+        bot.accepted().get(&chat),
+        Some(&1),
+        "the owner got the card"
+    );
+    let routes: Vec<&str> = graph.requests().iter().map(|r| r.route).collect();
+    assert_eq!(
+        routes,
+        [
+            "user",
+            "installed_apps",
+            "install",
+            "installed_apps",
+            "chat",
+            "manager",
+            "send_mail"
+        ],
+        "the manager is looked up (by object id) after the owner's card"
+    );
+    assert_eq!(
+        graph.requests_to("manager")[0].path,
+        format!("v1.0/users/{owner_id}/manager")
+    );
+    let mails = graph.mails();
+    assert_eq!(mails.len(), 1);
+    let m = &mails[0];
+    assert_eq!(m["_sender"], SENDER);
+    assert_eq!(
+        m["message"]["toRecipients"][0]["emailAddress"]["address"],
+        "boss@contoso.com"
+    );
+    assert_eq!(cc_of(m), None);
+    let french = &msg.messages[0];
+    assert_eq!(french.language, "fr");
+    assert_eq!(
+        m["message"]["subject"],
+        format!("[Copie manager] {}", french.subject).as_str()
+    );
+    let html = m["message"]["body"]["content"].as_str().unwrap();
+    assert!(html.contains(owner), "the copy says whose reminder it is");
+    let owner_body = french
+        .html
+        .split_once("<body")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(_, body)| body)
+        .unwrap();
+    assert!(html.contains(owner_body), "the owner's HTML is in the copy");
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+    assert!(bot.violations().is_empty(), "{:?}", bot.violations());
+}
+
+#[tokio::test]
+async fn without_a_sender_mailbox_the_teams_bot_only_reports_the_manager() {
+    let (graph, bot) = fakes().await;
+    let owner = "owner@contoso.com";
+    graph.add_user(owner, Some("en-US"));
+    graph.set_manager(owner, Some("boss@contoso.com"));
+    let settings = DeliverySettings {
+        sender_mailbox: None,
+        ..escalating(&graph, &bot, true)
+    };
+    let teams =
+        TeamsBotNotifier::new(&settings, identity_tokens().await, reqwest::Client::new()).unwrap();
+
+    let d = teams.send(&overdue(owner)).await.unwrap();
+
+    assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), Some(&1));
+    let reported = d.escalated_to.unwrap();
+    assert!(
+        reported.starts_with("boss@contoso.com (not copied")
+            && reported.contains("REMINDERS_SENDER_MAILBOX"),
+        "{reported}"
+    );
+    assert_eq!(graph.requests_to("manager").len(), 1);
+    assert!(graph.mails().is_empty(), "no copy without a sender mailbox");
+}
+
+#[tokio::test]
+async fn a_failed_manager_lookup_never_fails_the_owners_reminder() {
+    let (graph, bot) = fakes().await;
+    let owner = "owner@contoso.com";
+    graph.add_user(owner, None);
+    graph.set_manager(owner, Some("boss@contoso.com"));
+    graph.fail_next("manager", 403, 1, None, "Authorization_RequestDenied");
+    let teams = TeamsBotNotifier::new(
+        &escalating(&graph, &bot, true),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap()
+    .with_policy(fast_policy());
+
+    let d = teams.send(&overdue(owner)).await.unwrap();
+
+    assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), Some(&1));
+    let reported = d.escalated_to.unwrap();
+    assert!(
+        reported.starts_with("cannot look the manager up") && reported.contains("403"),
+        "{reported}"
+    );
+    assert!(graph.mails().is_empty());
+}
+
+#[tokio::test]
+async fn when_graph_has_no_chat_the_bot_connector_creates_the_conversation() {
+    let (graph, bot) = fakes().await;
+    bot.expect_conversation_creation(BOT_APP_ID, TENANT_ID);
+    let settings = DeliverySettings {
+        bot_app_id: Some(BOT_APP_ID.into()),
+        tenant_id: Some(TENANT_ID.into()),
+        ..settings(&graph, &bot)
+    };
+    let teams = TeamsBotNotifier::new(&settings, identity_tokens().await, reqwest::Client::new())
+        .unwrap()
+        .with_policy(fast_policy());
+
+    // 404 and 403 from the chat lookup both fall back to creating the conversation.
+    for (owner, status) in [("a@contoso.com", 404), ("b@contoso.com", 403)] {
+        let user_id = graph.add_user(owner, None);
+        graph.fail_next("chat", status, 1, None, "NotFound");
+
+        let d = teams.send(&reminder(owner)).await.unwrap();
+
+        let created = bot
+            .created_conversation(&user_id)
+            .expect("a conversation created for the user's object id");
+        assert!(created.starts_with("a:"), "{created}");
+        assert_eq!(d.conversation_id.as_deref(), Some(created.as_str()));
+        assert_eq!(bot.accepted().get(&created), Some(&1), "card posted there");
+        assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), None);
+    }
+    let creations = bot.creations();
+    assert_eq!(creations.len(), 2);
+    for (body, status) in &creations {
+        assert_eq!(*status, 201, "{body}");
+        assert_eq!(body["bot"]["id"], format!("28:{BOT_APP_ID}").as_str());
+        assert_eq!(body["isGroup"], false);
+        assert_eq!(body["channelData"]["tenant"]["id"], TENANT_ID);
+        assert_eq!(body["members"].as_array().unwrap().len(), 1);
+    }
+    assert!(bot.violations().is_empty(), "{:?}", bot.violations());
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+}
+
+#[tokio::test]
+async fn without_bot_and_tenant_ids_a_missing_chat_fails_as_before() {
+    let (graph, bot) = fakes().await;
+    bot.expect_conversation_creation(BOT_APP_ID, TENANT_ID);
+    let owner = "owner@contoso.com";
+    graph.add_user(owner, None);
+    graph.fail_next("chat", 404, 1, None, "NotFound");
+    let settings = DeliverySettings {
+        bot_app_id: Some(BOT_APP_ID.into()),
+        tenant_id: None,
+        ..settings(&graph, &bot)
+    };
+    let teams =
+        TeamsBotNotifier::new(&settings, identity_tokens().await, reqwest::Client::new()).unwrap();
+
+    let e = teams.send(&reminder(owner)).await.unwrap_err();
+
+    assert!(
+        e.reason.starts_with("cannot get the 1:1 chat with the bot"),
+        "{}",
+        e.reason
+    );
+    assert!(bot.creations().is_empty());
+    assert!(bot.accepted().is_empty());
+}
