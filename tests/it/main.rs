@@ -20,4 +20,5 @@ mod functions_runs;
 mod helpers;
 mod job;
 mod parse;
+mod parse_robustness;
 mod teams_app;
