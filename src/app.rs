@@ -2,7 +2,7 @@
 //! Each source / ledger / channel kind maps to its implementation here and nowhere else.
 
 use crate::config::{ChannelKind, Config, LedgerKind, SourceKind};
-use crate::deliver::{Notifier, OutboxNotifier};
+use crate::deliver::{DeliveryLimits, Notifier, OutboxNotifier};
 use crate::job::Deps;
 use crate::ledger::{LedgerStore, LocalLedger};
 use crate::render::{MessageConstants, RenderError, Renderer};
@@ -140,30 +140,51 @@ pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
     }
 }
 
+/// The channels' access tokens, when a channel needs them (`teams_bot`, `email`): one
+/// credential for the whole notifier chain (escalation included), rebuilt after a refused
+/// token (see [`crate::azure::CredentialTokens::from_settings`]).
+pub fn channel_tokens(
+    config: &Config,
+    channels: &[ChannelKind],
+) -> Result<Option<Arc<dyn crate::azure::AccessTokens>>, WiringError> {
+    let needs_tokens = channels
+        .iter()
+        .any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
+    if !needs_tokens {
+        return Ok(None);
+    }
+    let tokens = crate::azure::CredentialTokens::from_settings(&config.azure)
+        .map_err(|e| WiringError::Other(e.to_string()))?;
+    Ok(Some(Arc::new(tokens)))
+}
+
 /// Builds the configured delivery channel(s).
 pub fn notifier(
     config: &Config,
     channels: &[ChannelKind],
 ) -> Result<Arc<dyn Notifier>, WiringError> {
-    let needs_tokens = channels
-        .iter()
-        .any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
-    let tokens: Option<Arc<dyn crate::azure::AccessTokens>> = if needs_tokens {
-        let credential = crate::azure::credential(&config.azure)
-            .map_err(|e| WiringError::Other(e.to_string()))?;
-        Some(Arc::new(crate::azure::CredentialTokens::new(credential)))
-    } else {
-        None
-    };
-    notifier_with_tokens(config, channels, tokens)
+    notifier_with_tokens(config, channels, channel_tokens(config, channels)?)
 }
 
 /// Builds the delivery channel(s) with the given tokens (tests pass their own): the first
 /// channel is the primary, the others are tried in order when it cannot reach an owner.
+/// All of them (and escalation) share one set of [`DeliveryLimits`]: a service limits each
+/// endpoint, however many of our clients call it.
 pub fn notifier_with_tokens(
     config: &Config,
     channels: &[ChannelKind],
     tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
+) -> Result<Arc<dyn Notifier>, WiringError> {
+    let limits = DeliveryLimits::from_settings(&config.delivery);
+    notifier_with_limits(config, channels, tokens, &limits)
+}
+
+/// Builds the delivery channel(s) with the given tokens and shared `limits`.
+pub fn notifier_with_limits(
+    config: &Config,
+    channels: &[ChannelKind],
+    tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
+    limits: &DeliveryLimits,
 ) -> Result<Arc<dyn Notifier>, WiringError> {
     use crate::deliver::{EmailNotifier, FallbackNotifier, TeamsBotNotifier, WorkflowsNotifier};
     let kinds: Vec<ChannelKind> = if channels.is_empty() {
@@ -185,18 +206,22 @@ pub fn notifier_with_tokens(
     for kind in kinds {
         chain.push(match kind {
             ChannelKind::Outbox => Arc::new(OutboxNotifier::new(config.outbox_dir.clone())),
-            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new(
+            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new_with_limits(
                 &config.delivery,
                 tokens(kind)?,
                 client()?,
+                limits,
             )?),
-            ChannelKind::Workflows => {
-                Arc::new(WorkflowsNotifier::new(&config.delivery, client()?)?)
-            }
-            ChannelKind::Email => Arc::new(EmailNotifier::new(
+            ChannelKind::Workflows => Arc::new(WorkflowsNotifier::new_with_limits(
+                &config.delivery,
+                client()?,
+                limits,
+            )?),
+            ChannelKind::Email => Arc::new(EmailNotifier::new_with_limits(
                 &config.delivery,
                 tokens(kind)?,
                 client()?,
+                limits,
             )?),
         });
     }
@@ -236,7 +261,8 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         concurrency: config.delivery.concurrency,
         max_owners_per_run: config.delivery.max_owners_per_run,
         verbose: config.verbose,
-        // A third of the lease: two renewals may fail transiently before it lapses.
+        // A third of the lease, each renewal bounded by that period (job.rs): a renewal
+        // that fails or hangs stops new sends well before the lease can lapse.
         digest: digest(config)?.map(Arc::new),
         lock_renew_every: Duration::from_secs(
             u64::from(config.azure.lock_lease_seconds / 3).max(5),

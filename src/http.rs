@@ -490,7 +490,11 @@ pub fn encode_segment(text: &str) -> String {
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // Clamped before converting: a hostile or broken `1e20` must not panic the run
+        // (callers cap the wait further with their policy).
+        const A_YEAR: f64 = 365.0 * 86_400.0;
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(A_YEAR)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -505,6 +509,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_clamped_not_a_panic() {
+        let d = retry_after(&headers("1e20"), SystemTime::now()).unwrap();
+        assert_eq!(d, Duration::from_secs(365 * 86_400));
+        assert_eq!(retry_after(&headers("-3"), SystemTime::now()), None);
+        assert_eq!(retry_after(&headers("NaN"), SystemTime::now()), None);
     }
 
     #[test]

@@ -108,6 +108,14 @@ pub enum JobError {
     /// The ledger could not be read or written.
     #[error("ledger: {0}")]
     Ledger(LedgerError),
+    /// A live run may not be dated after today (it would skew the cadence).
+    #[error("as-of date {as_of} is after today ({today}): only a dry run may look ahead")]
+    AsOfInFuture {
+        /// The requested date.
+        as_of: NaiveDate,
+        /// Today in the configured time zone.
+        today: NaiveDate,
+    },
     /// The plan would message more owners than allowed.
     #[error("refusing to message {planned} owners in one run (limit {limit}, setting REMINDERS_MAX_OWNERS_PER_RUN); check the export, or force the run")]
     TooManyOwners {
@@ -174,6 +182,12 @@ async fn run_inner(
 ) -> Result<RunReport, JobError> {
     let started_at = Utc::now();
     let as_of = req.as_of.unwrap_or_else(|| today(&deps.rules));
+    // The ledger counts the cadence in run days: a live run dated in the future would hold
+    // every owner back until that date.
+    let today = today(&deps.rules);
+    if !req.dry_run && as_of > today {
+        return Err(JobError::AsOfInFuture { as_of, today });
+    }
     let source = req.source.clone().unwrap_or_else(|| deps.source.clone());
     let notifier = req
         .notifier
@@ -196,8 +210,16 @@ async fn run_inner(
             tokio::select! {
                 _ = done.cancelled() => break,
                 _ = tokio::time::sleep(deps.lock_renew_every) => {
-                    if let Err(e) = lock.renew().await {
-                        warn!(error = %e, "lost the run lock: stopping after the batch in flight");
+                    // A renewal stuck in retries must not outlive the lease: give it one
+                    // renewal period, then stop starting sends (another run may take over).
+                    let renewed = tokio::time::timeout(deps.lock_renew_every, lock.renew()).await;
+                    let failure = match renewed {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some("the renewal did not answer in time".to_string()),
+                    };
+                    if let Some(why) = failure {
+                        warn!(error = %why, "lost the run lock: no new send will start");
                         run_cancel.cancel();
                         break;
                     }
@@ -263,7 +285,13 @@ async fn run_locked(
         "export parsed"
     );
     for r in &parsed.rejected {
-        warn!(row = r.row, field = %r.field, reason = %r.reason, "row rejected");
+        // The reason quotes the cell, which may hold a person's address: the report has it,
+        // the logs only in verbose mode.
+        if deps.verbose {
+            warn!(row = r.row, field = %r.field, reason = %r.reason, "row rejected");
+        } else {
+            warn!(row = r.row, field = %r.field, "row rejected (reason in the run report)");
+        }
     }
     if parsed.total_rows > 0 && parsed.findings.is_empty() {
         return Err(JobError::Unusable(ParseError::AllRowsRejected {
@@ -272,8 +300,13 @@ async fn run_locked(
             first: parsed
                 .rejected
                 .first()
-                .map(|r| r.to_string())
+                .map(|r| format!("row {}, column '{}'", r.row, r.field))
                 .unwrap_or_default(),
+        }));
+    }
+    if parsed.total_rows == 0 && !req.force {
+        return Err(JobError::Unusable(ParseError::NoDataRows {
+            name: source_report.location.clone(),
         }));
     }
     let ledger = deps.ledger.load().await?;

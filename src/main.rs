@@ -243,6 +243,13 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                     return Ok(exit::USAGE);
                 }
             };
+            tracing::info!(
+                source = %deps.source.describe(),
+                ledger = %deps.ledger.describe(),
+                channel = %deps.notifier.describe(),
+                credential = %config.azure.describe_credential(),
+                "starting"
+            );
             let mut req = RunRequest::new(Trigger::Cli);
             req.dry_run = dry_run;
             req.as_of = common.as_of;
@@ -304,7 +311,7 @@ fn job_error_code(e: &JobError) -> u8 {
     match e {
         JobError::Busy(_) => exit::BUSY,
         JobError::Source(_) | JobError::Unusable(_) => exit::UNUSABLE_EXPORT,
-        JobError::TooManyOwners { .. } => exit::USAGE,
+        JobError::TooManyOwners { .. } | JobError::AsOfInFuture { .. } => exit::USAGE,
         JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
         #[allow(unreachable_patterns)]
         _ => exit::FAILURE,

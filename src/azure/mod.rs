@@ -14,7 +14,7 @@ pub use http::{
     http_client, http_client_builder, load_ca_bundle, sdk_client_options, sdk_retry, sdk_transport,
     HttpClientError,
 };
-pub use token::{AccessTokens, CredentialTokens, TokenError, REFRESH_MARGIN};
+pub use token::{AccessTokens, CredentialFactory, CredentialTokens, TokenError, REFRESH_MARGIN};
 
 /// Scope of Azure Storage tokens.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";

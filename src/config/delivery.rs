@@ -193,8 +193,18 @@ impl DeliverySettings {
         };
         let s = Self {
             concurrency,
-            max_owners_per_run: env
-                .parse_or("REMINDERS_MAX_OWNERS_PER_RUN", d.max_owners_per_run)?,
+            max_owners_per_run: match env
+                .parse_or("REMINDERS_MAX_OWNERS_PER_RUN", d.max_owners_per_run)?
+            {
+                0 => {
+                    return Err(ConfigError::invalid(
+                        "REMINDERS_MAX_OWNERS_PER_RUN",
+                        "0",
+                        "must be greater than zero (it would refuse every run)",
+                    ))
+                }
+                n => n,
+            },
             graph_base_url: base_url(env, "REMINDERS_GRAPH_BASE_URL", &d.graph_base_url)?,
             graph_scope: env
                 .get("REMINDERS_GRAPH_SCOPE")
@@ -246,8 +256,14 @@ impl DeliverySettings {
 fn base_url(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
     let raw = env.get(name).unwrap_or(default);
     let url = url::Url::parse(raw).map_err(|e| ConfigError::invalid(name, raw, e))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::invalid(name, raw, "expected an https URL"));
+    let loopback_http = url.scheme() == "http" && super::azure::is_loopback(&url);
+    if url.scheme() != "https" && !loopback_http {
+        // Bearer tokens go to this URL: never in clear text over a network.
+        return Err(ConfigError::invalid(
+            name,
+            raw,
+            "expected an https URL (http only for localhost)",
+        ));
     }
     Ok(raw.trim_end_matches('/').to_string())
 }

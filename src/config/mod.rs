@@ -256,12 +256,16 @@ impl Config {
                 .to_string(),
         };
 
+        let azure = AzureSettings::from_env(env)?;
+        let mut delivery = DeliverySettings::from_env(env)?;
+        check_bot_identity(&azure, &mut delivery)?;
+
         Ok(Self {
             rules,
             cadence,
             message,
-            azure: AzureSettings::from_env(env)?,
-            delivery: DeliverySettings::from_env(env)?,
+            azure,
+            delivery,
             export_path: env.get("REMINDERS_EXPORT_PATH").map(PathBuf::from),
             max_export_bytes: env.parse_or("REMINDERS_MAX_EXPORT_BYTES", 50u64 * 1024 * 1024)?,
             state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
@@ -270,6 +274,38 @@ impl Config {
             lock_ttl_minutes: env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)?,
         })
     }
+}
+
+/// The Bot Connector only accepts tokens of the bot's own identity: with a managed identity
+/// that is the user-assigned identity the Azure Bot was created with. Checked at start-up,
+/// because otherwise every Teams send fails with 401 (and silently falls back to e-mail).
+fn check_bot_identity(
+    azure: &AzureSettings,
+    delivery: &mut DeliverySettings,
+) -> Result<(), ConfigError> {
+    if !delivery.channels.contains(&ChannelKind::TeamsBot)
+        || azure.credential != CredentialKind::ManagedIdentity
+    {
+        return Ok(());
+    }
+    let Some(client_id) = azure.managed_identity_client_id.as_deref() else {
+        return Err(ConfigError::missing(
+            "REMINDERS_MANAGED_IDENTITY_CLIENT_ID",
+            "when REMINDERS_CHANNEL includes teams_bot: the bot authenticates as the user-assigned identity it was created with (or set AZURE_CLIENT_ID)",
+        ));
+    };
+    match delivery.bot_app_id.as_deref() {
+        None => delivery.bot_app_id = Some(client_id.to_string()),
+        Some(bot) if bot.eq_ignore_ascii_case(client_id) => {}
+        Some(bot) => {
+            return Err(ConfigError::invalid(
+                "REMINDERS_BOT_APP_ID",
+                bot,
+                format!("must be the managed identity's client id ({client_id}): the Bot Connector only accepts that identity's tokens"),
+            ))
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -298,6 +334,60 @@ mod tests {
         assert!(err.to_string().contains("REMINDERS_TIME_ZONE"), "{err}");
         let err = Config::from_env_map(&env(&[("REMINDERS_KINDS", "spam")])).unwrap_err();
         assert!(err.to_string().contains("REMINDERS_KINDS"), "{err}");
+    }
+
+    #[test]
+    fn the_teams_bot_needs_the_user_assigned_identity_it_was_created_with() {
+        let base = [
+            ("REMINDERS_CHANNEL", "teams_bot"),
+            ("REMINDERS_TEAMS_APP_ID", "app"),
+            ("REMINDERS_CREDENTIAL", "managed_identity"),
+        ];
+        let err = Config::from_env_map(&env(&base)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("REMINDERS_MANAGED_IDENTITY_CLIENT_ID"),
+            "{err}"
+        );
+        let mut with_id = base.to_vec();
+        with_id.push(("REMINDERS_MANAGED_IDENTITY_CLIENT_ID", "abc"));
+        let c = Config::from_env_map(&env(&with_id)).unwrap();
+        assert_eq!(c.delivery.bot_app_id.as_deref(), Some("abc"));
+        with_id.push(("REMINDERS_BOT_APP_ID", "other"));
+        let err = Config::from_env_map(&env(&with_id)).unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_BOT_APP_ID"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_never_sent_over_plain_http_to_another_machine() {
+        let err = Config::from_env_map(&env(&[(
+            "REMINDERS_GRAPH_BASE_URL",
+            "http://graph.contoso.com",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_GRAPH_BASE_URL"),
+            "{err}"
+        );
+        let err = Config::from_env_map(&env(&[(
+            "REMINDERS_BOT_SERVICE_URL",
+            "http://bot.contoso.com/teams",
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_BOT_SERVICE_URL"),
+            "{err}"
+        );
+        assert!(Config::from_env_map(&env(&[(
+            "REMINDERS_GRAPH_BASE_URL",
+            "http://127.0.0.1:8080"
+        )]))
+        .is_ok());
+        let err = Config::from_env_map(&env(&[("REMINDERS_MAX_OWNERS_PER_RUN", "0")])).unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_MAX_OWNERS_PER_RUN"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,26 +2,24 @@
 //! same template as the card, as fallback when Teams cannot reach a user or as the channel.
 //!
 //! Exchange allows about 4 concurrent requests and 10,000 per 10 minutes per mailbox: the
-//! sends are paced by a rate limiter and at most four are in flight.
+//! sends are paced by the mailbox's rate limiter and at most four are in flight, both shared
+//! (see [`DeliveryLimits`]) with the managers' copies the Teams bot e-mails.
 //!
 //! An escalated reminder copies the owner's manager (`ccRecipients`) when
 //! `REMINDERS_ESCALATE_TO_MANAGER` is on.
 
 use super::escalation::{with_cc, Escalation, Escalator};
 use super::teams_bot::failure_for;
-use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, RateLimiter, RetryPolicy};
+use crate::http::{encode_segment, HttpClient, RetryPolicy};
 use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 const CHANNEL: &str = "email";
-
-/// Exchange Online's concurrent request limit per mailbox.
-const MAX_CONCURRENT_SENDS: usize = 4;
 
 /// Sends reminders by e-mail.
 #[derive(Clone)]
@@ -36,11 +34,23 @@ pub struct EmailNotifier {
 }
 
 impl EmailNotifier {
-    /// A notifier from the delivery settings (`REMINDERS_SENDER_MAILBOX` is required).
+    /// A notifier from the delivery settings (`REMINDERS_SENDER_MAILBOX` is required), with
+    /// limits of its own (a run shares one set: [`Self::new_with_limits`]).
     pub fn new(
         settings: &DeliverySettings,
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let limits = DeliveryLimits::from_settings(settings);
+        Self::new_with_limits(settings, tokens, client, &limits)
+    }
+
+    /// A notifier paced by `limits`, shared with the other channels of the run.
+    pub fn new_with_limits(
+        settings: &DeliverySettings,
+        tokens: Arc<dyn AccessTokens>,
+        client: reqwest::Client,
+        limits: &DeliveryLimits,
     ) -> Result<Self, crate::config::ConfigError> {
         let sender = settings.sender_mailbox.clone().ok_or_else(|| {
             crate::config::ConfigError::missing(
@@ -48,15 +58,14 @@ impl EmailNotifier {
                 "when REMINDERS_CHANNEL includes email",
             )
         })?;
-        let limiter = Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1));
         Ok(Self {
-            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone()),
-            http: HttpClient::new("graph sendMail", client).with_rate_limit(limiter),
+            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
+            http: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
             graph_scope: settings.graph_scope.clone(),
             sender,
-            in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
+            in_flight: limits.mail_in_flight.clone(),
         })
     }
 

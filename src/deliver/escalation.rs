@@ -6,15 +6,16 @@
 //! manager without a mailbox or a failed lookup or copy never fails the owner's delivery; the
 //! outcome is written in the report line (`escalated_to`) instead.
 
-use super::OutgoingReminder;
+use super::{DeliveryLimits, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
 use crate::domain::OwnerEmail;
-use crate::http::{encode_segment, HttpClient, HttpError, RateLimiter, RetryPolicy};
+use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
 use crate::render::RenderedMessage;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 /// The `$select` of the manager lookup.
@@ -66,23 +67,26 @@ pub(super) struct Escalator {
     graph_base: String,
     graph_scope: String,
     sender: Option<String>,
+    mail_in_flight: Arc<Semaphore>,
 }
 
 impl Escalator {
-    /// An escalator when `REMINDERS_ESCALATE_TO_MANAGER` is on, else `None`.
+    /// An escalator when `REMINDERS_ESCALATE_TO_MANAGER` is on, else `None`. Its lookups and
+    /// copies are paced by the channel's `limits` (the same Graph and mailbox as the
+    /// channels'), so escalation never adds its own allowance on top.
     pub(super) fn from_settings(
         settings: &DeliverySettings,
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
+        limits: &DeliveryLimits,
     ) -> Option<Self> {
         if !settings.escalate_to_manager {
             return None;
         }
-        let graph_limiter = Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1));
-        let mail_limiter = Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1));
         Some(Self {
-            graph: HttpClient::new("graph", client.clone()).with_rate_limit(graph_limiter),
-            mail: HttpClient::new("graph sendMail", client).with_rate_limit(mail_limiter),
+            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
+            mail: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
+            mail_in_flight: limits.mail_in_flight.clone(),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
             graph_scope: settings.graph_scope.clone(),
@@ -173,6 +177,9 @@ impl Escalator {
             self.graph_base,
             encode_segment(sender)
         );
+        // A closed semaphore only happens at shutdown; the copy then goes unthrottled
+        // rather than failing a reminder already delivered.
+        let _permit = self.mail_in_flight.acquire().await.ok();
         self.mail
             .send(|| self.mail.client().post(&url).json(&body), self.auth())
             .await?;

@@ -58,6 +58,13 @@ impl Notifier for FallbackNotifier {
                 }
                 // A disabled account is not reachable by any channel: skip, don't fall back.
                 Err(e) if e.skip => return Err(e),
+                // A transient failure (timeout, 5xx or throttling out of retries) may have
+                // been delivered after all: another channel could make it two messages.
+                // It fails now and the next run retries it on the primary channel.
+                Err(e) if e.transient => {
+                    failures.push(e);
+                    break;
+                }
                 Err(e) => failures.push(e),
             }
         }
@@ -158,5 +165,18 @@ mod tests {
             "{}",
             e.reason
         );
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_that_may_have_been_delivered_does_not_fall_back() {
+        let mut timed_out = DeliveryError::permanent("teams_bot", "timed out");
+        timed_out.transient = true;
+        let chain = FallbackNotifier::new(vec![
+            Arc::new(Fixed("teams_bot", Err(timed_out))),
+            Arc::new(Fixed("email", Ok(()))),
+        ]);
+        let e = chain.send(&reminder()).await.unwrap_err();
+        assert_eq!(e.channel, "teams_bot");
+        assert!(e.transient);
     }
 }

@@ -8,6 +8,7 @@ mod digest;
 mod email;
 mod escalation;
 mod fallback;
+mod limits;
 mod outbox;
 mod teams_bot;
 mod workflows;
@@ -18,6 +19,7 @@ pub use digest::{
 pub use email::{mail_body, EmailNotifier};
 pub use escalation::{copy_prefix, manager_copy, with_cc, Escalation, Manager, MANAGER_SELECT};
 pub use fallback::FallbackNotifier;
+pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
 pub use outbox::{write_file_atomically, OutboxNotifier};
 pub use teams_bot::{
     activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,

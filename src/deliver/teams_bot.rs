@@ -8,13 +8,14 @@
 //!
 //! Graph calls and Bot Connector calls go through separate [`HttpClient`]s so each endpoint
 //! is paced by its own rate limiter; the Bot Connector's (about 50 requests/s per app per
-//! tenant) is what bounds a large run.
+//! tenant) is what bounds a large run. The limiters are the run's [`DeliveryLimits`], shared
+//! with the other channels and escalation that call the same endpoints.
 
 use super::escalation::{Escalation, Escalator};
-use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, HttpError, RateLimiter, RetryPolicy};
+use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
@@ -78,11 +79,23 @@ struct IdOnly {
 
 impl TeamsBotNotifier {
     /// A notifier from the delivery settings (`REMINDERS_TEAMS_APP_ID` is required), with
-    /// tokens from `tokens` and connections from `client`.
+    /// tokens from `tokens`, connections from `client` and limits of its own (a run shares
+    /// one set: [`Self::new_with_limits`]).
     pub fn new(
         settings: &DeliverySettings,
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let limits = DeliveryLimits::from_settings(settings);
+        Self::new_with_limits(settings, tokens, client, &limits)
+    }
+
+    /// A notifier paced by `limits`, shared with the other channels of the run.
+    pub fn new_with_limits(
+        settings: &DeliverySettings,
+        tokens: Arc<dyn AccessTokens>,
+        client: reqwest::Client,
+        limits: &DeliveryLimits,
     ) -> Result<Self, crate::config::ConfigError> {
         let teams_app_id = settings.teams_app_id.clone().ok_or_else(|| {
             crate::config::ConfigError::missing(
@@ -90,12 +103,10 @@ impl TeamsBotNotifier {
                 "when REMINDERS_CHANNEL includes teams_bot",
             )
         })?;
-        let graph_limiter = Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1));
-        let bot_limiter = Arc::new(RateLimiter::new(settings.rate_per_second, 1));
         Ok(Self {
-            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone()),
-            graph: HttpClient::new("graph", client.clone()).with_rate_limit(graph_limiter),
-            bot: HttpClient::new("bot connector", client).with_rate_limit(bot_limiter),
+            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
+            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
+            bot: HttpClient::new("bot connector", client).with_rate_limit(limits.bot.clone()),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
             graph_scope: settings.graph_scope.clone(),

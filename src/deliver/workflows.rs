@@ -36,6 +36,17 @@ impl WorkflowsNotifier {
         Ok(Self::with_url(url, settings.rate_per_second, client))
     }
 
+    /// A notifier from the delivery settings paced by the run's shared webhook limiter.
+    pub fn new_with_limits(
+        settings: &DeliverySettings,
+        client: reqwest::Client,
+        limits: &super::DeliveryLimits,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let mut notifier = Self::new(settings, client)?;
+        notifier.http = notifier.http.with_rate_limit(limits.webhook.clone());
+        Ok(notifier)
+    }
+
     /// A notifier posting to `url`, at most `rate_per_second`.
     pub fn with_url(url: Secret, rate_per_second: f64, client: reqwest::Client) -> Self {
         let limiter = Arc::new(RateLimiter::new(rate_per_second, 1));

@@ -409,6 +409,7 @@ fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
 pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
     let status = match e {
         JobError::Busy(_) => StatusCode::CONFLICT,
+        JobError::AsOfInFuture { .. } => StatusCode::BAD_REQUEST,
         JobError::Unusable(_) | JobError::TooManyOwners { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => {
             StatusCode::UNPROCESSABLE_ENTITY

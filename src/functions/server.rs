@@ -360,6 +360,7 @@ fn log_start(state: &AppState, addr: Option<SocketAddr>) {
         source = %d.source.describe(),
         ledger = %d.ledger.describe(),
         channel = %d.notifier.describe(),
+        credential = %c.azure.describe_credential(),
         allowed_domains = %if c.rules.allowed_domains.is_empty() { "(any)".to_string() } else { c.rules.allowed_domains.join(",") },
         time_zone = %c.rules.time_zone,
         grace_days = c.rules.grace_days,

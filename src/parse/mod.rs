@@ -148,7 +148,7 @@ pub enum ParseError {
     },
     /// Every data row was rejected: using it would send nothing and mark every open issue
     /// resolved, so the run refuses it instead.
-    #[error("{name}: all {rows} data rows were rejected (first: {first})")]
+    #[error("{name}: all {rows} data rows were rejected (first: {first}; see the rejected rows)")]
     AllRowsRejected {
         /// Display name of the file.
         name: String,
@@ -156,6 +156,14 @@ pub enum ParseError {
         rows: usize,
         /// The first rejection.
         first: String,
+    },
+    /// A header and no data: a live run would record every open issue as resolved.
+    #[error(
+        "{name}: the export has no data rows; if there really is no open issue, force the run"
+    )]
+    NoDataRows {
+        /// Display name of the file.
+        name: String,
     },
     /// Broken CSV structure that the reader cannot get past.
     #[error("{name}: line {line}: {detail}")]

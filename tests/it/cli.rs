@@ -476,3 +476,56 @@ fn a_run_while_another_holds_the_lock_exits_with_code_5_and_sends_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in progress"));
     assert!(files_in(&d.outbox, "json").is_empty());
 }
+
+#[test]
+fn a_live_run_dated_in_the_future_is_refused_but_a_dry_run_may_look_ahead() {
+    let d = dirs();
+    let export = fixture("issues-export.csv").display().to_string();
+    let mut args = run_args(&d, &export, &[]);
+    args[4] = "2999-01-01";
+    let out = cli(&args, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("after today"));
+    assert!(files_in(&d.outbox, "json").is_empty());
+    args.push("--dry-run");
+    assert_eq!(cli(&args, &[]).status.code(), Some(0));
+}
+
+#[test]
+fn an_export_with_a_header_and_no_rows_is_refused_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("empty-export.csv");
+    std::fs::write(&path, "Device Owner,Issue,Status,Date Detected\r\n").unwrap();
+    let d = dirs();
+    let p = path.display().to_string();
+    let out = cli(&run_args(&d, &p, &[]), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no data rows"));
+    let forced = cli(&run_args(&d, &p, &["--force"]), &[]);
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+}
+
+#[test]
+fn rejected_rows_quote_the_cell_in_the_report_but_not_in_the_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("names.csv");
+    let mut text = std::fs::read_to_string(fixture("issues-export.csv")).unwrap();
+    text = text.replacen("JM6453@engie.com", "Jean Dupont <jd@engie.com>", 1);
+    std::fs::write(&path, text).unwrap();
+    let d = dirs();
+    let p = path.display().to_string();
+    let out = cli(&run_args(&d, &p, &["--dry-run"]), &[("RUST_LOG", "info")]);
+    let r = json_report(&out);
+    assert!(r["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Jean Dupont"));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("row rejected"), "{logs}");
+    assert!(!logs.contains("jd@engie.com"), "{logs}");
+}

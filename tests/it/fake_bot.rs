@@ -1,5 +1,6 @@
 //! A fake Bot Connector (`{serviceUrl}/v3/conversations/{id}/activities`) that behaves like
-//! Teams': checks the bearer audience and the activity (type, Adaptive Card 1.5 with a body,
+//! Teams': checks the bearer token (audience, and the app it was issued to: `appid` / `azp`
+//! must be the bot's app id, answered 401 otherwise), the activity (type, Adaptive Card 1.5 with a body,
 //! under 28 KB), enforces a requests-per-second limit answering 429 with `Retry-After`
 //! beyond it, and can inject 403 `BotNotInConversationRoster`, 404, 5xx and slow answers.
 //!
@@ -7,12 +8,15 @@
 //! says which bot and tenant to expect, checking the body strictly; activities to an `a:`
 //! conversation it did not create are answered 404, as Teams would.
 //!
+//! A test can revoke the next token it sees: that token is then refused with 401 every time
+//! it comes back, so only a really new token gets through (as after a key rollover).
+//!
 //! It counts accepted activities per conversation, so tests and the benchmark can prove that
 //! no reminder was sent twice and none was lost.
 
 #![allow(dead_code)]
 
-use crate::fake_identity::bearer_audience;
+use crate::fake_identity::{bearer_app_id, bearer_audience, SYSTEM_ASSIGNED_ID};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -87,6 +91,14 @@ struct State {
     created: HashMap<String, String>,
     /// Conversation creation bodies received, with the status answered.
     creations: Vec<(Value, u16)>,
+    /// The bot's app id (`REMINDERS_BOT_APP_ID`): tokens must be issued to it.
+    app_id: String,
+    /// Revoke the next bearer token seen.
+    revoke_next: bool,
+    /// Revoked bearer tokens (raw JWTs), refused for ever.
+    revoked: HashSet<String>,
+    /// Requests refused because they carried a revoked token.
+    revoked_hits: u32,
 }
 
 /// A running fake Bot Connector.
@@ -97,8 +109,14 @@ pub struct FakeBot {
 }
 
 impl FakeBot {
-    /// Starts on `127.0.0.1:0`, serving under `/teams` like the public service URL.
+    /// Starts on `127.0.0.1:0`, serving under `/teams` like the public service URL, for a
+    /// bot registered with the system-assigned identity of the fake identity endpoint.
     pub async fn start() -> FakeBot {
+        Self::start_for_app(SYSTEM_ASSIGNED_ID).await
+    }
+
+    /// Starts for the bot `app_id`: bearer tokens issued to any other app get 401.
+    pub async fn start_for_app(app_id: &str) -> FakeBot {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake bot");
@@ -120,6 +138,10 @@ impl FakeBot {
             creation: None,
             created: HashMap::new(),
             creations: Vec::new(),
+            app_id: app_id.to_string(),
+            revoke_next: false,
+            revoked: HashSet::new(),
+            revoked_hits: 0,
         }));
         let app = Router::new()
             .route(
@@ -250,6 +272,21 @@ impl FakeBot {
         self.state.lock().unwrap().creations.clone()
     }
 
+    /// Refuses the next bearer token seen with 401, and again every time it comes back.
+    pub fn revoke_next_token(&self) {
+        self.state.lock().unwrap().revoke_next = true;
+    }
+
+    /// The tokens revoked so far.
+    pub fn revoked(&self) -> HashSet<String> {
+        self.state.lock().unwrap().revoked.clone()
+    }
+
+    /// Requests refused because they carried an already revoked token.
+    pub fn revoked_hits(&self) -> u32 {
+        self.state.lock().unwrap().revoked_hits
+    }
+
     /// The conversation id created for a member, if any.
     pub fn created_conversation(&self, member_id: &str) -> Option<String> {
         self.state.lock().unwrap().created.get(member_id).cloned()
@@ -306,21 +343,15 @@ pub fn check_conversation_parameters(
 }
 
 fn create_conversation(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes) -> Response {
-    let audience = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_audience);
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
     let mut s = state.lock().unwrap();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let response = (|| {
-        if audience.as_deref() != Some(BOT_AUDIENCE) {
-            s.violations
-                .push(format!("create conversation: bearer audience {audience:?}"));
-            return bot_error(
-                401,
-                "Unauthorized",
-                "Authorization has been denied for this request.",
-            );
+        if let Err(violation) = check_bearer(&mut s, authorization) {
+            if let Some(v) = violation {
+                s.violations.push(format!("create conversation: {v}"));
+            }
+            return unauthorized();
         }
         let Some((bot, tenant)) = s.creation.clone() else {
             s.violations
@@ -346,6 +377,45 @@ fn create_conversation(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes
     let status = response.status().as_u16();
     s.creations.push((v, status));
     response
+}
+
+/// What the real service checks of the bearer token: audience, the app it was issued to, and
+/// (here) revocation. `Err` is the violation to record, `Ok(None)` a revoked token (refused,
+/// but not a client bug).
+fn check_bearer(s: &mut State, authorization: Option<&str>) -> Result<(), Option<String>> {
+    let audience = authorization.and_then(bearer_audience);
+    if audience.as_deref() != Some(BOT_AUDIENCE) {
+        return Err(Some(format!("bearer audience {audience:?}")));
+    }
+    let app_id = authorization.and_then(bearer_app_id);
+    if app_id.as_deref() != Some(s.app_id.as_str()) {
+        return Err(Some(format!(
+            "bearer appid {app_id:?}, expected the bot's {}",
+            s.app_id
+        )));
+    }
+    let token = authorization
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("Bearer ")
+        .to_string();
+    if s.revoked.contains(&token) {
+        s.revoked_hits += 1;
+        return Err(None);
+    }
+    if std::mem::take(&mut s.revoke_next) {
+        s.revoked.insert(token);
+        return Err(None);
+    }
+    Ok(())
+}
+
+fn unauthorized() -> Response {
+    bot_error(
+        401,
+        "Unauthorized",
+        "Authorization has been denied for this request.",
+    )
 }
 
 fn bot_error(status: u16, code: &str, message: &str) -> Response {
@@ -410,18 +480,15 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let audience = authorization.as_deref().and_then(bearer_audience);
     let mut s = state.lock().unwrap();
     let at = s.started.elapsed();
     let checked = check_activity(&body);
     let response = (|| {
-        if audience.as_deref() != Some(BOT_AUDIENCE) {
-            s.violations.push(format!("bearer audience {audience:?}"));
-            return bot_error(
-                401,
-                "Unauthorized",
-                "Authorization has been denied for this request.",
-            );
+        if let Err(violation) = check_bearer(&mut s, authorization.as_deref()) {
+            if let Some(v) = violation {
+                s.violations.push(v);
+            }
+            return unauthorized();
         }
         if let Some((limit, style)) = s.limit {
             let second = at.as_secs();

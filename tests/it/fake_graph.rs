@@ -98,6 +98,8 @@ struct State {
     /// Strictness violations (a test asserts none).
     violations: Vec<String>,
     mails: Vec<Value>,
+    /// When each accepted `sendMail` arrived, to measure the pace per mailbox.
+    mail_times: Vec<std::time::Instant>,
     faults: HashMap<&'static str, VecDeque<Fault>>,
     delay: Option<Duration>,
     /// Keep no request records (the benchmark).
@@ -245,6 +247,11 @@ impl FakeGraph {
     /// Strictness violations seen.
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
+    }
+
+    /// When each accepted `sendMail` arrived, in order.
+    pub fn mail_times(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().mail_times.clone()
     }
 
     /// The `sendMail` bodies accepted, with the sender mailbox in `_sender`.
@@ -486,6 +493,7 @@ async fn handle(
                 let mut stored = m;
                 stored["_sender"] = json!(seg[2]);
                 s.mails.push(stored);
+                s.mail_times.push(std::time::Instant::now());
                 StatusCode::ACCEPTED.into_response()
             }
             _ => {

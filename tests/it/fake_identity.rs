@@ -3,9 +3,12 @@
 //!
 //! It answers `GET ?api-version=2019-08-01&resource=…[&client_id=…]` like Azure Functions
 //! does, requires the `x-identity-header` secret, records every request, and mints an
-//! unsigned JWT whose `aud` is the resource asked for. Azurite's `--oauth basic` mode checks
-//! exactly the claims minted here (aud, iss, nbf/iat/exp), and the fake Graph / Bot servers
-//! check the audience with [`bearer_audience`].
+//! unsigned JWT whose `aud` is the resource asked for and whose `appid` / `azp` is the
+//! client id asked for (or the system-assigned identity's). Every token is distinct (a `jti`
+//! counter), so a fake service can tell a refreshed token from a refused one. Azurite's
+//! `--oauth basic` mode checks exactly the claims minted here (aud, iss, nbf/iat/exp), and the
+//! fake Graph / Bot servers check the audience with [`bearer_audience`] (the Bot Connector
+//! also the app id, with [`bearer_app_id`]).
 
 #![allow(dead_code)]
 
@@ -18,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The tenant the fake tokens claim to come from.
@@ -34,9 +38,19 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
 }
 
+/// One token the endpoint minted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Minted {
+    /// The request it answered.
+    pub request: TokenRequest,
+    /// Its `jti` claim (unique, increasing in the process).
+    pub jti: u64,
+}
+
 #[derive(Default)]
 struct Shared {
     requests: Vec<TokenRequest>,
+    minted: Vec<Minted>,
     rejected: usize,
     /// Answer the next N requests with this status instead of a token.
     fail: Option<(u16, usize)>,
@@ -145,6 +159,11 @@ impl FakeIdentity {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// Every token minted so far, in order.
+    pub fn minted(&self) -> Vec<Minted> {
+        self.state.lock().unwrap().minted.clone()
+    }
+
     /// Requests refused (wrong or missing secret header, bad query).
     pub fn rejected(&self) -> usize {
         self.state.lock().unwrap().rejected
@@ -173,6 +192,22 @@ pub fn bearer_audience(authorization_header: &str) -> Option<String> {
     claims.get("aud")?.as_str().map(str::to_string)
 }
 
+/// The app the JWT in an `Authorization: Bearer <jwt>` header value was issued to: `appid`
+/// (v1 tokens) or `azp` (v2 tokens), as the Bot Connector reads it.
+pub fn bearer_app_id(authorization_header: &str) -> Option<String> {
+    let claims = bearer_claims(authorization_header)?;
+    claims
+        .get("appid")
+        .or_else(|| claims.get("azp"))?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The `jti` claim of the JWT in an `Authorization: Bearer <jwt>` header value.
+pub fn bearer_jti(authorization_header: &str) -> Option<u64> {
+    bearer_claims(authorization_header)?.get("jti")?.as_u64()
+}
+
 /// All claims of the JWT in an `Authorization: Bearer <jwt>` header value (or a bare JWT).
 pub fn bearer_claims(authorization_header: &str) -> Option<serde_json::Value> {
     let v = authorization_header.trim();
@@ -185,8 +220,11 @@ pub fn bearer_claims(authorization_header: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Mints an unsigned token shaped like an Entra ID access token.
-pub fn mint_jwt(resource: &str, client_id: Option<&str>, lifetime_secs: i64) -> (String, i64) {
+/// Mints an unsigned token shaped like an Entra ID access token; returns it, its expiry and
+/// its `jti`. Two calls never mint the same token, even in the same second.
+pub fn mint_jwt(resource: &str, client_id: Option<&str>, lifetime_secs: i64) -> (String, i64, u64) {
+    static NEXT_JTI: AtomicU64 = AtomicU64::new(1);
+    let jti = NEXT_JTI.fetch_add(1, Ordering::SeqCst);
     let now = chrono::Utc::now().timestamp();
     let exp = now + lifetime_secs;
     let id = client_id.unwrap_or(SYSTEM_ASSIGNED_ID);
@@ -198,6 +236,9 @@ pub fn mint_jwt(resource: &str, client_id: Option<&str>, lifetime_secs: i64) -> 
         "nbf": now - 60,
         "exp": exp,
         "appid": id,
+        "azp": id,
+        "jti": jti,
+        "uti": format!("fake-{jti}"),
         "oid": id,
         "sub": id,
         "tid": TENANT_ID,
@@ -211,7 +252,7 @@ pub fn mint_jwt(resource: &str, client_id: Option<&str>, lifetime_secs: i64) -> 
         enc(&payload),
         URL_SAFE_NO_PAD.encode(b"not-signed")
     );
-    (token, exp)
+    (token, exp, jti)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -256,13 +297,15 @@ async fn token(
         return error(StatusCode::from_u16(status).unwrap(), "injected failure");
     }
     let client_id = q.get("client_id").cloned();
-    state.requests.push(TokenRequest {
+    let request = TokenRequest {
         resource: resource.clone(),
         client_id: client_id.clone(),
-    });
+    };
+    state.requests.push(request.clone());
     let lifetime = state.lifetime_secs.unwrap_or(3600);
+    let (access_token, exp, jti) = mint_jwt(&resource, client_id.as_deref(), lifetime);
+    state.minted.push(Minted { request, jti });
     drop(state);
-    let (access_token, exp) = mint_jwt(&resource, client_id.as_deref(), lifetime);
     Json(serde_json::json!({
         "access_token": access_token,
         "expires_on": exp.to_string(),
@@ -299,6 +342,8 @@ mod tests {
             bearer_audience(&format!("Bearer {token}")).as_deref(),
             Some("https://storage.azure.com")
         );
+        assert_eq!(bearer_app_id(token).as_deref(), Some("abc"));
+        assert_eq!(bearer_claims(token).unwrap()["azp"], "abc");
         assert!(
             body["expires_on"].as_str().unwrap().parse::<i64>().unwrap()
                 > chrono::Utc::now().timestamp()
@@ -310,6 +355,16 @@ mod tests {
                 client_id: Some("abc".into())
             }]
         );
+    }
+
+    #[test]
+    fn two_tokens_minted_in_the_same_second_differ() {
+        let (a, _, ja) = mint_jwt("https://api.botframework.com", None, 3600);
+        let (b, _, jb) = mint_jwt("https://api.botframework.com", None, 3600);
+        assert_ne!(a, b);
+        assert!(jb > ja);
+        assert_eq!(bearer_jti(&b), Some(jb));
+        assert_eq!(bearer_app_id(&a).as_deref(), Some(SYSTEM_ASSIGNED_ID));
     }
 
     #[tokio::test]
