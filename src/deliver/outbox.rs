@@ -36,8 +36,9 @@ impl Notifier for OutboxNotifier {
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let folder = self.dir.join(&msg.run_id);
         let rendered = msg.message_for(None);
-        // File names come from the address: keep only safe characters.
-        let stem: String = msg
+        // File names come from the address: only safe characters, plus a short hash so
+        // that `a+b@x` and `a_b@x` (or `josé@x` and `josè@x`) never share a file.
+        let safe: String = msg
             .owner()
             .as_str()
             .chars()
@@ -49,6 +50,12 @@ impl Notifier for OutboxNotifier {
                 }
             })
             .collect();
+        let stem = if safe == msg.owner().as_str() {
+            safe
+        } else {
+            let hash = msg.owner().pseudonym();
+            format!("{safe}-{}", hash.trim_start_matches("owner-"))
+        };
         let message_id = format!("outbox:{}/{}", msg.run_id, stem);
         let envelope = serde_json::json!({
             "message_id": message_id,
@@ -98,4 +105,51 @@ pub async fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> std:
     ));
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerEmail;
+    use crate::plan::{PlannedReminder, Stage};
+    use crate::render::RenderedMessage;
+
+    fn reminder_for(owner: &str) -> OutgoingReminder {
+        OutgoingReminder {
+            run_id: "run".into(),
+            reminder: PlannedReminder {
+                owner: OwnerEmail::parse(owner).unwrap(),
+                stage: Stage::First,
+                escalate: false,
+                devices: Vec::new(),
+            },
+            messages: vec![RenderedMessage {
+                language: "fr".into(),
+                subject: "s".into(),
+                text: format!("for {owner}"),
+                html: String::new(),
+                card: serde_json::json!({}),
+            }],
+            cached_conversation: None,
+            verbose: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn owners_whose_addresses_differ_only_in_unsafe_characters_get_separate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = OutboxNotifier::new(dir.path());
+        let a = outbox.send(&reminder_for("a+b@engie.com")).await.unwrap();
+        let b = outbox.send(&reminder_for("a_b@engie.com")).await.unwrap();
+        assert_ne!(a.message_id, b.message_id);
+        let texts: Vec<String> = std::fs::read_dir(dir.path().join("run"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("txt"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert_eq!(texts.len(), 2);
+        assert!(texts.iter().any(|t| t.contains("a+b@")));
+        assert!(texts.iter().any(|t| t.contains("a_b@")));
+    }
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const BOT_APP_ID: &str = "0b6a7c1e-9a57-4f0e-8d6b-3f2e1d0c9b8a";
 const TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const HEADER: &str = "Device Owner,Lookout ID,MDM Device ID,Profile,Device Model,Device Platform,Issue Type,Issue,Classifications,Status,Risk,Date Detected,Date Resolved,Resolution Time,Details";
 
@@ -434,4 +433,75 @@ async fn without_bot_and_tenant_ids_a_missing_chat_fails_as_before() {
     );
     assert!(bot.creations().is_empty());
     assert!(bot.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pace() {
+    let (graph, bot) = fakes().await;
+    // Teams delivers to these and e-mails their managers a copy (escalation)…
+    let reached: Vec<String> = (0..3).map(|i| format!("teams{i}@contoso.com")).collect();
+    for (i, o) in reached.iter().enumerate() {
+        graph.add_user(o, None);
+        graph.preinstall(o);
+        graph.set_manager(o, Some(&format!("boss{i}@contoso.com")));
+    }
+    // …these cannot get the Teams app, so the e-mail channel sends them the reminder.
+    let unreachable: Vec<String> = (0..3).map(|i| format!("mail{i}@contoso.com")).collect();
+    for o in &unreachable {
+        graph.add_user(o, None);
+        graph.update_user(o, |u| u.install_forbidden = true);
+    }
+    let mut config = lookout_reminders::config::Config::from_env_map(
+        &lookout_reminders::config::Env::default(),
+    )
+    .unwrap();
+    config.delivery = DeliverySettings {
+        mail_rate_per_second: 2.0,
+        ..escalating(&graph, &bot, true)
+    };
+    let notifier = lookout_reminders::app::notifier_with_tokens(
+        &config,
+        &[
+            lookout_reminders::config::ChannelKind::TeamsBot,
+            lookout_reminders::config::ChannelKind::Email,
+        ],
+        Some(identity_tokens().await),
+    )
+    .unwrap();
+
+    let messages: Vec<OutgoingReminder> = reached
+        .iter()
+        .map(|o| overdue(o))
+        .chain(unreachable.iter().map(|o| reminder(o)))
+        .collect();
+    let results = futures::future::join_all(messages.iter().map(|m| notifier.send(m))).await;
+
+    for (m, r) in messages.iter().zip(&results) {
+        let d = r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", m.owner()));
+        let expected = if m.reminder.escalate { "teams_bot" } else { "email" };
+        assert_eq!(d.channel, expected, "{}", m.owner());
+    }
+    let mails = graph.mails();
+    let copies = mails
+        .iter()
+        .filter(|m| {
+            m["message"]["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("[Copie manager]")
+        })
+        .count();
+    assert_eq!((mails.len(), copies), (6, 3), "three reminders, three copies");
+    // 2/s with a burst of one: every send at least half a second after the one before
+    // (a little less for scheduling noise), whichever of the channel or escalation sent it.
+    let times = graph.mail_times();
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(400)),
+        "sendMail gaps {gaps:?}"
+    );
+    let span = *times.last().unwrap() - times[0];
+    assert!(span >= Duration::from_millis(2400), "{span:?}");
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+    assert!(bot.violations().is_empty(), "{:?}", bot.violations());
 }

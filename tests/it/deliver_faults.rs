@@ -114,6 +114,65 @@ async fn a_401_refreshes_the_token_once_and_succeeds() {
 }
 
 #[tokio::test]
+async fn a_refused_token_is_replaced_by_a_new_one_from_the_identity_endpoint() {
+    let (_graph, bot, teams, owner) = one_owner().await;
+    let identity = crate::fake_identity::FakeIdentity::shared().await;
+    teams.send(&reminder(&owner)).await.unwrap();
+    let first = bot.requests()[0].authorization.clone().unwrap();
+    // The service refuses the token from now on (the SDK credential still caches it).
+    bot.revoke_next_token();
+
+    let d = teams.send(&reminder(&owner)).await.unwrap();
+
+    assert_eq!(d.attempts, 1, "the refresh is not a retry");
+    let requests = bot.requests();
+    assert_eq!(
+        requests.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![201, 401, 201]
+    );
+    assert_eq!(requests[1].authorization.as_deref(), Some(first.as_str()));
+    let second = requests[2].authorization.clone().unwrap();
+    assert_ne!(second, first, "the refused token was sent again");
+    assert_eq!(bot.revoked_hits(), 0, "the refused token came back");
+    // The new token was minted for the bot's audience and app after the refused one.
+    let jti = crate::fake_identity::bearer_jti(&second).unwrap();
+    let minted = identity
+        .minted()
+        .into_iter()
+        .find(|m| m.jti == jti)
+        .expect("the new token comes from the identity endpoint");
+    assert_eq!(minted.request.resource, crate::fake_bot::BOT_AUDIENCE);
+    assert_eq!(minted.request.client_id.as_deref(), Some(BOT_APP_ID));
+    assert!(jti > crate::fake_identity::bearer_jti(&first).unwrap());
+    assert!(bot.violations().is_empty(), "{:?}", bot.violations());
+}
+
+#[tokio::test]
+async fn a_token_issued_to_another_app_is_refused_by_the_bot_connector() {
+    let (graph, _) = fakes().await;
+    let bot = crate::fake_bot::FakeBot::start_for_app("another-bot-app-id").await;
+    let owner = "other@contoso.com";
+    graph.add_user(owner, None);
+    graph.preinstall(owner);
+    let teams = TeamsBotNotifier::new(
+        &settings(&graph, &bot),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap()
+    .with_policy(fast_policy());
+
+    let e = teams.send(&reminder(owner)).await.unwrap_err();
+
+    assert!(e.reason.contains("401"), "{}", e.reason);
+    let violations = bot.violations();
+    assert!(
+        !violations.is_empty() && violations.iter().all(|v| v.contains("appid")),
+        "{violations:?}"
+    );
+}
+
+#[tokio::test]
 async fn throttling_past_the_retries_is_a_transient_failure() {
     let (_graph, bot, teams, owner) = one_owner().await;
     bot.fail_next(429, 10, "TooManyRequests", Some("0"));

@@ -21,19 +21,29 @@ use std::time::Duration;
 pub const CATALOG_APP_ID: &str = "5f0b4d2e-3c1a-4b7e-9d8f-1a2b3c4d5e6f";
 /// The shared mailbox.
 pub const SENDER: &str = "reminders@contoso.com";
+/// The bot's app id (`REMINDERS_BOT_APP_ID`), which is the client id of the user-assigned
+/// managed identity the bot is registered with (`REMINDERS_MANAGED_IDENTITY_CLIENT_ID`): the
+/// Bot Connector accepts only tokens issued to it.
+pub const BOT_APP_ID: &str = "0b6a7c1e-9a57-4f0e-8d6b-3f2e1d0c9b8a";
 
-/// Tokens through the real managed-identity credential against the shared fake endpoint.
+/// Azure settings for the user-assigned identity `BOT_APP_ID` at the shared fake endpoint.
+pub async fn identity_settings() -> AzureSettings {
+    let env = Env([
+        ("REMINDERS_CREDENTIAL", "managed_identity"),
+        ("REMINDERS_MANAGED_IDENTITY_CLIENT_ID", BOT_APP_ID),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain(FakeIdentity::shared().await.env())
+    .collect());
+    AzureSettings::from_env(&env).expect("azure settings")
+}
+
+/// Tokens through the real managed-identity credential against the shared fake endpoint,
+/// wired as the app does (a new credential after a refused token).
 pub async fn identity_tokens() -> Arc<dyn AccessTokens> {
-    FakeIdentity::shared().await;
-    let env = Env([("REMINDERS_CREDENTIAL", "managed_identity")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain(FakeIdentity::shared().await.env())
-        .collect());
-    let settings = AzureSettings::from_env(&env).expect("azure settings");
-    let credential =
-        lookout_reminders::azure::credential(&settings).expect("managed identity credential");
-    Arc::new(CredentialTokens::new(credential))
+    let settings = identity_settings().await;
+    Arc::new(CredentialTokens::from_settings(&settings).expect("managed identity credential"))
 }
 
 /// Settings pointing at the fakes, with generous pacing.
@@ -42,6 +52,7 @@ pub fn settings(graph: &FakeGraph, bot: &FakeBot) -> DeliverySettings {
         graph_base_url: graph.base_url(),
         bot_service_url: bot.service_url(),
         teams_app_id: Some(CATALOG_APP_ID.into()),
+        bot_app_id: Some(BOT_APP_ID.into()),
         sender_mailbox: Some(SENDER.into()),
         rate_per_second: 1000.0,
         graph_rate_per_second: 1000.0,
@@ -65,7 +76,7 @@ pub fn fast_policy() -> RetryPolicy {
 pub async fn fakes() -> (FakeGraph, FakeBot) {
     (
         FakeGraph::start(CATALOG_APP_ID).await,
-        FakeBot::start().await,
+        FakeBot::start_for_app(BOT_APP_ID).await,
     )
 }
 
