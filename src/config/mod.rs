@@ -271,7 +271,17 @@ impl Config {
             state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
             outbox_dir: PathBuf::from(env.get("REMINDERS_OUTBOX_DIR").unwrap_or("outbox")),
             verbose: env.flag("REMINDERS_VERBOSE", false)?,
-            lock_ttl_minutes: env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)?,
+            // A lock younger than a run is taken over as stale: 0 would let runs overlap.
+            lock_ttl_minutes: match env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)? {
+                m if m < 5 => {
+                    return Err(ConfigError::invalid(
+                        "REMINDERS_LOCK_TTL_MINUTES",
+                        &m.to_string(),
+                        "must be at least 5 (minutes)",
+                    ))
+                }
+                m => m,
+            },
         })
     }
 }

@@ -4,11 +4,12 @@
 //!
 //! Statuses: 200 done; 207 done but some reminders failed (`counts.failed > 0`, the body is
 //! the full report); 202 started with `wait: false`; 400 bad request; 404 unknown run id;
-//! 405 wrong method; 409 a run is in progress; 413 body too large; 422 unusable export (or
+//! 405 wrong method; 409 a run is in progress; 413 body too large; 429 too many dry runs at
+//! once (with `Retry-After`); 422 unusable export (or
 //! a plan over the owner cap); 502 the export store failed; 503 shutting down; 500
 //! unexpected, with a correlation id and nothing internal.
 
-use super::state::{AppState, Outcome, Refused, RunState};
+use super::state::{AppState, Outcome, Refused, RunState, MAX_DRY_RUNS};
 use crate::app::{self, SourceOverride};
 use crate::config::ChannelKind;
 use crate::domain::OwnerEmail;
@@ -41,6 +42,9 @@ pub struct HttpCall {
     pub body: Vec<u8>,
     /// The host's invocation id.
     pub invocation_id: Option<String>,
+    /// The path the caller used (lower-case, no trailing slash; the host's route prefix
+    /// included), for the URL to poll a background run. Never the query: it may hold the key.
+    pub path: String,
 }
 
 /// The function's answer: status, JSON body and optional `Location`.
@@ -52,6 +56,8 @@ pub struct ApiResponse {
     pub body: String,
     /// `Location` (202 and polling answers).
     pub location: Option<String>,
+    /// `Retry-After` in seconds (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiResponse {
@@ -64,6 +70,7 @@ impl ApiResponse {
             status,
             body,
             location: None,
+            retry_after: None,
         }
     }
 
@@ -104,6 +111,9 @@ impl ApiResponse {
         if let Some(l) = self.location {
             headers.insert("Location".to_string(), l);
         }
+        if let Some(s) = self.retry_after {
+            headers.insert("Retry-After".to_string(), s.to_string());
+        }
         super::payload::WrappedHttpResponse {
             status_code: self.status.as_u16(),
             body: self.body,
@@ -125,6 +135,10 @@ impl IntoResponse for ApiResponse {
             .into_response();
         if let Some(l) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             res.headers_mut().insert(header::LOCATION, l);
+        }
+        if let Some(s) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             res.headers_mut()
@@ -217,9 +231,37 @@ impl ChannelSpec {
 }
 
 /// Reads the `POST` body; the message names the field at fault.
+///
+/// The body must be a JSON object (or empty, or `null`, both read as `{}`: no options, a
+/// real run). It is checked as a [`Value`] first because serde's derived `Deserialize` also
+/// accepts a sequence for a struct, fields by position: `[]` or `[true, null]` would
+/// otherwise start a run with options nobody named. The struct is then read from the bytes
+/// (not the `Value`) so a field given twice is still refused instead of the last one winning.
 pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(RunBody::default());
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    match &value {
+        Value::Null => return Ok(RunBody::default()),
+        Value::Object(fields) => {
+            // `source` is a struct too: the same positional reading applies to it.
+            if let Some(source) = fields.get("source") {
+                if !matches!(source, Value::Object(_) | Value::Null) {
+                    return Err(format!(
+                        "invalid request body: source: must be a JSON object, got {}",
+                        json_kind(source)
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "the body must be a JSON object (got {}), e.g. {{\"dryRun\": true}}",
+                json_kind(other)
+            ))
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let body: RunBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -236,6 +278,18 @@ pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
     de.end()
         .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     Ok(body)
+}
+
+/// A JSON value's kind, for messages (never the value: it may be long or sensitive).
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Turns the body into a run request and whether to wait; `Err` is a 400 message.
@@ -294,7 +348,7 @@ pub async fn handle(state: &AppState, call: HttpCall) -> ApiResponse {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     match call.method {
         Method::GET => match call.query.iter().find(|(k, _)| k == "runId") {
-            Some((_, run_id)) => get_run(state, run_id, &correlation).await,
+            Some((_, run_id)) => get_run(state, run_id, &call.path, &correlation).await,
             None => health(state).await,
         },
         Method::POST => post(state, call, &correlation).await,
@@ -330,17 +384,28 @@ async fn post(state: &AppState, call: HttpCall, correlation: &str) -> ApiRespons
         wait,
         "run requested"
     );
-    let ticket = match state.start(req) {
+    // A dry run holds the whole plan and its rendered messages in memory (~200 MB for a
+    // 100k-row export): only a few at once, so repeated button presses cannot exhaust a
+    // Consumption plan's memory. Real runs are one at a time anyway.
+    let slot = if req.dry_run {
+        match state.dry_run_slot() {
+            Some(slot) => Some(slot),
+            None => return too_many_dry_runs(),
+        }
+    } else {
+        None
+    };
+    let ticket = match state.start_with(req, slot) {
         Ok(t) => t,
         Err(refused) => return refused_response(&refused),
     };
     if !wait {
         let run_id = ticket.run_id.clone();
         info!(run_id = %run_id, "run started in the background");
-        let url = status_url(&run_id);
+        let url = status_url(&call.path, &run_id);
         let mut res = ApiResponse::new(
             StatusCode::ACCEPTED,
-            json!({ "runId": run_id, "status": "running", "statusUrl": url }),
+            json!({ "runId": run_id, "status": "running", "statusUrl": url, "note": STATUS_URL_NOTE }),
         );
         res.location = Some(url);
         return res;
@@ -361,9 +426,31 @@ pub fn body_too_large() -> ApiResponse {
     too_large()
 }
 
-/// The URL to poll for a background run (relative: the caller adds its own host and key).
-pub fn status_url(run_id: &str) -> String {
-    format!("{ROUTE}?runId={run_id}")
+/// Seconds a caller refused for too many dry runs is asked to wait.
+pub const DRY_RUN_RETRY_AFTER_S: u64 = 5;
+
+/// 429 for a dry run over the limit of dry runs at once.
+fn too_many_dry_runs() -> ApiResponse {
+    info!(limit = MAX_DRY_RUNS, "refused: too many dry runs in progress");
+    let mut res = ApiResponse::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{MAX_DRY_RUNS} dry runs are already in progress in this instance; try again in {DRY_RUN_RETRY_AFTER_S} seconds"
+        ),
+    );
+    res.retry_after = Some(DRY_RUN_RETRY_AFTER_S);
+    res
+}
+
+/// Told with every URL to poll: the URL carries no key (the caller's key is never echoed).
+pub const STATUS_URL_NOTE: &str = "statusUrl is relative to the function app's host and carries no key: when polling, send your function key as the code query parameter or the x-functions-key header";
+
+/// The URL to poll for a background run: the path the caller used (so a changed host route
+/// prefix keeps working) and the run id. Relative and keyless: the caller adds its own host
+/// and key.
+pub fn status_url(path: &str, run_id: &str) -> String {
+    let path = if path.is_empty() { ROUTE } else { path };
+    format!("{path}?runId={run_id}")
 }
 
 /// 409 / 503 for a run refused before starting.
@@ -426,7 +513,7 @@ pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiR
     ApiResponse::new(status, body)
 }
 
-async fn get_run(state: &AppState, run_id: &str, correlation: &str) -> ApiResponse {
+async fn get_run(state: &AppState, run_id: &str, path: &str, correlation: &str) -> ApiResponse {
     // The id reaches the ledger store as a file / blob name: keep it to what we generate.
     if run_id.is_empty()
         || run_id.len() > 64
@@ -440,9 +527,9 @@ async fn get_run(state: &AppState, run_id: &str, correlation: &str) -> ApiRespon
         Some(RunState::Running) => {
             let mut res = ApiResponse::new(
                 StatusCode::ACCEPTED,
-                json!({ "runId": run_id, "status": "running" }),
+                json!({ "runId": run_id, "status": "running", "note": STATUS_URL_NOTE }),
             );
-            res.location = Some(status_url(run_id));
+            res.location = Some(status_url(path, run_id));
             res
         }
         Some(RunState::Finished(outcome)) => outcome_response(run_id, outcome, correlation),
@@ -547,10 +634,10 @@ mod tests {
     #[test]
     fn the_wrapped_answer_carries_status_body_and_location() {
         let mut r = ApiResponse::new(StatusCode::ACCEPTED, json!({"runId": "r1"}));
-        r.location = Some(status_url("r1"));
+        r.location = Some(status_url("/reminders/function_http", "r1"));
         let w = r.into_wrapped();
         assert_eq!(w.status_code, 202);
-        assert_eq!(w.headers["Location"], "/api/function_http?runId=r1");
+        assert_eq!(w.headers["Location"], "/reminders/function_http?runId=r1");
         assert_eq!(
             serde_json::from_str::<Value>(&w.body).unwrap()["runId"],
             "r1"

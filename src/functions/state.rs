@@ -9,7 +9,7 @@ use crate::job::{self, Deps, JobError, RunRequest};
 use crate::report::RunReport;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -17,6 +17,10 @@ use tracing::Instrument;
 /// Finished runs kept in memory for `GET ?runId=`; older ones are read from the ledger store
 /// (which keeps real runs, not dry runs).
 const KEPT_RUNS: usize = 8;
+
+/// Dry runs at once in this process. A dry run holds the parsed export, the plan and every
+/// rendered message (~200 MB for a 100k-row export); real runs are one at a time already.
+pub const MAX_DRY_RUNS: usize = 2;
 
 /// How a run ended, shared by the waiting request and the runs table.
 pub type Outcome = Result<Arc<RunReport>, Arc<JobError>>;
@@ -40,6 +44,9 @@ pub enum Refused {
     #[error("the handler is shutting down")]
     ShuttingDown,
 }
+
+/// One of the [`MAX_DRY_RUNS`] places for a dry run, held by the run's task until it ends.
+pub struct DryRunSlot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// A started run: its id and a way to wait for its end.
 pub struct Ticket {
@@ -81,6 +88,7 @@ struct Inner {
     tasks: TaskTracker,
     active: Mutex<Option<String>>,
     runs: Mutex<VecDeque<(String, RunState)>>,
+    dry_runs: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -94,6 +102,7 @@ impl AppState {
                 tasks: TaskTracker::new(),
                 active: Mutex::new(None),
                 runs: Mutex::new(VecDeque::new()),
+                dry_runs: Arc::new(Semaphore::new(MAX_DRY_RUNS)),
             }),
         }
     }
@@ -137,10 +146,37 @@ impl AppState {
             .max_by_key(|r| r.finished_at)
     }
 
+    /// A place for one more dry run, or `None` when [`MAX_DRY_RUNS`] are going.
+    pub fn dry_run_slot(&self) -> Option<DryRunSlot> {
+        self.inner
+            .dry_runs
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(DryRunSlot)
+    }
+
     /// Starts a run as a task of its own, in the current span. Real runs are one at a time
     /// per process (the ledger lock covers other processes); dry runs change nothing and
-    /// may overlap.
-    pub fn start(&self, mut req: RunRequest) -> Result<Ticket, Refused> {
+    /// may overlap. A dry run takes a free [`DryRunSlot`] if there is one; callers that
+    /// must stay within [`MAX_DRY_RUNS`] (the HTTP function) take the slot first and use
+    /// [`AppState::start_with`].
+    pub fn start(&self, req: RunRequest) -> Result<Ticket, Refused> {
+        let slot = if req.dry_run {
+            self.dry_run_slot()
+        } else {
+            None
+        };
+        self.start_with(req, slot)
+    }
+
+    /// [`AppState::start`] with the dry run's slot already taken; the run's task holds it
+    /// until the run ends (whether or not anyone waits for it).
+    pub fn start_with(
+        &self,
+        mut req: RunRequest,
+        slot: Option<DryRunSlot>,
+    ) -> Result<Ticket, Refused> {
         if self.inner.cancel.is_cancelled() {
             return Err(Refused::ShuttingDown);
         }
@@ -178,6 +214,7 @@ impl AppState {
         let id = run_id.clone();
         let span = tracing::Span::current();
         self.inner.tasks.spawn(async move {
+            let _slot = slot;
             let outcome: Outcome = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
                 .instrument(span.clone())
                 .await

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{Datelike, Utc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 /// The ledger, lock and reports under one folder.
@@ -39,11 +39,7 @@ impl LocalLedger {
     }
 
     fn storage(&self, path: &Path, operation: &str, e: impl std::fmt::Display) -> LedgerError {
-        LedgerError::Storage {
-            location: path.display().to_string(),
-            operation: operation.into(),
-            detail: e.to_string(),
-        }
+        storage_error(path, operation, e)
     }
 
     async fn ensure_dir(&self) -> Result<(), LedgerError> {
@@ -51,6 +47,74 @@ impl LocalLedger {
             .await
             .map_err(|e| self.storage(&self.dir, "creating the state folder", e))
     }
+
+    /// Moves a lock that looked stale (`seen` is what it held) out of the way. The rename is
+    /// atomic, so it cannot delete a lock another process created after the age check: what
+    /// was renamed is re-read, and if it is not the stale lock that was seen, it goes back.
+    /// Returns whether the stale lock is gone (the caller may now create its own).
+    async fn take_over_stale(&self, path: &Path, seen: &str) -> Result<bool, LedgerError> {
+        // Cheap re-check first: another process may have taken it over already, and moving
+        // its fresh lock aside, even briefly, would make its renewal fail.
+        if tokio::fs::read_to_string(path).await.ok().as_deref() != Some(seen) {
+            return Ok(!tokio::fs::try_exists(path).await.unwrap_or(true));
+        }
+        let aside = self
+            .dir
+            .join(format!("run.lock.stale-{}", uuid::Uuid::new_v4()));
+        match tokio::fs::rename(path, &aside).await {
+            Ok(()) => {}
+            // Someone else took it over or released it first: try again from the start.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(self.storage(path, "taking over a stale run lock", e)),
+        }
+        let moved = tokio::fs::read_to_string(&aside).await.unwrap_or_default();
+        let still_stale = lock_age(&aside)
+            .await
+            .is_some_and(|age| age > self.lock_ttl);
+        if moved == seen && still_stale {
+            tracing::warn!(lock = %path.display(), holder = %seen.trim(), "took over a stale run lock");
+            if let Err(e) = tokio::fs::remove_file(&aside).await {
+                tracing::warn!(file = %aside.display(), error = %e, "could not delete a stale run lock moved aside");
+            }
+            return Ok(true);
+        }
+        // It was renewed or replaced by a fresh lock between the check and the rename:
+        // give it back untouched.
+        tokio::fs::rename(&aside, path)
+            .await
+            .map_err(|e| self.storage(path, "restoring a run lock taken by mistake", e))?;
+        Ok(false)
+    }
+}
+
+fn storage_error(path: &Path, operation: &str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Storage {
+        location: path.display().to_string(),
+        operation: operation.into(),
+        detail: e.to_string(),
+    }
+}
+
+/// How long ago the file was last written (`None` when it is gone or unreadable).
+async fn lock_age(path: &Path) -> Option<Duration> {
+    tokio::fs::metadata(path)
+        .await
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+}
+
+/// The fields of `run.lock` this module reads back.
+#[derive(serde::Deserialize)]
+struct LockBody {
+    run_id: String,
+}
+
+/// The run id a lock file names (`None` for a file that is not a lock body).
+fn lock_holder(body: &str) -> Option<String> {
+    serde_json::from_str::<LockBody>(body.trim())
+        .ok()
+        .map(|b| b.run_id)
 }
 
 struct LocalLock {
@@ -58,30 +122,113 @@ struct LocalLock {
     run_id: String,
 }
 
+impl LocalLock {
+    fn lost(&self, operation: &str, detail: String) -> LedgerError {
+        storage_error(&self.path, operation, detail)
+    }
+
+    /// Opens the lock file and checks it is still ours: after a takeover another run holds
+    /// it, and rewriting (or deleting) it would take that run's lock away.
+    async fn open_own(&self, operation: &str) -> Result<Option<tokio::fs::File>, LedgerError> {
+        let mut file = match tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(storage_error(&self.path, operation, e)),
+        };
+        let mut body = String::new();
+        file.read_to_string(&mut body)
+            .await
+            .map_err(|e| storage_error(&self.path, operation, e))?;
+        match lock_holder(&body) {
+            Some(holder) if holder == self.run_id => Ok(Some(file)),
+            Some(holder) => Err(self.lost(
+                operation,
+                format!("the run lock was lost: it is now held by run {holder}"),
+            )),
+            None => Err(self.lost(
+                operation,
+                format!("the run lock was lost: it now holds '{}'", body.trim()),
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl RunLock for LocalLock {
     async fn renew(&self) -> Result<(), LedgerError> {
+        const OP: &str = "renewing the run lock";
+        let Some(mut file) = self.open_own(OP).await? else {
+            return Err(self.lost(
+                OP,
+                "the run lock was lost: the lock file is gone".to_string(),
+            ));
+        };
         // Rewriting the file refreshes its modification time, which the TTL is measured from.
         let body = lock_body(&self.run_id);
-        tokio::fs::write(&self.path, body)
-            .await
-            .map_err(|e| LedgerError::Storage {
-                location: self.path.display().to_string(),
-                operation: "renewing the run lock".into(),
-                detail: e.to_string(),
-            })
+        let write = async {
+            file.set_len(0).await?;
+            file.seek(std::io::SeekFrom::Start(0)).await?;
+            file.write_all(body.as_bytes()).await?;
+            file.sync_all().await
+        };
+        write.await.map_err(|e| self.storage_err(OP, e))?;
+        // A takeover may have moved the file aside between the check and the write: then
+        // the path no longer names the file just written.
+        if !same_file(&file, &self.path).await {
+            return Err(self.lost(
+                OP,
+                "the run lock was lost: another run took it over".to_string(),
+            ));
+        }
+        Ok(())
     }
 
     async fn release(self: Box<Self>) -> Result<(), LedgerError> {
+        const OP: &str = "releasing the run lock";
+        match self.open_own(OP).await {
+            Ok(Some(file)) => drop(file),
+            // Nothing of ours to delete: the lock expired and was taken over (or is gone).
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "not deleting a run lock this run no longer holds");
+                return Ok(());
+            }
+        }
         match tokio::fs::remove_file(&self.path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LedgerError::Storage {
-                location: self.path.display().to_string(),
-                operation: "releasing the run lock".into(),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(self.storage_err(OP, e)),
         }
+    }
+}
+
+impl LocalLock {
+    fn storage_err(&self, operation: &str, e: std::io::Error) -> LedgerError {
+        storage_error(&self.path, operation, e)
+    }
+}
+
+/// Whether `path` still names the open `file` (same device and inode). Off Unix there is no
+/// inode to compare and the content check before the write has to do.
+async fn same_file(file: &tokio::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(open), Ok(named)) = (file.metadata().await, tokio::fs::metadata(path).await)
+        else {
+            return false;
+        };
+        open.dev() == named.dev() && open.ino() == named.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
     }
 }
 
@@ -102,7 +249,9 @@ impl LedgerStore for LocalLedger {
     async fn lock(&self, run_id: &str) -> Result<Box<dyn RunLock>, LedgerError> {
         self.ensure_dir().await?;
         let path = self.lock_path();
-        for _ in 0..2 {
+        // A few rounds: each lost race (a lock vanishing or appearing between two steps)
+        // starts over; a lock that stays held ends in `Busy` on the first round.
+        for _ in 0..3 {
             let created = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -122,22 +271,23 @@ impl LedgerStore for LocalLedger {
                     }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = tokio::fs::metadata(&path)
-                        .await
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .and_then(|t| t.elapsed().ok());
-                    let holder = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-                    match age {
+                    let holder = match tokio::fs::read_to_string(&path).await {
+                        Ok(h) => h,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(self.storage(&path, "reading the run lock", e)),
+                    };
+                    let busy = || LedgerError::Busy {
+                        holder: holder.trim().to_string(),
+                    };
+                    match lock_age(&path).await {
                         Some(age) if age > self.lock_ttl => {
-                            tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "taking over a stale run lock");
-                            let _ = tokio::fs::remove_file(&path).await;
+                            tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "the run lock looks stale");
+                            if !self.take_over_stale(&path, &holder).await? {
+                                return Err(busy());
+                            }
                         }
-                        _ => {
-                            return Err(LedgerError::Busy {
-                                holder: holder.trim().to_string(),
-                            })
-                        }
+                        None if !tokio::fs::try_exists(&path).await.unwrap_or(true) => continue,
+                        _ => return Err(busy()),
                     }
                 }
                 Err(e) => return Err(self.storage(&path, "creating the run lock", e)),
@@ -193,26 +343,12 @@ impl LedgerStore for LocalLedger {
             buf.push(b'\n');
         }
         let _guard = self.append_guard.lock().await;
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        // Blocking std I/O on a blocking thread: the whole batch goes out in one `write` on
+        // an append-mode file, so appends from other instances in the folder do not interleave
+        // (the torn-line cut assumes no other process appends at once: the run lock sees to it).
+        tokio::task::spawn_blocking(move || append_blocking(&path, &buf))
             .await
-            .map_err(|e| self.storage(&path, "opening the ledger", e))?;
-        // If an earlier crash left a torn line, start on a fresh line so it stays isolated.
-        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        if len > 0 {
-            let tail = tokio::fs::read(&path).await.unwrap_or_default();
-            if tail.last() != Some(&b'\n') {
-                buf.insert(0, b'\n');
-            }
-        }
-        file.write_all(&buf)
-            .await
-            .map_err(|e| self.storage(&path, "appending to the ledger", e))?;
-        file.sync_data()
-            .await
-            .map_err(|e| self.storage(&path, "syncing the ledger", e))
+            .map_err(|e| storage_error(&self.ledger_path(), "appending to the ledger", e))?
     }
 
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError> {
@@ -273,6 +409,63 @@ impl LedgerStore for LocalLedger {
         }
         Ok(None)
     }
+}
+
+/// How far back the tail is read at a time when looking for the end of the last whole line.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+fn append_blocking(path: &Path, buf: &[u8]) -> Result<(), LedgerError> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| storage_error(path, "opening the ledger", e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| storage_error(path, "opening the ledger", e))?
+        .len();
+    // Only the last byte is read, not the ledger: the cost of an append must not grow with it.
+    if len > 0 && read_at(&mut file, len - 1, 1).map_err(|e| tail_error(path, e))? != b"\n" {
+        // A crash mid-write left a torn last line, never acknowledged as recorded. Appending
+        // after it would bury it mid-file, where `load` rightly calls it corruption: cut it.
+        let keep = end_of_last_line(&mut file, len).map_err(|e| tail_error(path, e))?;
+        tracing::warn!(ledger = %path.display(), bytes = len - keep, "cutting a torn last line before appending");
+        file.set_len(keep)
+            .map_err(|e| storage_error(path, "cutting a torn last line off the ledger", e))?;
+    }
+    file.write_all(buf)
+        .map_err(|e| storage_error(path, "appending to the ledger", e))?;
+    file.sync_data()
+        .map_err(|e| storage_error(path, "syncing the ledger", e))
+}
+
+fn tail_error(path: &Path, e: std::io::Error) -> LedgerError {
+    storage_error(path, "reading the end of the ledger", e)
+}
+
+fn read_at(file: &mut std::fs::File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let mut bytes = vec![0; len];
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The length of the file up to and including its last `\n` (0 when it has none), read
+/// backwards from `len` in [`TAIL_CHUNK`]s.
+fn end_of_last_line(file: &mut std::fs::File, len: u64) -> std::io::Result<u64> {
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_CHUNK);
+        let chunk = read_at(file, start, (end - start) as usize)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 async fn read_report(path: &Path) -> Result<Option<RunReport>, LedgerError> {

@@ -70,6 +70,16 @@ pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> 
             .position()
             .map(|p| lines.line_at(p.byte() as usize))
             .unwrap_or(0);
+        if swallowed_rows(&record, header.delimiter, header.map.required_width()) {
+            // An opening quote that is never closed makes the reader take the rest of the
+            // file as one field: the rows after it would silently vanish (and their issues
+            // be recorded as resolved), so the file is refused instead.
+            return Err(ParseError::Malformed {
+                name: name.into(),
+                line: row,
+                detail: "a quoted field is never closed: the lines after it were read as part of this field".into(),
+            });
+        }
         export.total_rows += 1;
         match header
             .map
@@ -80,6 +90,19 @@ pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> 
         }
     }
     Ok(export)
+}
+
+/// Whether a field holds whole rows: a line break followed by a line with as many
+/// separators as a row needs — the mark of an unclosed quote, not of a multi-line cell.
+fn swallowed_rows(record: &csv::StringRecord, delimiter: u8, required_width: usize) -> bool {
+    let needed = required_width.saturating_sub(1).max(2);
+    record.iter().any(|field| {
+        field.contains('\n')
+            && field
+                .lines()
+                .skip(1)
+                .any(|line| line.bytes().filter(|b| *b == delimiter).count() >= needed)
+    })
 }
 
 /// Turns byte offsets of record starts (increasing) into 1-based file lines, counting
@@ -204,6 +227,34 @@ fn first_line_summary(text: &str) -> String {
         format!("'{shown}…' on the first line")
     } else {
         format!("'{shown}' on the first line")
+    }
+}
+
+#[cfg(test)]
+mod unclosed_quote_tests {
+    use super::*;
+
+    const HEADER: &str = "Device Owner,Lookout ID,Device Model,Issue,Status,Date Detected\n";
+
+    #[test]
+    fn an_unclosed_quote_is_refused_naming_the_line() {
+        let text = format!(
+            "{HEADER}a@x.com,1,\"Galaxy,Agent,Active,2024-01-01\nb@x.com,2,SM-A1,Agent,Active,2024-01-02\nc@x.com,3,SM-A2,Agent,Active,2024-01-03\n"
+        );
+        let err = parse(&text, "broken.csv").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("broken.csv: line 2:"), "{msg}");
+        assert!(msg.contains("never closed"), "{msg}");
+    }
+
+    #[test]
+    fn a_quoted_cell_with_a_line_break_is_still_fine() {
+        let text = format!(
+            "{HEADER}a@x.com,1,\"Galaxy\nTab S8\",Agent,Active,2024-01-01\nb@x.com,2,SM-A1,Agent,Active,2024-01-02\n"
+        );
+        let parsed = parse(&text, "ok.csv").unwrap();
+        assert_eq!(parsed.findings.len(), 2);
+        assert_eq!(parsed.findings[0].device_model, "Galaxy\nTab S8");
     }
 }
 

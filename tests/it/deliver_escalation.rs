@@ -451,10 +451,9 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
         graph.add_user(o, None);
         graph.update_user(o, |u| u.install_forbidden = true);
     }
-    let mut config = lookout_reminders::config::Config::from_env_map(
-        &lookout_reminders::config::Env::default(),
-    )
-    .unwrap();
+    let mut config =
+        lookout_reminders::config::Config::from_env_map(&lookout_reminders::config::Env::default())
+            .unwrap();
     config.delivery = DeliverySettings {
         mail_rate_per_second: 2.0,
         ..escalating(&graph, &bot, true)
@@ -478,7 +477,11 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
 
     for (m, r) in messages.iter().zip(&results) {
         let d = r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", m.owner()));
-        let expected = if m.reminder.escalate { "teams_bot" } else { "email" };
+        let expected = if m.reminder.escalate {
+            "teams_bot"
+        } else {
+            "email"
+        };
         assert_eq!(d.channel, expected, "{}", m.owner());
     }
     let mails = graph.mails();
@@ -491,7 +494,11 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
                 .starts_with("[Copie manager]")
         })
         .count();
-    assert_eq!((mails.len(), copies), (6, 3), "three reminders, three copies");
+    assert_eq!(
+        (mails.len(), copies),
+        (6, 3),
+        "three reminders, three copies"
+    );
     // 2/s with a burst of one: every send at least half a second after the one before
     // (a little less for scheduling noise), whichever of the channel or escalation sent it.
     let times = graph.mail_times();
