@@ -147,9 +147,19 @@ fn labels(line: &IssueLine) -> (String, String) {
 
 /// Escapes text for the Adaptive Card markdown subset: it is shown, never interpreted.
 pub fn escape_markdown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\`*_{}[]()#+-.!|<>~".contains(c) {
+    // Only what Teams' markdown subset interprets inside a line is escaped everywhere;
+    // block markers (`-`, `+`, `#`, `1.`) only where they start the value. Escaping more
+    // (every `-` and `.`) shows stray backslashes on some Teams mobile clients.
+    const INLINE: &str = "\\`*_[]<>~";
+    let mut out = String::with_capacity(text.len() + 8);
+    let trimmed = text.trim_start();
+    let lead = text.len() - trimmed.len();
+    out.push_str(&text[..lead].replace(['\n', '\r'], " "));
+    let digits = trimmed.chars().take_while(char::is_ascii_digit).count();
+    for (i, c) in trimmed.chars().enumerate() {
+        let block_marker =
+            (i == 0 && "-+#>".contains(c)) || (i == digits && digits > 0 && c == '.');
+        if INLINE.contains(c) || block_marker {
             out.push('\\');
         }
         // Line breaks in a value would start new markdown blocks.
@@ -494,6 +504,20 @@ mod tests {
             "markdown not escaped: {card}"
         );
         assert!(card.contains("\\\\[x\\\\]"), "{card}");
+    }
+
+    #[test]
+    fn markdown_escaping_keeps_ordinary_punctuation_readable() {
+        assert_eq!(escape_markdown("SM-A528B"), "SM-A528B");
+        assert_eq!(
+            escape_markdown("DGP-DSI-PROXIMITE@engie.com"),
+            "DGP-DSI-PROXIMITE@engie.com"
+        );
+        assert_eq!(escape_markdown("**x** [y](z)"), "\\*\\*x\\*\\* \\[y\\](z)");
+        assert_eq!(escape_markdown("- item"), "\\- item");
+        assert_eq!(escape_markdown("12. point"), "12\\. point");
+        assert_eq!(escape_markdown("# title"), "\\# title");
+        assert_eq!(escape_markdown("a\nb"), "a b");
     }
 
     #[test]

@@ -422,8 +422,8 @@ fn preview_as_a_card_is_valid_adaptive_card_json_and_english_is_available() {
     assert_eq!(card["version"], "1.5");
     let text = card.to_string();
     assert!(
-        text.contains("SM\\\\-A405FN"),
-        "model escaped for markdown: {text}"
+        text.contains("SM-A405FN"),
+        "the model is shown as is: {text}"
     );
     assert!(text.contains("Edge app to update"), "{text}");
 }
