@@ -421,7 +421,16 @@ async fn run_locked(
             info!(summary = %report.summary, "run done");
             Ok(report)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            // A run stopped half-way still leaves its report (who got what, who was not
+            // attempted) for the operator; the error says why it stopped.
+            report.warnings.push(format!("run stopped: {e}"));
+            match deps.ledger.save_report(&report).await {
+                Ok(location) => info!(report = %location, "partial run report saved"),
+                Err(save) => warn!(error = %save, "could not save the partial run report"),
+            }
+            Err(e)
+        }
     }
 }
 

@@ -256,6 +256,16 @@ async fn a_cancelled_run_records_what_it_sent_and_the_rerun_completes_without_du
         .await
         .unwrap_err();
     assert!(matches!(err, JobError::Cancelled { sent: 6 }), "{err}");
+    // The partial report is kept: who got a reminder, who was not attempted.
+    let ledger = LocalLedger::new(tmp.path(), std::time::Duration::from_secs(600));
+    let partial = ledger
+        .last_report()
+        .await
+        .unwrap()
+        .expect("a partial report");
+    assert_eq!(partial.counts.sent, 6);
+    assert_eq!(partial.counts.skipped, 23 - 6);
+    assert!(partial.warnings.iter().any(|w| w.contains("run stopped")));
     let again = Arc::new(RecordingNotifier::default());
     job::run(
         &deps(tmp.path(), again.clone(), None, 3),
