@@ -271,7 +271,7 @@ impl Config {
             state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
             outbox_dir: PathBuf::from(env.get("REMINDERS_OUTBOX_DIR").unwrap_or("outbox")),
             verbose: env.flag("REMINDERS_VERBOSE", false)?,
-            // A lock younger than a run is taken over as stale: 0 would let runs overlap.
+            // A running run's lock older than this is taken over: 0 would let runs overlap.
             lock_ttl_minutes: match env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)? {
                 m if m < 5 => {
                     return Err(ConfigError::invalid(

@@ -219,8 +219,7 @@ async fn same_file(file: &tokio::fs::File, path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let (Ok(open), Ok(named)) = (file.metadata().await, tokio::fs::metadata(path).await)
-        else {
+        let (Ok(open), Ok(named)) = (file.metadata().await, tokio::fs::metadata(path).await) else {
             return false;
         };
         open.dev() == named.dev() && open.ino() == named.ino()
@@ -482,5 +481,69 @@ async fn read_report(path: &Path) -> Result<Option<RunReport>, LedgerError> {
             operation: "reading the report".into(),
             detail: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(600);
+
+    fn aged(path: &Path) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_renewed_between_the_age_check_and_the_takeover_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = LocalLedger::new(dir.path(), TTL);
+        let path = ledger.lock_path();
+        // What the age check saw: a stale lock.
+        let seen = lock_body("run-old");
+        // What is there by the time of the rename: the holder renewed it (fresh, new body).
+        let fresh = lock_body("run-old").replace("\"pid\":", "\"pid\":0");
+        std::fs::write(&path, &fresh).unwrap();
+        assert!(!ledger.take_over_stale(&path, &seen).await.unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), fresh);
+    }
+
+    #[tokio::test]
+    async fn a_lock_replaced_by_a_fresh_one_after_the_rename_check_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = LocalLedger::new(dir.path(), TTL);
+        let path = ledger.lock_path();
+        // Same body as seen, but freshly written: it was renewed with identical content, so
+        // only its age tells it apart. It must survive, in place.
+        let body = lock_body("run-live");
+        std::fs::write(&path, &body).unwrap();
+        assert!(!ledger.take_over_stale(&path, &body).await.unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "nothing left aside");
+        // Once it really is stale, it is taken over and deleted.
+        aged(&path);
+        assert!(ledger.take_over_stale(&path, &body).await.unwrap());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_end_of_the_last_line_is_found_across_tail_chunks() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"a\nbc\n").unwrap();
+        f.write_all(&vec![b'x'; (TAIL_CHUNK * 2 + 7) as usize])
+            .unwrap();
+        drop(f);
+        let mut f = std::fs::File::open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
+        assert_eq!(end_of_last_line(&mut f, len).unwrap(), 5);
+        assert_eq!(end_of_last_line(&mut f, 4).unwrap(), 2);
+        assert_eq!(end_of_last_line(&mut f, 1).unwrap(), 0);
     }
 }

@@ -19,6 +19,7 @@ mod functions_requests;
 mod functions_runs;
 mod helpers;
 mod job;
+mod local_ledger;
 mod parse;
 mod parse_robustness;
 mod teams_app;
