@@ -85,7 +85,7 @@ impl Escalator {
         }
         Some(Self {
             graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
-            mail: HttpClient::new("graph sendMail", client).with_rate_limit(std::sync::Arc::new(crate::http::RateLimiter::new(settings.mail_rate_per_second, 1))),
+            mail: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
             mail_in_flight: limits.mail_in_flight.clone(),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),

@@ -431,7 +431,10 @@ pub const DRY_RUN_RETRY_AFTER_S: u64 = 5;
 
 /// 429 for a dry run over the limit of dry runs at once.
 fn too_many_dry_runs() -> ApiResponse {
-    info!(limit = MAX_DRY_RUNS, "refused: too many dry runs in progress");
+    info!(
+        limit = MAX_DRY_RUNS,
+        "refused: too many dry runs in progress"
+    );
     let mut res = ApiResponse::error(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
@@ -618,6 +621,62 @@ mod tests {
             err.starts_with("the request body is not valid JSON"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_whatever_its_fields_would_be_by_position() {
+        for body in [
+            &b"[]"[..],
+            br#"[true, null, false, "2024-03-07"]"#,
+            br#"["dryRun"]"#,
+            b"true",
+            b"3",
+            br#""dryRun""#,
+        ] {
+            let err = parse_body(body).unwrap_err();
+            assert!(
+                err.starts_with("the body must be a JSON object"),
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let err = parse_body(br#"{"source": ["a.csv"]}"#).unwrap_err();
+        assert!(err.contains("source: must be a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn a_null_body_is_read_as_an_empty_object() {
+        let b = parse_body(b" null ").unwrap();
+        assert_eq!((b.dry_run, b.force, b.wait), (None, None, None));
+        assert!(b.only.is_none() && b.source.is_none() && b.channel.is_none());
+        assert!(parse_body(br#"{"source": null}"#).unwrap().source.is_none());
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_not_last_one_wins() {
+        let err = parse_body(br#"{"dryRun": true, "dryRun": false}"#).unwrap_err();
+        assert!(err.contains("duplicate field `dryRun`"), "{err}");
+    }
+
+    #[test]
+    fn the_status_url_keeps_the_callers_path_and_carries_no_key() {
+        assert_eq!(
+            status_url("/api/function_http", "r1"),
+            "/api/function_http?runId=r1"
+        );
+        assert_eq!(status_url("", "r1"), "/api/function_http?runId=r1");
+        assert!(STATUS_URL_NOTE.contains("x-functions-key"));
+    }
+
+    #[test]
+    fn a_429_carries_retry_after_in_both_forms() {
+        let r = too_many_dry_runs();
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            r.clone().into_response().headers()[header::RETRY_AFTER],
+            "5"
+        );
+        assert_eq!(r.into_wrapped().headers["Retry-After"], "5");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 use tracing::{debug, info, warn, Instrument};
 
 /// Host payloads (timer, wrapped HTTP) are small JSON; this bounds them.
@@ -65,10 +66,61 @@ pub enum ServeError {
 #[derive(Clone, Debug, Default)]
 pub struct InvocationId(pub Option<String>);
 
+/// The path the caller used, normalised (lower-case, no trailing slash), before any route
+/// prefix other than `api` is mapped onto [`http::ROUTE`].
+#[derive(Clone, Debug)]
+pub struct CalledPath(pub String);
+
+/// The path to route a request on, and the normalised path the caller used.
+///
+/// Azure Functions routes are case-insensitive and the host forwards the path as the caller
+/// typed it (`/api/Function_Http/`), so the path is lower-cased (our routes carry no
+/// case-sensitive parameters) and a trailing slash dropped. A forwarded HTTP call under
+/// another route prefix (`routePrefix` in `host.json`, e.g. `/reminders/function_http`) is
+/// routed as `/api/function_http`; `/function_http` alone stays the wrapped form.
+pub fn normalise_path(path: &str) -> (String, String) {
+    let mut called = path.to_ascii_lowercase();
+    while called.len() > 1 && called.ends_with('/') {
+        called.pop();
+    }
+    let routed = if called != WRAPPED_HTTP_ROUTE && called.ends_with(WRAPPED_HTTP_ROUTE) {
+        http::ROUTE.to_string()
+    } else {
+        called.clone()
+    };
+    (routed, called)
+}
+
+/// Rewrites the request's path to its [`normalise_path`] form before routing (the query is
+/// kept as sent) and records the [`CalledPath`].
+async fn normalise_request(mut req: Request) -> Request {
+    let (routed, called) = normalise_path(req.uri().path());
+    if routed != req.uri().path() {
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{routed}?{q}"),
+            None => routed,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req.extensions_mut().insert(CalledPath(called));
+    req
+}
+
+/// The wrapped HTTP function's route (the host's `POST /<function name>`).
+const WRAPPED_HTTP_ROUTE: &str = "/function_http";
+
 /// The router: `GET /` readiness, `POST /function_timer`, `/api/function_http` (forwarded)
-/// and `POST /function_http` (wrapped), each request in its invocation span.
+/// and `POST /function_http` (wrapped), each request in its invocation span. Paths are
+/// normalised first ([`normalise_path`]): a layer on the routes would run after routing,
+/// so the routes sit behind an outer router whose only service is the rewrite.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(ready))
         .route(
             "/function_timer",
@@ -84,14 +136,15 @@ pub fn app(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(http::MAX_BODY_BYTES)),
         )
         .route(
-            "/function_http",
+            WRAPPED_HTTP_ROUTE,
             post(http_wrapped)
                 .fallback(not_allowed_post)
                 .layer(DefaultBodyLimit::max(HOST_PAYLOAD_LIMIT)),
         )
         .fallback(any(not_found))
         .layer(middleware::from_fn(invocation))
-        .with_state(state)
+        .with_state(state);
+    Router::new().fallback_service(middleware::map_request(normalise_request).layer(routes))
 }
 
 /// Opens the invocation span and logs the start and end of each invocation. Only the path
@@ -193,6 +246,7 @@ async fn timer_invocation(
 async fn http_forwarded(
     State(state): State<AppState>,
     Extension(id): Extension<InvocationId>,
+    Extension(CalledPath(path)): Extension<CalledPath>,
     method: Method,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
@@ -217,6 +271,7 @@ async fn http_forwarded(
         query,
         body: body.to_vec(),
         invocation_id: id.0,
+        path,
     };
     http::handle(&state, call).await
 }
@@ -255,11 +310,16 @@ async fn http_wrapped(
                         .filter(|v| telemetry::valid_invocation_id(v))
                         .map(str::to_string)
                 });
+                // The caller's path is in the original URL; the host called us on its own.
+                let path = url::Url::parse(&req.url)
+                    .map(|u| normalise_path(u.path()).1)
+                    .unwrap_or_else(|_| http::ROUTE.to_string());
                 let call = HttpCall {
                     method,
                     query,
                     body: req.body_bytes(),
                     invocation_id,
+                    path,
                 };
                 http::handle(&state, call).await
             }
@@ -538,6 +598,88 @@ mod tests {
         );
         let (status, body) = call(&state(dir.path()), post(http::ROUTE, &big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    }
+
+    #[test]
+    fn paths_are_lower_cased_and_lose_a_trailing_slash_and_other_prefixes_map_to_the_route() {
+        let n = |p: &str| normalise_path(p);
+        let same = |p: &str| (p.to_string(), p.to_string());
+        assert_eq!(n("/api/function_http"), same("/api/function_http"));
+        assert_eq!(n("/API/Function_Http/"), same("/api/function_http"));
+        assert_eq!(n("/function_timer//"), same("/function_timer"));
+        assert_eq!(n("/Function_Http"), same("/function_http"));
+        assert_eq!(n("/"), same("/"));
+        assert_eq!(
+            n("/Reminders/function_http/"),
+            (
+                "/api/function_http".to_string(),
+                "/reminders/function_http".to_string()
+            )
+        );
+        assert_eq!(n("/api/xfunction_http"), same("/api/xfunction_http"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_route_in_another_case_or_with_a_trailing_slash_is_served_with_its_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        for uri in [
+            "/API/Function_Http",
+            "/api/function_http/",
+            "/Api/FUNCTION_HTTP/",
+        ] {
+            let get = axum::http::Request::get(uri).body(Body::empty()).unwrap();
+            let (status, body) = call(&s, get).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            assert_eq!(body["status"], "ok", "{uri}: {body}");
+            // The query survives the rewrite: a run id is looked up, not health answered.
+            let get = axum::http::Request::get(format!("{uri}?runId=no-such-run&code=k"))
+                .body(Body::empty())
+                .unwrap();
+            let (status, body) = call(&s, get).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert!(body["error"].as_str().unwrap().contains("no-such-run"));
+        }
+        // The timer's route too: a GET reaches it (405), not the 404 fallback.
+        let get = axum::http::Request::get("/Function_Timer/")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&s, get).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_third_dry_run_at_once_is_429_with_retry_after_and_a_freed_place_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        // Two dry runs in progress, held here for as long as the test needs.
+        let first = s.dry_run_slot().unwrap();
+        let _second = s.dry_run_slot().unwrap();
+        assert!(s.dry_run_slot().is_none());
+        let body = r#"{"dryRun": true, "asOf": "2024-03-07"}"#;
+        let res = app(s.clone())
+            .oneshot(post(http::ROUTE, body))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()["retry-after"], "5");
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap()
+                .contains("2 dry runs are already in progress"),
+            "{json}"
+        );
+        drop(first);
+        let (status, body) = call(&s, post(http::ROUTE, body)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["counts"]["planned"], 23);
+        // The finished run gave its place back.
+        let third = s.dry_run_slot();
+        assert!(third.is_some());
     }
 
     #[test]

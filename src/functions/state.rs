@@ -46,7 +46,9 @@ pub enum Refused {
 }
 
 /// One of the [`MAX_DRY_RUNS`] places for a dry run, held by the run's task until it ends.
-pub struct DryRunSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct DryRunSlot {
+    _permit: OwnedSemaphorePermit,
+}
 
 /// A started run: its id and a way to wait for its end.
 pub struct Ticket {
@@ -153,7 +155,7 @@ impl AppState {
             .clone()
             .try_acquire_owned()
             .ok()
-            .map(DryRunSlot)
+            .map(|permit| DryRunSlot { _permit: permit })
     }
 
     /// Starts a run as a task of its own, in the current span. Real runs are one at a time
@@ -214,7 +216,6 @@ impl AppState {
         let id = run_id.clone();
         let span = tracing::Span::current();
         self.inner.tasks.spawn(async move {
-            let _slot = slot;
             let outcome: Outcome = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
                 .instrument(span.clone())
                 .await
@@ -238,6 +239,8 @@ impl AppState {
                     *active = None;
                 }
             }
+            // Give the dry run's place back before anyone learns the run ended.
+            drop(slot);
             let _ = tx.send(Some(outcome));
         });
         Ok(Ticket { run_id, rx })

@@ -14,7 +14,11 @@ async fn bad_requests_are_refused_with_clear_messages_and_the_server_keeps_servi
             400,
             "not valid JSON",
         ),
-        (br#"["dryRun"]"#.to_vec(), 400, "invalid request body"),
+        (
+            br#"["dryRun"]"#.to_vec(),
+            400,
+            "the body must be a JSON object",
+        ),
         (
             br#"{"dryRun": "yes"}"#.to_vec(),
             400,
@@ -151,4 +155,96 @@ async fn a_timer_payload_that_is_not_json_is_a_400_in_the_hosts_shape() {
     );
     assert!(app.is_serving().await);
     assert!(app.outbox_messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_that_is_a_json_array_or_scalar_is_a_400_and_starts_no_run() {
+    let app = spawn_app().await;
+    // serde reads a sequence as a struct's fields by position: `[]` would be a live run and
+    // the second a dry run as of 2024-03-07, had the shape not been checked first.
+    for body in [
+        &b"[]"[..],
+        br#"[true, null, false, "2024-03-07"]"#,
+        b"true",
+        b"42",
+        br#""dryRun""#,
+    ] {
+        let shown = String::from_utf8_lossy(body).to_string();
+        let a = app.run_raw(body.to_vec()).await;
+        assert_eq!(a.status, 400, "{shown}: {}", a.text);
+        assert!(
+            a.json["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("the body must be a JSON object"),
+            "{shown}: {}",
+            a.text
+        );
+    }
+    let a = app
+        .run_raw(br#"{"source": [null, null, "x.csv"]}"#.to_vec())
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text.contains("source: must be a JSON object"),
+        "{}",
+        a.text
+    );
+    let health = app.health().await;
+    assert_eq!(
+        health.json["lastRun"],
+        serde_json::Value::Null,
+        "{}",
+        health.text
+    );
+    assert!(
+        app.outbox_messages().is_empty(),
+        "a refused body sent something"
+    );
+    assert!(app.ledger_sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_null_body_is_read_like_an_empty_one() {
+    let app = spawn_app().await;
+    let a = app.run_raw(b"null".to_vec()).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json["dry_run"], false, "{}", a.text);
+    assert!(a.json["counts"]["sent"].as_u64().unwrap() > 0, "{}", a.text);
+}
+
+#[tokio::test]
+async fn routes_are_case_insensitive_and_ignore_a_trailing_slash_keeping_the_query() {
+    let app = spawn_app().await;
+    for path in [
+        "/API/Function_Http",
+        "/api/function_http/",
+        "/Api/FUNCTION_HTTP/",
+    ] {
+        let a = app.host_request(reqwest::Method::GET, path, None).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        assert_eq!(a.json["status"], "ok", "{path}: {}", a.text);
+        let a = app
+            .host_request(
+                reqwest::Method::GET,
+                &format!("{path}?runId=6d1c0e0e-0000-4000-8000-000000000000&code=k"),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 404, "{path}: the query was lost: {}", a.text);
+        let body = serde_json::to_vec(&json!({ "dryRun": true, "asOf": "2024-03-07" })).unwrap();
+        let a = app
+            .host_request(reqwest::Method::POST, path, Some(body))
+            .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        assert_eq!(a.json["counts"]["planned"], 23, "{path}: {}", a.text);
+    }
+    let a = app
+        .host_request(reqwest::Method::GET, "/Function_Timer/", None)
+        .await;
+    assert_eq!(a.status, 405, "{}", a.text);
+    let a = app
+        .host_request(reqwest::Method::GET, "/api/function_httpx", None)
+        .await;
+    assert_eq!(a.status, 404, "{}", a.text);
 }

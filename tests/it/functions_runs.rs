@@ -290,3 +290,120 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     assert_eq!(outbox.len(), OWNERS);
     assert_each_once(&outbox, "outbox");
 }
+
+#[tokio::test]
+async fn the_status_url_follows_the_callers_path_and_never_carries_the_key() {
+    let app = spawn_app().await;
+    let body = json!({ "wait": false, "dryRun": true, "asOf": "2024-03-07" })
+        .to_string()
+        .into_bytes();
+    // The host forwards the path as typed, under whatever routePrefix host.json sets.
+    for (path, expected) in [
+        (
+            "/API/Function_Http/?code=secret-key-1",
+            "/api/function_http",
+        ),
+        (
+            "/reminders/function_http?code=secret-key-1",
+            "/reminders/function_http",
+        ),
+    ] {
+        let a = app
+            .host_request(reqwest::Method::POST, path, Some(body.clone()))
+            .await;
+        assert_eq!(a.status, 202, "{path}: {}", a.text);
+        let run_id = a.json["runId"].as_str().unwrap().to_string();
+        let url = format!("{expected}?runId={run_id}");
+        assert_eq!(a.json["statusUrl"], url.as_str(), "{}", a.text);
+        assert_eq!(a.headers["location"], url.as_str());
+        assert!(
+            !a.text.contains("secret-key-1"),
+            "the key was echoed: {}",
+            a.text
+        );
+        assert!(
+            a.json["note"].as_str().unwrap().contains("x-functions-key"),
+            "{}",
+            a.text
+        );
+        // Polling on that URL works.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let polled = app.host_request(reqwest::Method::GET, &url, None).await;
+            if polled.status != 202 {
+                assert_eq!(polled.status, 200, "{}", polled.text);
+                assert_eq!(polled.json["counts"]["planned"], 23);
+                break;
+            }
+            assert_eq!(polled.headers["location"], url.as_str());
+            assert!(std::time::Instant::now() < deadline, "{url} still running");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The wrapped form takes the path from the request's URL.
+    let payload = json!({
+        "Data": { "req": { "Url": "https://app.azurewebsites.net/Reminders/Function_Http/?code=secret-key-2",
+            "Method": "POST", "Query": { "code": "secret-key-2" }, "Headers": {}, "Params": {},
+            "Identities": [], "Body": { "wait": false, "dryRun": true, "asOf": "2024-03-07" } } },
+        "Metadata": {}
+    });
+    let a = app
+        .host_request(
+            reqwest::Method::POST,
+            "/function_http",
+            Some(payload.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let res = &a.json["Outputs"]["res"];
+    assert_eq!(res["statusCode"], 202, "{}", a.text);
+    assert!(
+        res["headers"]["Location"]
+            .as_str()
+            .unwrap()
+            .starts_with("/reminders/function_http?runId="),
+        "{}",
+        a.text
+    );
+    assert!(
+        !a.text.contains("secret-key-2"),
+        "the key was echoed: {}",
+        a.text
+    );
+}
+
+#[tokio::test]
+async fn dry_runs_at_once_are_bounded_and_the_one_over_is_told_to_retry() {
+    let app = slow_app(Root::new(), 20_000).await;
+    let body = json!({ "wait": false, "dryRun": true, "force": true });
+    let mut started = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..4 {
+        let a = app.run(&body).await;
+        match a.status {
+            202 => started.push(a.json["runId"].as_str().unwrap().to_string()),
+            429 => refused.push(a),
+            other => panic!("unexpected {other}: {}", a.text),
+        }
+    }
+    assert!(!refused.is_empty(), "4 dry runs ran at once: {started:?}");
+    for a in &refused {
+        assert_eq!(a.headers["retry-after"], "5");
+        assert!(
+            a.json["error"]
+                .as_str()
+                .unwrap()
+                .contains("2 dry runs are already in progress"),
+            "{}",
+            a.text
+        );
+    }
+    for run_id in &started {
+        let done = app.wait_for_run(run_id, Duration::from_secs(120)).await;
+        assert_eq!(done.status, 200, "{}", done.text);
+    }
+    // The places are given back: another dry run starts.
+    let again = app.run(&body).await;
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert!(app.outbox_messages().is_empty());
+}
