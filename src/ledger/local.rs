@@ -344,7 +344,7 @@ impl LedgerStore for LocalLedger {
         let _guard = self.append_guard.lock().await;
         // Blocking std I/O on a blocking thread: the whole batch goes out in one `write` on
         // an append-mode file, so appends from other instances in the folder do not interleave
-        // (the torn-line cut assumes no other process appends at once: the run lock sees to it).
+        // (an advisory file lock makes the torn-line check and the write one step for every appender).
         tokio::task::spawn_blocking(move || append_blocking(&path, &buf))
             .await
             .map_err(|e| storage_error(&self.ledger_path(), "appending to the ledger", e))?
@@ -421,6 +421,11 @@ fn append_blocking(path: &Path, buf: &[u8]) -> Result<(), LedgerError> {
         .append(true)
         .open(path)
         .map_err(|e| storage_error(path, "opening the ledger", e))?;
+    // An exclusive advisory lock for check + cut + write: another instance or process
+    // appending at the same moment must never see our half-written line as a torn one
+    // (released when `file` is dropped).
+    file.lock()
+        .map_err(|e| storage_error(path, "locking the ledger for an append", e))?;
     let len = file
         .metadata()
         .map_err(|e| storage_error(path, "opening the ledger", e))?

@@ -99,14 +99,15 @@ impl SharePointSource {
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
         let sp = settings.sharepoint()?;
-        let credential = crate::azure::credential(settings)?;
+        // Built with a factory so that a token Graph refuses (401) is really replaced.
+        let tokens = crate::azure::CredentialTokens::from_settings(settings)?;
         let http = crate::azure::http_client_builder(settings)?
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))?;
         Ok(Self::new(
             http,
-            Arc::new(crate::azure::CredentialTokens::new(credential)),
+            Arc::new(tokens),
             sp,
             max_bytes,
             settings.max_retries,
