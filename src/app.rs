@@ -38,8 +38,46 @@ pub fn renderer(config: &Config) -> Result<Renderer, RenderError> {
     )
 }
 
+/// The process's one Azure credential (issue 4), built the first time a part needs it: the
+/// Blob source, the Blob ledger, the SharePoint source and the notifier chain of one
+/// [`deps`] share it, so a run asks the identity endpoint once per scope. A configuration
+/// with only local parts never builds it.
+#[derive(Debug)]
+pub struct Credentials {
+    settings: crate::config::AzureSettings,
+    built: std::sync::OnceLock<crate::azure::SharedCredential>,
+}
+
+impl Credentials {
+    /// Credentials for `config` (nothing built yet).
+    pub fn new(config: &Config) -> Self {
+        Self {
+            settings: config.azure.clone(),
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The shared credential, built on first use.
+    pub fn shared(&self) -> Result<crate::azure::SharedCredential, WiringError> {
+        if let Some(shared) = self.built.get() {
+            return Ok(shared.clone());
+        }
+        let shared = crate::azure::SharedCredential::from_settings(&self.settings)
+            .map_err(|e| WiringError::Other(e.to_string()))?;
+        Ok(self.built.get_or_init(|| shared).clone())
+    }
+}
+
 /// Builds the configured export source.
 pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
+    source_with(config, &Credentials::new(config))
+}
+
+/// Builds the configured export source with the process's `credentials`.
+pub fn source_with(
+    config: &Config,
+    credentials: &Credentials,
+) -> Result<Arc<dyn Source>, WiringError> {
     match config.azure.source {
         SourceKind::Local => {
             let path = config.export_path.clone().ok_or_else(|| {
@@ -53,14 +91,18 @@ pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
                 config.max_export_bytes,
             )))
         }
-        SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings(
+        SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings_with(
             &config.azure,
+            credentials.shared()?.credential,
             config.max_export_bytes,
         )?)),
-        SourceKind::SharePoint => Ok(Arc::new(crate::source::SharePointSource::from_settings(
-            &config.azure,
-            config.max_export_bytes,
-        )?)),
+        SourceKind::SharePoint => Ok(Arc::new(
+            crate::source::SharePointSource::from_settings_with(
+                &config.azure,
+                credentials.shared()?.access_tokens(),
+                config.max_export_bytes,
+            )?,
+        )),
     }
 }
 
@@ -129,23 +171,40 @@ pub fn source_override(
 
 /// Builds the configured ledger store.
 pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
+    ledger_with(config, &Credentials::new(config))
+}
+
+/// Builds the configured ledger store with the process's `credentials`.
+pub fn ledger_with(
+    config: &Config,
+    credentials: &Credentials,
+) -> Result<Arc<dyn LedgerStore>, WiringError> {
     match config.azure.ledger {
         LedgerKind::Local => Ok(Arc::new(LocalLedger::new(
             config.state_dir.clone(),
             Duration::from_secs(config.lock_ttl_minutes * 60),
         ))),
-        LedgerKind::Blob => Ok(Arc::new(crate::ledger::BlobLedger::from_settings(
+        LedgerKind::Blob => Ok(Arc::new(crate::ledger::BlobLedger::from_settings_with(
             &config.azure,
+            credentials.shared()?.credential,
         )?)),
     }
 }
 
 /// The channels' access tokens, when a channel needs them (`teams_bot`, `email`): one
 /// credential for the whole notifier chain (escalation included), rebuilt after a refused
-/// token (see [`crate::azure::CredentialTokens::from_settings`]).
+/// token (see [`crate::azure::SharedCredential`]).
 pub fn channel_tokens(
     config: &Config,
     channels: &[ChannelKind],
+) -> Result<Option<Arc<dyn crate::azure::AccessTokens>>, WiringError> {
+    channel_tokens_with(channels, &Credentials::new(config))
+}
+
+/// The channels' access tokens from the process's `credentials`, when a channel needs them.
+pub fn channel_tokens_with(
+    channels: &[ChannelKind],
+    credentials: &Credentials,
 ) -> Result<Option<Arc<dyn crate::azure::AccessTokens>>, WiringError> {
     let needs_tokens = channels
         .iter()
@@ -153,9 +212,7 @@ pub fn channel_tokens(
     if !needs_tokens {
         return Ok(None);
     }
-    let tokens = crate::azure::CredentialTokens::from_settings(&config.azure)
-        .map_err(|e| WiringError::Other(e.to_string()))?;
-    Ok(Some(Arc::new(tokens)))
+    Ok(Some(credentials.shared()?.access_tokens()))
 }
 
 /// Builds the configured delivery channel(s).
@@ -163,7 +220,20 @@ pub fn notifier(
     config: &Config,
     channels: &[ChannelKind],
 ) -> Result<Arc<dyn Notifier>, WiringError> {
-    notifier_with_tokens(config, channels, channel_tokens(config, channels)?)
+    notifier_with(config, channels, &Credentials::new(config))
+}
+
+/// Builds the configured delivery channel(s) with the process's `credentials`.
+pub fn notifier_with(
+    config: &Config,
+    channels: &[ChannelKind],
+    credentials: &Credentials,
+) -> Result<Arc<dyn Notifier>, WiringError> {
+    notifier_with_tokens(
+        config,
+        channels,
+        channel_tokens_with(channels, credentials)?,
+    )
 }
 
 /// Builds the delivery channel(s) with the given tokens (tests pass their own): the first
@@ -247,14 +317,16 @@ pub fn digest(config: &Config) -> Result<Option<crate::deliver::DigestSender>, W
 
 /// Builds everything. `source` is `None` when the caller supplies one per run (CLI `--export`).
 pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, WiringError> {
+    // One credential for every Azure part of the run (issue 4).
+    let credentials = Credentials::new(config);
     let source = match source {
         Some(s) => s,
-        None => self::source(config)?,
+        None => source_with(config, &credentials)?,
     };
     Ok(Deps {
         source,
-        notifier: notifier(config, &config.delivery.channels)?,
-        ledger: ledger(config)?,
+        notifier: notifier_with(config, &config.delivery.channels, &credentials)?,
+        ledger: ledger_with(config, &credentials)?,
         renderer: Arc::new(renderer(config)?),
         rules: config.rules.clone(),
         cadence: config.cadence.clone(),

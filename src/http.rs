@@ -142,6 +142,16 @@ impl HttpOutcome {
     }
 }
 
+/// A success (status below 400) whose body is still to be read, from
+/// [`HttpClient::send_streaming`].
+#[derive(Debug)]
+pub struct StreamedResponse {
+    /// The response, body unread.
+    pub response: reqwest::Response,
+    /// Attempts it took (1 = no retry).
+    pub attempts: u32,
+}
+
 /// A call that failed for good (after the retries the policy allows).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum HttpError {
@@ -341,6 +351,30 @@ impl HttpClient {
         build: impl Fn() -> reqwest::RequestBuilder,
         auth: Option<(&dyn AccessTokens, &str)>,
     ) -> Result<HttpOutcome, HttpError> {
+        let streamed = self.send_streaming(build, auth).await?;
+        let status = streamed.response.status().as_u16();
+        let headers = streamed.response.headers().clone();
+        // A body that cannot be read after a success is still a success: the
+        // request was processed, and retrying could send a message twice.
+        let body = streamed.response.bytes().await.unwrap_or_default();
+        Ok(HttpOutcome {
+            status,
+            headers,
+            body,
+            attempts: streamed.attempts,
+        })
+    }
+
+    /// Like [`send`](Self::send), with the same retries, but a success is returned with its
+    /// body unread, for callers that stream it (a download with a size cap). The policy's
+    /// `timeout` applies to each attempt **including** the body the caller reads later
+    /// (reqwest's request timeout covers the body), so a streaming caller picks a policy
+    /// whose timeout fits the whole transfer.
+    pub async fn send_streaming(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        auth: Option<(&dyn AccessTokens, &str)>,
+    ) -> Result<StreamedResponse, HttpError> {
         let mut attempts = 0u32;
         let mut refreshed = false;
         loop {
@@ -363,18 +397,11 @@ impl HttpClient {
             let retry_in = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let headers = response.headers().clone();
-                    // A body that cannot be read after a success is still a success: the
-                    // request was processed, and retrying could send a message twice.
-                    let body = response.bytes().await.unwrap_or_default();
                     if status < 400 {
-                        return Ok(HttpOutcome {
-                            status,
-                            headers,
-                            body,
-                            attempts,
-                        });
+                        return Ok(StreamedResponse { response, attempts });
                     }
+                    let headers = response.headers().clone();
+                    let body = response.bytes().await.unwrap_or_default();
                     if status == 401 && auth.is_some() && !refreshed {
                         // The token may have been revoked or expired early: fetch a new one once.
                         refreshed = true;

@@ -5,6 +5,7 @@
 
 use super::credential::{credential, CredentialError};
 use super::http::{sdk_client_options, HttpClientError};
+use super::token::{settings_factory, CredentialTokens};
 use crate::config::{AzureSettings, ConfigError};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
@@ -41,4 +42,40 @@ pub fn sdk_parts(
     settings: &AzureSettings,
 ) -> Result<(Arc<dyn TokenCredential>, ClientOptions), BuildError> {
     Ok((credential(settings)?, sdk_client_options(settings)?))
+}
+
+/// The one credential of a process's Azure parts (issue 4): the SDK clients (Blob source,
+/// Blob ledger) take [`credential`](Self::credential) directly, the Graph / Bot / mail
+/// callers take [`tokens`](Self::tokens), which starts from the same instance. One
+/// instance means one token cache: a run asks the identity endpoint once per scope, not
+/// once per part.
+#[derive(Clone)]
+pub struct SharedCredential {
+    /// The credential the SDK clients use.
+    pub credential: Arc<dyn TokenCredential>,
+    /// Cached tokens from that credential, rebuilt through a factory after a refused token.
+    pub tokens: Arc<CredentialTokens>,
+}
+
+impl std::fmt::Debug for SharedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCredential").finish_non_exhaustive()
+    }
+}
+
+impl SharedCredential {
+    /// The credential configured by `settings` (nothing is fetched yet).
+    pub fn from_settings(settings: &AzureSettings) -> Result<Self, CredentialError> {
+        let credential = credential(settings)?;
+        let tokens = CredentialTokens::with_first(credential.clone(), settings_factory(settings));
+        Ok(Self {
+            credential,
+            tokens: Arc::new(tokens),
+        })
+    }
+
+    /// `tokens` as the trait object the HTTP callers take.
+    pub fn access_tokens(&self) -> Arc<dyn super::AccessTokens> {
+        self.tokens.clone()
+    }
 }

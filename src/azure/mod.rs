@@ -8,13 +8,15 @@ mod http;
 pub mod storage;
 mod token;
 
-pub use build::{sdk_parts, BuildError};
+pub use build::{sdk_parts, BuildError, SharedCredential};
 pub use credential::{credential, describe as describe_credential, CredentialError};
 pub use http::{
     http_client, http_client_builder, load_ca_bundle, sdk_client_options, sdk_retry, sdk_transport,
     HttpClientError,
 };
-pub use token::{AccessTokens, CredentialFactory, CredentialTokens, TokenError, REFRESH_MARGIN};
+pub use token::{
+    settings_factory, AccessTokens, CredentialFactory, CredentialTokens, TokenError, REFRESH_MARGIN,
+};
 
 /// Scope of Azure Storage tokens.
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";

@@ -79,18 +79,21 @@ impl CredentialTokens {
         })
     }
 
+    /// Tokens from `first` (an existing credential, e.g. the one the SDK clients share),
+    /// replaced by one from `factory` whenever a token was refused.
+    pub fn with_first(first: Arc<dyn TokenCredential>, factory: CredentialFactory) -> Self {
+        Self {
+            factory: Some(factory),
+            ..Self::new(first)
+        }
+    }
+
     /// Tokens from the configured credential ([`super::credential`]), rebuilt after a 401.
     pub fn from_settings(
         settings: &crate::config::AzureSettings,
     ) -> Result<Self, super::CredentialError> {
         let first = super::credential(settings)?;
-        let settings = settings.clone();
-        let factory: CredentialFactory =
-            Arc::new(move || super::credential(&settings).map_err(|e| e.to_string()));
-        Ok(Self {
-            factory: Some(factory),
-            ..Self::new(first)
-        })
+        Ok(Self::with_first(first, settings_factory(settings)))
     }
 
     /// The credential, for the SDK clients that take one directly.
@@ -125,6 +128,12 @@ impl CredentialTokens {
             _ => Ok(self.credential()),
         }
     }
+}
+
+/// A factory building the credential configured by `settings` anew.
+pub fn settings_factory(settings: &crate::config::AzureSettings) -> CredentialFactory {
+    let settings = settings.clone();
+    Arc::new(move || super::credential(&settings).map_err(|e| e.to_string()))
 }
 
 #[async_trait]

@@ -135,8 +135,18 @@ impl BlobLedger {
     pub fn from_settings(
         settings: &crate::config::AzureSettings,
     ) -> Result<Self, crate::azure::BuildError> {
+        let credential = crate::azure::credential(settings)?;
+        Self::from_settings_with(settings, credential)
+    }
+
+    /// The ledger configured by `settings`, authenticating with `credential` (the process's
+    /// shared one, see [`crate::azure::SharedCredential`]).
+    pub fn from_settings_with(
+        settings: &crate::config::AzureSettings,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Self, crate::azure::BuildError> {
         let state = settings.blob_state()?;
-        let (credential, options) = crate::azure::sdk_parts(settings)?;
+        let options = crate::azure::sdk_client_options(settings)?;
         Self::new(&state, credential, options)
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }

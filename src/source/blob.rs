@@ -80,8 +80,19 @@ impl BlobSource {
         settings: &crate::config::AzureSettings,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
+        let credential = crate::azure::credential(settings)?;
+        Self::from_settings_with(settings, credential, max_bytes)
+    }
+
+    /// The source configured by `settings`, authenticating with `credential` (the process's
+    /// shared one, see [`crate::azure::SharedCredential`]).
+    pub fn from_settings_with(
+        settings: &crate::config::AzureSettings,
+        credential: Arc<dyn TokenCredential>,
+        max_bytes: u64,
+    ) -> Result<Self, crate::azure::BuildError> {
         let export = settings.blob_export()?;
-        let (credential, options) = crate::azure::sdk_parts(settings)?;
+        let options = crate::azure::sdk_client_options(settings)?;
         Self::new(&export, credential, options, max_bytes)
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }

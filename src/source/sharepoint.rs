@@ -6,36 +6,49 @@
 //! `/drive`), read the file's properties (`GET /v1.0/drives/{drive}/root:/{path}`: size
 //! checked before downloading), then `GET …/root:/{path}:/content`, whose 302 points to a
 //! pre-authenticated download URL that is fetched **without** the bearer token (it is
-//! another host; the token must not leak there). Graph throttling (429 / 503 with
-//! `Retry-After`) and 5xx are retried with bounded waits.
+//! another host; the token must not leak there).
+//!
+//! Every request goes through the shared HTTP layer ([`crate::http::HttpClient`]): the same
+//! retries as the other cloud calls (408 / 429 / 5xx except 501 and 505, `Retry-After` as
+//! seconds or an HTTP date, capped backoff with jitter) and one token refresh on a Graph 401.
 
 use super::{FetchedExport, Source, SourceError, SourceOrigin};
 use crate::azure::{AccessTokens, GRAPH_SCOPE};
 use crate::config::{SharePointSettings, SiteRef};
+use crate::http::{HttpClient, HttpError, RetryPolicy};
 use async_trait::async_trait;
-use reqwest::{header, StatusCode};
+use reqwest::header;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// Longest wait honoured from a `Retry-After` header.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// The longest the download may take, from the `/content` request to the last byte, retries
+/// included. The client's read timeout only catches a connection that goes silent; a host
+/// that trickles a byte now and then would keep a run (and its ledger lock) forever. Fixed
+/// rather than a setting: ten minutes fetch the default 50 MiB cap at ~90 KB/s, far below
+/// any working link, and stay well inside an Azure Functions run.
+pub const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 /// Reads the export from a SharePoint document library.
 pub struct SharePointSource {
-    http: reqwest::Client,
+    /// Graph calls, with the token.
+    graph: HttpClient,
+    /// The pre-authenticated download: no token, and an attempt timeout a little past the
+    /// deadline (reqwest's request timeout also covers the body being streamed, and the
+    /// deadline, which covers everything, is what should end a slow transfer).
+    download: HttpClient,
     tokens: Arc<dyn AccessTokens>,
     settings: SharePointSettings,
     max_bytes: u64,
-    max_retries: u32,
-    retry_delay: Duration,
+    download_deadline: Duration,
 }
 
 impl std::fmt::Debug for SharePointSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharePointSource")
             .field("settings", &self.settings)
+            .field("download_deadline", &self.download_deadline)
             .finish()
     }
 }
@@ -72,47 +85,76 @@ struct Item {
 }
 
 impl SharePointSource {
-    /// A source for `settings`. `http` must not follow redirects (the download redirect is
-    /// followed by hand, without the token); see [`SharePointSource::from_settings`].
+    /// A source for `settings`. `client` must not follow redirects: the download redirect
+    /// is followed by hand, without the token (see [`SharePointSource::from_settings`]).
+    /// `policy` governs the retries of every request; `download_deadline` bounds the whole
+    /// download ([`DOWNLOAD_DEADLINE`] in production, shorter in tests).
     pub fn new(
-        http: reqwest::Client,
+        client: reqwest::Client,
         tokens: Arc<dyn AccessTokens>,
         settings: SharePointSettings,
         max_bytes: u64,
-        max_retries: u32,
-        retry_delay: Duration,
+        policy: RetryPolicy,
+        download_deadline: Duration,
     ) -> Self {
+        let download =
+            HttpClient::new("sharepoint download", client.clone()).with_policy(RetryPolicy {
+                timeout: download_deadline.saturating_add(Duration::from_secs(1)),
+                ..policy.clone()
+            });
         Self {
-            http,
+            graph: HttpClient::new("graph", client).with_policy(policy),
+            download,
             tokens,
             settings,
             max_bytes,
-            max_retries,
-            retry_delay,
+            download_deadline,
         }
     }
 
     /// The source configured by `settings` (`REMINDERS_SHAREPOINT_*`, `REMINDERS_GRAPH_BASE_URL`),
-    /// with the configured credential and the shared HTTP settings (extra CA).
+    /// with its own credential; the app passes the process's shared one with
+    /// [`from_settings_with`](Self::from_settings_with).
     pub fn from_settings(
         settings: &crate::config::AzureSettings,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
-        let sp = settings.sharepoint()?;
         // Built with a factory so that a token Graph refuses (401) is really replaced.
         let tokens = crate::azure::CredentialTokens::from_settings(settings)?;
-        let http = crate::azure::http_client_builder(settings)?
+        Self::from_settings_with(settings, Arc::new(tokens), max_bytes)
+    }
+
+    /// The source configured by `settings`, with Graph tokens from `tokens`, the shared HTTP
+    /// settings (extra CA), the retries of `REMINDERS_AZURE_MAX_RETRIES` /
+    /// `REMINDERS_AZURE_RETRY_DELAY_MS` and the [`DOWNLOAD_DEADLINE`].
+    pub fn from_settings_with(
+        settings: &crate::config::AzureSettings,
+        tokens: Arc<dyn AccessTokens>,
+        max_bytes: u64,
+    ) -> Result<Self, crate::azure::BuildError> {
+        let sp = settings.sharepoint()?;
+        let client = crate::azure::http_client_builder(settings)?
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))?;
         Ok(Self::new(
-            http,
-            Arc::new(tokens),
+            client,
+            tokens,
             sp,
             max_bytes,
-            settings.max_retries,
-            Duration::from_millis(settings.retry_delay_ms),
+            Self::retry_policy(settings),
+            DOWNLOAD_DEADLINE,
         ))
+    }
+
+    /// The retry policy of `settings`: `REMINDERS_AZURE_MAX_RETRIES` retries after the first
+    /// attempt, backoff from `REMINDERS_AZURE_RETRY_DELAY_MS`, the shared caps otherwise.
+    pub fn retry_policy(settings: &crate::config::AzureSettings) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: settings.max_retries.saturating_add(1),
+            base_delay: Duration::from_millis(settings.retry_delay_ms),
+            ..RetryPolicy::default()
+        }
     }
 
     /// The same site and library, another file (a per-run choice).
@@ -120,12 +162,12 @@ impl SharePointSource {
         let mut settings = self.settings.clone();
         settings.file_path = path.trim().trim_matches('/').to_string();
         Self {
-            http: self.http.clone(),
+            graph: self.graph.clone(),
+            download: self.download.clone(),
             tokens: self.tokens.clone(),
             settings,
             max_bytes: self.max_bytes,
-            max_retries: self.max_retries,
-            retry_delay: self.retry_delay,
+            download_deadline: self.download_deadline,
         }
     }
 
@@ -167,105 +209,59 @@ impl SharePointSource {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retry_delay.saturating_mul(1u32 << attempt.min(6));
-        let jitter = rand::random::<u64>() % (base.as_millis() as u64 / 4 + 1);
-        (base + Duration::from_millis(jitter)).min(MAX_RETRY_AFTER)
-    }
-
-    /// One Graph GET with the token: retries 401 once (fresh token), 429 / 503 with
-    /// `Retry-After`, other 5xx and transport errors with backoff. Returns the final
-    /// response (any status) for the caller to interpret.
-    async fn graph_get(&self, step: &str, url: Url) -> Result<reqwest::Response, SourceError> {
-        let mut attempt = 0u32;
-        let mut refreshed = false;
-        loop {
-            let token = self
-                .tokens
-                .token(GRAPH_SCOPE)
-                .await
-                .map_err(|e| self.failed(step, e.to_string()))?;
-            let sent = self.http.get(url.clone()).bearer_auth(token).send().await;
-            let response = match sent {
-                Ok(r) => r,
-                Err(e) if attempt < self.max_retries => {
-                    tracing::warn!(step, error = %e, attempt, "Graph request failed; retrying");
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    attempt += 1;
-                    continue;
-                }
-                Err(e) => return Err(self.failed(step, format!("Graph request failed: {e}"))),
-            };
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.tokens.invalidate(GRAPH_SCOPE);
-                refreshed = true;
-                continue;
-            }
-            let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-            if retryable && attempt < self.max_retries {
-                let wait = retry_after(response.headers()).unwrap_or_else(|| self.backoff(attempt));
-                tracing::warn!(
-                    step,
-                    status = status.as_u16(),
-                    wait_ms = wait.as_millis() as u64,
-                    attempt,
-                    "Graph throttled or failed; retrying"
-                );
-                tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
-                attempt += 1;
-                continue;
-            }
-            return Ok(response);
-        }
-    }
-
-    /// Maps a non-success Graph answer to the step's error.
-    async fn refuse(&self, step: &str, what: &str, response: reqwest::Response) -> SourceError {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        let code = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                let e = v.get("error")?;
-                Some(format!(
-                    "{}: {}",
-                    e.get("code").and_then(|c| c.as_str()).unwrap_or(""),
-                    e.get("message").and_then(|c| c.as_str()).unwrap_or("")
-                ))
-            })
-            .unwrap_or_else(|| body.chars().take(200).collect());
-        match status {
-            StatusCode::NOT_FOUND => SourceError::NotFound {
+    /// Maps a Graph call that failed for good to the step's error: `what` not found, the
+    /// `Sites.Selected` hint on 401 / 403, throttling, anything else with the service's words.
+    fn graph_failure(&self, step: &str, what: &str, e: HttpError) -> SourceError {
+        let said = |e: &HttpError| match e {
+            HttpError::Status { code, message, .. } => format!(
+                "{}: {}",
+                code.as_deref().unwrap_or(""),
+                message.as_deref().unwrap_or("")
+            ),
+            other => other.to_string(),
+        };
+        match e.status() {
+            Some(404) => SourceError::NotFound {
                 location: self.location(),
-                hint: format!("; {what} not found ({step}: {code})"),
+                hint: format!("; {what} not found ({step}: {})", said(&e)),
             },
-            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => SourceError::PermissionDenied {
+            Some(status @ (401 | 403)) => SourceError::PermissionDenied {
                 location: self.location(),
                 hint: format!(
-                    "; {step}: HTTP {} {code}; the managed identity needs the Graph application permission Sites.Selected and a read grant on this site",
-                    status.as_u16()
+                    "; {step}: HTTP {status} {}; the managed identity needs the Graph application permission Sites.Selected and a read grant on this site",
+                    said(&e)
                 ),
             },
-            StatusCode::TOO_MANY_REQUESTS => self.failed(step, format!("throttled by Graph (HTTP 429) after {} retries: {code}", self.max_retries)),
-            _ => self.failed(step, format!("HTTP {}: {code}", status.as_u16())),
+            Some(429) => self.failed(
+                step,
+                format!(
+                    "throttled by Graph (HTTP 429) after {} attempts: {}",
+                    e.attempts(),
+                    said(&e)
+                ),
+            ),
+            _ => self.failed(step, e.to_string()),
         }
     }
 
+    /// One Graph GET with the token, parsed as JSON.
     async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         step: &str,
         what: &str,
         url: Url,
     ) -> Result<T, SourceError> {
-        let response = self.graph_get(step, url).await?;
-        if !response.status().is_success() {
-            return Err(self.refuse(step, what, response).await);
-        }
-        response
-            .json::<T>()
+        let outcome = self
+            .graph
+            .send(
+                || self.graph.client().get(url.clone()),
+                Some((self.tokens.as_ref(), GRAPH_SCOPE)),
+            )
             .await
-            .map_err(|e| self.failed(step, format!("unexpected Graph answer: {e}")))
+            .map_err(|e| self.graph_failure(step, what, e))?;
+        outcome
+            .json::<T>("graph")
+            .map_err(|e| self.failed(step, e.to_string()))
     }
 
     async fn site_id(&self) -> Result<String, SourceError> {
@@ -317,9 +313,26 @@ impl SharePointSource {
         }
     }
 
-    /// Follows the content redirect to the pre-authenticated URL, without the token.
+    /// The file's bytes, within the download deadline.
     async fn download(&self, drive: &str) -> Result<Vec<u8>, SourceError> {
         let step = "downloading the file";
+        match tokio::time::timeout(self.download_deadline, self.download_unbounded(step, drive))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(
+                step,
+                format!(
+                    "not finished within the download deadline of {} s (the download host is stalled or too slow); run again",
+                    self.download_deadline.as_secs_f64()
+                ),
+            )),
+        }
+    }
+
+    /// Asks Graph for the content, follows its redirect to the pre-authenticated URL
+    /// without the token, and streams the body under the size cap.
+    async fn download_unbounded(&self, step: &str, drive: &str) -> Result<Vec<u8>, SourceError> {
         let mut segments = vec!["drives", drive, "root:"];
         let files = self.file_segments();
         let last = files.len() - 1;
@@ -327,57 +340,68 @@ impl SharePointSource {
         segments.extend(&files[..last]);
         segments.push(&colon_last);
         segments.push("content");
-        let response = self.graph_get(step, self.graph_url(segments)).await?;
-        let status = response.status();
+        let content_url = self.graph_url(segments);
+        // Streamed: Graph normally answers 302, but should it serve the bytes itself the
+        // cap must hold as well. Redirects are not followed by the client (see `new`).
+        let content = self
+            .graph
+            .send_streaming(
+                || self.graph.client().get(content_url.clone()),
+                Some((self.tokens.as_ref(), GRAPH_SCOPE)),
+            )
+            .await
+            .map_err(|e| self.graph_failure(step, "file", e))?;
+        let status = content.response.status();
         let response = if status.is_redirection() {
-            let location = response
+            let location = content
+                .response
                 .headers()
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    self.failed(step, format!("HTTP {} without a Location", status.as_u16()))
+                    self.failed(
+                        step,
+                        format!("graph: HTTP {} without a Location", status.as_u16()),
+                    )
                 })?;
-            let target = response
-                .url()
+            let target = content_url
                 .join(location)
                 .map_err(|e| self.failed(step, format!("bad download URL: {e}")))?;
-            let mut attempt = 0;
-            loop {
-                // A fresh request: no Authorization header goes to the download host.
-                match self.http.get(target.clone()).send().await {
-                    Ok(r)
-                        if (r.status().is_server_error()
-                            || r.status() == StatusCode::TOO_MANY_REQUESTS)
-                            && attempt < self.max_retries =>
-                    {
-                        let wait =
-                            retry_after(r.headers()).unwrap_or_else(|| self.backoff(attempt));
-                        tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
-                    }
-                    Ok(r) => break r,
-                    Err(_) if attempt < self.max_retries => {
-                        tokio::time::sleep(self.backoff(attempt)).await
-                    }
-                    Err(e) => {
-                        return Err(self.failed(step, format!("download URL: {}", without_url(&e))))
-                    }
-                }
-                attempt += 1;
-            }
+            // A fresh request and `auth: None`: no Authorization header goes to the
+            // download host (the URL carries its own short-lived authorisation).
+            self.download
+                .send_streaming(|| self.download.client().get(target.clone()), None)
+                .await
+                .map_err(|e| self.download_failure(step, e))?
+                .response
+        } else if status.is_success() {
+            content.response
         } else {
-            response
+            return Err(self.failed(step, format!("graph: unexpected HTTP {}", status.as_u16())));
         };
-        if !response.status().is_success() {
-            return Err(self.refuse(step, "file", response).await);
+        if let Some(announced) = response.content_length() {
+            if announced > self.max_bytes {
+                return Err(SourceError::TooLarge {
+                    location: self.location(),
+                    size: announced,
+                    limit: self.max_bytes,
+                });
+            }
         }
         // Never trust the announced size alone: stop reading past the cap.
         let mut bytes = Vec::new();
         let mut response = response;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.failed(step, without_url(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            // Without the URL: a pre-authenticated URL carries a token in its query.
+            let e = e.without_url();
+            let detail = if e.is_timeout() {
+                // The client's read timeout: the host went silent.
+                "download stalled: no data within the read timeout".to_string()
+            } else {
+                format!("download interrupted: {e}")
+            };
+            self.failed(step, detail)
+        })? {
             bytes.extend_from_slice(&chunk);
             if bytes.len() as u64 > self.max_bytes {
                 return Err(SourceError::TooLarge {
@@ -389,28 +413,27 @@ impl SharePointSource {
         }
         Ok(bytes)
     }
-}
 
-/// The error without its URL (a pre-authenticated URL carries a token in its query).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<download URL>");
+    /// Maps a failed download from the pre-authenticated URL. A 401 / 403 there is the
+    /// URL's own authorisation (expired or revoked), not the identity's Graph permission.
+    fn download_failure(&self, step: &str, e: HttpError) -> SourceError {
+        match e.status() {
+            Some(status @ (401 | 403)) => self.failed(
+                step,
+                format!(
+                    "the pre-authenticated download URL was refused (HTTP {status}); it may have expired: run again"
+                ),
+            ),
+            Some(429) => self.failed(
+                step,
+                format!(
+                    "throttled by the download host (HTTP 429) after {} attempts",
+                    e.attempts()
+                ),
+            ),
+            _ => self.failed(step, e.to_string()),
+        }
     }
-    text
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 #[async_trait]
@@ -475,29 +498,5 @@ impl Source for SharePointSource {
                 last_modified: item.last_modified,
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let mut h = header::HeaderMap::new();
-        h.insert(header::RETRY_AFTER, "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        let later = std::time::SystemTime::now() + Duration::from_secs(30);
-        h.insert(
-            header::RETRY_AFTER,
-            httpdate::fmt_http_date(later).parse().unwrap(),
-        );
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
-        h.insert(header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -257,6 +257,16 @@ struct GraphState {
     unavailable: usize,
     /// Answer every call with 403.
     forbidden: bool,
+    /// Answer the next N Graph calls with 429 + Retry-After as an HTTP date two seconds on.
+    throttle_until_date: usize,
+    /// Answer the next N Graph calls with 408 Request Timeout.
+    request_timeout: usize,
+    /// Answer the next N Graph calls with 501 Not Implemented.
+    not_implemented: usize,
+    /// The download host answers with this status instead of the file.
+    download_status: Option<u16>,
+    /// The download host sends one byte every 100 ms, forever.
+    download_trickles: bool,
     /// The download port.
     download_port: u16,
     /// Download requests: whether an Authorization header came along.
@@ -325,6 +335,30 @@ async fn graph(
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
         return r;
     }
+    if s.throttle_until_date > 0 {
+        s.throttle_until_date -= 1;
+        let mut r = graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "activityLimitReached",
+            "throttled",
+        );
+        let at = std::time::SystemTime::now() + Duration::from_secs(2);
+        r.headers_mut()
+            .insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
+        return r;
+    }
+    if s.request_timeout > 0 {
+        s.request_timeout -= 1;
+        return graph_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request timed out");
+    }
+    if s.not_implemented > 0 {
+        s.not_implemented -= 1;
+        return graph_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "notSupported",
+            "not implemented",
+        );
+    }
     if s.unavailable > 0 {
         s.unavailable -= 1;
         return graph_error(
@@ -382,6 +416,24 @@ async fn download(
         )
             .into_response();
     }
+    if let Some(status) = s.download_status {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            "the pre-authenticated URL has expired",
+        )
+            .into_response();
+    }
+    if s.download_trickles {
+        // Never silent long enough for a read timeout, never done.
+        let trickle = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x")),
+                (),
+            ))
+        });
+        return Response::new(Body::from_stream(trickle));
+    }
     (StatusCode::OK, s.file.clone()).into_response()
 }
 
@@ -432,6 +484,24 @@ impl FakeGraph {
 
     async fn source(&self, extra: &[(&str, &str)]) -> SharePointSource {
         SharePointSource::from_settings(&self.settings(extra).await, 50 << 20).unwrap()
+    }
+
+    /// A source built by hand, with a download deadline of `deadline`.
+    async fn source_with_deadline(&self, deadline: Duration) -> SharePointSource {
+        let settings = self.settings(&[]).await;
+        let client = azure::http_client_builder(&settings)
+            .unwrap()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        SharePointSource::new(
+            client,
+            Arc::new(azure::CredentialTokens::from_settings(&settings).unwrap()),
+            settings.sharepoint().unwrap(),
+            50 << 20,
+            SharePointSource::retry_policy(&settings),
+            deadline,
+        )
     }
 
     fn paths(&self) -> Vec<String> {
@@ -585,6 +655,89 @@ async fn the_sharepoint_source_waits_out_throttling_and_server_errors_within_bou
 }
 
 #[tokio::test]
+async fn the_sharepoint_source_honours_a_retry_after_given_as_an_http_date() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().throttle_until_date = 1;
+    let started = std::time::Instant::now();
+    graph.source(&[]).await.fetch().await.unwrap();
+    // The date is two seconds on at one-second resolution: at least a second was waited,
+    // where the 20 ms backoff alone would have retried at once.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(graph.paths().len(), 5, "{:?}", graph.paths());
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_retries_a_408_but_not_a_501() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().request_timeout = 1;
+    graph.source(&[]).await.fetch().await.unwrap();
+    let paths = graph.paths();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    assert_eq!(paths[0], paths[1], "the 408 was not retried: {paths:?}");
+
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().not_implemented = 1;
+    let err = graph.source(&[]).await.fetch().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::Failed { .. }), "{text}");
+    assert!(
+        text.contains("resolving the site") && text.contains("HTTP 501"),
+        "{text}"
+    );
+    assert_eq!(graph.paths().len(), 1, "the 501 was retried");
+}
+
+#[tokio::test]
+async fn a_stalled_sharepoint_download_stops_at_the_deadline() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().download_trickles = true;
+    let source = graph.source_with_deadline(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let err = source.fetch().await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::Failed { .. }), "{text}");
+    assert!(
+        text.contains("downloading the file") && text.contains("deadline"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("tempauth"),
+        "the download URL leaked: {text}"
+    );
+    assert_eq!(graph.state.lock().unwrap().downloads, vec![false]);
+}
+
+#[tokio::test]
+async fn a_refused_download_url_is_not_blamed_on_the_graph_permission() {
+    for status in [401, 403] {
+        let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+        graph.state.lock().unwrap().download_status = Some(status);
+        let err = graph.source(&[]).await.fetch().await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, SourceError::Failed { .. }), "{text}");
+        assert!(
+            text.contains("downloading the file")
+                && text.contains("pre-authenticated download URL was refused")
+                && text.contains(&format!("HTTP {status}")),
+            "{text}"
+        );
+        assert!(!text.contains("Sites.Selected"), "{text}");
+        assert!(
+            !text.contains("tempauth"),
+            "the download URL leaked: {text}"
+        );
+        // Not retried, and never with the token.
+        assert_eq!(graph.state.lock().unwrap().downloads, vec![false]);
+    }
+}
+
+#[tokio::test]
 async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() {
     let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
     let settings = graph.settings(&[]).await;
@@ -617,6 +770,13 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
         .into_iter()
         .chain(identity.env())
         .collect();
+    // A user-assigned identity of its own, so this test's token requests can be told from
+    // those of the tests running beside it on the shared identity endpoint.
+    let client_id = format!("uami-{}", uuid::Uuid::new_v4().simple());
+    pairs.push((
+        "REMINDERS_MANAGED_IDENTITY_CLIENT_ID".into(),
+        client_id.clone(),
+    ));
     for (k, v) in [
         ("REMINDERS_SOURCE", "blob"),
         ("REMINDERS_LEDGER", "blob"),
@@ -662,4 +822,13 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
     assert_eq!(again.counts.sent, 0, "the same day's rerun sent again");
     let last = deps.ledger.last_report().await.unwrap().unwrap();
     assert_eq!(last.run_id, again.run_id);
+    // Issue 4: the source and the ledger share one credential, so two runs of both asked
+    // the identity endpoint for one storage token between them.
+    let mine: Vec<String> = identity
+        .requests()
+        .into_iter()
+        .filter(|r| r.client_id.as_deref() == Some(client_id.as_str()))
+        .map(|r| r.resource)
+        .collect();
+    assert_eq!(mine, vec![STORAGE.to_string()]);
 }
