@@ -467,6 +467,15 @@ mod tests {
     use super::*;
     use crate::plan::Stage;
 
+    fn constants() -> MessageConstants {
+        MessageConstants {
+            contact: "c".into(),
+            signature: "s".into(),
+            grace_days: 30,
+            time_zone: chrono_tz::Europe::Paris,
+        }
+    }
+
     fn renderer() -> Renderer {
         Renderer::new(
             None,
@@ -474,8 +483,7 @@ mod tests {
             MessageConstants {
                 contact: "help@example.com".into(),
                 signature: "Support".into(),
-                grace_days: 30,
-                time_zone: chrono_tz::Europe::Paris,
+                ..constants()
             },
         )
         .unwrap()
@@ -592,17 +600,7 @@ mod tests {
             "Bonjour {{ devices[0].model ",
         )
         .unwrap();
-        let err = Renderer::new(
-            Some(dir.path()),
-            &["fr".to_string()],
-            MessageConstants {
-                contact: "c".into(),
-                signature: "s".into(),
-                grace_days: 30,
-                time_zone: chrono_tz::Europe::Paris,
-            },
-        )
-        .unwrap_err();
+        let err = Renderer::new(Some(dir.path()), &["fr".to_string()], constants()).unwrap_err();
         assert!(err.to_string().contains("reminder.fr.txt.j2"), "{err}");
     }
 
@@ -614,17 +612,7 @@ mod tests {
             "Rappel : {{ devices|length }} terminal",
         )
         .unwrap();
-        let r = Renderer::new(
-            Some(dir.path()),
-            &["fr".to_string()],
-            MessageConstants {
-                contact: "c".into(),
-                signature: "s".into(),
-                grace_days: 30,
-                time_zone: chrono_tz::Europe::Paris,
-            },
-        )
-        .unwrap();
+        let r = Renderer::new(Some(dir.path()), &["fr".to_string()], constants()).unwrap();
         let msg = r
             .render(
                 &sample_reminder(),
@@ -637,17 +625,7 @@ mod tests {
 
     #[test]
     fn a_language_without_templates_is_refused() {
-        let err = Renderer::new(
-            None,
-            &["de".to_string()],
-            MessageConstants {
-                contact: "c".into(),
-                signature: "s".into(),
-                grace_days: 30,
-                time_zone: chrono_tz::Europe::Paris,
-            },
-        )
-        .unwrap_err();
+        let err = Renderer::new(None, &["de".to_string()], constants()).unwrap_err();
         assert!(err.to_string().contains("'de'"), "{err}");
     }
 }
