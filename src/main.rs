@@ -322,7 +322,8 @@ async fn validate(path: PathBuf, json: bool) -> anyhow::Result<u8> {
     let source = LocalFileSource::new(&path, u64::MAX);
     match job::fetch_and_parse(&source).await {
         Ok((source_report, parsed)) => {
-            let usable = !parsed.findings.is_empty() || parsed.total_rows == 0;
+            // Same rule as a run: no usable row (none at all, or all rejected) is not usable.
+            let usable = !parsed.findings.is_empty();
             if json {
                 let out = serde_json::json!({
                     "file": path.display().to_string(),
