@@ -7,17 +7,23 @@
 //!
 //! An escalated reminder copies the owner's manager (`ccRecipients`) when
 //! `REMINDERS_ESCALATE_TO_MANAGER` is on.
+//!
+//! When the reminder is rendered in more than one language, the owner's Graph
+//! `preferredLanguage` picks the rendering, as the Teams bot does; the lookup is a Graph
+//! read, paced with the other Graph reads, and any failure means the default language.
 
 use super::escalation::{with_cc, Escalation, Escalator};
 use super::teams_bot::failure_for;
 use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, RetryPolicy};
+use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use tracing::{debug, warn};
 
 const CHANNEL: &str = "email";
 
@@ -25,6 +31,9 @@ const CHANNEL: &str = "email";
 #[derive(Clone)]
 pub struct EmailNotifier {
     http: HttpClient,
+    /// Graph reads (the owner's language), paced with the other Graph reads rather than
+    /// with `sendMail`, so a lookup never spends the mailbox's allowance.
+    graph: HttpClient,
     tokens: Arc<dyn AccessTokens>,
     graph_base: String,
     graph_scope: String,
@@ -60,6 +69,7 @@ impl EmailNotifier {
         })?;
         Ok(Self {
             escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
+            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
             http: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
@@ -72,8 +82,68 @@ impl EmailNotifier {
     /// Uses `policy` (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
+        self.graph = self.graph.with_policy(policy.clone());
         self.http = self.http.with_policy(policy);
         self
+    }
+
+    /// The owner's Graph `preferredLanguage` (`en-US`), looked up only when the reminder
+    /// has a rendering to choose from. `None` (the default language) when the owner is not
+    /// in the directory, has no preference, or the lookup fails: the language is a nicety
+    /// and never stops the e-mail.
+    async fn preferred_language(&self, msg: &OutgoingReminder) -> Option<String> {
+        if msg.messages.len() < 2 {
+            return None;
+        }
+        let url = format!(
+            "{}/v1.0/users/{}?$select=preferredLanguage",
+            self.graph_base,
+            encode_segment(msg.owner().as_str())
+        );
+        let looked_up = self
+            .graph
+            .send(
+                || self.graph.client().get(&url),
+                Some((self.tokens.as_ref(), self.graph_scope.as_str())),
+            )
+            .await
+            .and_then(|out| out.json::<UserLanguage>("graph"));
+        let owner = msg.owner().for_log(msg.verbose);
+        match looked_up {
+            Ok(user) => user.preferred_language.filter(|l| !l.trim().is_empty()),
+            Err(e) if e.status() == Some(404) => {
+                debug!(owner = %owner, "owner not in the directory: e-mail in the default language");
+                None
+            }
+            Err(e) => {
+                warn!(owner = %owner, error = %lookup_error(&e), "cannot look the owner's language up: e-mail in the default language");
+                None
+            }
+        }
+    }
+}
+
+/// The fields of `GET /users/{upn}?$select=preferredLanguage` the channel reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserLanguage {
+    preferred_language: Option<String>,
+}
+
+/// A lookup failure for the logs: status and code only, since Graph's messages quote the
+/// UPN asked for (`Resource 'jean.dupont@…' does not exist…`).
+fn lookup_error(e: &HttpError) -> String {
+    match e {
+        HttpError::Status {
+            status,
+            code,
+            attempts,
+            ..
+        } => format!(
+            "graph: HTTP {status}{} after {attempts} attempt(s)",
+            code.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -100,7 +170,8 @@ impl Notifier for EmailNotifier {
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
-        let rendered = msg.message_for(None);
+        let language = self.preferred_language(msg).await;
+        let rendered = msg.message_for(language.as_deref());
         let mut body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
         let escalation = match &self.escalator {
             Some(e) => e.find(msg, msg.owner().as_str()).await,

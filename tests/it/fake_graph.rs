@@ -25,6 +25,29 @@ pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
 pub const USER_SELECT: &str =
     "id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled";
 
+/// The user fields the fake can answer; a user `$select` must name a non-empty set of
+/// them, each once (the bot asks for [`USER_SELECT`], the e-mail channel for
+/// `preferredLanguage` alone).
+pub const USER_FIELDS: &[&str] = &[
+    "id",
+    "displayName",
+    "mail",
+    "userPrincipalName",
+    "preferredLanguage",
+    "accountEnabled",
+];
+
+/// Whether a user `$select` asks for known fields only, each once, and at least one.
+fn user_select_ok(select: Option<&str>) -> bool {
+    let Some(select) = select else {
+        return false;
+    };
+    let fields: Vec<&str> = select.split(',').collect();
+    let unique: std::collections::HashSet<&str> = fields.iter().copied().collect();
+    // `split` yields at least one field; an empty `$select` is `""`, not a known field.
+    unique.len() == fields.len() && fields.iter().all(|f| USER_FIELDS.contains(f))
+}
+
 /// The `$select` a manager lookup must ask for.
 pub const MANAGER_SELECT: &str = "id,mail,displayName,userPrincipalName";
 
@@ -374,18 +397,27 @@ async fn handle(
         }
         match route {
             "user" => {
-                if q.get("$select").map(String::as_str) != Some(USER_SELECT) {
-                    s.violations
-                        .push(format!("user: $select {:?}", q.get("$select")));
+                let select = q.get("$select").map(String::as_str);
+                if !user_select_ok(select) {
+                    s.violations.push(format!("user: $select {select:?}"));
                     return graph_error(400, "BadRequest", "unexpected $select");
                 }
                 match s.users.get(&seg[2].to_lowercase()) {
-                    None => graph_error(404, "Request_ResourceNotFound", "Resource does not exist or one of its queried reference-property objects are not present."),
-                    Some(u) => axum::Json(json!({
-                        "id": u.id, "displayName": "Someone", "mail": seg[2], "userPrincipalName": seg[2],
-                        "preferredLanguage": u.preferred_language, "accountEnabled": u.account_enabled,
-                    }))
-                    .into_response(),
+                    // Graph quotes the UPN asked for, which callers must not log.
+                    None => graph_error(404, "Request_ResourceNotFound", &format!("Resource '{}' does not exist or one of its queried reference-property objects are not present.", seg[2])),
+                    Some(u) => {
+                        let all = json!({
+                            "id": u.id, "displayName": "Someone", "mail": seg[2], "userPrincipalName": seg[2],
+                            "preferredLanguage": u.preferred_language, "accountEnabled": u.account_enabled,
+                        });
+                        // Only the selected fields, as Graph answers.
+                        let selected: serde_json::Map<String, Value> = select
+                            .unwrap_or_default()
+                            .split(',')
+                            .map(|f| (f.to_string(), all[f].clone()))
+                            .collect();
+                        axum::Json(Value::Object(selected)).into_response()
+                    }
                 }
             }
             "manager" => {

@@ -5,6 +5,7 @@ mod azure_sources;
 mod azurite;
 mod cli;
 mod deliver_channels;
+mod deliver_email_language;
 mod deliver_escalation;
 mod deliver_faults;
 mod deliver_helpers;
