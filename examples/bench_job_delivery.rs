@@ -14,6 +14,8 @@
 //! `BENCH_CONCURRENCY` (default 32, the setting's default), `BENCH_BOT_LATENCY_MS`,
 //! `BENCH_GRAPH_LATENCY_MS`.
 
+#[path = "support/bench.rs"]
+mod bench;
 #[path = "../tests/it/fake_bot.rs"]
 mod fake_bot;
 #[path = "../tests/it/fake_graph.rs"]
@@ -21,17 +23,14 @@ mod fake_graph;
 #[path = "../tests/it/fake_identity.rs"]
 mod fake_identity;
 
+use bench::{env_or, owner, peak_rss_mb, Fakes, Knobs};
 use chrono::NaiveDate;
-use fake_bot::{FakeBot, RetryAfterStyle};
-use fake_graph::FakeGraph;
-use lookout_reminders::azure::{AccessTokens, CredentialTokens};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env};
+use lookout_reminders::config::DeliverySettings;
 use lookout_reminders::deliver::TeamsBotNotifier;
 use lookout_reminders::job::{self, Deps, RunRequest};
 use lookout_reminders::ledger::LocalLedger;
 use lookout_reminders::plan::Cadence;
 use lookout_reminders::policy::Rules;
-use lookout_reminders::render::{MessageConstants, Renderer};
 use lookout_reminders::report::Trigger;
 use lookout_reminders::source::LocalFileSource;
 use std::fmt::Write;
@@ -40,19 +39,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-const APP: &str = "5f0b4d2e-3c1a-4b7e-9d8f-1a2b3c4d5e6f";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn owner(i: usize) -> String {
-    format!("owner{i:05}@contoso.com")
-}
 
 /// A Lookout CSV export: one active high-risk Chrome vulnerability per owner, detected on
 /// 2024-03-01, so every owner is due on 2024-03-05.
@@ -68,17 +54,6 @@ fn write_export(path: &Path, owners: usize) {
         );
     }
     std::fs::write(path, csv).expect("write the generated export");
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// `sent` events in the local ledger, and the distinct owners they name.
@@ -100,37 +75,14 @@ fn ledger_sent(dir: &Path) -> (usize, usize) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = env_or("BENCH_OWNERS", 10_000);
-    let rate: u32 = env_or("BENCH_RATE", 50);
+    let knobs = Knobs::from_env();
+    let n = knobs.owners;
+    let rate = knobs.rate;
     let client_rate: f64 = env_or("BENCH_CLIENT_RATE", f64::from(rate));
     let concurrency: usize = env_or("BENCH_CONCURRENCY", DeliverySettings::default().concurrency);
-    let bot_latency = Duration::from_millis(env_or("BENCH_BOT_LATENCY_MS", 150));
-    let graph_latency = Duration::from_millis(env_or("BENCH_GRAPH_LATENCY_MS", 50));
 
-    let identity = fake_identity::FakeIdentity::shared().await;
-    let env = Env([(
-        "REMINDERS_CREDENTIAL".to_string(),
-        "managed_identity".to_string(),
-    )]
-    .into_iter()
-    .chain(identity.env())
-    .collect());
-    let credential =
-        lookout_reminders::azure::credential(&AzureSettings::from_env(&env).unwrap()).unwrap();
-    let tokens: Arc<dyn AccessTokens> = Arc::new(CredentialTokens::new(credential));
-
-    let graph = FakeGraph::start(APP).await;
-    let bot = FakeBot::start().await;
-    bot.set_rate_limit(rate, RetryAfterStyle::Seconds);
-    bot.set_recording(false);
-    bot.set_delay(Some(bot_latency));
-    graph.set_recording(false);
-    graph.set_delay(Some(graph_latency));
-    let owners: Vec<String> = (0..n).map(owner).collect();
-    for o in &owners {
-        graph.add_user(o, Some("en-US"));
-        graph.preinstall(o);
-    }
+    let tokens = bench::tokens().await;
+    let fakes = Fakes::start(&knobs, 0..n).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let export = dir.path().join("export.csv");
@@ -138,34 +90,16 @@ async fn main() {
     let state = dir.path().join("state");
 
     let settings = DeliverySettings {
-        graph_base_url: graph.base_url(),
-        bot_service_url: bot.service_url(),
-        teams_app_id: Some(APP.into()),
-        rate_per_second: client_rate,
-        // Graph is not the resource under test: three lookups per owner must not bound the run.
-        graph_rate_per_second: 1000.0,
         concurrency,
         max_owners_per_run: n,
-        ..Default::default()
+        ..fakes.settings(client_rate)
     };
     let teams = Arc::new(TeamsBotNotifier::new(&settings, tokens, reqwest::Client::new()).unwrap());
     let deps = Deps {
         source: Arc::new(LocalFileSource::new(&export, 1 << 30)),
         notifier: teams.clone(),
         ledger: Arc::new(LocalLedger::new(&state, Duration::from_secs(600))),
-        renderer: Arc::new(
-            Renderer::new(
-                None,
-                &["fr".to_string(), "en".to_string()],
-                MessageConstants {
-                    contact: "help@contoso.com".into(),
-                    signature: "IT".into(),
-                    grace_days: 30,
-                    time_zone: chrono_tz::Europe::Paris,
-                },
-            )
-            .unwrap(),
-        ),
+        renderer: Arc::new(bench::renderer()),
         rules: Rules::default(),
         cadence: Cadence::default(),
         concurrency: settings.concurrency,
@@ -178,9 +112,8 @@ async fn main() {
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());
 
     println!(
-        "job::run over {n} owners: fake latencies graph {} ms, bot {} ms; bot limit {rate}/s (429 + Retry-After: 1 beyond); client limiter {client_rate}/s; concurrency {concurrency}; local ledger",
-        graph_latency.as_millis(),
-        bot_latency.as_millis()
+        "job::run over {n} owners: fake latencies {}; client limiter {client_rate}/s; concurrency {concurrency}; local ledger",
+        knobs.describe()
     );
     let start = Instant::now();
     let report = job::run(&deps, req.clone(), CancellationToken::new())
@@ -189,15 +122,11 @@ async fn main() {
     let elapsed = start.elapsed();
     let rss = peak_rss_mb();
 
-    let accepted = bot.accepted();
-    let duplicates = accepted.values().filter(|c| **c > 1).count();
-    let lost = owners
-        .iter()
-        .filter(|o| !accepted.contains_key(&graph.chat_id_for(o)))
-        .count();
+    let accepted = fakes.bot.accepted();
+    let (duplicates, lost) = fakes.duplicates_and_lost(&accepted);
     let (sent_events, sent_owners) = ledger_sent(&state);
     let stats = teams.bot_client().stats();
-    let floor = n as f64 / f64::from(rate);
+    let floor = knobs.floor(n);
     let over = (elapsed.as_secs_f64() / floor - 1.0) * 100.0;
     println!(
         "run: {:.1} s ({:.1}/s); report: sent {} failed {} skipped {}; {}",
@@ -210,7 +139,7 @@ async fn main() {
     );
     println!(
         "  floor N/R = {floor:.1} s; overhead {over:+.1}% (target within 15%)\n  bot: 429s answered {} (client saw {}), attempts {}, retries {}; duplicates {duplicates}; lost {lost}\n  ledger: {sent_events} sent events for {sent_owners} owners\n  peak RSS {rss:.1} MB (whole process, fakes and 10,000 fake users included; target < 150 MB)",
-        bot.throttled(),
+        fakes.bot.throttled(),
         stats.throttled.load(Ordering::Relaxed),
         stats.attempts.load(Ordering::Relaxed),
         stats.retries.load(Ordering::Relaxed),
@@ -221,7 +150,7 @@ async fn main() {
     let again = job::run(&deps, req, CancellationToken::new())
         .await
         .expect("the second run completes");
-    let resent: u32 = bot.accepted().values().sum::<u32>() - accepted.values().sum::<u32>();
+    let resent: u32 = fakes.bot.accepted().values().sum::<u32>() - accepted.values().sum::<u32>();
     println!(
         "second run: {:.1} s; sent {}; activities posted again {resent}",
         start.elapsed().as_secs_f64(),
@@ -235,5 +164,5 @@ async fn main() {
         && sent_owners == n
         && over <= 15.0
         && rss < 150.0;
-    println!("{}", if ok { "PASS" } else { "FAIL" });
+    bench::verdict(ok);
 }

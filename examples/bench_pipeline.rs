@@ -6,11 +6,7 @@
 #[path = "../benches/pipeline/generate.rs"]
 mod generate;
 
-use chrono::NaiveDate;
-use lookout_reminders::ledger::LedgerSnapshot;
 use lookout_reminders::parse::parse_export;
-use lookout_reminders::plan::{self, PlanOptions};
-use lookout_reminders::policy::Rules;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -55,16 +51,7 @@ fn measure(path: &Path) {
     let parsed = parse_export(&bytes, &name).expect("parse");
     let parsed_at = started.elapsed();
     let peak_after_parse = peak_rss().unwrap_or_else(|| "unknown".into());
-    let opts = PlanOptions {
-        as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
-        ..PlanOptions::default()
-    };
-    let plan = plan::build(
-        &parsed.findings,
-        &LedgerSnapshot::default(),
-        &Rules::default(),
-        &opts,
-    );
+    let plan = generate::plan_findings(&parsed.findings);
     let total = started.elapsed();
     let rows = parsed.total_rows;
     println!(

@@ -5,14 +5,10 @@
 
 mod generate;
 
-use chrono::NaiveDate;
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use lookout_reminders::ledger::LedgerSnapshot;
 use lookout_reminders::parse::parse_export;
-use lookout_reminders::plan::{self, PlanOptions};
-use lookout_reminders::policy::Rules;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -20,17 +16,7 @@ const ROWS: usize = 100_000;
 
 fn parse_and_plan(bytes: &[u8], name: &str) -> usize {
     let parsed = parse_export(bytes, name).expect("generated exports parse");
-    let opts = PlanOptions {
-        as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
-        ..PlanOptions::default()
-    };
-    let plan = plan::build(
-        &parsed.findings,
-        &LedgerSnapshot::default(),
-        &Rules::default(),
-        &opts,
-    );
-    plan.reminders.len()
+    generate::plan_findings(&parsed.findings).reminders.len()
 }
 
 fn pipeline(c: &mut Criterion) {

@@ -38,6 +38,21 @@ pub fn container_client(
     )
 }
 
+/// A container client as the Blob source and ledger build it: the container's URL as text
+/// (the location their errors name, with or without a client), and the client or, when the
+/// SDK refuses to build it, [`describe`] of why, for the caller to wrap in its own error.
+pub fn container_at(
+    account_url: &Url,
+    container: &str,
+    credential: Arc<dyn TokenCredential>,
+    client_options: ClientOptions,
+) -> (String, Result<BlobContainerClient, String>) {
+    let location = container_url(account_url, container).to_string();
+    let client = container_client(account_url, container, credential, client_options)
+        .map_err(|e| describe(&e));
+    (location, client)
+}
+
 /// The HTTP status of a failed call, when the service answered.
 pub fn status(e: &azure_core::Error) -> Option<u16> {
     e.http_status().map(u16::from)

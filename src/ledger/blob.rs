@@ -32,7 +32,7 @@
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
 use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
-use crate::azure::storage::{self, container_client};
+use crate::azure::storage;
 use crate::config::BlobStateSettings;
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -108,18 +108,16 @@ impl BlobLedger {
         credential: Arc<dyn TokenCredential>,
         client_options: ClientOptions,
     ) -> Result<Self, LedgerError> {
-        let location =
-            storage::container_url(&settings.account_url, &settings.container).to_string();
-        let container = container_client(
+        let (location, container) = storage::container_at(
             &settings.account_url,
             &settings.container,
             credential,
             client_options,
-        )
-        .map_err(|e| LedgerError::Storage {
+        );
+        let container = container.map_err(|detail| LedgerError::Storage {
             location: location.clone(),
             operation: "creating the Blob client".into(),
-            detail: storage::describe(&e),
+            detail,
         })?;
         Ok(Self {
             container: Arc::new(container),

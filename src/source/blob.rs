@@ -6,7 +6,7 @@
 //! between is noticed (412) and fetched again instead of mixing two versions.
 
 use super::{FetchedExport, Source, SourceError, SourceOrigin};
-use crate::azure::storage::{self, container_client};
+use crate::azure::storage;
 use crate::config::{BlobExportSettings, BlobSelector};
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
@@ -53,18 +53,16 @@ impl BlobSource {
         client_options: ClientOptions,
         max_bytes: u64,
     ) -> Result<Self, SourceError> {
-        let container_location =
-            storage::container_url(&settings.account_url, &settings.container).to_string();
-        let container = container_client(
+        let (container_location, container) = storage::container_at(
             &settings.account_url,
             &settings.container,
             credential,
             client_options,
-        )
-        .map_err(|e| SourceError::Failed {
+        );
+        let container = container.map_err(|detail| SourceError::Failed {
             location: container_location.clone(),
             step: "creating the Blob client".into(),
-            detail: storage::describe(&e),
+            detail,
         })?;
         Ok(Self {
             container: Arc::new(container),
