@@ -44,7 +44,8 @@ else
   cargo build --release --locked --target "$target" --bin lookout-reminders
   bin="target/$target/release/lookout-reminders"
 fi
-stage="$out/stage"
+# dist/app stays: it is the app root azd deploys (azure.yaml `dist`), the zip is the same tree.
+stage="$out/app"
 rm -rf "$stage"
 mkdir -p "$stage/function_timer" "$stage/function_http"
 cp host.json "$stage/"
@@ -71,8 +72,7 @@ with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
             with open(path, "rb") as f:
                 z.writestr(info, f.read())
 PY
-rm -rf "$stage"
-echo "package.sh: $zip_path"
+echo "package.sh: $zip_path (app root in $stage)"
 python3 - "$zip_path" <<'PY'
 import stat, sys, zipfile
 for i in zipfile.ZipFile(sys.argv[1]).infolist():
