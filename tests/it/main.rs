@@ -19,6 +19,7 @@ mod functions_host;
 mod functions_requests;
 mod functions_runs;
 mod helpers;
+mod infra_settings;
 mod job;
 mod local_ledger;
 mod parse;
