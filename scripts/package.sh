@@ -52,7 +52,10 @@ cp host.json "$stage/"
 cp function_timer/function.json "$stage/function_timer/"
 cp function_http/function.json "$stage/function_http/"
 cp -R templates "$stage/templates"
-cp "$bin" "$stage/lookout-reminders"
+# Ship a stripped binary (the host reads the package at cold start); keep the symbols apart
+# for crash analysis (dist/lookout-reminders.debug, linked by .gnu_debuglink).
+objcopy --only-keep-debug "$bin" "$out/lookout-reminders.debug"
+objcopy --strip-all --add-gnu-debuglink="$out/lookout-reminders.debug" "$bin" "$stage/lookout-reminders"
 chmod 755 "$stage/lookout-reminders"
 
 zip_path="$out/lookout-reminders.zip"

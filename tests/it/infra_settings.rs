@@ -121,10 +121,16 @@ fn value_of(name: &str, expr: &str, params: &HashMap<String, String>) -> String 
         return value.clone();
     }
     // The two conversions the template applies to int / bool parameters.
-    if let Some(inner) = expr.strip_prefix("toLower(").and_then(|e| e.strip_suffix(')')) {
+    if let Some(inner) = expr
+        .strip_prefix("toLower(")
+        .and_then(|e| e.strip_suffix(')'))
+    {
         return value_of(name, inner, params).to_lowercase();
     }
-    if let Some(inner) = expr.strip_prefix("string(").and_then(|e| e.strip_suffix(')')) {
+    if let Some(inner) = expr
+        .strip_prefix("string(")
+        .and_then(|e| e.strip_suffix(')'))
+    {
         return value_of(name, inner, params);
     }
     if name.ends_with("_URL") {
@@ -178,7 +184,11 @@ fn validate(env: &Env) -> Result<Config, String> {
     match env.get("REMINDERS_SOURCE") {
         Some("blob") => drop(cfg.azure.blob_export().map_err(|e| e.to_string())?),
         Some("sharepoint") => drop(cfg.azure.sharepoint().map_err(|e| e.to_string())?),
-        other => return Err(format!("REMINDERS_SOURCE is {other:?}, not blob or sharepoint")),
+        other => {
+            return Err(format!(
+                "REMINDERS_SOURCE is {other:?}, not blob or sharepoint"
+            ))
+        }
     }
     cfg.azure.blob_state().map_err(|e| e.to_string())?;
     Ok(cfg)
@@ -240,10 +250,14 @@ fn the_default_schedule_is_a_six_field_ncrontab_expression() {
     for defaults in [&main, &resources] {
         let schedule = &defaults["reminderSchedule"];
         let fields: Vec<&str> = schedule.split_whitespace().collect();
-        assert_eq!(fields.len(), 6, "{schedule}: sec min hour day month weekday");
-        assert!(fields.iter().all(|f| f
-            .chars()
-            .all(|c| c.is_ascii_digit() || "*/,-".contains(c))));
+        assert_eq!(
+            fields.len(),
+            6,
+            "{schedule}: sec min hour day month weekday"
+        );
+        assert!(fields
+            .iter()
+            .all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c))));
     }
     assert_eq!(main["reminderSchedule"], resources["reminderSchedule"]);
 }
@@ -258,7 +272,10 @@ fn every_channel_and_source_the_template_offers_passes_start_up_validation() {
             let env = deployed_env(
                 &bicep,
                 &blocks,
-                &[("REMINDERS_CHANNEL", channels), ("REMINDERS_SOURCE", source)],
+                &[
+                    ("REMINDERS_CHANNEL", channels),
+                    ("REMINDERS_SOURCE", source),
+                ],
             );
             let cfg = validate(&env).unwrap_or_else(|e| {
                 panic!("source {source}, channels {channels}: the deployed settings fail: {e}")
@@ -306,7 +323,10 @@ fn a_channel_block_missing_its_required_setting_is_caught() {
                 "settingsTeamsBot",
                 "settingsEmail",
             ],
-            &[("REMINDERS_CHANNEL", channels), ("REMINDERS_SOURCE", "blob")],
+            &[
+                ("REMINDERS_CHANNEL", channels),
+                ("REMINDERS_SOURCE", "blob"),
+            ],
         );
         let err = validate(&env).expect_err(setting);
         assert!(err.contains(setting), "{err}");
@@ -326,11 +346,19 @@ fn the_digest_and_workflows_urls_arrive_as_key_vault_references() {
             .find(|(k, _)| k == setting)
             .unwrap_or_else(|| panic!("{block} sets {setting}"))
             .1;
-        assert!(value.starts_with("'@Microsoft.KeyVault("), "{setting}: {value}");
+        assert!(
+            value.starts_with("'@Microsoft.KeyVault("),
+            "{setting}: {value}"
+        );
     }
     let env = deployed_env(
         &bicep,
-        &["settingsCore", "settingsBlobSource", "settingsEmail", "settingsDigest"],
+        &[
+            "settingsCore",
+            "settingsBlobSource",
+            "settingsEmail",
+            "settingsDigest",
+        ],
         &[("REMINDERS_CHANNEL", "email"), ("REMINDERS_SOURCE", "blob")],
     );
     let cfg = validate(&env).unwrap();
@@ -365,7 +393,8 @@ fn every_azd_parameter_is_a_parameter_of_the_template() {
     let main = read("infra/main.bicep");
     for name in params["parameters"].as_object().unwrap().keys() {
         assert!(
-            main.lines().any(|l| l.starts_with(&format!("param {name} "))),
+            main.lines()
+                .any(|l| l.starts_with(&format!("param {name} "))),
             "infra/main.parameters.json sets {name}, which infra/main.bicep does not declare"
         );
     }

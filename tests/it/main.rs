@@ -18,6 +18,7 @@ mod functions_files;
 mod functions_host;
 mod functions_requests;
 mod functions_runs;
+mod grant_permissions;
 mod helpers;
 mod infra_settings;
 mod job;
