@@ -69,7 +69,7 @@ client_id=$(get MANAGED_IDENTITY_CLIENT_ID)
 channels=$(get REMINDERS_CHANNEL teams_bot,email)
 source_kind=$(get REMINDERS_SOURCE sharepoint)
 site_url=$(get REMINDERS_SHAREPOINT_SITE_URL 'https://<tenant>.sharepoint.com/sites/<site>')
-sender=$(get REMINDERS_SENDER_MAILBOX)
+sender="${cfg[REMINDERS_SENDER_MAILBOX]:-}"
 for required in principal client_id channels; do
   [ -n "${!required}" ] || { echo "grant-permissions.sh: no $required: pass it as a flag or run after azd up (azd env get-values)" >&2; exit 2; }
 done
