@@ -23,6 +23,7 @@ mod helpers;
 mod infra_settings;
 mod job;
 mod local_ledger;
+mod package;
 mod parse;
 mod parse_robustness;
 mod teams_app;
