@@ -15,7 +15,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 if ! "$venv/bin/checkov" --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
   step "installing checkov $CHECKOV_VERSION (PyPI) into $venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" || {
+    # Debian's python3 ships venv separately.
+    apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
+  }
   "$venv/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
 fi
 
