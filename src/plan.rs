@@ -265,6 +265,7 @@ pub fn build(
 
     for (owner, mut lines) in by_owner {
         lines.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.row.cmp(&b.row)));
+        let lines = merge_same_issue(lines);
         if !opts.only.is_empty() && !opts.only.contains(owner) {
             plan.filtered_out += 1;
             continue;
@@ -362,6 +363,29 @@ fn not_due_reason(
         }
         None => "not due".to_string(),
     }
+}
+
+/// Keeps one line per (device, kind, app): Lookout can detect the same app twice on one
+/// device, and the owner should read "Edge" once. `lines` come most urgent first, so the
+/// line kept has the earliest deadline, and its cadence decides whether the owner is due.
+fn merge_same_issue(lines: Vec<IssueLine>) -> Vec<IssueLine> {
+    let mut seen: HashSet<(String, IssueKind, String)> = HashSet::new();
+    lines
+        .into_iter()
+        .filter(|line| {
+            let device = match &line.lookout_id {
+                Some(id) => id.trim().to_lowercase(),
+                None => format!("model:{}", line.device_model.trim().to_lowercase()),
+            };
+            let app = line
+                .app_name
+                .as_deref()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase();
+            seen.insert((device, line.kind, app))
+        })
+        .collect()
 }
 
 fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
@@ -571,6 +595,33 @@ mod tests {
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
         let plan = build(&[], &ledger, &Rules::default(), &opts(7));
         assert_eq!(plan.resolved, vec![(f.owner.clone(), IssueKey::of(&f))]);
+    }
+
+    #[test]
+    fn the_same_app_detected_twice_on_a_device_is_one_line_with_the_earliest_deadline() {
+        let first = finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 1);
+        let mut again = finding("a@x.com", "DEV1", "Edge(com.microsoft.emmx)", 5);
+        again.issue = "Edge (com.microsoft.emmx)".into();
+        let other_device = finding("a@x.com", "dev2", "Edge(com.microsoft.emmx)", 3);
+        let plan = build(
+            &[again, first.clone(), other_device],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let r = &plan.reminders[0];
+        assert_eq!(r.devices.len(), 2, "{r:?}");
+        let dev1 = r
+            .devices
+            .iter()
+            .find(|d| d.lookout_id.as_deref() == Some("dev1"));
+        let dev1 = dev1.expect("dev1 listed");
+        assert_eq!(dev1.issues.len(), 1, "{dev1:?}");
+        assert_eq!(dev1.issues[0].key, IssueKey::of(&first));
+        assert_eq!(
+            dev1.issues[0].deadline,
+            NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()
+        );
     }
 
     #[test]

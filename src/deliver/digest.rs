@@ -311,6 +311,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                by_language: Default::default(),
                 time_zone: chrono_tz::Europe::Paris,
             },
         )
