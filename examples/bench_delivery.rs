@@ -48,6 +48,7 @@ fn planned(owner: &str) -> PlannedReminder {
         owner: OwnerEmail::parse(owner).unwrap(),
         stage: Stage::First,
         escalate: false,
+        team_told: false,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
             platform: Platform::Android,

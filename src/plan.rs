@@ -75,8 +75,14 @@ pub struct Cadence {
     pub remind_every_days: i64,
     /// In the last N days before the deadline, remind daily.
     pub daily_in_last_days: i64,
-    /// Keep reminding (daily) after the deadline.
+    /// Keep reminding after the deadline.
     pub remind_after_deadline: bool,
+    /// After the deadline, remind daily for this many days, then every
+    /// `remind_every_days`: a daily message nobody acts on becomes noise.
+    pub daily_after_deadline_days: i64,
+    /// An owner overdue by more than this many days is listed for the security team (the
+    /// device may be blocked, lost, or not theirs), and their message says so.
+    pub team_action_after_days: i64,
 }
 
 impl Default for Cadence {
@@ -85,6 +91,8 @@ impl Default for Cadence {
             remind_every_days: 7,
             daily_in_last_days: 5,
             remind_after_deadline: true,
+            daily_after_deadline_days: 7,
+            team_action_after_days: 30,
         }
     }
 }
@@ -155,6 +163,10 @@ pub struct PlannedReminder {
     pub stage: Stage,
     /// Whether to escalate (past deadline, or high risk).
     pub escalate: bool,
+    /// Overdue beyond the team-action threshold: the owner is listed for the security team,
+    /// and the message says the team has been told.
+    #[serde(default)]
+    pub team_told: bool,
     /// Devices with their issues.
     pub devices: Vec<DeviceIssues>,
 }
@@ -207,6 +219,9 @@ pub struct Plan {
     pub not_remindable: BTreeMap<String, usize>,
     /// Issues in the ledger (not resolved) that are no longer remindable in the export.
     pub resolved: Vec<(OwnerEmail, IssueKey)>,
+    /// Owners (reminded or not due today) overdue beyond `team_action_after_days`: the
+    /// security team's to-do list.
+    pub team_action: Vec<OwnerEmail>,
 }
 
 /// Builds the plan.
@@ -281,6 +296,11 @@ pub fn build(
             });
             continue;
         }
+        let min_days = lines.iter().map(|l| l.days_left).min().unwrap_or(0);
+        let team_told = min_days < -opts.cadence.team_action_after_days;
+        if team_told {
+            plan.team_action.push(owner.clone());
+        }
         if !lines.iter().any(|l| l.due) {
             let reason = not_due_reason(ledger, owner, &lines, opts);
             plan.not_due.push(HeldBack {
@@ -290,7 +310,6 @@ pub fn build(
             });
             continue;
         }
-        let min_days = lines.iter().map(|l| l.days_left).min().unwrap_or(0);
         let reminded_before = lines
             .iter()
             .any(|l| ledger.history(owner, &l.key).is_some());
@@ -308,6 +327,7 @@ pub fn build(
             owner: owner.clone(),
             stage,
             escalate,
+            team_told,
             devices: group_by_device(lines),
         });
     }
@@ -336,7 +356,9 @@ fn is_due(
         return false;
     }
     if days_left < 0 {
-        return c.remind_after_deadline;
+        // Daily in the first days past the deadline, then at the normal rhythm.
+        return c.remind_after_deadline
+            && (-days_left <= c.daily_after_deadline_days || since >= c.remind_every_days);
     }
     if days_left <= c.daily_in_last_days {
         return true;
@@ -555,6 +577,88 @@ mod tests {
         );
         assert_eq!(plan.reminders[0].stage, Stage::Overdue);
         assert!(plan.reminders[0].escalate);
+    }
+
+    fn overdue_finding(days_overdue: i64) -> Finding {
+        // Deadline = detection + 30 days; as of 7 March 2024.
+        let mut f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let deadline =
+            NaiveDate::from_ymd_opt(2024, 3, 7).unwrap() - chrono::Duration::days(days_overdue);
+        f.detected = Utc.from_utc_datetime(
+            &(deadline - chrono::Duration::days(30))
+                .and_hms_opt(10, 0, 0)
+                .unwrap(),
+        );
+        f
+    }
+
+    #[test]
+    fn past_the_deadline_reminders_are_daily_for_a_week_then_weekly() {
+        for (days_overdue, last_sent_days_ago, due) in [
+            (1, 1, true),
+            (7, 1, true),
+            (8, 1, false),
+            (8, 6, false),
+            (8, 7, true),
+            (400, 3, false),
+            (400, 7, true),
+        ] {
+            let f = overdue_finding(days_overdue);
+            let ledger = LedgerSnapshot::from_events(&[LedgerEvent::Sent {
+                owner: f.owner.clone(),
+                issue: IssueKey::of(&f),
+                lookout_id: None,
+                stage: Stage::Overdue,
+                as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap()
+                    - chrono::Duration::days(last_sent_days_ago),
+                sent_at: Utc::now(),
+                channel: "outbox".into(),
+                message_id: None,
+                run_id: "r".into(),
+            }]);
+            let plan = build(
+                std::slice::from_ref(&f),
+                &ledger,
+                &Rules::default(),
+                &opts(7),
+            );
+            assert_eq!(
+                plan.reminders.len() == 1,
+                due,
+                "{days_overdue} days overdue, last sent {last_sent_days_ago} days ago: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_overdue_beyond_the_threshold_is_listed_for_the_team_and_told_so() {
+        let plan = build(
+            &[overdue_finding(31)],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(plan.reminders[0].team_told);
+        assert_eq!(plan.team_action.len(), 1);
+        let plan = build(
+            &[overdue_finding(30)],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(!plan.reminders[0].team_told);
+        assert!(plan.team_action.is_empty());
+        // Not due today (reminded yesterday, weekly rhythm): still on the team's list.
+        let f = overdue_finding(100);
+        let ledger = LedgerSnapshot::from_events(&[sent(&f, 6)]);
+        let plan = build(
+            std::slice::from_ref(&f),
+            &ledger,
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(plan.reminders.is_empty());
+        assert_eq!(plan.team_action, vec![f.owner.clone()]);
     }
 
     #[test]

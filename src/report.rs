@@ -215,6 +215,10 @@ pub struct RunReport {
     /// Warnings for the operator (no allowed domains set…).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
+    /// worked, the security team should act (device blocked? wrong owner? stale device?).
+    #[serde(default)]
+    pub team_action: Vec<String>,
     /// One human line (for a Power Automate button).
     pub summary: String,
 }

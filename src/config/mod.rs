@@ -275,7 +275,27 @@ impl Config {
             remind_every_days: env.parse_or("REMINDERS_REMIND_EVERY_DAYS", 7i64)?,
             daily_in_last_days: env.parse_or("REMINDERS_DAILY_IN_LAST_DAYS", 5i64)?,
             remind_after_deadline: env.flag("REMINDERS_REMIND_AFTER_DEADLINE", true)?,
+            daily_after_deadline_days: env.parse_or("REMINDERS_DAILY_AFTER_DEADLINE_DAYS", 7i64)?,
+            team_action_after_days: env.parse_or("REMINDERS_TEAM_ACTION_AFTER_DAYS", 30i64)?,
         };
+        for (name, value) in [
+            (
+                "REMINDERS_DAILY_AFTER_DEADLINE_DAYS",
+                cadence.daily_after_deadline_days,
+            ),
+            (
+                "REMINDERS_TEAM_ACTION_AFTER_DAYS",
+                cadence.team_action_after_days,
+            ),
+        ] {
+            if value < 0 {
+                return Err(ConfigError::invalid(
+                    name,
+                    &value.to_string(),
+                    "must be 0 or more",
+                ));
+            }
+        }
         if cadence.remind_every_days < 1 {
             return Err(ConfigError::invalid(
                 "REMINDERS_REMIND_EVERY_DAYS",
@@ -443,6 +463,20 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.message.by_language["de"].signature, "Ihr IT-Support");
+    }
+
+    #[test]
+    fn a_negative_post_deadline_window_is_refused() {
+        let err = Config::from_env_map(&env(&[("REMINDERS_DAILY_AFTER_DEADLINE_DAYS", "-1")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("REMINDERS_DAILY_AFTER_DEADLINE_DAYS"),
+            "{err}"
+        );
+        let c = Config::from_env_map(&env(&[("REMINDERS_TEAM_ACTION_AFTER_DAYS", "60")])).unwrap();
+        assert_eq!(c.cadence.team_action_after_days, 60);
+        assert_eq!(c.cadence.daily_after_deadline_days, 7);
     }
 
     #[test]

@@ -112,6 +112,12 @@ pub struct DigestView {
     pub past_deadline: Vec<String>,
     /// Owners past the deadline not listed.
     pub past_deadline_more: usize,
+    /// Owners overdue beyond the team-action threshold.
+    pub team_action_count: usize,
+    /// Those owners (first [`MAX_LISTED`]), pseudonymised unless verbose.
+    pub team_action: Vec<String>,
+    /// Those not listed.
+    pub team_action_more: usize,
     /// The report's warnings.
     pub warnings: Vec<String>,
 }
@@ -225,6 +231,14 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         past_deadline_more: past_deadline_count - past_deadline.len(),
         past_deadline,
         past_deadline_count,
+        team_action_count: report.team_action.len(),
+        team_action: report
+            .team_action
+            .iter()
+            .take(MAX_LISTED)
+            .map(|o| owner_label(o, verbose))
+            .collect(),
+        team_action_more: report.team_action.len().saturating_sub(MAX_LISTED),
         warnings: report.warnings.clone(),
     }
 }
@@ -322,5 +336,35 @@ mod tests {
             .len();
         assert!(size < 28 * 1024, "{size} bytes");
         assert_eq!(card["version"], "1.5");
+    }
+
+    #[test]
+    fn owners_overdue_beyond_the_threshold_are_listed_for_the_team_and_the_card_validates() {
+        let mut report = report_with_failures(2);
+        report.team_action = (0..40).map(|i| format!("late{i}@contoso.com")).collect();
+        let view = digest_view(&report, false);
+        assert_eq!(view.team_action_count, 40);
+        assert_eq!(view.team_action.len(), MAX_LISTED);
+        assert_eq!(view.team_action_more, 40 - MAX_LISTED);
+        assert!(view.team_action.iter().all(|o| o.starts_with("owner-")));
+        let renderer = crate::render::Renderer::new(
+            None,
+            &["fr".into()],
+            crate::render::MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+                by_language: Default::default(),
+                time_zone: chrono_tz::Europe::Paris,
+            },
+        )
+        .unwrap();
+        let card = digest_card(&report, &renderer, false).unwrap();
+        let text = card.to_string();
+        assert!(text.contains("Needing the team's action"), "{text}");
+        assert!(text.contains("and 15 more"), "{text}");
+        assert!(!text.contains("contoso.com"), "{text}");
+        let messages = crate::render::official_card_messages(&[card]);
+        assert!(messages[0].is_empty(), "{messages:?}");
     }
 }

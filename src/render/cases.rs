@@ -12,13 +12,15 @@ use std::path::PathBuf;
 const LANGUAGES: [&str; 2] = ["fr", "en"];
 
 /// The stages of a reminder as the owner lives them (days left on the run's date).
-const STAGES: [(&str, Stage, i64); 6] = [
+const STAGES: [(&str, Stage, i64); 7] = [
     ("first", Stage::First, 12),
     ("repeat", Stage::Repeat, 12),
     ("last days", Stage::Final, 3),
     ("day before", Stage::Final, 1),
     ("last day", Stage::Final, 0),
     ("overdue", Stage::Overdue, -10),
+    // Beyond the team-action threshold (30 days by default): the team has been told.
+    ("long overdue", Stage::Overdue, -45),
 ];
 
 fn as_of() -> NaiveDate {
@@ -63,6 +65,7 @@ fn reminder(kind: IssueKind, platform: Platform, stage: Stage, days_left: i64) -
         owner: OwnerEmail::parse("owner@example.com").expect("valid"),
         stage,
         escalate: stage == Stage::Overdue,
+        team_told: days_left < -30,
         devices: vec![DeviceIssues {
             device_model: model.into(),
             platform,
@@ -259,6 +262,19 @@ fn check(
             );
         }
     }
+    let told = if fr {
+        "signalé à l'équipe sécurité"
+    } else {
+        "reported to the security team"
+    };
+    must(
+        msg.text.contains(told) && card.contains(told) || stage != "long overdue",
+        "long overdue: says the security team has been told",
+    );
+    must(
+        !all.contains(told) || stage == "long overdue",
+        "says the team has been told only when it has",
+    );
     let lower = all.to_lowercase();
     for wrong in [
         "0 jour",

@@ -28,3 +28,5 @@ pub struct RenderedMessage {
 
 #[cfg(test)]
 mod cases;
+#[cfg(test)]
+pub(crate) use cases::official_card_messages;

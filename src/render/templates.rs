@@ -430,6 +430,7 @@ impl Renderer {
             owner => reminder.owner.as_str(),
             stage => reminder.stage.as_str(),
             escalate => reminder.escalate,
+            team_told => reminder.team_told,
             devices => devices,
             days_left => days_left,
             due => due_word(days_left),
@@ -569,6 +570,7 @@ fn sample_reminder() -> PlannedReminder {
         owner: OwnerEmail::parse("sample@example.com").unwrap(),
         stage: Stage::Final,
         escalate: true,
+        team_told: false,
         devices: vec![
             DeviceIssues {
                 device_model: "SM-A528B".into(),

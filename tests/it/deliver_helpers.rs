@@ -107,6 +107,7 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
             Stage::First
         },
         escalate: days_left < 0,
+        team_told: false,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
             platform: Platform::Android,
