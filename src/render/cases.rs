@@ -450,3 +450,120 @@ fn the_official_validator_catches_a_broken_card() {
     let messages = official_card_messages(&[bad]);
     assert_eq!(messages[0].len(), 2, "{messages:?}");
 }
+
+/// An owner with `n` issues over `n / 10` devices of both platforms, every kind, distinct
+/// apps with long names, deadlines spread from long past to weeks ahead.
+fn owner_with_many_issues(n: usize) -> PlannedReminder {
+    let mut devices: Vec<DeviceIssues> = Vec::new();
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let kind = IssueKind::ALL[i % 4];
+        let platform = if (i / 10) % 2 == 0 {
+            Platform::Android
+        } else {
+            Platform::Ios
+        };
+        let days_left = (i as i64 % 60) - 30;
+        let mut line =
+            reminder(kind, platform, Stage::Overdue, days_left).devices[0].issues[0].clone();
+        let device = format!("device-{}", i / 10);
+        line.lookout_id = Some(device.clone());
+        line.device_model = format!("Model {} {}", i / 10, "X".repeat(300));
+        if kind == IssueKind::VulnerableApp {
+            let app = format!("App number {i} with a long name {}", "Y".repeat(200));
+            line.issue = format!("{app}(com.example.app{i})");
+            line.app_name = Some(app);
+        }
+        lines.push(line);
+    }
+    // As the plan orders them: lines most urgent first, devices by their most urgent line.
+    lines.sort_by_key(|l| l.days_left);
+    for line in lines {
+        match devices.iter_mut().find(|d| d.lookout_id == line.lookout_id) {
+            Some(d) => d.issues.push(line),
+            None => devices.push(DeviceIssues {
+                device_model: line.device_model.clone(),
+                platform: line.platform,
+                lookout_id: line.lookout_id.clone(),
+                issues: vec![line],
+            }),
+        }
+    }
+    PlannedReminder {
+        owner: OwnerEmail::parse("owner@example.com").expect("valid"),
+        stage: Stage::Overdue,
+        escalate: true,
+        team_told: false,
+        devices,
+    }
+}
+
+#[test]
+fn an_owner_with_500_issues_fits_every_channel_most_urgent_first() {
+    // Documented limits (../shared/docs/teams-delivery.md): a Workflows "Post card" body about
+    // 28 KB; a bot message what the bot channel refuses above (`MAX_ACTIVITY_BYTES`, 28 KB);
+    // Graph sendMail 4 MB per request.
+    const WORKFLOWS_MAX: usize = 28 * 1024;
+    const BOT_MAX: usize = crate::deliver::MAX_ACTIVITY_BYTES;
+    const MAIL_MAX: usize = 4 * 1024 * 1024;
+    let renderer = renderer();
+    let r = owner_with_many_issues(500);
+    let mut cards = Vec::new();
+    for language in LANGUAGES {
+        let msg = renderer.render(&r, as_of(), language).expect("renders");
+        let workflows = serde_json::to_vec(&crate::deliver::webhook_body(
+            Some("owner@example.com"),
+            &msg.card,
+        ))
+        .unwrap()
+        .len();
+        let bot = serde_json::to_vec(&crate::deliver::activity(&msg))
+            .unwrap()
+            .len();
+        let mail = serde_json::to_vec(&crate::deliver::mail_body(
+            "owner@example.com",
+            &msg.subject,
+            &msg.html,
+        ))
+        .unwrap()
+        .len();
+        assert!(
+            workflows < WORKFLOWS_MAX,
+            "{language}: Workflows body {workflows} bytes"
+        );
+        assert!(bot < BOT_MAX, "{language}: bot activity {bot} bytes");
+        assert!(mail < MAIL_MAX, "{language}: mail {mail} bytes");
+        assert!(
+            msg.text.len() < WORKFLOWS_MAX,
+            "{language}: text {} bytes",
+            msg.text.len()
+        );
+        let more = if language == "fr" {
+            "… et 480 autres problèmes"
+        } else {
+            "… and 480 more issues"
+        };
+        assert!(msg.text.contains(more), "{}", msg.text);
+        assert!(msg.card.to_string().contains(more));
+        // The most urgent deadline (30 days past) is among the lines shown.
+        let most_urgent = super::format_date(as_of() - Duration::days(30), language);
+        assert!(msg.text.contains(&most_urgent), "{}", msg.text);
+        let shown = msg.text.lines().filter(|l| l.starts_with("  - ")).count();
+        assert_eq!(shown, super::templates::MAX_LINES_SHOWN);
+        // Every step is still there, with the apps beyond ten counted.
+        let more_apps = if language == "fr" {
+            " autres."
+        } else {
+            " more."
+        };
+        assert!(msg.text.contains(more_apps), "{}", msg.text);
+        println!(
+            "{language}: Workflows {workflows} B, bot {bot} B, mail {mail} B, text {} B",
+            msg.text.len()
+        );
+        cards.push(msg.card);
+    }
+    for messages in official_card_messages(&cards) {
+        assert!(messages.is_empty(), "{messages:?}");
+    }
+}

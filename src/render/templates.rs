@@ -126,6 +126,30 @@ pub struct Renderer {
     constants: MessageConstants,
 }
 
+/// Issue lines shown in one message, most urgent first; the rest are counted ("and N more").
+/// Twenty lines keep a card far under Teams' limits (about 28 KB for a Workflows post, 40 KB
+/// for a bot message) whatever the number of issues, and stay readable on a phone.
+pub const MAX_LINES_SHOWN: usize = 20;
+
+/// Apps named in one store step before "and N more".
+pub const MAX_APPS_NAMED: usize = 10;
+
+/// Characters kept of one value from the export (model, app name): an absurd value cannot
+/// push a message past a channel's size limit.
+pub const MAX_VALUE_CHARS: usize = 80;
+
+/// [`clean_text`], then cut to [`MAX_VALUE_CHARS`] with an ellipsis.
+fn shown_value(text: &str) -> String {
+    let clean = clean_text(text);
+    let clean = clean.trim();
+    if clean.chars().count() <= MAX_VALUE_CHARS {
+        return clean.to_string();
+    }
+    let mut cut: String = clean.chars().take(MAX_VALUE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 #[derive(Serialize)]
 struct IssueView {
     kind: &'static str,
@@ -158,8 +182,11 @@ struct StepView {
     action: &'static str,
     /// `ios` or `android`.
     platform: &'static str,
-    /// The apps to update from the store, in order of first mention.
+    /// The apps to update from the store, in order of first mention (at most
+    /// [`MAX_APPS_NAMED`]).
     apps: Vec<String>,
+    /// Apps not named.
+    apps_more: usize,
 }
 
 /// The deadline is the last day to act: `today` on that day, `passed` from the next day.
@@ -176,7 +203,7 @@ fn due_word(days_left: i64) -> &'static str {
 fn app_of(line: &IssueLine) -> Option<String> {
     match line.kind {
         IssueKind::AgentOutOfDate => Some("Lookout for Work".into()),
-        IssueKind::VulnerableApp => Some(clean_text(
+        IssueKind::VulnerableApp => Some(shown_value(
             line.app_name.as_deref().unwrap_or(line.issue.as_str()),
         )),
         IssueKind::OsOutOfDate | IssueKind::SecurityPatchOutOfDate => None,
@@ -210,13 +237,19 @@ fn steps_for(reminder: &PlannedReminder) -> Vec<StepView> {
                             action,
                             platform,
                             apps: Vec::new(),
+                            apps_more: 0,
                         });
                         steps.last_mut().expect("just pushed")
                     }
                 };
                 if let Some(app) = &app {
-                    if !step.apps.iter().any(|a| a.eq_ignore_ascii_case(app)) {
+                    if step.apps.iter().any(|a| a.eq_ignore_ascii_case(app)) {
+                        continue;
+                    }
+                    if step.apps.len() < MAX_APPS_NAMED {
                         step.apps.push(app.clone());
+                    } else {
+                        step.apps_more += 1;
                     }
                 }
             }
@@ -380,11 +413,19 @@ impl Renderer {
         language: &str,
     ) -> Result<RenderedMessage, RenderError> {
         let _ = as_of;
+        // Devices come most urgent first, their lines too: the first lines are the ones to show.
+        let mut budget = MAX_LINES_SHOWN;
         let devices: Vec<DeviceView> = reminder
             .devices
             .iter()
-            .map(|d| DeviceView {
-                model: match clean_text(&d.device_model).trim() {
+            .map(|d| {
+                let shown = d.issues.len().min(budget);
+                budget -= shown;
+                (d, &d.issues[..shown])
+            })
+            .filter(|(_, lines)| !lines.is_empty())
+            .map(|(d, lines)| DeviceView {
+                model: match shown_value(&d.device_model).as_str() {
                     "" => "?".into(),
                     model => model.to_string(),
                 },
@@ -394,8 +435,7 @@ impl Renderer {
                     Platform::Ios => "iOS",
                     Platform::Unknown => "",
                 },
-                issues: d
-                    .issues
+                issues: lines
                     .iter()
                     .map(|i| {
                         let (label_fr, label_en) = labels(i);
@@ -403,7 +443,7 @@ impl Renderer {
                             kind: i.kind.as_str(),
                             label_fr,
                             label_en,
-                            issue: clean_text(&i.issue),
+                            issue: shown_value(&i.issue),
                             app: app_of(i),
                             risk: i.risk.as_str(),
                             high_risk: i.risk == Risk::High,
@@ -422,6 +462,7 @@ impl Renderer {
                     .collect(),
             })
             .collect();
+        let more_count = reminder.issues().count() - (MAX_LINES_SHOWN - budget);
         let earliest = reminder.issues().map(|i| i.deadline).min().unwrap_or(as_of);
         let days_left = reminder.min_days_left();
         let LanguageConstants { contact, signature } = self.constants.for_language(language);
@@ -432,6 +473,7 @@ impl Renderer {
             escalate => reminder.escalate,
             team_told => reminder.team_told,
             devices => devices,
+            more_count => more_count,
             days_left => days_left,
             due => due_word(days_left),
             deadline => format_date(earliest, language),
