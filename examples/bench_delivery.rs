@@ -43,6 +43,7 @@ fn planned(owner: &str) -> PlannedReminder {
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left: 10,
         due: true,
+        last_os: None,
     };
     PlannedReminder {
         owner: OwnerEmail::parse(owner).unwrap(),

@@ -139,6 +139,10 @@ pub struct IssueLine {
     pub days_left: i64,
     /// Whether this issue is due by the cadence (or new).
     pub due: bool,
+    /// For an outdated OS on a model that can no longer install a current one: the last OS
+    /// it supports (`iOS 15`). The owner is told to ask for a replacement, not to update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_os: Option<String>,
 }
 
 /// One device and its issues in a reminder.
@@ -268,6 +272,10 @@ pub fn build(
             deadline: verdict.deadline,
             days_left: verdict.days_left,
             due,
+            last_os: (verdict.kind == IssueKind::OsOutOfDate)
+                .then(|| rules.end_of_support.last_os(&f.device_model))
+                .flatten()
+                .map(str::to_string),
         });
     }
 
@@ -726,6 +734,39 @@ mod tests {
             dev1.issues[0].deadline,
             NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()
         );
+    }
+
+    #[test]
+    fn an_outdated_os_on_a_model_apple_no_longer_updates_carries_its_last_os() {
+        let mut os = finding("a@x.com", "dev1", "OS", 1);
+        os.device_model = "iPad Air 2".into();
+        os.platform = Platform::Ios;
+        os.issue_type = "OS".into();
+        os.classifications = "OS Out-of-date".into();
+        let mut app = finding("a@x.com", "dev1", "Chrome(com.google.chrome.ios)", 2);
+        app.device_model = "iPad Air 2".into();
+        let mut current = os.clone();
+        current.lookout_id = Some("dev2".into());
+        current.device_model = "iPad Pro 11".into();
+        let plan = build(
+            &[os, app, current],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let lines: Vec<_> = plan.reminders[0].issues().collect();
+        let last = |model: &str, kind| {
+            lines
+                .iter()
+                .find(|l| l.device_model == model && l.kind == kind)
+                .map(|l| l.last_os.clone())
+        };
+        assert_eq!(
+            last("iPad Air 2", IssueKind::OsOutOfDate),
+            Some(Some("iPadOS 15".into()))
+        );
+        assert_eq!(last("iPad Air 2", IssueKind::VulnerableApp), Some(None));
+        assert_eq!(last("iPad Pro 11", IssueKind::OsOutOfDate), Some(None));
     }
 
     #[test]

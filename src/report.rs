@@ -131,6 +131,9 @@ pub struct ReportIssue {
     pub deadline: NaiveDate,
     /// Days left.
     pub days_left: i64,
+    /// The model can no longer install a current OS: the last one it supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_os: Option<String>,
 }
 
 impl From<&IssueLine> for ReportIssue {
@@ -145,6 +148,7 @@ impl From<&IssueLine> for ReportIssue {
             detected: l.detected,
             deadline: l.deadline,
             days_left: l.days_left,
+            last_os: l.last_os.clone(),
         }
     }
 }

@@ -266,6 +266,12 @@ impl Config {
             }
             rules.kinds.retain(|r: &KindRule| wanted.contains(&r.kind));
         }
+        if let Some(path) = env.get("REMINDERS_END_OF_SUPPORT_FILE") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::invalid("REMINDERS_END_OF_SUPPORT_FILE", path, e))?;
+            rules.end_of_support = crate::end_of_support::EndOfSupport::from_json(&text, path)
+                .map_err(|e| ConfigError::invalid("REMINDERS_END_OF_SUPPORT_FILE", path, e))?;
+        }
         if let Some(json) = env.get("REMINDERS_KIND_RULES") {
             rules.kinds = serde_json::from_str(json)
                 .map_err(|e| ConfigError::invalid("REMINDERS_KIND_RULES", json, e))?;
@@ -480,6 +486,35 @@ mod tests {
         let c = Config::from_env_map(&env(&[("REMINDERS_TEAM_ACTION_AFTER_DAYS", "60")])).unwrap();
         assert_eq!(c.cadence.team_action_after_days, 60);
         assert_eq!(c.cadence.daily_after_deadline_days, 7);
+    }
+
+    #[test]
+    fn an_end_of_support_file_replaces_the_builtin_list_or_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("eos.json");
+        std::fs::write(
+            &file,
+            r#"{"models": [{"model": "Galaxy S8", "last_os": "Android 9"}]}"#,
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        let c = Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &path)])).unwrap();
+        assert_eq!(
+            c.rules.end_of_support.last_os("galaxy s8"),
+            Some("Android 9")
+        );
+        assert_eq!(c.rules.end_of_support.last_os("iPhone 7"), None);
+        let missing = dir.path().join("nope.json").display().to_string();
+        let err =
+            Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &missing)])).unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_END_OF_SUPPORT_FILE"),
+            "{err}"
+        );
+        std::fs::write(&file, "{").unwrap();
+        let err =
+            Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &path)])).unwrap_err();
+        assert!(err.to_string().contains("eos.json"), "{err}");
     }
 
     #[test]

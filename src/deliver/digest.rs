@@ -112,6 +112,12 @@ pub struct DigestView {
     pub past_deadline: Vec<String>,
     /// Owners past the deadline not listed.
     pub past_deadline_more: usize,
+    /// Devices that can no longer install a current OS (`model (last OS), owner`).
+    pub unsupported_count: usize,
+    /// Those devices (first [`MAX_LISTED`]).
+    pub unsupported: Vec<String>,
+    /// Those not listed.
+    pub unsupported_more: usize,
     /// Owners overdue beyond the team-action threshold.
     pub team_action_count: usize,
     /// Those owners (first [`MAX_LISTED`]), pseudonymised unless verbose.
@@ -179,6 +185,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let (mut kind, mut platform, mut risk) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut past: BTreeSet<String> = BTreeSet::new();
     let mut failures = Vec::new();
+    let mut unsupported: BTreeSet<String> = BTreeSet::new();
     for r in &report.reminders {
         for i in &r.issues {
             *kind.entry(i.kind.clone()).or_insert(0) += 1;
@@ -186,6 +193,13 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             *risk.entry(i.risk.clone()).or_insert(0) += 1;
             if i.days_left < 0 {
                 past.insert(owner_label(&r.owner, verbose));
+            }
+            if let Some(last_os) = &i.last_os {
+                unsupported.insert(format!(
+                    "{} ({last_os}), {}",
+                    i.device_model,
+                    owner_label(&r.owner, verbose)
+                ));
             }
         }
         if r.status == ReminderStatus::Failed {
@@ -231,6 +245,9 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         past_deadline_more: past_deadline_count - past_deadline.len(),
         past_deadline,
         past_deadline_count,
+        unsupported_count: unsupported.len(),
+        unsupported_more: unsupported.len().saturating_sub(MAX_LISTED),
+        unsupported: unsupported.into_iter().take(MAX_LISTED).collect(),
         team_action_count: report.team_action.len(),
         team_action: report
             .team_action
@@ -341,6 +358,18 @@ mod tests {
     #[test]
     fn owners_overdue_beyond_the_threshold_are_listed_for_the_team_and_the_card_validates() {
         let mut report = report_with_failures(2);
+        report.reminders[0].issues.push(crate::report::ReportIssue {
+            lookout_id: None,
+            device_model: "iPhone 7".into(),
+            platform: "ios".into(),
+            kind: "os_out_of_date".into(),
+            issue: "OS".into(),
+            risk: "moderate".into(),
+            detected: chrono::Utc::now(),
+            deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
+            days_left: 3,
+            last_os: Some("iOS 15".into()),
+        });
         report.team_action = (0..40).map(|i| format!("late{i}@contoso.com")).collect();
         let view = digest_view(&report, false);
         assert_eq!(view.team_action_count, 40);
@@ -363,6 +392,12 @@ mod tests {
         let text = card.to_string();
         assert!(text.contains("Needing the team's action"), "{text}");
         assert!(text.contains("and 15 more"), "{text}");
+        assert_eq!(view.unsupported_count, 1);
+        assert!(
+            text.contains("Devices that can no longer be updated (replace them): 1"),
+            "{text}"
+        );
+        assert!(text.contains("iPhone 7 (iOS 15), owner-"), "{text}");
         assert!(!text.contains("contoso.com"), "{text}");
         let messages = crate::render::official_card_messages(&[card]);
         assert!(messages[0].is_empty(), "{messages:?}");

@@ -89,6 +89,7 @@ fn reminder(kind: IssueKind, platform: Platform, stage: Stage, days_left: i64) -
                 deadline,
                 days_left,
                 due: true,
+                last_os: None,
             }],
         }],
     }
@@ -176,9 +177,11 @@ fn check(
     };
     let ios = platform != Platform::Android;
     let android = platform != Platform::Ios;
+    // A model Apple no longer updates gets no system step: it would ask the impossible.
+    let eos = stage == "end of support";
     for (text, name) in [(&msg.text, "text"), (&card, "card")] {
         must(
-            text.contains(ios_system) == (ios && !app_issue),
+            text.contains(ios_system) == (ios && !app_issue && !eos),
             &format!("{name}: iOS system update step shown iff an iOS system issue"),
         );
         must(
@@ -229,7 +232,7 @@ fn check(
         (format!("by {deadline}"), "tomorrow", "Today", "deadline")
     };
     match stage {
-        "first" | "repeat" | "last days" => {
+        "first" | "repeat" | "last days" | "end of support" => {
             must(
                 msg.subject.contains(&by),
                 "the subject gives the last day to act",
@@ -275,6 +278,25 @@ fn check(
         !all.contains(told) || stage == "long overdue",
         "says the team has been told only when it has",
     );
+    let (cannot, replace) = if fr {
+        (
+            "ne peut plus être mis à jour au-delà de la version iOS 15",
+            "pour le remplacement de ce terminal",
+        )
+    } else {
+        (
+            "cannot be updated beyond iOS 15",
+            "to have this device replaced",
+        )
+    };
+    for (text, name) in [(&msg.text, "text"), (&card, "card")] {
+        must(
+            (text.contains(cannot) && text.contains(replace)) == eos,
+            &format!(
+                "{name}: says the device cannot be updated, and whom to ask, iff end of support"
+            ),
+        );
+    }
     let lower = all.to_lowercase();
     for wrong in [
         "0 jour",
@@ -320,6 +342,9 @@ pub(crate) fn card_text(card: &serde_json::Value) -> String {
     fn walk(v: &serde_json::Value, out: &mut String) {
         match v {
             serde_json::Value::Object(map) => {
+                if map.get("isVisible") == Some(&serde_json::Value::Bool(false)) {
+                    return;
+                }
                 if let (Some(t), Some(val)) = (map.get("title"), map.get("value")) {
                     let _ = writeln!(
                         out,
@@ -391,8 +416,16 @@ fn every_kind_platform_stage_and_language_says_what_is_true() {
         for kind in IssueKind::ALL {
             let mut golden = String::new();
             for (_, platform) in combinations().into_iter().filter(|(k, _)| *k == kind) {
-                for (stage_name, stage, days_left) in STAGES {
-                    let r = reminder(kind, platform, stage, days_left);
+                // An outdated iOS on a model Apple no longer updates: the end-of-support case.
+                let eos = (kind == IssueKind::OsOutOfDate && platform == Platform::Ios)
+                    .then_some(("end of support", Stage::First, 12));
+                for (stage_name, stage, days_left) in STAGES.into_iter().chain(eos) {
+                    let mut r = reminder(kind, platform, stage, days_left);
+                    if stage_name == "end of support" {
+                        r.devices[0].device_model = "iPhone 7".into();
+                        r.devices[0].issues[0].device_model = "iPhone 7".into();
+                        r.devices[0].issues[0].last_os = Some("iOS 15".into());
+                    }
                     let msg = renderer.render(&r, as_of(), language).expect("renders");
                     let case = format!(
                         "{language} {} {} {stage_name}",

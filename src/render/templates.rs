@@ -164,6 +164,8 @@ struct IssueView {
     days_left: i64,
     /// `later`, `tomorrow`, `today` or `passed`: which deadline sentence applies.
     due: &'static str,
+    /// The model cannot install a current OS: the last one it supports.
+    last_os: Option<String>,
     lookout_id: Option<String>,
 }
 
@@ -216,7 +218,9 @@ fn app_of(line: &IssueLine) -> Option<String> {
 fn steps_for(reminder: &PlannedReminder) -> Vec<StepView> {
     let mut steps: Vec<StepView> = Vec::new();
     for action in ["system", "store"] {
-        for line in reminder.issues() {
+        // A device that cannot install a current OS gets no system step: it would ask the
+        // impossible; the message asks for a replacement instead.
+        for line in reminder.issues().filter(|l| l.last_os.is_none()) {
             let app = app_of(line);
             if (action == "store") != app.is_some() {
                 continue;
@@ -267,6 +271,10 @@ fn labels(line: &IssueLine) -> (String, String) {
                 format!("{app} app to update (vulnerability)"),
             )
         }
+        IssueKind::OsOutOfDate if line.last_os.is_some() => (
+            "Version du système (OS) dépassée, ce modèle n'est plus mis à jour par Apple".into(),
+            "Operating system (OS) out of date, and Apple no longer updates this model".into(),
+        ),
         IssueKind::OsOutOfDate => (
             "Version du système (OS) à mettre à jour".into(),
             "Operating system (OS) to update".into(),
@@ -456,6 +464,7 @@ impl Renderer {
                             deadline: format_date(i.deadline, language),
                             days_left: i.days_left,
                             due: due_word(i.days_left),
+                            last_os: i.last_os.as_deref().map(shown_value),
                             lookout_id: i.lookout_id.clone(),
                         }
                     })
@@ -463,6 +472,17 @@ impl Renderer {
             })
             .collect();
         let more_count = reminder.issues().count() - (MAX_LINES_SHOWN - budget);
+        let mut unsupported: Vec<BTreeMap<&str, String>> = Vec::new();
+        for d in &reminder.devices {
+            if let Some(last_os) = d.issues.iter().find_map(|i| i.last_os.as_deref()) {
+                if unsupported.len() < MAX_LINES_SHOWN {
+                    unsupported.push(BTreeMap::from([
+                        ("model", shown_value(&d.device_model)),
+                        ("last_os", shown_value(last_os)),
+                    ]));
+                }
+            }
+        }
         let earliest = reminder.issues().map(|i| i.deadline).min().unwrap_or(as_of);
         let days_left = reminder.min_days_left();
         let LanguageConstants { contact, signature } = self.constants.for_language(language);
@@ -474,6 +494,7 @@ impl Renderer {
             team_told => reminder.team_told,
             devices => devices,
             more_count => more_count,
+            unsupported => unsupported,
             days_left => days_left,
             due => due_word(days_left),
             deadline => format_date(earliest, language),
@@ -607,6 +628,7 @@ fn sample_reminder() -> PlannedReminder {
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left,
         due: true,
+        last_os: None,
     };
     PlannedReminder {
         owner: OwnerEmail::parse("sample@example.com").unwrap(),

@@ -371,9 +371,15 @@ fn preview_shows_the_french_message_with_the_real_model_and_only_the_owners_plat
         &[],
     );
     let text = String::from_utf8_lossy(&ios.stdout);
-    assert!(text.contains("Apple iPhone/iPad"), "{text}");
+    // An iPad Air 2 cannot install a current iPadOS: no update step, a replacement instead.
+    assert!(!text.contains("MISE À JOUR LOGICIELLE"), "{text}");
     assert!(!text.contains("Smartphone/tablette Android"), "{text}");
-    assert!(text.contains("iPad Air 2"), "{text}");
+    assert!(
+        text.contains(
+            "Votre « iPad Air 2 » ne peut plus être mis à jour au-delà de la version iPadOS 15"
+        ),
+        "{text}"
+    );
     // Detected 22 Jan 2024 19:58 UTC → deadline 21 Feb 2024: overdue on 7 March.
     assert!(text.contains("21 février 2024"), "{text}");
 

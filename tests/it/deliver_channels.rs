@@ -163,6 +163,7 @@ fn issue(kind: &str, platform: &str, risk: &str, days_left: i64) -> ReportIssue 
         detected: Utc::now(),
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left,
+        last_os: None,
     }
 }
 

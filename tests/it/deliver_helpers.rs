@@ -126,6 +126,7 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
                 deadline,
                 days_left,
                 due: true,
+                last_os: None,
             }],
         }],
     }
