@@ -136,10 +136,55 @@ fn owner_label(owner: &str, verbose: bool) -> String {
     }
 }
 
+/// What a person reads for a report name: `security_patch_out_of_date` → `Android security
+/// patch`. Unknown names are shown as they are.
+fn human_label(name: &str) -> String {
+    match name {
+        "vulnerable_app" => "Vulnerable app",
+        "os_out_of_date" => "OS out of date",
+        "security_patch_out_of_date" => "Android security patch",
+        "agent_out_of_date" => "Lookout app outdated",
+        "android" => "Android",
+        "ios" => "iOS / iPadOS",
+        "unknown" => "Unknown",
+        "high" => "High",
+        "moderate" => "Moderate",
+        "low" => "Low",
+        other => other,
+    }
+    .to_string()
+}
+
+/// One reason, said once: `HTTP 400 (HTTP 400)` → `HTTP 400`, `teams_bot: teams_bot: x` →
+/// `teams_bot: x`.
+fn one_reason(channel: Option<&str>, reason: &str) -> String {
+    let mut reason = reason.trim().to_string();
+    if let Some(open) = reason.rfind(" (") {
+        if reason.ends_with(')') {
+            let inner = reason[open + 2..reason.len() - 1].trim().to_string();
+            let outer = reason[..open].trim().to_string();
+            if outer.contains(&inner) || inner.contains(&outer) {
+                reason = if inner.len() > outer.len() {
+                    inner
+                } else {
+                    outer
+                };
+            }
+        }
+    }
+    match channel {
+        Some(ch) if !reason.starts_with(&format!("{ch}:")) => format!("{ch}: {reason}"),
+        _ => reason,
+    }
+}
+
 fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
     let mut v: Vec<Count> = map
         .into_iter()
-        .map(|(name, count)| Count { name, count })
+        .map(|(name, count)| Count {
+            name: human_label(&name),
+            count,
+        })
         .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     v
@@ -203,11 +248,10 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             }
         }
         if r.status == ReminderStatus::Failed {
-            let reason = r.reason.clone().unwrap_or_else(|| "unknown".into());
-            let reason = match &r.channel {
-                Some(ch) => format!("{ch}: {reason}"),
-                None => reason,
-            };
+            let reason = one_reason(
+                r.channel.as_deref(),
+                r.reason.as_deref().unwrap_or("unknown"),
+            );
             failures.push(FailureLine {
                 owner: owner_label(&r.owner, verbose),
                 reason,
@@ -401,5 +445,44 @@ mod tests {
         assert!(!text.contains("contoso.com"), "{text}");
         let messages = crate::render::official_card_messages(&[card]);
         assert!(messages[0].is_empty(), "{messages:?}");
+    }
+
+    #[test]
+    fn the_digest_shows_human_labels_and_one_reason_per_failure() {
+        assert_eq!(
+            one_reason(Some("workflows"), "HTTP 400 (HTTP 400)"),
+            "workflows: HTTP 400"
+        );
+        assert_eq!(
+            one_reason(Some("teams_bot"), "teams_bot: user not found"),
+            "teams_bot: user not found"
+        );
+        assert_eq!(
+            one_reason(None, "refused (HTTP 413 payload too large)"),
+            "refused (HTTP 413 payload too large)"
+        );
+        let mut report = report_with_failures(1);
+        report.reminders[0].reason = Some("HTTP 400 (HTTP 400)".into());
+        report.reminders[0].channel = Some("workflows".into());
+        report.reminders[0].issues.push(crate::report::ReportIssue {
+            lookout_id: None,
+            device_model: "SM-A528B".into(),
+            platform: "android".into(),
+            kind: "security_patch_out_of_date".into(),
+            issue: "ASPL".into(),
+            risk: "high".into(),
+            detected: chrono::Utc::now(),
+            deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
+            days_left: 3,
+            last_os: None,
+        });
+        let view = digest_view(&report, false);
+        assert_eq!(view.failures[0].reason, "workflows: HTTP 400");
+        let names: Vec<&str> = view
+            .groups
+            .iter()
+            .flat_map(|g| g.counts.iter().map(|c| c.name.as_str()))
+            .collect();
+        assert_eq!(names, ["Android security patch", "Android", "High"]);
     }
 }

@@ -154,7 +154,9 @@ fn a_run_writes_one_message_per_owner_and_a_rerun_sends_nothing_twice() {
             .lines()
             .filter(|l| l.contains("\"event\":\"sent\""))
             .count(),
-        25
+        // 25 remindable lines, less TM6511's second detection of Edge on the same device,
+        // merged into the first (one line, the earliest deadline).
+        24
     );
     assert_eq!(
         files_in(&format!("{}/reports", d.state), "json").len(),

@@ -265,12 +265,12 @@ async fn the_digest_sums_up_the_run_with_pseudonymised_owners() {
         "{text}"
     );
     assert!(
-        text.contains(r#"{"title":"vulnerable_app","value":"2"}"#),
+        text.contains(r#"{"title":"Vulnerable app","value":"2"}"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"{"title":"android","value":"3"}"#)
-            && text.contains(r#"{"title":"high","value":"2"}"#),
+        text.contains(r#"{"title":"Android","value":"3"}"#)
+            && text.contains(r#"{"title":"High","value":"2"}"#),
         "{text}"
     );
     let pseudo = lookout_reminders::domain::OwnerEmail::parse("c@contoso.com")
