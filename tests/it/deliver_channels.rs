@@ -228,6 +228,7 @@ fn report() -> RunReport {
         counts: Default::default(),
         resolved: 0,
         warnings: vec![],
+        incomplete: None,
         summary: String::new(),
     };
     r.finish(Utc::now());
