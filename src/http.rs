@@ -559,9 +559,15 @@ impl HttpClient {
                     if !is_retryable_status(status) || attempts >= self.policy.max_attempts {
                         return Err(error);
                     }
-                    let wait = retry_after(&headers, SystemTime::now())
-                        .map(|d| d.min(self.policy.max_retry_after))
-                        .unwrap_or_else(|| self.policy.backoff(attempts));
+                    let asked = retry_after(&headers, SystemTime::now())
+                        .map(|d| d.min(self.policy.max_retry_after));
+                    let wait = match (asked, &self.limiter) {
+                        // The shared limiter now holds every caller, this one included, for
+                        // the `Retry-After`: sleeping here too would wait twice.
+                        (Some(_), Some(_)) if status == 429 => Duration::ZERO,
+                        (Some(d), _) => d,
+                        (None, _) => self.policy.backoff(attempts),
+                    };
                     debug!(service = %self.service, status, attempt = attempts, wait_ms = wait.as_millis() as u64, "retrying");
                     wait
                 }
