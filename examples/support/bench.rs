@@ -1,4 +1,5 @@
-//! Set-up shared by the delivery benchmarks (`bench_delivery`, `bench_job_delivery`): the
+//! Set-up shared by the delivery benchmarks (`bench_delivery`, `bench_job_delivery`,
+//! `bench_first_run`): the
 //! knobs read from the environment, the fake Graph and Bot Connector loaded with N owners,
 //! managed-identity tokens from the fake identity endpoint, the Teams settings, the renderer,
 //! and the measures (duplicates, losses, peak RSS).
@@ -7,6 +8,9 @@
 //! `#[path = "../tests/it/fake_*.rs"]` modules, which must sit at the example's root because
 //! they name each other through `crate::`. Not an example target itself: it has no `main`
 //! and is not `examples/<name>/main.rs`.
+
+// Each benchmark uses a part of this set-up.
+#![allow(dead_code)]
 
 use crate::fake_bot::{FakeBot, RetryAfterStyle};
 use crate::fake_graph::FakeGraph;
