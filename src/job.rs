@@ -389,6 +389,7 @@ async fn run_locked(
         resolved: 0,
         warnings: parsed.notes.clone(),
         incomplete: None,
+        team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
         summary: String::new(),
     };
     if deps.rules.allowed_domains.is_empty() {

@@ -53,11 +53,13 @@ pub fn planned(owner: &str) -> lookout_reminders::plan::PlannedReminder {
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left: 10,
         due: true,
+        last_os: None,
     };
     PlannedReminder {
         owner: OwnerEmail::parse(owner).unwrap(),
         stage: Stage::First,
         escalate: false,
+        team_told: false,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
             platform: Platform::Android,
@@ -251,6 +253,7 @@ pub fn renderer() -> Renderer {
             contact: "help@contoso.com".into(),
             signature: "IT".into(),
             grace_days: 30,
+            by_language: Default::default(),
             time_zone: chrono_tz::Europe::Paris,
         },
     )
