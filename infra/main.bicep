@@ -33,7 +33,7 @@ param channels string
 param source string = 'blob'
 
 @description('Timer schedule, six-field NCRONTAB (sec min hour day month weekday). UTC on Flex Consumption; in timeZone on Premium.')
-param reminderSchedule string = '0 0 7 * * 1-5'
+param reminderSchedule string = '0 */20 7-8 * * 1-5'
 
 @description('IANA time zone for "today", deadlines and dates shown to people.')
 param timeZone string = 'Europe/Paris'

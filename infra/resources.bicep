@@ -31,7 +31,7 @@ param channels string
 ])
 param source string = 'blob'
 
-param reminderSchedule string = '0 0 7 * * 1-5'
+param reminderSchedule string = '0 */20 7-8 * * 1-5'
 param timeZone string = 'Europe/Paris'
 param allowedDomains string = ''
 param language string = 'fr'

@@ -260,6 +260,22 @@ fn the_default_schedule_is_a_six_field_ncrontab_expression() {
             .all(|f| f.chars().all(|c| c.is_ascii_digit() || "*/,-".contains(c))));
     }
     assert_eq!(main["reminderSchedule"], resources["reminderSchedule"]);
+    // The deployed default is the one the README and local settings document: several morning
+    // firings, so a first run longer than one invocation's time budget completes the same day.
+    let local: serde_json::Value =
+        serde_json::from_str(&read("local.settings.json.example")).expect("local settings");
+    assert_eq!(
+        Some(main["reminderSchedule"].as_str()),
+        local["Values"]["REMINDER_SCHEDULE"].as_str(),
+        "infra and local.settings.json.example disagree on the default schedule"
+    );
+    assert!(
+        read("infra/main.parameters.json").contains(&format!(
+            "REMINDER_SCHEDULE={}",
+            main["reminderSchedule"].as_str()
+        )),
+        "main.parameters.json's azd default differs from the template's"
+    );
 }
 
 #[test]
