@@ -643,6 +643,7 @@ fn outcome_line(
                     channel: d.channel.clone(),
                     message_id: d.message_id.clone(),
                     run_id: run_id.to_string(),
+                    maybe_delivered: false,
                 })
                 .collect();
             if let Some(conv) = &d.conversation_id {
@@ -662,6 +663,42 @@ fn outcome_line(
                 Some(&d),
             );
             (l, events)
+        }
+        Err(e) if e.maybe_delivered => {
+            // It may be on the owner's screen: recorded as sent (the cadence counts it), so
+            // neither this run's fallback nor a later run sends it again.
+            let reason_log = if deps.verbose {
+                e.reason.clone()
+            } else {
+                scrub_address(&e.reason, r.owner.as_str(), &owner_log)
+            };
+            warn!(owner = %owner_log, channel = %e.channel, reason = %reason_log, "reminder maybe delivered: recorded as sent, not re-sent");
+            let now = Utc::now();
+            let events = r
+                .issues()
+                .map(|issue| LedgerEvent::Sent {
+                    owner: r.owner.clone(),
+                    issue: issue.key.clone(),
+                    lookout_id: issue.lookout_id.clone(),
+                    stage: r.stage,
+                    as_of,
+                    sent_at: now,
+                    channel: e.channel.clone(),
+                    message_id: None,
+                    run_id: run_id.to_string(),
+                    maybe_delivered: true,
+                })
+                .collect();
+            (
+                line(
+                    r,
+                    ReminderStatus::MaybeDelivered,
+                    Some(e.reason.clone()),
+                    Some(e.channel.clone()),
+                    None,
+                ),
+                events,
+            )
         }
         Err(e) => {
             let status = if e.skip {

@@ -470,6 +470,7 @@ fn print_report(report: &RunReport) {
             ReminderStatus::Sent => "SENT",
             ReminderStatus::Skipped => "SKIPPED",
             ReminderStatus::Failed => "FAILED",
+            ReminderStatus::MaybeDelivered => "MAYBE",
         };
         let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
         println!(

@@ -181,7 +181,7 @@ impl Escalator {
         // rather than failing a reminder already delivered.
         let _permit = self.mail_in_flight.acquire().await.ok();
         self.mail
-            .send(|| self.mail.client().post(&url).json(&body), self.auth())
+            .post_message(|| self.mail.client().post(&url).json(&body), self.auth())
             .await?;
         Ok(())
     }

@@ -104,6 +104,11 @@ pub struct DeliveryError {
     pub transient: bool,
     /// The recipient is to be skipped, not failed (disabled account…).
     pub skip: bool,
+    /// The message post failed in a way that may have delivered it all the same (timeout,
+    /// reset, 5xx after the request was written): the run records it as sent
+    /// (`maybe_delivered`) and no channel sends it again.
+    #[serde(default)]
+    pub maybe_delivered: bool,
 }
 
 impl DeliveryError {
@@ -115,6 +120,7 @@ impl DeliveryError {
             code: None,
             transient: false,
             skip: false,
+            maybe_delivered: false,
         }
     }
 }

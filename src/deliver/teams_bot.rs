@@ -339,7 +339,7 @@ impl TeamsBotNotifier {
         );
         let out = self
             .bot
-            .send(
+            .post_message(
                 || self.bot.client().post(&url).json(activity),
                 Some((self.tokens.as_ref(), self.bot_scope.as_str())),
             )
@@ -394,6 +394,7 @@ pub(super) fn failure_for(channel: &str, context: &str, e: &HttpError) -> Delive
             .or_else(|| e.status().map(|s| format!("HTTP {s}"))),
         transient: e.is_transient(),
         skip: false,
+        maybe_delivered: e.maybe_delivered(),
     }
 }
 

@@ -44,6 +44,10 @@ pub enum LedgerEvent {
         message_id: Option<String>,
         /// The run that sent it.
         run_id: String,
+        /// The post failed in a way that may have delivered it (timeout, 5xx after the
+        /// request was written): counted as sent all the same, so it is never sent twice.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        maybe_delivered: bool,
     },
     /// An issue reminded about earlier is no longer in the export (or no longer active).
     Resolved {

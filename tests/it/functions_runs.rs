@@ -53,7 +53,7 @@ async fn two_timer_invocations_on_the_same_day_send_each_reminder_once() {
 async fn a_timer_and_an_http_run_at_the_same_time_run_once_and_the_other_is_told_a_run_is_in_progress(
 ) {
     let app = slow_app(Root::new(), 300).await;
-    let body = json!({});
+    let body = json!({ "dryRun": false });
     let (timer, http) = tokio::join!(app.timer(TIMER_PAYLOAD), app.run(&body));
     assert_eq!(timer.status, 200, "{}", timer.text);
     let timer_ran = timer.json["ReturnValue"]["status"] == "done";
@@ -103,7 +103,7 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
     )
     .unwrap();
     let app = Spawn::new().start_in(root).await;
-    let http = app.run(&json!({})).await;
+    let http = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(http.status, 409, "{}", http.text);
     assert_eq!(http.json["status"], "in_progress");
     let timer = app.timer(TIMER_PAYLOAD).await;
@@ -122,14 +122,14 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
 #[tokio::test]
 async fn wait_false_answers_202_with_the_run_id_and_the_report_is_fetched_later() {
     let app = slow_app(Root::new(), 200).await;
-    let started = app.run(&json!({ "wait": false })).await;
+    let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     let run_id = started.json["runId"].as_str().unwrap().to_string();
     let location = format!("/api/function_http?runId={run_id}");
     assert_eq!(started.headers["location"], location.as_str());
     assert_eq!(started.json["statusUrl"], location.as_str());
     // While it runs, another real run is refused and health names the run in progress.
-    let again = app.run(&json!({})).await;
+    let again = app.run(&json!({ "dryRun": false })).await;
     if again.status == 409 {
         assert_eq!(again.json["runId"], run_id.as_str());
     }
@@ -176,7 +176,7 @@ async fn failed_deliveries_answer_207_with_the_report() {
         .start_in(root)
         .await;
     let a = app
-        .run(&json!({ "asOf": "2024-03-07", "only": ["JM6453@engie.com"] }))
+        .run(&json!({ "dryRun": false, "only": ["JM6453@engie.com"] }))
         .await;
     assert_eq!(a.status, 207, "{}", a.text);
     assert_eq!(a.json["counts"]["failed"], 1, "{}", a.text);
@@ -192,7 +192,7 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
         )
         .start()
         .await;
-    let a = app.run(&json!({})).await;
+    let a = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(a.status, 422, "{}", a.text);
     assert!(
         a.json["error"]
@@ -204,7 +204,7 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
     );
     assert!(app.outbox_messages().is_empty());
     let missing = app
-        .run(&json!({ "source": { "path": "no-such-export.csv" } }))
+        .run(&json!({ "dryRun": false, "source": { "path": "no-such-export.csv" } }))
         .await;
     assert_eq!(missing.status, 422, "{}", missing.text);
     assert!(
@@ -236,7 +236,7 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     const OWNERS: usize = 3000;
     let root = Root::new();
     let mut app = slow_app(root.clone(), OWNERS).await;
-    let started = app.run(&json!({ "wait": false })).await;
+    let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     // Let it send a few, then stop the instance as the platform does.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -275,7 +275,7 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     drop(app);
 
     let app = slow_app(root, OWNERS).await;
-    let rerun = app.run(&json!({})).await;
+    let rerun = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(rerun.status, 200, "{}", rerun.text);
     assert_eq!(
         rerun.json["counts"]["sent"],
