@@ -77,9 +77,16 @@ enum Command {
         /// Only these owners (repeatable).
         #[arg(long, value_name = "EMAIL")]
         only: Vec<String>,
-        /// Ignore the reminder cadence and the owner cap.
+        /// Send again to the --only owners even if already reminded (needs --only).
+        #[arg(long, requires = "only")]
+        resend: bool,
+        /// The owner cap of this run (instead of REMINDERS_MAX_OWNERS_PER_RUN); owners already
+        /// reminded are not counted and not re-sent.
+        #[arg(long, value_name = "N")]
+        max_owners: Option<usize>,
+        /// Accept an export with a header and no data row (every issue becomes resolved).
         #[arg(long)]
-        force: bool,
+        allow_empty_export: bool,
         /// Outbox folder (sets REMINDERS_OUTBOX_DIR).
         #[arg(long, value_name = "DIR")]
         outbox: Option<PathBuf>,
@@ -202,7 +209,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             common,
             dry_run,
             only,
-            force,
+            resend,
+            max_owners,
+            allow_empty_export,
             outbox,
             state_dir,
             channel,
@@ -254,7 +263,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             req.dry_run = dry_run;
             req.as_of = common.as_of;
             req.only = owners;
-            req.force = force;
+            req.resend = resend;
+            req.max_owners = max_owners;
+            req.allow_empty_export = allow_empty_export;
             let cancel = tokio_util::sync::CancellationToken::new();
             let on_signal = cancel.clone();
             tokio::spawn(async move {
@@ -311,7 +322,9 @@ fn job_error_code(e: &JobError) -> u8 {
     match e {
         JobError::Busy(_) => exit::BUSY,
         JobError::Source(_) | JobError::Unusable(_) => exit::UNUSABLE_EXPORT,
-        JobError::TooManyOwners { .. } | JobError::AsOfInFuture { .. } => exit::USAGE,
+        JobError::TooManyOwners { .. }
+        | JobError::AsOfInFuture { .. }
+        | JobError::ResendWithoutOnly => exit::USAGE,
         JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
         #[allow(unreachable_patterns)]
         _ => exit::FAILURE,
@@ -415,6 +428,7 @@ async fn preview(
         as_of,
         cadence: config.cadence.clone(),
         force: true,
+        sent_today: None,
         only: [owner.clone()].into_iter().collect(),
     };
     let plan = plan::build(&parsed.findings, &Default::default(), &config.rules, &opts);

@@ -123,6 +123,7 @@ mod tests {
             messages: vec![],
             cached_conversation: None,
             verbose: false,
+            allowed_domains: Vec::new(),
         }
     }
 

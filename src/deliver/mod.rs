@@ -46,6 +46,9 @@ pub struct OutgoingReminder {
     pub cached_conversation: Option<String>,
     /// Whether logs may show the e-mail address (verbose mode).
     pub verbose: bool,
+    /// `REMINDERS_ALLOWED_DOMAINS` (empty: any): every recipient of this reminder — the
+    /// owner (checked by the plan) and a manager copied on escalation — must be in one.
+    pub allowed_domains: Vec<String>,
 }
 
 impl OutgoingReminder {

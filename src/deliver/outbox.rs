@@ -132,6 +132,7 @@ mod tests {
             }],
             cached_conversation: None,
             verbose: false,
+            allowed_domains: Vec::new(),
         }
     }
 

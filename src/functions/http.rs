@@ -159,9 +159,15 @@ pub struct RunBody {
     /// Only these owners.
     #[serde(default)]
     pub only: Option<Vec<String>>,
-    /// Ignore the cadence and the owner cap.
+    /// Refused: split into `maxOwners` and `resend` (a 400 says so).
     #[serde(default)]
     pub force: Option<bool>,
+    /// Send again to the `only` owners even if already reminded (needs `only`).
+    #[serde(default)]
+    pub resend: Option<bool>,
+    /// The owner cap of this run instead of `REMINDERS_MAX_OWNERS_PER_RUN`.
+    #[serde(default)]
+    pub max_owners: Option<usize>,
     /// The run's "today", `YYYY-MM-DD`.
     #[serde(default)]
     pub as_of: Option<String>,
@@ -319,12 +325,26 @@ fn run_request(
     let mut req = RunRequest::new(Trigger::Http);
     req.invocation_id = invocation_id;
     req.dry_run = body.dry_run.unwrap_or(false);
-    req.force = body.force.unwrap_or(false);
+    if body.force.is_some() {
+        return Err("force: no longer accepted (it lifted the owner cap and the cadence at once): use maxOwners to raise the owner cap for this run, or resend with only to message named owners again".into());
+    }
+    req.resend = body.resend.unwrap_or(false);
+    if req.resend && body.only.as_ref().is_none_or(|o| o.is_empty()) {
+        return Err("resend: needs only (the owners to message again); re-sending to everybody is never allowed".into());
+    }
+    req.max_owners = body.max_owners;
     if let Some(as_of) = &body.as_of {
-        req.as_of = Some(
-            NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
-                .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?,
-        );
+        let date = NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
+            .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?;
+        // A live run sends for today: the ledger would record a backdated send under a
+        // day the cadence has already passed.
+        let today = crate::job::today(&state.deps().rules);
+        if !req.dry_run && date < today {
+            return Err(format!(
+                "asOf: {date} is before today ({today}): a live run sends for today only; asOf is for dry runs"
+            ));
+        }
+        req.as_of = Some(date);
     }
     for (i, raw) in body.only.iter().flatten().enumerate() {
         req.only
@@ -407,7 +427,8 @@ async fn post(state: &AppState, call: HttpCall, correlation: &str) -> ApiRespons
     };
     info!(
         dry_run = req.dry_run,
-        force = req.force,
+        resend = req.resend,
+        max_owners = ?req.max_owners,
         only = req.only.len(),
         as_of = ?req.as_of,
         source_override = req.source.is_some(),
@@ -530,7 +551,7 @@ fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
 pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
     let status = match e {
         JobError::Busy(_) => StatusCode::CONFLICT,
-        JobError::AsOfInFuture { .. } => StatusCode::BAD_REQUEST,
+        JobError::AsOfInFuture { .. } | JobError::ResendWithoutOnly => StatusCode::BAD_REQUEST,
         JobError::Unusable(_) | JobError::TooManyOwners { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => {
             StatusCode::UNPROCESSABLE_ENTITY

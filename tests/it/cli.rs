@@ -187,12 +187,16 @@ fn a_run_writes_one_message_per_owner_and_a_rerun_sends_nothing_twice() {
 }
 
 #[test]
-fn force_resends_and_only_restricts_to_the_named_owners() {
+fn resend_applies_only_to_the_named_owners_and_is_refused_without_them() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
     assert_eq!(cli(&run_args(&d, &export, &[]), &[]).status.code(), Some(0));
+    let refused = cli(&run_args(&d, &export, &["--resend"]), &[]);
+    assert_eq!(refused.status.code(), Some(2), "resend without --only");
+    let old = cli(&run_args(&d, &export, &["--force"]), &[]);
+    assert_eq!(old.status.code(), Some(2), "--force is gone");
     let out = cli(
-        &run_args(&d, &export, &["--force", "--only", "WX6278@engie.com"]),
+        &run_args(&d, &export, &["--resend", "--only", "WX6278@engie.com"]),
         &[],
     );
     let r = json_report(&out);
@@ -492,7 +496,7 @@ fn a_live_run_dated_in_the_future_is_refused_but_a_dry_run_may_look_ahead() {
 }
 
 #[test]
-fn an_export_with_a_header_and_no_rows_is_refused_unless_forced() {
+fn an_export_with_a_header_and_no_rows_is_refused_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("empty-export.csv");
     std::fs::write(&path, "Device Owner,Issue,Status,Date Detected\r\n").unwrap();
@@ -501,7 +505,7 @@ fn an_export_with_a_header_and_no_rows_is_refused_unless_forced() {
     let out = cli(&run_args(&d, &p, &[]), &[]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no data rows"));
-    let forced = cli(&run_args(&d, &p, &["--force"]), &[]);
+    let forced = cli(&run_args(&d, &p, &["--allow-empty-export"]), &[]);
     assert_eq!(
         forced.status.code(),
         Some(0),

@@ -141,6 +141,7 @@ pub fn reminder(owner: &str) -> OutgoingReminder {
         messages,
         cached_conversation: None,
         verbose: false,
+        allowed_domains: Vec::new(),
     }
 }
 

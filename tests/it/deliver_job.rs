@@ -76,7 +76,7 @@ async fn the_owner_cap_refuses_the_run_before_any_send_unless_forced() {
     assert!(bot.requests().is_empty(), "nothing sent");
     assert!(graph.requests().is_empty(), "nothing even looked up");
 
-    req.force = true;
+    req.max_owners = Some(3);
     let report = job::run(&deps, req, CancellationToken::new())
         .await
         .unwrap();

@@ -66,6 +66,17 @@ async fn bad_requests_are_refused_with_clear_messages_and_the_server_keeps_servi
             "channel: unknown channel 'pigeon'",
         ),
         (br#"{"wait": 0}"#.to_vec(), 400, "wait: invalid type"),
+        // `force` lifted the cap and the cadence at once: split into maxOwners and resend.
+        (
+            br#"{"dryRun": false, "force": true}"#.to_vec(),
+            400,
+            "use maxOwners",
+        ),
+        (
+            br#"{"dryRun": false, "resend": true}"#.to_vec(),
+            400,
+            "resend: needs only",
+        ),
         (vec![b' '; 70 * 1024], 413, "over the limit of 65536 bytes"),
         (
             format!(r#"{{"only": ["{}@engie.com"]}}"#, "a".repeat(1024 * 1024)).into_bytes(),
@@ -288,6 +299,12 @@ async fn a_careless_call_never_starts_a_live_run_and_is_told_what_to_send() {
         assert!(error.contains("unknown query parameter"), "{path}: {error}");
         assert!(error.contains("code and runId"), "{path}: {error}");
     }
+    // asOf is for dry runs: a live run is for today.
+    let a = app
+        .run(&json!({ "dryRun": false, "asOf": "2024-03-07" }))
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("asOf is for dry runs"), "{}", a.text);
     assert!(app.outbox_messages().is_empty(), "a careless call sent");
     // The key and the run id are still read.
     let ok = app

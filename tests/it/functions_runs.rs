@@ -375,7 +375,7 @@ async fn the_status_url_follows_the_callers_path_and_never_carries_the_key() {
 #[tokio::test]
 async fn dry_runs_at_once_are_bounded_and_the_one_over_is_told_to_retry() {
     let app = slow_app(Root::new(), 20_000).await;
-    let body = json!({ "wait": false, "dryRun": true, "force": true });
+    let body = json!({ "wait": false, "dryRun": true, "maxOwners": 100000 });
     let mut started = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..4 {
