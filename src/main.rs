@@ -268,11 +268,14 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             req.allow_empty_export = allow_empty_export;
             let cancel = tokio_util::sync::CancellationToken::new();
             let on_signal = cancel.clone();
+            // Ctrl-C and SIGTERM (a service manager, `kill`) stop the run as `serve` does: no
+            // new send starts, what was sent is recorded, the lock is released.
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("interrupted: finishing the current batch, then stopping");
-                    on_signal.cancel();
-                }
+                stop_signal().await;
+                eprintln!(
+                    "interrupted: finishing the sends in flight, recording them, then stopping"
+                );
+                on_signal.cancel();
             });
             match job::run(&deps, req, cancel).await {
                 Ok(report) => {
@@ -508,4 +511,27 @@ fn print_report(report: &RunReport) {
         println!("warning: {w}");
     }
     println!("\n{}", report.summary);
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

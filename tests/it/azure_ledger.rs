@@ -65,7 +65,10 @@ async fn lock_is_exclusive_until_released(make: &Maker) {
         .expect("the first run takes the lock");
     match b.lock("run-bbbb").await {
         Err(LedgerError::Busy { holder }) => {
-            assert!(holder.contains("run-aaaa"), "holder: {holder}")
+            assert!(holder.contains("run run-aaaa"), "holder: {holder}");
+            assert!(holder.contains("since "), "holder: {holder}");
+            assert!(holder.contains("lease expires within"), "holder: {holder}");
+            assert!(!holder.contains('{'), "raw lock JSON: {holder}")
         }
         Err(e) => panic!("expected Busy, got {e}"),
         Ok(_) => panic!("a second run took a held lock ({})", a.describe()),

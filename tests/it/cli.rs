@@ -533,3 +533,77 @@ fn rejected_rows_quote_the_cell_in_the_report_but_not_in_the_logs() {
     assert!(logs.contains("row rejected"), "{logs}");
     assert!(!logs.contains("jd@engie.com"), "{logs}");
 }
+
+/// Messages (`.json` files) under `dir`, recursively.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                usize::from(e.path().extension().is_some_and(|x| x == "json"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn sigterm_stops_a_cli_run_with_what_was_sent_recorded_and_the_lock_released() {
+    const OWNERS: usize = 3000;
+    let d = dirs();
+    let export = Path::new(&d.state).with_file_name("big-export.csv");
+    crate::helpers::write_export(&export, OWNERS);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout-reminders"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REMINDERS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let export_arg = export.display().to_string();
+    cmd.args([
+        "run",
+        "--export",
+        &export_arg,
+        "--outbox",
+        &d.outbox,
+        "--state-dir",
+        &d.state,
+    ])
+    .args(["--max-owners", "100000", "--json"])
+    .env("REMINDERS_CONCURRENCY", "1")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while files_under(Path::new(&d.outbox)) < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started sending"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !Path::new(&d.state).join("run.lock").exists(),
+        "the lock survived SIGTERM: {stderr}"
+    );
+    let recorded = std::fs::read_to_string(Path::new(&d.state).join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"event\":\"sent\""))
+        .count();
+    let sent = files_under(Path::new(&d.outbox));
+    assert!(sent < OWNERS, "the run finished before SIGTERM");
+    assert_eq!(recorded, sent, "outbox and ledger disagree: {stderr}");
+}
