@@ -643,13 +643,16 @@ pub fn service_error(body: &[u8]) -> (Option<String>, Option<String>) {
     };
     let e = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
     let text = |key: &str| e.get(key).and_then(|x| x.as_str()).map(str::to_string);
-    let message = text("message").map(|m| {
-        if m.chars().count() > 200 {
-            format!("{}…", m.chars().take(200).collect::<String>())
-        } else {
-            m
-        }
-    });
+    // Scrubbed once here, for every caller: Graph repeats the address it was asked for.
+    let message = text("message")
+        .map(|m| crate::domain::scrub_addresses(&m))
+        .map(|m| {
+            if m.chars().count() > 200 {
+                format!("{}…", m.chars().take(200).collect::<String>())
+            } else {
+                m
+            }
+        });
     (text("code"), message)
 }
 

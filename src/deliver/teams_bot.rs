@@ -141,7 +141,7 @@ impl TeamsBotNotifier {
     }
 
     /// `GET /users/{upn}` with the fields the bot needs.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all)]
     pub async fn resolve_user(&self, upn: &str) -> Result<GraphUser, HttpError> {
         let url = format!(
             "{}/v1.0/users/{}?$select=id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled",
@@ -276,7 +276,7 @@ impl TeamsBotNotifier {
 
     /// `POST {serviceUrl}/v3/conversations`: the 1:1 conversation between the bot and the
     /// user, created (or found: Teams answers the same id again) by the Bot Connector.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all)]
     async fn create_conversation(
         &self,
         user_id: &str,
@@ -419,10 +419,12 @@ impl Notifier for TeamsBotNotifier {
         let user = match self.resolve_user(msg.owner().as_str()).await {
             Ok(u) => u,
             Err(e) if e.status() == Some(404) => {
+                // The ordinary "not in Teams" case: the fallback channel takes it.
+                warn!(owner = %msg.owner().for_log(msg.verbose), "user not found in the directory");
                 return Err(DeliveryError {
                     code: e.code().map(str::to_string),
                     ..DeliveryError::permanent(CHANNEL, "user not found")
-                })
+                });
             }
             Err(e) => return Err(failure("cannot look the user up", &e)),
         };

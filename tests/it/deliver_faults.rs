@@ -340,3 +340,65 @@ async fn a_500_on_a_post_is_maybe_delivered_and_not_retried() {
     assert!(e.maybe_delivered, "{e:?}");
     assert_eq!(bot.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_log_line_of_any_delivery_fault_holds_an_address_a_token_or_a_signature() {
+    use lookout_reminders::deliver::{EmailNotifier, FallbackNotifier};
+    use std::sync::Arc;
+    let (logs, _guard) = crate::deliver_helpers::capture_logs();
+    let (graph, bot) = fakes().await;
+    let tokens = identity_tokens().await;
+    let teams = TeamsBotNotifier::new(
+        &settings(&graph, &bot),
+        tokens.clone(),
+        reqwest::Client::new(),
+    )
+    .unwrap()
+    .with_policy(RetryPolicy {
+        timeout: Duration::from_millis(300),
+        ..fast_policy()
+    });
+    let email = EmailNotifier::new(&settings(&graph, &bot), tokens, reqwest::Client::new())
+        .unwrap()
+        .with_policy(fast_policy());
+    let chain = FallbackNotifier::new(vec![Arc::new(teams), Arc::new(email)]);
+    let owners: Vec<String> = (0..7)
+        .map(|i| format!("Fault.Owner{i}@contoso.com"))
+        .collect();
+    for o in &owners[1..] {
+        graph.add_user(o, None);
+        graph.preinstall(o);
+    }
+    // owners[0]: not in the directory (Graph's 404 repeats the address), e-mailed instead.
+    // Then: 5xx after accepting, no answer, 429 then success, a revoked token, a 403.
+    bot.accept_then_fail(502, 1);
+    let scenarios: Vec<Box<dyn Fn()>> = vec![
+        Box::new(|| {}),
+        Box::new(|| {}),
+        Box::new(|| bot.accept_then_hang(Duration::from_millis(900), 1)),
+        Box::new(|| bot.fail_next(429, 2, "TooManyRequests", Some("0"))),
+        Box::new(|| bot.revoke_next_token()),
+        Box::new(|| bot.fail_next(403, 2, "Forbidden", None)),
+        Box::new(|| bot.fail_next(500, 1, "InternalServerError", None)),
+    ];
+    for (o, prepare) in owners.iter().zip(scenarios) {
+        prepare();
+        let _ = chain.send(&reminder(o)).await;
+    }
+    let text = logs.text();
+    assert!(text.contains("user not found"), "{text}");
+    let header = crate::fake_identity::FakeIdentity::shared().await.header();
+    for line in text.lines() {
+        assert!(!line.contains('@'), "address in a log line: {line}");
+        assert!(
+            !line.contains("Bearer"),
+            "bearer token in a log line: {line}"
+        );
+        assert!(!line.contains("eyJ"), "JWT in a log line: {line}");
+        assert!(!line.contains("sig="), "signature in a log line: {line}");
+        assert!(
+            !line.contains(&header),
+            "identity header in a log line: {line}"
+        );
+    }
+}

@@ -263,17 +263,52 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
 }
 
 #[tokio::test]
-async fn a_local_source_override_runs_on_that_file() {
+async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_there() {
     let app = Spawn::new()
-        .env("REMINDERS_EXPORT_PATH", "missing.csv")
+        .env(
+            "REMINDERS_EXPORT_PATH",
+            fixture("missing.csv").display().to_string(),
+        )
         .start()
         .await;
-    let path = fixture("issues-export.csv").display().to_string();
+    for path in [
+        "issues-export.csv".to_string(),
+        fixture("issues-export.csv").display().to_string(),
+    ] {
+        let a = app
+            .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+            .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        assert_eq!(a.json["counts"]["planned"], 23);
+    }
+    // Outside the folder, or not a regular file: refused before anything is read.
+    for path in [
+        "../../../../../../etc/passwd",
+        "/etc/passwd",
+        "/dev/zero",
+        "../Cargo.toml",
+        ".",
+    ] {
+        let a = app
+            .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+            .await;
+        assert!(a.status == 400 || a.status == 422, "{path}: {}", a.text);
+        assert!(
+            !a.text.contains("root:"),
+            "{path}: file content quoted: {}",
+            a.text
+        );
+        assert!(
+            !a.text.contains("[package]"),
+            "{path}: file content quoted: {}",
+            a.text
+        );
+    }
     let a = app
-        .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+        .run(&json!({ "dryRun": true, "source": { "path": "../../../../../../etc/passwd" } }))
         .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json["counts"]["planned"], 23);
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("export's folder"), "{}", a.text);
 }
 
 #[tokio::test]
