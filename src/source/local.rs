@@ -53,6 +53,9 @@ pub fn confined_path(folder: &Path, requested: &Path) -> Result<PathBuf, String>
     if !resolved.starts_with(&root) {
         return Err(outside(folder));
     }
+    if !std::fs::metadata(&resolved).is_ok_and(|m| m.is_file()) {
+        return Err("source.path must name a regular file".into());
+    }
     Ok(resolved)
 }
 
