@@ -68,6 +68,7 @@ async fn run(
                     messages,
                     cached_conversation: None,
                     verbose: false,
+                    allowed_domains: Vec::new(),
                 };
                 teams.send(&msg).await.is_ok()
             }

@@ -143,6 +143,7 @@ fn reminder(o: &str, renderer: &Renderer) -> OutgoingReminder {
         messages,
         cached_conversation: None,
         verbose: false,
+        allowed_domains: Vec::new(),
     }
 }
 

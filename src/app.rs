@@ -7,6 +7,7 @@ use crate::job::Deps;
 use crate::ledger::{LedgerStore, LocalLedger};
 use crate::render::{MessageConstants, RenderError, Renderer};
 use crate::source::{LocalFileSource, Source};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,8 +134,16 @@ pub fn source_override(
                     "source.path is only accepted when REMINDERS_SOURCE=local".into(),
                 ));
             }
+            // Only files in the configured export's folder (no `..`, no links out of it).
+            let folder = config
+                .export_path
+                .as_deref()
+                .and_then(Path::parent)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let path = crate::source::confined_path(folder, path).map_err(WiringError::Other)?;
             Ok(Arc::new(LocalFileSource::new(
-                path.clone(),
+                path,
                 config.max_export_bytes,
             )))
         }

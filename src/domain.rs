@@ -266,3 +266,66 @@ mod tests {
         assert_eq!(Platform::parse("iOS"), Platform::Ios);
     }
 }
+
+/// Replaces every e-mail address in `text` (a service's error message: Graph repeats the
+/// address it was asked for) with its pseudonym, so no address reaches a log or an error.
+pub fn scrub_addresses(text: &str) -> String {
+    let is_local = |c: char| c.is_ascii_alphanumeric() || "._%+-'".contains(c);
+    let is_domain = |c: char| c.is_ascii_alphanumeric() || ".-".contains(c);
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < chars.len() {
+        if chars[i] == '@' {
+            let mut start = i;
+            while start > copied && is_local(chars[start - 1]) {
+                start -= 1;
+            }
+            let mut end = i + 1;
+            while end < chars.len() && is_domain(chars[end]) {
+                end += 1;
+            }
+            // Quotes around an address are not part of it.
+            while start < i && chars[start] == '\'' {
+                start += 1;
+            }
+            while end > i + 1 && chars[end - 1] == '.' {
+                end -= 1;
+            }
+            let candidate: String = chars[start..end].iter().collect();
+            if start < i && end > i + 1 {
+                if let Ok(email) = OwnerEmail::parse(&candidate) {
+                    out.extend(&chars[copied..start]);
+                    out.push_str(&email.pseudonym());
+                    copied = end;
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out.extend(&chars[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+
+    #[test]
+    fn every_address_in_a_service_message_becomes_its_pseudonym() {
+        let text = "Resource 'Jean.Dupont@Engie.com' does not exist or one of its queried reference-property objects are not present (x@y.fr).";
+        let scrubbed = scrub_addresses(text);
+        assert!(!scrubbed.contains('@'), "{scrubbed}");
+        let p = OwnerEmail::parse("jean.dupont@engie.com")
+            .unwrap()
+            .pseudonym();
+        assert!(
+            scrubbed.contains(&format!("Resource '{p}' does not exist")),
+            "{scrubbed}"
+        );
+        assert_eq!(scrub_addresses("no address @ here"), "no address @ here");
+    }
+}

@@ -248,6 +248,72 @@ impl KeyedRateLimiter {
     }
 }
 
+/// Whether a call may be sent again after a failure that leaves its fate unknown.
+///
+/// The rule of `teams-delivery.md` ("Throttling and retries"): reads and idempotent writes
+/// are retried on 5xx, timeouts and resets; a message post is retried only when it surely
+/// did not reach the service, because a timeout, a reset after the request was written or a
+/// gateway's 5xx can mean "delivered, answer lost".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Reads and idempotent writes: retry 408, 412, 429, 5xx, timeouts, resets.
+    Safe,
+    /// Posting a message (activity, `sendMail`, webhook): retry only what proves it was not
+    /// taken — 412, 429, 503 with `Retry-After`, a connection that never opened. Anything else
+    /// after the request may have been written ends the call at once as
+    /// [`HttpError::MaybeDelivered`]: never sent again, in this run or on another channel.
+    NotIfMaybeDelivered,
+}
+
+/// What one attempt ended with, for the retry decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// The service answered this status (400 or above).
+    Status { status: u16, retry_after: bool },
+    /// The connection never opened: the request surely did not reach the service.
+    NotConnected,
+    /// Timed out or broke after the connection opened.
+    Broken,
+}
+
+fn should_retry(replay: Replay, attempt: Attempt) -> bool {
+    match (replay, attempt) {
+        (_, Attempt::NotConnected) => true,
+        (
+            _,
+            Attempt::Status {
+                status: 429 | 412, ..
+            },
+        ) => true,
+        (Replay::Safe, Attempt::Status { status, .. }) => is_retryable_status(status),
+        (Replay::Safe, Attempt::Broken) => true,
+        // A 503 with Retry-After is the service refusing the request before taking it.
+        (
+            Replay::NotIfMaybeDelivered,
+            Attempt::Status {
+                status: 503,
+                retry_after: true,
+            },
+        ) => true,
+        (Replay::NotIfMaybeDelivered, _) => false,
+    }
+}
+
+/// Whether a failed message post may have been delivered all the same.
+fn maybe_delivered(replay: Replay, attempt: Attempt) -> bool {
+    if replay == Replay::Safe {
+        return false;
+    }
+    match attempt {
+        Attempt::NotConnected => false,
+        Attempt::Broken => true,
+        Attempt::Status {
+            status,
+            retry_after,
+        } => status >= 500 && !(status == 503 && retry_after),
+    }
+}
+
 /// A response that ended the retry loop successfully (any status below 400).
 #[derive(Clone, Debug)]
 pub struct HttpOutcome {
@@ -319,6 +385,19 @@ pub enum HttpError {
         /// The credential's error.
         source: TokenError,
     },
+    /// A message post failed in a way that may still have delivered it (a timeout, a reset
+    /// after the request was written, a 5xx). Never retried, never re-sent elsewhere.
+    #[error("{service}: {detail}: the message may have been delivered{}", retried(*attempts))]
+    MaybeDelivered {
+        /// Service name.
+        service: String,
+        /// What happened (`timed out after 30 s`, `HTTP 502`…), without the URL.
+        detail: String,
+        /// The status, when the service answered.
+        status: Option<u16>,
+        /// Attempts made.
+        attempts: u32,
+    },
     /// The body is not what was expected.
     #[error("{service}: unexpected response: {detail}")]
     Decode {
@@ -344,6 +423,7 @@ impl HttpError {
     pub fn status(&self) -> Option<u16> {
         match self {
             HttpError::Status { status, .. } => Some(*status),
+            HttpError::MaybeDelivered { status, .. } => *status,
             _ => None,
         }
     }
@@ -361,6 +441,7 @@ impl HttpError {
         match self {
             HttpError::Status { attempts, .. }
             | HttpError::Transport { attempts, .. }
+            | HttpError::MaybeDelivered { attempts, .. }
             | HttpError::Decode { attempts, .. } => *attempts,
             HttpError::Token { .. } => 0,
         }
@@ -370,9 +451,17 @@ impl HttpError {
     pub fn is_transient(&self) -> bool {
         match self {
             HttpError::Status { status, .. } => is_retryable_status(*status),
-            HttpError::Transport { .. } | HttpError::Token { .. } => true,
+            HttpError::Transport { .. }
+            | HttpError::Token { .. }
+            | HttpError::MaybeDelivered { .. } => true,
             HttpError::Decode { .. } => false,
         }
+    }
+
+    /// Whether the failed call was a message post that may have been delivered all the
+    /// same: the caller records it as sent and never posts it again.
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, HttpError::MaybeDelivered { .. })
     }
 
     /// A short reason for a report line: `throttled: out of retries`, `HTTP 403`….
@@ -397,15 +486,22 @@ impl HttpError {
             HttpError::Transport {
                 detail, attempts, ..
             } => format!("{detail}{}", retried(*attempts)),
+            HttpError::MaybeDelivered {
+                detail, attempts, ..
+            } => format!(
+                "{detail}{}: may have been delivered, not re-sent",
+                retried(*attempts)
+            ),
             HttpError::Token { source, .. } => source.to_string(),
             HttpError::Decode { detail, .. } => format!("unexpected response: {detail}"),
         }
     }
 }
 
-/// 408, 429 and 5xx (except 501 Not Implemented / 505) are worth retrying.
+/// 408, 412 (Teams: transient), 429 and 5xx (except 501 Not Implemented / 505) are worth
+/// retrying.
 pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429) || (status >= 500 && status != 501 && status != 505)
+    matches!(status, 408 | 412 | 429) || (status >= 500 && status != 501 && status != 505)
 }
 
 /// Counters shared by the clones of a client (for the run report and the benchmark).
@@ -481,7 +577,27 @@ impl HttpClient {
         build: impl Fn() -> reqwest::RequestBuilder,
         auth: Option<(&dyn AccessTokens, &str)>,
     ) -> Result<HttpOutcome, HttpError> {
-        let streamed = self.send_streaming(build, auth).await?;
+        self.send_with(Replay::Safe, build, auth).await
+    }
+
+    /// Posts a message: like [`send`](Self::send) under [`Replay::NotIfMaybeDelivered`].
+    pub async fn post_message(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        auth: Option<(&dyn AccessTokens, &str)>,
+    ) -> Result<HttpOutcome, HttpError> {
+        self.send_with(Replay::NotIfMaybeDelivered, build, auth)
+            .await
+    }
+
+    /// Like [`send`](Self::send), with the given replay rule.
+    pub async fn send_with(
+        &self,
+        replay: Replay,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        auth: Option<(&dyn AccessTokens, &str)>,
+    ) -> Result<HttpOutcome, HttpError> {
+        let streamed = self.send_streaming_with(replay, build, auth).await?;
         let status = streamed.response.status().as_u16();
         let headers = streamed.response.headers().clone();
         // A body that cannot be read after a success is still a success: the
@@ -502,6 +618,15 @@ impl HttpClient {
     /// whose timeout fits the whole transfer.
     pub async fn send_streaming(
         &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        auth: Option<(&dyn AccessTokens, &str)>,
+    ) -> Result<StreamedResponse, HttpError> {
+        self.send_streaming_with(Replay::Safe, build, auth).await
+    }
+
+    async fn send_streaming_with(
+        &self,
+        replay: Replay,
         build: impl Fn() -> reqwest::RequestBuilder,
         auth: Option<(&dyn AccessTokens, &str)>,
     ) -> Result<StreamedResponse, HttpError> {
@@ -556,7 +681,19 @@ impl HttpClient {
                             limiter.throttled(asked);
                         }
                     }
-                    if !is_retryable_status(status) || attempts >= self.policy.max_attempts {
+                    let attempt = Attempt::Status {
+                        status,
+                        retry_after: headers.contains_key(RETRY_AFTER),
+                    };
+                    if maybe_delivered(replay, attempt) {
+                        return Err(HttpError::MaybeDelivered {
+                            service: self.service.clone(),
+                            detail: format!("HTTP {status}"),
+                            status: Some(status),
+                            attempts,
+                        });
+                    }
+                    if !should_retry(replay, attempt) || attempts >= self.policy.max_attempts {
                         return Err(error);
                     }
                     let asked = retry_after(&headers, SystemTime::now())
@@ -581,13 +718,30 @@ impl HttpClient {
                     } else {
                         format!("request failed: {}", error_chain(&e))
                     };
+                    // A connect error (refused, DNS, TLS handshake) never wrote the request.
+                    let attempt = if e.is_connect() || e.is_builder() {
+                        Attempt::NotConnected
+                    } else {
+                        Attempt::Broken
+                    };
+                    if maybe_delivered(replay, attempt) {
+                        return Err(HttpError::MaybeDelivered {
+                            service: self.service.clone(),
+                            detail,
+                            status: None,
+                            attempts,
+                        });
+                    }
                     let error = HttpError::Transport {
                         service: self.service.clone(),
                         detail,
                         timeout,
                         attempts,
                     };
-                    if attempts >= self.policy.max_attempts || e.is_builder() {
+                    if attempts >= self.policy.max_attempts
+                        || e.is_builder()
+                        || !should_retry(replay, attempt)
+                    {
                         return Err(error);
                     }
                     let wait = self.policy.backoff(attempts);
@@ -635,13 +789,16 @@ pub fn service_error(body: &[u8]) -> (Option<String>, Option<String>) {
     };
     let e = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
     let text = |key: &str| e.get(key).and_then(|x| x.as_str()).map(str::to_string);
-    let message = text("message").map(|m| {
-        if m.chars().count() > 200 {
-            format!("{}…", m.chars().take(200).collect::<String>())
-        } else {
-            m
-        }
-    });
+    // Scrubbed once here, for every caller: Graph repeats the address it was asked for.
+    let message = text("message")
+        .map(|m| crate::domain::scrub_addresses(&m))
+        .map(|m| {
+            if m.chars().count() > 200 {
+                format!("{}…", m.chars().take(200).collect::<String>())
+            } else {
+                m
+            }
+        });
     (text("code"), message)
 }
 

@@ -102,8 +102,14 @@ pub struct RunRequest {
     pub as_of: Option<NaiveDate>,
     /// Only these owners.
     pub only: Vec<OwnerEmail>,
-    /// Ignore the cadence and the owner cap.
-    pub force: bool,
+    /// Send again to owners already reminded (the cadence does not hold them back). Only
+    /// together with `only`: it can never re-send to everybody.
+    pub resend: bool,
+    /// The owner cap of this run, instead of `REMINDERS_MAX_OWNERS_PER_RUN` (e.g. to finish
+    /// an interrupted large run: the owners it already reached are not due, not re-sent).
+    pub max_owners: Option<usize>,
+    /// Accept an export with a header and no data row (every issue is then resolved).
+    pub allow_empty_export: bool,
     /// Another source for this run.
     pub source: Option<Arc<dyn Source>>,
     /// Another channel for this run.
@@ -122,7 +128,9 @@ impl RunRequest {
             dry_run: false,
             as_of: None,
             only: Vec::new(),
-            force: false,
+            resend: false,
+            max_owners: None,
+            allow_empty_export: false,
             source: None,
             notifier: None,
             run_id: None,
@@ -155,13 +163,16 @@ pub enum JobError {
         today: NaiveDate,
     },
     /// The plan would message more owners than allowed.
-    #[error("refusing to message {planned} owners in one run (limit {limit}, setting REMINDERS_MAX_OWNERS_PER_RUN); check the export, or force the run")]
+    #[error("refusing to message {planned} owners in one run (limit {limit}, setting REMINDERS_MAX_OWNERS_PER_RUN); check the export, or raise the cap for this run (--max-owners / \"maxOwners\"); owners already reminded are not counted and never re-sent")]
     TooManyOwners {
         /// Owners planned.
         planned: usize,
         /// The cap.
         limit: usize,
     },
+    /// Re-sending is asked for without naming the owners.
+    #[error("resend needs the owners it applies to (--only / \"only\"): re-sending to everybody is never allowed")]
+    ResendWithoutOnly,
     /// The run was stopped (shutdown) after recording what it had sent.
     #[error(
         "run stopped (shutdown or lost run lock) after {sent} reminders; what was sent is recorded"
@@ -229,6 +240,9 @@ async fn run_inner(
     let today = today(&deps.rules);
     if !req.dry_run && as_of > today {
         return Err(JobError::AsOfInFuture { as_of, today });
+    }
+    if req.resend && req.only.is_empty() {
+        return Err(JobError::ResendWithoutOnly);
     }
     let source = req.source.clone().unwrap_or_else(|| deps.source.clone());
     let notifier = req
@@ -298,7 +312,13 @@ async fn run_inner(
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
         // The digest is a courtesy to the security team: its failure never fails the run.
-        if let Some(digest) = &deps.digest {
+        // Only when something happened: a same-day no-op rerun posts nothing.
+        let happened = report.counts.sent
+            + report.counts.failed
+            + report.counts.maybe_delivered
+            + report.resolved
+            > 0;
+        if let (Some(digest), true) = (&deps.digest, happened) {
             match crate::deliver::send_digest(&report, &deps.renderer, digest).await {
                 Ok(_) => info!("security-team digest sent"),
                 Err(e) => warn!(error = %e, "could not send the security-team digest"),
@@ -348,16 +368,20 @@ async fn run_locked(
                 .unwrap_or_default(),
         }));
     }
-    if parsed.total_rows == 0 && !req.force {
+    if parsed.total_rows == 0 && !req.allow_empty_export {
         return Err(JobError::Unusable(ParseError::NoDataRows {
             name: source_report.location.clone(),
         }));
     }
     let ledger = deps.ledger.load().await?;
+    // A run for today also counts sends made today under another run date (hole: a
+    // backdated run, then the timer, the same real day).
+    let real_today = today(&deps.rules);
     let opts = PlanOptions {
         as_of,
+        sent_today: (as_of == real_today).then_some((real_today, deps.rules.time_zone)),
         cadence: deps.cadence.clone(),
-        force: req.force,
+        force: req.resend,
         only: req.only.iter().cloned().collect::<HashSet<_>>(),
     };
     let plan = plan::build(&parsed.findings, &ledger, &deps.rules, &opts);
@@ -411,10 +435,13 @@ async fn run_locked(
         });
     }
 
-    if !req.force && !req.dry_run && plan.reminders.len() > deps.max_owners_per_run {
+    // Counted on the owners still due: after an interrupted run, those already reminded
+    // today are not due, so raising the cap to finish it never re-sends to them.
+    let cap = req.max_owners.unwrap_or(deps.max_owners_per_run);
+    if !req.dry_run && plan.reminders.len() > cap {
         return Err(JobError::TooManyOwners {
             planned: plan.reminders.len(),
-            limit: deps.max_owners_per_run,
+            limit: cap,
         });
     }
 
@@ -760,6 +787,7 @@ async fn send_one(
         messages,
         cached_conversation: ledger.conversations.get(&r.owner).cloned(),
         verbose: deps.verbose,
+        allowed_domains: deps.rules.allowed_domains.clone(),
     };
     let owner_log = r.owner.for_log(deps.verbose);
     notifier
@@ -794,6 +822,7 @@ fn outcome_line(
                     channel: d.channel.clone(),
                     message_id: d.message_id.clone(),
                     run_id: run_id.to_string(),
+                    maybe_delivered: false,
                 })
                 .collect();
             if let Some(conv) = &d.conversation_id {
@@ -813,6 +842,42 @@ fn outcome_line(
                 Some(&d),
             );
             (l, events)
+        }
+        Err(e) if e.maybe_delivered => {
+            // It may be on the owner's screen: recorded as sent (the cadence counts it), so
+            // neither this run's fallback nor a later run sends it again.
+            let reason_log = if deps.verbose {
+                e.reason.clone()
+            } else {
+                scrub_address(&e.reason, r.owner.as_str(), &owner_log)
+            };
+            warn!(owner = %owner_log, channel = %e.channel, reason = %reason_log, "reminder maybe delivered: recorded as sent, not re-sent");
+            let now = Utc::now();
+            let events = r
+                .issues()
+                .map(|issue| LedgerEvent::Sent {
+                    owner: r.owner.clone(),
+                    issue: issue.key.clone(),
+                    lookout_id: issue.lookout_id.clone(),
+                    stage: r.stage,
+                    as_of,
+                    sent_at: now,
+                    channel: e.channel.clone(),
+                    message_id: None,
+                    run_id: run_id.to_string(),
+                    maybe_delivered: true,
+                })
+                .collect();
+            (
+                line(
+                    r,
+                    ReminderStatus::MaybeDelivered,
+                    Some(e.reason.clone()),
+                    Some(e.channel.clone()),
+                    None,
+                ),
+                events,
+            )
         }
         Err(e) => {
             let status = if e.skip {

@@ -77,9 +77,16 @@ enum Command {
         /// Only these owners (repeatable).
         #[arg(long, value_name = "EMAIL")]
         only: Vec<String>,
-        /// Ignore the reminder cadence and the owner cap.
+        /// Send again to the --only owners even if already reminded (needs --only).
+        #[arg(long, requires = "only")]
+        resend: bool,
+        /// The owner cap of this run (instead of REMINDERS_MAX_OWNERS_PER_RUN); owners already
+        /// reminded are not counted and not re-sent.
+        #[arg(long, value_name = "N")]
+        max_owners: Option<usize>,
+        /// Accept an export with a header and no data row (every issue becomes resolved).
         #[arg(long)]
-        force: bool,
+        allow_empty_export: bool,
         /// Outbox folder (sets REMINDERS_OUTBOX_DIR).
         #[arg(long, value_name = "DIR")]
         outbox: Option<PathBuf>,
@@ -202,7 +209,9 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             common,
             dry_run,
             only,
-            force,
+            resend,
+            max_owners,
+            allow_empty_export,
             outbox,
             state_dir,
             channel,
@@ -254,14 +263,19 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             req.dry_run = dry_run;
             req.as_of = common.as_of;
             req.only = owners;
-            req.force = force;
+            req.resend = resend;
+            req.max_owners = max_owners;
+            req.allow_empty_export = allow_empty_export;
             let cancel = tokio_util::sync::CancellationToken::new();
             let on_signal = cancel.clone();
+            // Ctrl-C and SIGTERM (a service manager, `kill`) stop the run as `serve` does: no
+            // new send starts, what was sent is recorded, the lock is released.
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("interrupted: finishing the current batch, then stopping");
-                    on_signal.cancel();
-                }
+                stop_signal().await;
+                eprintln!(
+                    "interrupted: finishing the sends in flight, recording them, then stopping"
+                );
+                on_signal.cancel();
             });
             match job::run(&deps, req, cancel).await {
                 Ok(report) => {
@@ -311,7 +325,9 @@ fn job_error_code(e: &JobError) -> u8 {
     match e {
         JobError::Busy(_) => exit::BUSY,
         JobError::Source(_) | JobError::Unusable(_) => exit::UNUSABLE_EXPORT,
-        JobError::TooManyOwners { .. } | JobError::AsOfInFuture { .. } => exit::USAGE,
+        JobError::TooManyOwners { .. }
+        | JobError::AsOfInFuture { .. }
+        | JobError::ResendWithoutOnly => exit::USAGE,
         JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
         #[allow(unreachable_patterns)]
         _ => exit::FAILURE,
@@ -415,6 +431,7 @@ async fn preview(
         as_of,
         cadence: config.cadence.clone(),
         force: true,
+        sent_today: None,
         only: [owner.clone()].into_iter().collect(),
     };
     let plan = plan::build(&parsed.findings, &Default::default(), &config.rules, &opts);
@@ -470,6 +487,7 @@ fn print_report(report: &RunReport) {
             ReminderStatus::Sent => "SENT",
             ReminderStatus::Skipped => "SKIPPED",
             ReminderStatus::Failed => "FAILED",
+            ReminderStatus::MaybeDelivered => "MAYBE",
         };
         let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
         println!(
@@ -493,4 +511,27 @@ fn print_report(report: &RunReport) {
         println!("warning: {w}");
     }
     println!("\n{}", report.summary);
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

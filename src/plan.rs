@@ -106,6 +106,10 @@ pub struct PlanOptions {
     pub cadence: Cadence,
     /// Ignore the cadence (send even if reminded recently).
     pub force: bool,
+    /// The real day the run sends on, in the configured time zone, when it sends for today:
+    /// an issue whose latest send fell on this real day is not due, whatever run date that
+    /// send was recorded under (a backdated run then the timer must not both send).
+    pub sent_today: Option<(NaiveDate, chrono_tz::Tz)>,
     /// Restrict to these owners (empty = everybody).
     pub only: HashSet<OwnerEmail>,
 }
@@ -357,6 +361,9 @@ fn is_due(
     let Some(h) = ledger.history(owner, key) else {
         return true;
     };
+    if sent_on_the_real_day(h, opts) {
+        return false;
+    }
     let since = (opts.as_of - h.last_sent).num_days();
     let c = &opts.cadence;
     // Never twice on the same day, whatever the cadence: reruns and retries are no-ops.
@@ -374,12 +381,26 @@ fn is_due(
     since >= c.remind_every_days
 }
 
+fn sent_on_the_real_day(h: &crate::ledger::IssueHistory, opts: &PlanOptions) -> bool {
+    opts.sent_today
+        .is_some_and(|(today, tz)| h.last_sent_at.with_timezone(&tz).date_naive() >= today)
+}
+
 fn not_due_reason(
     ledger: &LedgerSnapshot,
     owner: &OwnerEmail,
     lines: &[IssueLine],
     opts: &PlanOptions,
 ) -> String {
+    if let Some((today, _)) = opts.sent_today {
+        if lines
+            .iter()
+            .filter_map(|l| ledger.history(owner, &l.key))
+            .any(|h| sent_on_the_real_day(h, opts))
+        {
+            return format!("already reminded today ({today})");
+        }
+    }
     let last = lines
         .iter()
         .filter_map(|l| ledger.history(owner, &l.key))
@@ -480,6 +501,7 @@ mod tests {
             channel: "outbox".into(),
             message_id: None,
             run_id: "r".into(),
+            maybe_delivered: false,
         }
     }
 
@@ -530,6 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn a_send_recorded_under_a_past_run_date_today_still_counts_as_sent_today() {
+        let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        // A backdated run (as of 7 March) sent today; the timer runs as of today, 20 March.
+        let mut event = sent(&f, 7);
+        if let LedgerEvent::Sent { sent_at, .. } = &mut event {
+            *sent_at = Utc.with_ymd_and_hms(2024, 3, 20, 6, 0, 0).unwrap();
+        }
+        let ledger = LedgerSnapshot::from_events(&[event]);
+        let mut o = opts(20);
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o);
+        assert_eq!(
+            plan.reminders.len(),
+            1,
+            "without the real day, 13 days look due"
+        );
+        o.sent_today = Some((o.as_of, chrono_tz::Europe::Paris));
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o);
+        assert!(plan.reminders.is_empty(), "{:?}", plan.reminders);
+        assert!(plan.not_due[0].reason.contains("already reminded today"));
+        // 23:30 UTC on 19 March is already 20 March in Paris: today too.
+        let mut event = sent(&f, 7);
+        if let LedgerEvent::Sent { sent_at, .. } = &mut event {
+            *sent_at = Utc.with_ymd_and_hms(2024, 3, 19, 23, 30, 0).unwrap();
+        }
+        let ledger = LedgerSnapshot::from_events(&[event]);
+        let plan = build(std::slice::from_ref(&f), &ledger, &Rules::default(), &o);
+        assert!(plan.reminders.is_empty(), "{:?}", plan.reminders);
+    }
+
+    #[test]
     fn force_sends_even_to_an_owner_reminded_today() {
         let f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 7)]);
@@ -563,6 +615,7 @@ mod tests {
             channel: "outbox".into(),
             message_id: None,
             run_id: "r".into(),
+            maybe_delivered: false,
         }]);
         let o = PlanOptions {
             as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(),
@@ -623,6 +676,7 @@ mod tests {
                 channel: "outbox".into(),
                 message_id: None,
                 run_id: "r".into(),
+                maybe_delivered: false,
             }]);
             let plan = build(
                 std::slice::from_ref(&f),

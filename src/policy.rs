@@ -114,15 +114,21 @@ impl Default for Rules {
     }
 }
 
+/// Whether `address` is in one of the `allowed` mail domains (empty: any). The one check
+/// every recipient passes: owners in the plan, managers on escalation.
+pub fn domain_in(allowed: &[String], address: &OwnerEmail) -> bool {
+    allowed.is_empty()
+        || allowed.iter().any(|d| {
+            d.trim()
+                .trim_start_matches('@')
+                .eq_ignore_ascii_case(address.domain())
+        })
+}
+
 impl Rules {
     /// Whether mail to this owner is allowed by the domain list.
     pub fn domain_allowed(&self, owner: &OwnerEmail) -> bool {
-        self.allowed_domains.is_empty()
-            || self.allowed_domains.iter().any(|d| {
-                d.trim()
-                    .trim_start_matches('@')
-                    .eq_ignore_ascii_case(owner.domain())
-            })
+        domain_in(&self.allowed_domains, owner)
     }
 
     /// The local calendar date of an instant in the configured zone.

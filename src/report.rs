@@ -34,6 +34,9 @@ pub enum ReminderStatus {
     Skipped,
     /// Sending failed.
     Failed,
+    /// The post failed in a way that may have delivered it all the same (timeout, reset or
+    /// 5xx after the request was written): recorded in the ledger as sent, never re-sent.
+    MaybeDelivered,
 }
 
 /// The source part of the report.
@@ -108,6 +111,9 @@ pub struct ReminderCounts {
     pub skipped: usize,
     /// Failed.
     pub failed: usize,
+    /// Maybe delivered (recorded as sent; not re-sent).
+    #[serde(default)]
+    pub maybe_delivered: usize,
 }
 
 /// One issue in a reminder line of the report.
@@ -251,6 +257,7 @@ impl RunReport {
                 ReminderStatus::Sent => c.sent += 1,
                 ReminderStatus::Skipped => c.skipped += 1,
                 ReminderStatus::Failed => c.failed += 1,
+                ReminderStatus::MaybeDelivered => c.maybe_delivered += 1,
             }
         }
         self.counts = c;
@@ -263,8 +270,13 @@ impl RunReport {
         let head = if self.dry_run {
             format!("dry run: {} reminders planned", c.planned)
         } else {
+            let maybe = if c.maybe_delivered > 0 {
+                format!(", {} maybe delivered (not re-sent)", c.maybe_delivered)
+            } else {
+                String::new()
+            };
             format!(
-                "{} reminders sent, {} failed, {} skipped",
+                "{} reminders sent, {} failed{maybe}, {} skipped",
                 c.sent, c.failed, c.skipped
             )
         };
@@ -345,5 +357,6 @@ fn status_name(s: ReminderStatus) -> &'static str {
         ReminderStatus::Sent => "sent",
         ReminderStatus::Skipped => "skipped",
         ReminderStatus::Failed => "failed",
+        ReminderStatus::MaybeDelivered => "maybe_delivered",
     }
 }

@@ -81,6 +81,16 @@ pub fn valid_invocation_id(raw: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Whether a host version header is safe to log as is: `4.1037.1.23605` (digits, letters,
+/// dots, dashes), at most 32 characters. Anything else is dropped, never logged.
+pub fn valid_host_version(raw: &str) -> bool {
+    !raw.is_empty()
+        && raw.len() <= 32
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
 /// The span of one host invocation: `function` is the function's name (`function_timer`,
 /// `function_http`); fields left empty are not printed.
 pub fn invocation_span(
@@ -106,6 +116,14 @@ pub fn invocation_span(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dotted_host_version_is_kept_and_an_injection_is_not() {
+        assert!(valid_host_version("4.1037.1.23605"));
+        assert!(!valid_host_version("4.1 x=\"y\""));
+        assert!(!valid_host_version(""));
+        assert!(!valid_host_version(&"9".repeat(33)));
+    }
 
     #[test]
     fn a_guid_is_a_valid_invocation_id_and_an_injection_is_not() {

@@ -312,6 +312,17 @@ impl AzureSettings {
                     "set either REMINDERS_EXPORT_BLOB or REMINDERS_EXPORT_PREFIX, not both",
                 ))
             }
+            // A blob name with a query string is a pasted URL with a SAS token: a secret in
+            // the settings, printed in errors. Refused like a SAS on the account URL.
+            (Some(name), None)
+                if name.contains('?') || name.to_ascii_lowercase().contains("sig=") =>
+            {
+                return Err(ConfigError::invalid(
+                    "REMINDERS_EXPORT_BLOB",
+                    "<hidden>",
+                    "must be a blob name, without a query string (no SAS token)",
+                ))
+            }
             (Some(name), None) => BlobSelector::Name(name.trim_start_matches('/').to_string()),
             (None, Some(prefix)) => {
                 BlobSelector::NewestUnder(prefix.trim_start_matches('/').to_string())
@@ -589,6 +600,22 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(!err.to_string().contains("SECRET"), "{err}");
+        let err = AzureSettings::from_env(&env(&[
+            ("REMINDERS_SOURCE", "blob"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net",
+            ),
+            ("REMINDERS_EXPORT_CONTAINER", "exports"),
+            (
+                "REMINDERS_EXPORT_BLOB",
+                "today.csv?sv=2022&sig=PASTEDSECRET",
+            ),
+        ]))
+        .and_then(|s| s.blob_export().map(|_| s))
+        .unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_EXPORT_BLOB"), "{err}");
+        assert!(!err.to_string().contains("PASTEDSECRET"), "{err}");
         let s = AzureSettings::from_env(&env(&[
             ("REMINDERS_SOURCE", "blob"),
             (

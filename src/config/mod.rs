@@ -212,6 +212,9 @@ pub struct Config {
     pub verbose: bool,
     /// Minutes after which a run lock is considered abandoned.
     pub lock_ttl_minutes: u64,
+    /// How long a timer invocation waits for a run in progress (a button press) to finish
+    /// before giving up with a failure the host's retry policy runs again.
+    pub timer_lock_wait_seconds: u64,
 }
 
 impl Config {
@@ -378,6 +381,7 @@ impl Config {
                 }
                 m => m,
             },
+            timer_lock_wait_seconds: env.parse_or("REMINDERS_TIMER_LOCK_WAIT_SECONDS", 300u64)?,
         })
     }
 }

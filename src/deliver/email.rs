@@ -192,7 +192,7 @@ impl Notifier for EmailNotifier {
             .map_err(|_| DeliveryError::permanent(CHANNEL, "the sender is shut down"))?;
         let out = self
             .http
-            .send(
+            .post_message(
                 || self.http.client().post(&url).json(&body),
                 Some((self.tokens.as_ref(), self.graph_scope.as_str())),
             )

@@ -135,6 +135,7 @@ impl Escalator {
             return None;
         }
         let owner = msg.owner().for_log(msg.verbose);
+        let mut held_back = false;
         let outcome = match self.manager(user).await {
             Ok(None) => Escalation::Nobody("no manager in the directory".into()),
             Ok(Some(m)) => match m.mail.as_deref().map(OwnerEmail::parse) {
@@ -144,6 +145,16 @@ impl Escalator {
                 }
                 Some(Ok(address)) if &address == msg.owner() => {
                     Escalation::Nobody("the owner is their own manager".into())
+                }
+                // The same allow-list as the owners': a wrong directory entry or a partner
+                // manager must not receive a copy.
+                Some(Ok(address)) if !crate::policy::domain_in(&msg.allowed_domains, &address) => {
+                    warn!(owner = %owner, manager = %address.for_log(msg.verbose), "the manager's mail domain is not allowed: not escalated");
+                    held_back = true;
+                    Escalation::Nobody(format!(
+                        "manager {address} held back: mail domain '{}' is not in the allowed domains (REMINDERS_ALLOWED_DOMAINS)",
+                        address.domain()
+                    ))
                 }
                 Some(Ok(address)) => Escalation::Manager(address),
             },
@@ -156,6 +167,8 @@ impl Escalator {
             Escalation::Manager(m) => {
                 info!(owner = %owner, manager = %m.for_log(msg.verbose), "escalating to the owner's manager")
             }
+            // The held-back reason names the manager: already logged with the pseudonym.
+            Escalation::Nobody(_) if held_back => {}
             Escalation::Nobody(why) => info!(owner = %owner, why = %why, "not escalated"),
         }
         Some(outcome)
@@ -181,7 +194,7 @@ impl Escalator {
         // rather than failing a reminder already delivered.
         let _permit = self.mail_in_flight.acquire().await.ok();
         self.mail
-            .send(|| self.mail.client().post(&url).json(&body), self.auth())
+            .post_message(|| self.mail.client().post(&url).json(&body), self.auth())
             .await?;
         Ok(())
     }

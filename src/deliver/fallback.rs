@@ -58,6 +58,11 @@ impl Notifier for FallbackNotifier {
                 }
                 // A disabled account is not reachable by any channel: skip, don't fall back.
                 Err(e) if e.skip => return Err(e),
+                // It may have reached the owner: another channel could make it two messages.
+                Err(e) if e.maybe_delivered => {
+                    failures.push(e);
+                    break;
+                }
                 // A transient failure (timeout, 5xx or throttling out of retries) may have
                 // been delivered after all: another channel could make it two messages.
                 // It fails now and the next run retries it on the primary channel.
@@ -76,6 +81,7 @@ impl Notifier for FallbackNotifier {
         Err(DeliveryError {
             reason: format!("{} (after {})", last.reason, earlier.join("; ")),
             transient: last.transient || failures.iter().any(|f| f.transient),
+            maybe_delivered: last.maybe_delivered,
             ..last
         })
     }
@@ -118,6 +124,7 @@ mod tests {
             messages: vec![],
             cached_conversation: None,
             verbose: false,
+            allowed_domains: Vec::new(),
         }
     }
 

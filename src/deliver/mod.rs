@@ -46,6 +46,9 @@ pub struct OutgoingReminder {
     pub cached_conversation: Option<String>,
     /// Whether logs may show the e-mail address (verbose mode).
     pub verbose: bool,
+    /// `REMINDERS_ALLOWED_DOMAINS` (empty: any): every recipient of this reminder — the
+    /// owner (checked by the plan) and a manager copied on escalation — must be in one.
+    pub allowed_domains: Vec<String>,
 }
 
 impl OutgoingReminder {
@@ -104,6 +107,11 @@ pub struct DeliveryError {
     pub transient: bool,
     /// The recipient is to be skipped, not failed (disabled account…).
     pub skip: bool,
+    /// The message post failed in a way that may have delivered it all the same (timeout,
+    /// reset, 5xx after the request was written): the run records it as sent
+    /// (`maybe_delivered`) and no channel sends it again.
+    #[serde(default)]
+    pub maybe_delivered: bool,
 }
 
 impl DeliveryError {
@@ -115,6 +123,7 @@ impl DeliveryError {
             code: None,
             transient: false,
             skip: false,
+            maybe_delivered: false,
         }
     }
 }

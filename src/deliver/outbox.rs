@@ -133,6 +133,7 @@ mod tests {
             }],
             cached_conversation: None,
             verbose: false,
+            allowed_domains: Vec::new(),
         }
     }
 

@@ -156,7 +156,7 @@ impl TeamsBotNotifier {
     }
 
     /// `GET /users/{upn}` with the fields the bot needs.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all)]
     pub async fn resolve_user(&self, upn: &str) -> Result<GraphUser, HttpError> {
         let url = format!(
             "{}/v1.0/users/{}?$select=id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled",
@@ -273,7 +273,7 @@ impl TeamsBotNotifier {
 
     /// `POST {serviceUrl}/v3/conversations`: the 1:1 conversation between the bot and the
     /// user, created (or found: Teams answers the same id again) by the Bot Connector.
-    #[instrument(skip_all, err(Display))]
+    #[instrument(skip_all)]
     async fn create_conversation(
         &self,
         user_id: &str,
@@ -339,7 +339,7 @@ impl TeamsBotNotifier {
         self.bot_conversation.acquire(conversation).await;
         let out = self
             .bot
-            .send(
+            .post_message(
                 || self.bot.client().post(&url).json(activity),
                 Some((self.tokens.as_ref(), self.bot_scope.as_str())),
             )
@@ -394,6 +394,7 @@ pub(super) fn failure_for(channel: &str, context: &str, e: &HttpError) -> Delive
             .or_else(|| e.status().map(|s| format!("HTTP {s}"))),
         transient: e.is_transient(),
         skip: false,
+        maybe_delivered: e.maybe_delivered(),
     }
 }
 
@@ -418,10 +419,12 @@ impl Notifier for TeamsBotNotifier {
         let user = match self.resolve_user(msg.owner().as_str()).await {
             Ok(u) => u,
             Err(e) if e.status() == Some(404) => {
+                // The ordinary "not in Teams" case: the fallback channel takes it.
+                warn!(owner = %msg.owner().for_log(msg.verbose), "user not found in the directory");
                 return Err(DeliveryError {
                     code: e.code().map(str::to_string),
                     ..DeliveryError::permanent(CHANNEL, "user not found")
-                })
+                });
             }
             Err(e) => return Err(failure("cannot look the user up", &e)),
         };

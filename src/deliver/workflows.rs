@@ -84,7 +84,7 @@ pub(super) async fn post_webhook(
     channel: &str,
 ) -> Result<u32, DeliveryError> {
     match http
-        .send(|| http.client().post(url.expose()).json(body), None)
+        .post_message(|| http.client().post(url.expose()).json(body), None)
         .await
     {
         Ok(out) => Ok(out.attempts),

@@ -159,9 +159,15 @@ pub struct RunBody {
     /// Only these owners.
     #[serde(default)]
     pub only: Option<Vec<String>>,
-    /// Ignore the cadence and the owner cap.
+    /// Refused: split into `maxOwners` and `resend` (a 400 says so).
     #[serde(default)]
     pub force: Option<bool>,
+    /// Send again to the `only` owners even if already reminded (needs `only`).
+    #[serde(default)]
+    pub resend: Option<bool>,
+    /// The owner cap of this run instead of `REMINDERS_MAX_OWNERS_PER_RUN`.
+    #[serde(default)]
+    pub max_owners: Option<usize>,
     /// The run's "today", `YYYY-MM-DD`.
     #[serde(default)]
     pub as_of: Option<String>,
@@ -230,21 +236,36 @@ impl ChannelSpec {
     }
 }
 
+/// The 400 message of a `POST` that does not say whether it is a dry run.
+pub const NO_INTENT: &str = "say what this run is for: send {\"dryRun\": true} to preview, or {\"dryRun\": false} to send the reminders (an empty body, null, {} or a null dryRun start nothing)";
+
+/// The query parameters the function reads; any other is refused (a `?dryRun=true` in the
+/// URL must not be silently ignored and start a live run).
+pub const QUERY_PARAMETERS: [&str; 2] = ["code", "runId"];
+
 /// Reads the `POST` body; the message names the field at fault.
 ///
-/// The body must be a JSON object (or empty, or `null`, both read as `{}`: no options, a
-/// real run). It is checked as a [`Value`] first because serde's derived `Deserialize` also
+/// The body must be a JSON object with an explicit boolean `dryRun`: a live run is sent
+/// only on `"dryRun": false`. An empty body, `null`, `{}` and `"dryRun": null` (what a Power
+/// Automate expression that evaluates to nothing gives) are refused with [`NO_INTENT`]. It
+/// is checked as a [`Value`] first because serde's derived `Deserialize` also
 /// accepts a sequence for a struct, fields by position: `[]` or `[true, null]` would
 /// otherwise start a run with options nobody named. The struct is then read from the bytes
 /// (not the `Value`) so a field given twice is still refused instead of the last one winning.
 pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(
+            "the request body starts with a UTF-8 byte-order mark (BOM): send the JSON without it"
+                .into(),
+        );
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(RunBody::default());
+        return Err(NO_INTENT.into());
     }
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
     match &value {
-        Value::Null => return Ok(RunBody::default()),
+        Value::Null => return Err(NO_INTENT.into()),
         Value::Object(fields) => {
             // `source` is a struct too: the same positional reading applies to it.
             if let Some(source) = fields.get("source") {
@@ -277,6 +298,9 @@ pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
     })?;
     de.end()
         .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    if body.dry_run.is_none() {
+        return Err(NO_INTENT.into());
+    }
     Ok(body)
 }
 
@@ -301,12 +325,26 @@ fn run_request(
     let mut req = RunRequest::new(Trigger::Http);
     req.invocation_id = invocation_id;
     req.dry_run = body.dry_run.unwrap_or(false);
-    req.force = body.force.unwrap_or(false);
+    if body.force.is_some() {
+        return Err("force: no longer accepted (it lifted the owner cap and the cadence at once): use maxOwners to raise the owner cap for this run, or resend with only to message named owners again".into());
+    }
+    req.resend = body.resend.unwrap_or(false);
+    if req.resend && body.only.as_ref().is_none_or(|o| o.is_empty()) {
+        return Err("resend: needs only (the owners to message again); re-sending to everybody is never allowed".into());
+    }
+    req.max_owners = body.max_owners;
     if let Some(as_of) = &body.as_of {
-        req.as_of = Some(
-            NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
-                .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?,
-        );
+        let date = NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
+            .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?;
+        // A live run sends for today: the ledger would record a backdated send under a
+        // day the cadence has already passed.
+        let today = crate::job::today(&state.deps().rules);
+        if !req.dry_run && date < today {
+            return Err(format!(
+                "asOf: {date} is before today ({today}): a live run sends for today only; asOf is for dry runs"
+            ));
+        }
+        req.as_of = Some(date);
     }
     for (i, raw) in body.only.iter().flatten().enumerate() {
         req.only
@@ -346,6 +384,19 @@ pub async fn handle(state: &AppState, call: HttpCall) -> ApiResponse {
         .invocation_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Some((name, _)) = call
+        .query
+        .iter()
+        .find(|(k, _)| !QUERY_PARAMETERS.contains(&k.as_str()))
+    {
+        // The name only, truncated: the value may be anything, including a key.
+        let name: String = name.chars().take(40).collect();
+        let msg = format!(
+            "unknown query parameter '{name}': only code and runId are read; run options go in the JSON body, e.g. {{\"dryRun\": true}}"
+        );
+        warn!(error = %msg, "bad request");
+        return ApiResponse::error(StatusCode::BAD_REQUEST, msg);
+    }
     match call.method {
         Method::GET => match call.query.iter().find(|(k, _)| k == "runId") {
             Some((_, run_id)) => get_run(state, run_id, &call.path, &correlation).await,
@@ -376,7 +427,8 @@ async fn post(state: &AppState, call: HttpCall, correlation: &str) -> ApiRespons
     };
     info!(
         dry_run = req.dry_run,
-        force = req.force,
+        resend = req.resend,
+        max_owners = ?req.max_owners,
         only = req.only.len(),
         as_of = ?req.as_of,
         source_override = req.source.is_some(),
@@ -499,7 +551,7 @@ fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
 pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
     let status = match e {
         JobError::Busy(_) => StatusCode::CONFLICT,
-        JobError::AsOfInFuture { .. } => StatusCode::BAD_REQUEST,
+        JobError::AsOfInFuture { .. } | JobError::ResendWithoutOnly => StatusCode::BAD_REQUEST,
         JobError::Unusable(_) | JobError::TooManyOwners { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         JobError::Source(SourceError::NotFound { .. } | SourceError::TooLarge { .. }) => {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -589,10 +641,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_body_is_a_default_run() {
-        let b = parse_body(b"  ").unwrap();
-        assert_eq!(b.dry_run, None);
-        assert_eq!(b.wait, None);
+    fn a_body_without_an_explicit_dry_run_starts_nothing_and_says_what_to_send() {
+        for body in [
+            &b""[..],
+            b"  ",
+            b"null",
+            b"{}",
+            br#"{"dryRun": null}"#,
+            br#"{"only": ["a@engie.com"]}"#,
+        ] {
+            let err = parse_body(body).unwrap_err();
+            assert_eq!(err, NO_INTENT, "{}", String::from_utf8_lossy(body));
+            assert!(err.contains(r#"{"dryRun": false}"#), "{err}");
+        }
+        assert_eq!(
+            parse_body(br#"{"dryRun": false}"#).unwrap().dry_run,
+            Some(false)
+        );
+        assert_eq!(
+            parse_body(br#"{"dryRun": true}"#).unwrap().dry_run,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_body_is_named() {
+        let err = parse_body(b"\xEF\xBB\xBF{\"dryRun\": true}").unwrap_err();
+        assert!(err.contains("byte-order mark"), "{err}");
     }
 
     #[test]
@@ -645,11 +720,11 @@ mod tests {
     }
 
     #[test]
-    fn a_null_body_is_read_as_an_empty_object() {
-        let b = parse_body(b" null ").unwrap();
-        assert_eq!((b.dry_run, b.force, b.wait), (None, None, None));
-        assert!(b.only.is_none() && b.source.is_none() && b.channel.is_none());
-        assert!(parse_body(br#"{"source": null}"#).unwrap().source.is_none());
+    fn a_null_source_is_no_source() {
+        assert!(parse_body(br#"{"dryRun": true, "source": null}"#)
+            .unwrap()
+            .source
+            .is_none());
     }
 
     #[test]
@@ -681,9 +756,11 @@ mod tests {
 
     #[test]
     fn a_source_needs_exactly_one_member() {
-        let b = parse_body(br#"{"source": {"blob": "a.csv", "path": "b.csv"}}"#).unwrap();
+        let b = parse_body(br#"{"dryRun": true, "source": {"blob": "a.csv", "path": "b.csv"}}"#)
+            .unwrap();
         assert!(b.source.unwrap().to_override().is_err());
-        let b = parse_body(br#"{"source": {"sharepointPath": "General/x.xlsx"}}"#).unwrap();
+        let b = parse_body(br#"{"dryRun": true, "source": {"sharepointPath": "General/x.xlsx"}}"#)
+            .unwrap();
         assert_eq!(
             b.source.unwrap().to_override().unwrap(),
             SourceOverride::SharePointPath("General/x.xlsx".into())

@@ -157,8 +157,16 @@ async fn invocation(mut req: Request, next: Next) -> Response {
     }
     // A plain fn, not a closure: a closure borrowing the request would be held across the
     // await below, and `&Request` is not `Send`.
-    let id = header_value(&req, telemetry::INVOCATION_ID_HEADER);
-    let host_version = header_value(&req, telemetry::HOST_VERSION_HEADER);
+    let id = header_value(
+        &req,
+        telemetry::INVOCATION_ID_HEADER,
+        telemetry::valid_invocation_id,
+    );
+    let host_version = header_value(
+        &req,
+        telemetry::HOST_VERSION_HEADER,
+        telemetry::valid_host_version,
+    );
     let function = path
         .trim_start_matches("/api/")
         .trim_start_matches('/')
@@ -181,12 +189,12 @@ async fn invocation(mut req: Request, next: Next) -> Response {
     .await
 }
 
-fn header_value(req: &Request, name: &str) -> Option<String> {
+fn header_value(req: &Request, name: &str, valid: fn(&str) -> bool) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|v| telemetry::valid_invocation_id(v))
+        .filter(|v| valid(v))
         .map(str::to_string)
 }
 
@@ -210,9 +218,13 @@ async fn not_allowed_get_post(method: Method) -> ApiResponse {
     ApiResponse::method_not_allowed(&method, "GET or POST")
 }
 
-fn rejection_response(rejection: &BytesRejection) -> ApiResponse {
+/// The answer to a body the server refused to read; `limit` is the route's body limit.
+fn rejection_response(rejection: &BytesRejection, limit: usize) -> ApiResponse {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        http::body_too_large()
+        ApiResponse::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over the limit of {limit} bytes"),
+        )
     } else {
         ApiResponse::error(
             rejection.status(),
@@ -229,7 +241,7 @@ async fn timer_invocation(
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
-            let res = rejection_response(&rejection);
+            let res = rejection_response(&rejection, HOST_PAYLOAD_LIMIT);
             let logs = vec![res.json()["error"].as_str().unwrap_or_default().to_string()];
             let answer = InvokeResponse {
                 outputs: Map::new(),
@@ -255,7 +267,7 @@ async fn http_forwarded(
         Ok(b) => b,
         Err(rejection) => {
             warn!(status = rejection.status().as_u16(), "request body refused");
-            return rejection_response(&rejection);
+            return rejection_response(&rejection, http::MAX_BODY_BYTES);
         }
     };
     let query = uri
@@ -284,7 +296,7 @@ async fn http_wrapped(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let res = match body {
-        Err(rejection) => rejection_response(&rejection),
+        Err(rejection) => rejection_response(&rejection, HOST_PAYLOAD_LIMIT),
         Ok(body) => match serde_json::from_slice::<InvokeRequest>(&body)
             .map_err(|e| e.to_string())
             .and_then(|p| {

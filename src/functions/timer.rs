@@ -12,6 +12,7 @@ use crate::job::{JobError, RunRequest};
 use crate::report::{RunReport, Trigger};
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// The trigger binding's name in `function_timer/function.json`.
@@ -61,24 +62,49 @@ pub async fn invoke(
         logs.push(msg.to_string());
     }
 
-    let mut req = RunRequest::new(Trigger::Timer);
-    req.invocation_id = invocation_id;
-    let ticket = match state.start(req) {
-        Ok(t) => t,
-        Err(refused @ Refused::InProgress(_)) => {
-            return in_progress(logs, &refused.to_string(), timer.is_past_due)
+    // A run in progress (a button press, even for one owner) must not cost the day's
+    // reminders: wait for it within a bound, then run (the cadence makes the overlap
+    // harmless). Past the bound, fail the invocation so the retry policy in
+    // function_timer/function.json runs it again.
+    let wait = Duration::from_secs(state.config().timer_lock_wait_seconds);
+    let give_up_at = tokio::time::Instant::now() + wait;
+    let mut waited = false;
+    let outcome = loop {
+        let mut req = RunRequest::new(Trigger::Timer);
+        req.invocation_id = invocation_id.clone();
+        let busy = match state.start(req) {
+            Ok(ticket) => {
+                let run_id = ticket.run_id.clone();
+                match ticket.outcome().await {
+                    Err(e) if matches!(*e, JobError::Busy(_)) => e.to_string(),
+                    other => break (run_id, other),
+                }
+            }
+            Err(refused @ Refused::InProgress(_)) => refused.to_string(),
+            Err(Refused::ShuttingDown) => {
+                logs.push("the handler is shutting down; the run did not start".into());
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    answer(logs, json!({ "status": "shutting_down" })),
+                );
+            }
+        };
+        if tokio::time::Instant::now() >= give_up_at {
+            return in_progress(logs, &busy, timer.is_past_due, wait);
         }
-        Err(Refused::ShuttingDown) => {
-            logs.push("the handler is shutting down; the run did not start".into());
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                answer(logs, json!({ "status": "shutting_down" })),
-            );
+        if !waited {
+            info!(reason = %busy, wait_s = wait.as_secs(), "a run is in progress: the timer waits for it");
+            logs.push(format!(
+                "waiting up to {} s for the run in progress: {busy}",
+                wait.as_secs()
+            ));
+            waited = true;
         }
+        tokio::time::sleep(LOCK_POLL.min(give_up_at - tokio::time::Instant::now())).await;
     };
-    let run_id = ticket.run_id.clone();
+    let (run_id, outcome) = outcome;
     logs.push(format!("run {run_id} started"));
-    match ticket.outcome().await {
+    match outcome {
         Ok(report) => {
             summarise(&report, &mut logs);
             let status = if report.partial_failure() {
@@ -95,9 +121,6 @@ pub async fn invoke(
             });
             (StatusCode::OK, answer(logs, value))
         }
-        Err(e) if matches!(*e, JobError::Busy(_)) => {
-            in_progress(logs, &e.to_string(), timer.is_past_due)
-        }
         Err(e) => {
             // A non-2xx fails the invocation in the host, which is what the operator's
             // alerts watch; the reason is in `Logs` and in our own log line.
@@ -109,11 +132,24 @@ pub async fn invoke(
     }
 }
 
-fn in_progress(mut logs: Vec<String>, why: &str, past_due: bool) -> (StatusCode, InvokeResponse) {
-    info!(reason = %why, "timer run skipped: a run is in progress");
-    logs.push(format!("not run: {why}"));
+/// How often a waiting timer tries the lock again.
+const LOCK_POLL: Duration = Duration::from_secs(2);
+
+/// A run was still in progress after the wait: a failed invocation (500), so the host's
+/// retry policy (function_timer/function.json) runs the day's reminders again later.
+fn in_progress(
+    mut logs: Vec<String>,
+    why: &str,
+    past_due: bool,
+    waited: Duration,
+) -> (StatusCode, InvokeResponse) {
+    warn!(reason = %why, waited_s = waited.as_secs(), "timer run not started: a run is still in progress; the host will retry");
+    logs.push(format!(
+        "not run after waiting {} s: {why}; failing so the host retries",
+        waited.as_secs()
+    ));
     let value = json!({ "status": "in_progress", "pastDue": past_due, "summary": format!("not run: {why}") });
-    (StatusCode::OK, answer(logs, value))
+    (StatusCode::INTERNAL_SERVER_ERROR, answer(logs, value))
 }
 
 fn summarise(report: &RunReport, logs: &mut Vec<String>) {

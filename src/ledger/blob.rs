@@ -503,6 +503,28 @@ impl RunLock for BlobLock {
     }
 }
 
+/// Who holds the lease, for the Busy message: run id, host, since when, and the bound on
+/// how long a crashed holder keeps it (one lease period after its last renewal). Never the
+/// raw blob.
+fn describe_lease_holder(body: &str, lease_seconds: u32) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let mut out = match text("run_id") {
+        Some(run) => format!("run {run}"),
+        None => "another run".to_string(),
+    };
+    if let Some(host) = text("host") {
+        out.push_str(&format!(" on {host}"));
+    }
+    if let Some(since) = text("since") {
+        out.push_str(&format!(", since {since}"));
+    }
+    out.push_str(&format!(
+        ", holds the Blob lease; if it crashed, the lease expires within {lease_seconds} s of its last renewal"
+    ));
+    out
+}
+
 fn holder_body(run_id: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "run_id": run_id,
@@ -557,12 +579,9 @@ impl LedgerStore for BlobLedger {
                     Ok(Some((bytes, _))) => String::from_utf8_lossy(&bytes).trim().to_string(),
                     _ => String::new(),
                 };
-                let holder = if holder.is_empty() || holder == "{}" {
-                    "another run holds the lease".to_string()
-                } else {
-                    holder
-                };
-                return Err(LedgerError::Busy { holder });
+                return Err(LedgerError::Busy {
+                    holder: describe_lease_holder(&holder, self.lease_seconds),
+                });
             }
             Err(e) => {
                 return Err(self.storage_error(LOCK_BLOB, "taking the run lock (blob lease)", &e))

@@ -52,7 +52,12 @@ impl LocalLedger {
     /// atomic, so it cannot delete a lock another process created after the age check: what
     /// was renamed is re-read, and if it is not the stale lock that was seen, it goes back.
     /// Returns whether the stale lock is gone (the caller may now create its own).
-    async fn take_over_stale(&self, path: &Path, seen: &str) -> Result<bool, LedgerError> {
+    async fn take_over_stale(
+        &self,
+        path: &Path,
+        seen: &str,
+        holder_gone: bool,
+    ) -> Result<bool, LedgerError> {
         // Cheap re-check first: another process may have taken it over already, and moving
         // its fresh lock aside, even briefly, would make its renewal fail.
         if tokio::fs::read_to_string(path).await.ok().as_deref() != Some(seen) {
@@ -68,11 +73,12 @@ impl LocalLedger {
             Err(e) => return Err(self.storage(path, "taking over a stale run lock", e)),
         }
         let moved = tokio::fs::read_to_string(&aside).await.unwrap_or_default();
-        let still_stale = lock_age(&aside)
-            .await
-            .is_some_and(|age| age > self.lock_ttl);
+        let still_stale = holder_gone
+            || lock_age(&aside)
+                .await
+                .is_some_and(|age| age > self.lock_ttl);
         if moved == seen && still_stale {
-            tracing::warn!(lock = %path.display(), holder = %seen.trim(), "took over a stale run lock");
+            tracing::warn!(lock = %path.display(), holder = %describe_holder(seen, None), "took over a stale run lock");
             if let Err(e) = tokio::fs::remove_file(&aside).await {
                 tracing::warn!(file = %aside.display(), error = %e, "could not delete a stale run lock moved aside");
             }
@@ -108,6 +114,58 @@ async fn lock_age(path: &Path) -> Option<Duration> {
 #[derive(serde::Deserialize)]
 struct LockBody {
     run_id: String,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+/// This machine's name, to tell whether a lock's process can be checked here.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Whether the lock's run is known to be gone: written on this host by a process that no
+/// longer exists (a crash, `kill -9`). Unknown (another host, no `/proc`) is not gone.
+fn holder_is_gone(body: &str) -> bool {
+    let Ok(lock) = serde_json::from_str::<LockBody>(body.trim()) else {
+        return false;
+    };
+    let (Some(pid), Some(host)) = (lock.pid, lock.host) else {
+        return false;
+    };
+    if Some(host) != host_name() || !Path::new("/proc/self").exists() {
+        return false;
+    }
+    !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Who holds a lock, for the Busy message: run id, process and host, since when, and when it
+/// expires at the latest. Never the raw file (it is not meant for people).
+fn describe_holder(body: &str, expires: Option<chrono::DateTime<Utc>>) -> String {
+    let Ok(lock) = serde_json::from_str::<LockBody>(body.trim()) else {
+        return "an unreadable run lock".into();
+    };
+    let mut out = format!("run {}", lock.run_id);
+    match (lock.pid, lock.host.as_deref()) {
+        (Some(pid), Some(host)) => out.push_str(&format!(" (process {pid} on {host})")),
+        (Some(pid), None) => out.push_str(&format!(" (process {pid})")),
+        _ => {}
+    }
+    if let Some(since) = lock.since {
+        out.push_str(&format!(", since {since}"));
+    }
+    if let Some(at) = expires {
+        out.push_str(&format!(", expires at the latest at {}", at.to_rfc3339()));
+    }
+    out
 }
 
 /// The run id a lock file names (`None` for a file that is not a lock body).
@@ -152,7 +210,7 @@ impl LocalLock {
             )),
             None => Err(self.lost(
                 operation,
-                format!("the run lock was lost: it now holds '{}'", body.trim()),
+                "the run lock was lost: the lock file now holds something else".to_string(),
             )),
         }
     }
@@ -232,11 +290,15 @@ async fn same_file(file: &tokio::fs::File, path: &Path) -> bool {
 }
 
 fn lock_body(run_id: &str) -> String {
-    format!(
-        "{{\"run_id\":\"{run_id}\",\"pid\":{},\"since\":\"{}\"}}\n",
-        std::process::id(),
-        Utc::now().to_rfc3339()
-    )
+    let mut body = serde_json::json!({
+        "run_id": run_id,
+        "pid": std::process::id(),
+        "since": Utc::now().to_rfc3339(),
+    });
+    if let Some(host) = host_name() {
+        body["host"] = host.into();
+    }
+    format!("{body}\n")
 }
 
 #[async_trait]
@@ -275,13 +337,27 @@ impl LedgerStore for LocalLedger {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(self.storage(&path, "reading the run lock", e)),
                     };
+                    let age = lock_age(&path).await;
+                    let expires = age.and_then(|a| {
+                        let left = self.lock_ttl.saturating_sub(a);
+                        chrono::Duration::from_std(left)
+                            .ok()
+                            .map(|l| Utc::now() + l)
+                    });
                     let busy = || LedgerError::Busy {
-                        holder: holder.trim().to_string(),
+                        holder: describe_holder(&holder, expires),
                     };
-                    match lock_age(&path).await {
+                    let gone = holder_is_gone(&holder);
+                    match age {
+                        Some(_) if gone => {
+                            tracing::warn!(lock = %path.display(), "the run lock's process is gone on this host: the lock is stale");
+                            if !self.take_over_stale(&path, &holder, true).await? {
+                                return Err(busy());
+                            }
+                        }
                         Some(age) if age > self.lock_ttl => {
                             tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "the run lock looks stale");
-                            if !self.take_over_stale(&path, &holder).await? {
+                            if !self.take_over_stale(&path, &holder, false).await? {
                                 return Err(busy());
                             }
                         }
@@ -511,7 +587,7 @@ mod tests {
         // What is there by the time of the rename: the holder renewed it (fresh, new body).
         let fresh = lock_body("run-old").replace("\"pid\":", "\"pid\":0");
         std::fs::write(&path, &fresh).unwrap();
-        assert!(!ledger.take_over_stale(&path, &seen).await.unwrap());
+        assert!(!ledger.take_over_stale(&path, &seen, false).await.unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), fresh);
     }
 
@@ -524,13 +600,13 @@ mod tests {
         // only its age tells it apart. It must survive, in place.
         let body = lock_body("run-live");
         std::fs::write(&path, &body).unwrap();
-        assert!(!ledger.take_over_stale(&path, &body).await.unwrap());
+        assert!(!ledger.take_over_stale(&path, &body, false).await.unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), body);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "nothing left aside");
         // Once it really is stale, it is taken over and deleted.
         aged(&path);
-        assert!(ledger.take_over_stale(&path, &body).await.unwrap());
+        assert!(ledger.take_over_stale(&path, &body, false).await.unwrap());
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

@@ -44,6 +44,10 @@ pub enum LedgerEvent {
         message_id: Option<String>,
         /// The run that sent it.
         run_id: String,
+        /// The post failed in a way that may have delivered it (timeout, 5xx after the
+        /// request was written): counted as sent all the same, so it is never sent twice.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        maybe_delivered: bool,
     },
     /// An issue reminded about earlier is no longer in the export (or no longer active).
     Resolved {
@@ -74,6 +78,9 @@ pub struct IssueHistory {
     pub last_sent: NaiveDate,
     /// Its stage.
     pub last_stage: Stage,
+    /// The wall-clock time of the latest send (whatever run date it was recorded under):
+    /// the cadence's "already sent today" is counted on this real day.
+    pub last_sent_at: DateTime<Utc>,
     /// Reminders sent so far.
     pub times_sent: u32,
     /// Whether it was later recorded as resolved.
@@ -107,6 +114,7 @@ impl LedgerSnapshot {
                 issue,
                 stage,
                 as_of,
+                sent_at,
                 ..
             } => {
                 let entry =
@@ -115,6 +123,7 @@ impl LedgerSnapshot {
                         .or_insert(IssueHistory {
                             last_sent: *as_of,
                             last_stage: *stage,
+                            last_sent_at: *sent_at,
                             times_sent: 0,
                             resolved: false,
                         });
@@ -122,6 +131,7 @@ impl LedgerSnapshot {
                     entry.last_sent = *as_of;
                     entry.last_stage = *stage;
                 }
+                entry.last_sent_at = entry.last_sent_at.max(*sent_at);
                 entry.times_sent += 1;
                 entry.resolved = false;
             }

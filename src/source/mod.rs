@@ -6,7 +6,7 @@ mod local;
 mod sharepoint;
 
 pub use blob::BlobSource;
-pub use local::LocalFileSource;
+pub use local::{confined_path, LocalFileSource};
 pub use sharepoint::SharePointSource;
 
 use async_trait::async_trait;

@@ -49,6 +49,7 @@ fn sent(owner: &str, issue: &str, run_id: &str) -> LedgerEvent {
         channel: "outbox".into(),
         message_id: Some(format!("m-{issue}")),
         run_id: run_id.into(),
+        maybe_delivered: false,
     }
 }
 
@@ -64,7 +65,10 @@ async fn lock_is_exclusive_until_released(make: &Maker) {
         .expect("the first run takes the lock");
     match b.lock("run-bbbb").await {
         Err(LedgerError::Busy { holder }) => {
-            assert!(holder.contains("run-aaaa"), "holder: {holder}")
+            assert!(holder.contains("run run-aaaa"), "holder: {holder}");
+            assert!(holder.contains("since "), "holder: {holder}");
+            assert!(holder.contains("expires"), "holder: {holder}");
+            assert!(!holder.contains('{'), "raw lock JSON: {holder}")
         }
         Err(e) => panic!("expected Busy, got {e}"),
         Ok(_) => panic!("a second run took a held lock ({})", a.describe()),

@@ -189,12 +189,16 @@ fn a_run_writes_one_message_per_owner_and_a_rerun_sends_nothing_twice() {
 }
 
 #[test]
-fn force_resends_and_only_restricts_to_the_named_owners() {
+fn resend_applies_only_to_the_named_owners_and_is_refused_without_them() {
     let d = dirs();
     let export = fixture("issues-export.csv").display().to_string();
     assert_eq!(cli(&run_args(&d, &export, &[]), &[]).status.code(), Some(0));
+    let refused = cli(&run_args(&d, &export, &["--resend"]), &[]);
+    assert_eq!(refused.status.code(), Some(2), "resend without --only");
+    let old = cli(&run_args(&d, &export, &["--force"]), &[]);
+    assert_eq!(old.status.code(), Some(2), "--force is gone");
     let out = cli(
-        &run_args(&d, &export, &["--force", "--only", "WX6278@engie.com"]),
+        &run_args(&d, &export, &["--resend", "--only", "WX6278@engie.com"]),
         &[],
     );
     let r = json_report(&out);
@@ -508,7 +512,7 @@ fn a_live_run_dated_in_the_future_is_refused_but_a_dry_run_may_look_ahead() {
 }
 
 #[test]
-fn an_export_with_a_header_and_no_rows_is_refused_unless_forced() {
+fn an_export_with_a_header_and_no_rows_is_refused_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("empty-export.csv");
     std::fs::write(&path, "Device Owner,Issue,Status,Date Detected\r\n").unwrap();
@@ -517,7 +521,7 @@ fn an_export_with_a_header_and_no_rows_is_refused_unless_forced() {
     let out = cli(&run_args(&d, &p, &[]), &[]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no data rows"));
-    let forced = cli(&run_args(&d, &p, &["--force"]), &[]);
+    let forced = cli(&run_args(&d, &p, &["--allow-empty-export"]), &[]);
     assert_eq!(
         forced.status.code(),
         Some(0),
@@ -544,4 +548,78 @@ fn rejected_rows_quote_the_cell_in_the_report_but_not_in_the_logs() {
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.contains("row rejected"), "{logs}");
     assert!(!logs.contains("jd@engie.com"), "{logs}");
+}
+
+/// Messages (`.json` files) under `dir`, recursively.
+fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                usize::from(e.path().extension().is_some_and(|x| x == "json"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn sigterm_stops_a_cli_run_with_what_was_sent_recorded_and_the_lock_released() {
+    const OWNERS: usize = 3000;
+    let d = dirs();
+    let export = Path::new(&d.state).with_file_name("big-export.csv");
+    crate::helpers::write_export(&export, OWNERS);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout-reminders"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REMINDERS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let export_arg = export.display().to_string();
+    cmd.args([
+        "run",
+        "--export",
+        &export_arg,
+        "--outbox",
+        &d.outbox,
+        "--state-dir",
+        &d.state,
+    ])
+    .args(["--max-owners", "100000", "--json"])
+    .env("REMINDERS_CONCURRENCY", "1")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while files_under(Path::new(&d.outbox)) < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started sending"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !Path::new(&d.state).join("run.lock").exists(),
+        "the lock survived SIGTERM: {stderr}"
+    );
+    let recorded = std::fs::read_to_string(Path::new(&d.state).join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"event\":\"sent\""))
+        .count();
+    let sent = files_under(Path::new(&d.outbox));
+    assert!(sent < OWNERS, "the run finished before SIGTERM");
+    assert_eq!(recorded, sent, "outbox and ledger disagree: {stderr}");
 }

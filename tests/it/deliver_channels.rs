@@ -292,3 +292,61 @@ async fn a_verbose_digest_names_the_owners() {
     let text = hook.bodies.lock().unwrap()[0]["attachments"][0]["content"].to_string();
     assert!(text.contains("contoso"), "{text}");
 }
+
+#[tokio::test]
+async fn the_digest_is_posted_after_a_run_that_sent_and_not_after_a_same_day_no_op_rerun() {
+    use lookout_reminders::config::{Config, Env};
+    use lookout_reminders::deliver::OutboxNotifier;
+    use lookout_reminders::job::{self, RunRequest};
+    use lookout_reminders::ledger::LocalLedger;
+    use lookout_reminders::source::LocalFileSource;
+    use tokio_util::sync::CancellationToken;
+    let hook = webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config::from_env_map(&Env::default()).unwrap();
+    let export =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issues-export.csv");
+    let mut deps = lookout_reminders::app::deps(
+        &config,
+        Some(Arc::new(LocalFileSource::new(export, 1 << 20))),
+    )
+    .unwrap();
+    deps.notifier = Arc::new(OutboxNotifier::new(tmp.path().join("outbox")));
+    deps.ledger = Arc::new(LocalLedger::new(
+        tmp.path().join("state"),
+        std::time::Duration::from_secs(600),
+    ));
+    deps.digest = Some(Arc::new(DigestSender::new(
+        Secret::new(hook.url.clone()),
+        false,
+        reqwest::Client::new(),
+    )));
+
+    let first = job::run(
+        &deps,
+        RunRequest::new(Trigger::Timer),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(first.counts.sent > 0, "{}", first.summary);
+    assert_eq!(
+        hook.bodies.lock().unwrap().len(),
+        1,
+        "a digest after sending"
+    );
+
+    let rerun = job::run(
+        &deps,
+        RunRequest::new(Trigger::Timer),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rerun.counts.sent, 0, "{}", rerun.summary);
+    assert_eq!(
+        hook.bodies.lock().unwrap().len(),
+        1,
+        "no digest for a run that did nothing"
+    );
+}

@@ -43,6 +43,7 @@ fn overdue(owner: &str) -> OutgoingReminder {
         messages,
         cached_conversation: None,
         verbose: false,
+        allowed_domains: Vec::new(),
     }
 }
 
@@ -529,4 +530,61 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
     assert!(span >= Duration::from_millis(2400), "{span:?}");
     assert!(graph.violations().is_empty(), "{:?}", graph.violations());
     assert!(bot.violations().is_empty(), "{:?}", bot.violations());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_manager_outside_the_allowed_domains_gets_no_cc_and_no_copy_and_the_report_says_so() {
+    let (logs, _guard) = capture_logs();
+    let (graph, bot) = fakes().await;
+    let partner_managed = "a@contoso.com";
+    let in_house = "b@contoso.com";
+    graph.add_user(partner_managed, None);
+    graph.add_user(in_house, None);
+    graph.preinstall(partner_managed);
+    graph.preinstall(in_house);
+    graph.set_manager(partner_managed, Some("boss@partner.example"));
+    graph.set_manager(in_house, Some("boss@contoso.com"));
+    let settings = escalating(&graph, &bot, true);
+    let allowed = vec!["contoso.com".to_string()];
+    // Both channels: the e-mail's cc and the Teams bot's e-mailed copy.
+    let email =
+        EmailNotifier::new(&settings, identity_tokens().await, reqwest::Client::new()).unwrap();
+    let teams =
+        TeamsBotNotifier::new(&settings, identity_tokens().await, reqwest::Client::new()).unwrap();
+    for n in [&email as &dyn Notifier, &teams as &dyn Notifier] {
+        for owner in [partner_managed, in_house] {
+            let mut msg = overdue(owner);
+            msg.allowed_domains = allowed.clone();
+            let d = n.send(&msg).await.unwrap();
+            let escalated = d.escalated_to.unwrap_or_default();
+            if owner == partner_managed {
+                assert!(
+                    escalated.contains("boss@partner.example held back"),
+                    "{}: {escalated}",
+                    n.channel()
+                );
+                assert!(
+                    escalated.contains("REMINDERS_ALLOWED_DOMAINS"),
+                    "{escalated}"
+                );
+            } else {
+                assert!(escalated.starts_with("boss@contoso.com"), "{escalated}");
+            }
+        }
+    }
+    let mails = graph.mails();
+    for m in &mails {
+        assert!(
+            !m.to_string().contains("partner.example"),
+            "a partner manager got mail: {m}"
+        );
+    }
+    assert!(mails
+        .iter()
+        .any(|m| cc_of(m).as_deref() == Some("boss@contoso.com")));
+    assert!(
+        !logs.text().contains("boss@partner.example"),
+        "address in logs: {}",
+        logs.text()
+    );
 }

@@ -30,10 +30,11 @@ async fn one_owner() -> (
 }
 
 #[tokio::test]
-async fn server_errors_are_retried_with_growing_backoff_then_succeed() {
+async fn refusals_that_prove_the_message_was_not_taken_are_retried_with_growing_backoff() {
     let (_graph, bot, teams, owner) = one_owner().await;
-    bot.fail_next(500, 1, "InternalServerError", None);
-    bot.fail_next(503, 1, "ServiceUnavailable", None);
+    // 412 is transient for Teams (teams-delivery.md); it refuses the post, so a retry
+    // cannot make a second message.
+    bot.fail_next(412, 2, "PreconditionFailed", None);
 
     let d = teams.send(&reminder(&owner)).await.unwrap();
 
@@ -191,20 +192,23 @@ async fn throttling_past_the_retries_is_a_transient_failure() {
 }
 
 #[tokio::test]
-async fn a_slow_service_times_out_and_is_retried_a_bounded_number_of_times() {
+async fn a_post_that_times_out_is_maybe_delivered_and_never_posted_again() {
     let (_graph, bot, teams, owner) = one_owner().await;
     let teams = teams.with_policy(RetryPolicy {
         timeout: Duration::from_millis(200),
-        max_attempts: 2,
+        max_attempts: 6,
         ..fast_policy()
     });
     bot.set_delay(Some(Duration::from_millis(600)));
     let started = std::time::Instant::now();
     let e = teams.send(&reminder(&owner)).await.unwrap_err();
     assert!(e.transient);
+    assert!(e.maybe_delivered, "{e:?}");
     assert!(e.reason.contains("timed out"), "{}", e.reason);
+
+    // One 200 ms attempt, no retry (six attempts with backoff would take well over 1 s).
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_millis(1000),
         "{:?}",
         started.elapsed()
     );
@@ -291,4 +295,117 @@ async fn the_client_side_limiter_keeps_under_the_service_rate_without_429s() {
         took >= Duration::from_millis(1800) && took < Duration::from_secs(4),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_message_accepted_then_answered_502_is_maybe_delivered_not_posted_twice() {
+    let (_graph, bot, teams, owner) = one_owner().await;
+    bot.accept_then_fail(502, 1);
+
+    let e = teams.send(&reminder(&owner)).await.unwrap_err();
+
+    assert!(e.transient, "{e:?}");
+    assert!(e.maybe_delivered, "{e:?}");
+    assert!(e.reason.contains("may have been delivered"), "{}", e.reason);
+    let accepted = bot.accepted();
+    assert_eq!(accepted.values().sum::<u32>(), 1, "{accepted:?}");
+    assert_eq!(bot.requests().len(), 1, "posted once");
+}
+
+#[tokio::test]
+async fn a_message_accepted_then_left_unanswered_is_maybe_delivered_not_posted_twice() {
+    let (_graph, bot, teams, owner) = one_owner().await;
+    let teams = teams.with_policy(RetryPolicy {
+        timeout: Duration::from_millis(200),
+        ..fast_policy()
+    });
+    bot.accept_then_hang(Duration::from_millis(800), 1);
+
+    let e = teams.send(&reminder(&owner)).await.unwrap_err();
+
+    assert!(e.maybe_delivered, "{e:?}");
+    assert_eq!(bot.accepted().values().sum::<u32>(), 1);
+    // Give a wrongly retried post time to arrive before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bot.requests().len(), 1, "posted once");
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_a_refusal_and_is_retried() {
+    let (_graph, bot, teams, owner) = one_owner().await;
+    bot.fail_next(503, 1, "ServiceUnavailable", Some("0"));
+    let d = teams.send(&reminder(&owner)).await.unwrap();
+    assert_eq!(d.attempts, 2);
+    assert_eq!(bot.accepted().values().sum::<u32>(), 1);
+}
+
+#[tokio::test]
+async fn a_500_on_a_post_is_maybe_delivered_and_not_retried() {
+    let (_graph, bot, teams, owner) = one_owner().await;
+    bot.fail_next(500, 1, "InternalServerError", None);
+    let e = teams.send(&reminder(&owner)).await.unwrap_err();
+    assert!(e.maybe_delivered, "{e:?}");
+    assert_eq!(bot.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_log_line_of_any_delivery_fault_holds_an_address_a_token_or_a_signature() {
+    use lookout_reminders::deliver::{EmailNotifier, FallbackNotifier};
+    use std::sync::Arc;
+    let (logs, _guard) = crate::deliver_helpers::capture_logs();
+    let (graph, bot) = fakes().await;
+    let tokens = identity_tokens().await;
+    let teams = TeamsBotNotifier::new(
+        &settings(&graph, &bot),
+        tokens.clone(),
+        reqwest::Client::new(),
+    )
+    .unwrap()
+    .with_policy(RetryPolicy {
+        timeout: Duration::from_millis(300),
+        ..fast_policy()
+    });
+    let email = EmailNotifier::new(&settings(&graph, &bot), tokens, reqwest::Client::new())
+        .unwrap()
+        .with_policy(fast_policy());
+    let chain = FallbackNotifier::new(vec![Arc::new(teams), Arc::new(email)]);
+    let owners: Vec<String> = (0..7)
+        .map(|i| format!("Fault.Owner{i}@contoso.com"))
+        .collect();
+    for o in &owners[1..] {
+        graph.add_user(o, None);
+        graph.preinstall(o);
+    }
+    // owners[0]: not in the directory (Graph's 404 repeats the address), e-mailed instead.
+    // Then: 5xx after accepting, no answer, 429 then success, a revoked token, a 403.
+    bot.accept_then_fail(502, 1);
+    let scenarios: Vec<Box<dyn Fn()>> = vec![
+        Box::new(|| {}),
+        Box::new(|| {}),
+        Box::new(|| bot.accept_then_hang(Duration::from_millis(900), 1)),
+        Box::new(|| bot.fail_next(429, 2, "TooManyRequests", Some("0"))),
+        Box::new(|| bot.revoke_next_token()),
+        Box::new(|| bot.fail_next(403, 2, "Forbidden", None)),
+        Box::new(|| bot.fail_next(500, 1, "InternalServerError", None)),
+    ];
+    for (o, prepare) in owners.iter().zip(scenarios) {
+        prepare();
+        let _ = chain.send(&reminder(o)).await;
+    }
+    let text = logs.text();
+    assert!(text.contains("user not found"), "{text}");
+    let header = crate::fake_identity::FakeIdentity::shared().await.header();
+    for line in text.lines() {
+        assert!(!line.contains('@'), "address in a log line: {line}");
+        assert!(
+            !line.contains("Bearer"),
+            "bearer token in a log line: {line}"
+        );
+        assert!(!line.contains("eyJ"), "JWT in a log line: {line}");
+        assert!(!line.contains("sig="), "signature in a log line: {line}");
+        assert!(
+            !line.contains(&header),
+            "identity header in a log line: {line}"
+        );
+    }
 }

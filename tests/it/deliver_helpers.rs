@@ -145,6 +145,7 @@ pub fn reminder(owner: &str) -> OutgoingReminder {
         messages,
         cached_conversation: None,
         verbose: false,
+        allowed_domains: Vec::new(),
     }
 }
 

@@ -14,6 +14,12 @@
 //! A test can revoke the next token it sees: that token is then refused with 401 every time
 //! it comes back, so only a really new token gets through (as after a key rollover).
 //!
+//! It can also accept an activity and then lose the answer — a 502 from a gateway after the
+//! message was stored, or no answer within the client's timeout — the "delivered, answer
+//! lost" case of the Bot Framework docs, which a client must never turn into a second message
+//! (https://learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit: retry only
+//! what surely was not taken).
+//!
 //! It counts accepted activities per conversation, so tests and the benchmark can prove that
 //! no reminder was sent twice and none was lost.
 
@@ -73,8 +79,18 @@ pub struct Recorded {
     pub body: Option<Value>,
 }
 
+/// What happens to the answer after an activity was accepted and counted.
+#[derive(Clone, Copy, Debug)]
+pub enum LostAnswer {
+    /// A gateway answers this status instead of the `201`.
+    Status(u16),
+    /// No answer for this long (longer than the client's timeout).
+    Hang(Duration),
+}
+
 struct State {
     started: Instant,
+    lost_answers: VecDeque<LostAnswer>,
     limit: Option<(u32, RetryAfterStyle)>,
     window: (u64, u32),
     /// Accepted requests per conversation in the last hour (the per-thread limits).
@@ -130,6 +146,7 @@ impl FakeBot {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             started: Instant::now(),
+            lost_answers: VecDeque::new(),
             limit: None,
             window: (0, 0),
             thread_times: HashMap::new(),
@@ -217,6 +234,23 @@ impl FakeBot {
                 code,
                 retry_after: retry_after.map(str::to_string),
             });
+        }
+    }
+
+    /// Accepts the next `times` activities (counted in [`accepted`](Self::accepted)) and then
+    /// answers `status` instead of `201`, like a gateway that lost the service's answer.
+    pub fn accept_then_fail(&self, status: u16, times: usize) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..times {
+            s.lost_answers.push_back(LostAnswer::Status(status));
+        }
+    }
+
+    /// Accepts the next `times` activities and then does not answer for `hang`.
+    pub fn accept_then_hang(&self, hang: Duration, times: usize) {
+        let mut s = self.state.lock().unwrap();
+        for _ in 0..times {
+            s.lost_answers.push_back(LostAnswer::Hang(hang));
         }
     }
 
@@ -572,9 +606,25 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let (response, lost) = answer_activity(&state, conversation, authorization, &body);
+    if let Some(LostAnswer::Hang(hang)) = lost {
+        tokio::time::sleep(hang).await;
+    }
+    response
+}
+
+/// The answer to an activity, and what happens to it afterwards (the lock is not held
+/// across an await).
+fn answer_activity(
+    state: &Mutex<State>,
+    conversation: String,
+    authorization: Option<String>,
+    body: &[u8],
+) -> (Response, Option<LostAnswer>) {
     let mut s = state.lock().unwrap();
     let at = s.started.elapsed();
-    let checked = check_activity(&body);
+    let checked = check_activity(body);
+    let mut lost = None;
     let response = (|| {
         if let Err(violation) = check_bearer(&mut s, authorization.as_deref()) {
             if let Some(v) = violation {
@@ -615,6 +665,10 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
         *s.accepted.entry(conversation.clone()).or_insert(0) += 1;
         s.next_id += 1;
         let id = format!("1:{}", s.next_id);
+        lost = s.lost_answers.pop_front();
+        if let Some(LostAnswer::Status(status)) = lost {
+            return bot_error(status, "BadGateway", "upstream answer lost");
+        }
         (StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response()
     })();
     if s.record {
@@ -626,5 +680,5 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
             body: checked.ok(),
         });
     }
-    response
+    (response, lost)
 }

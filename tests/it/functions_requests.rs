@@ -35,17 +35,17 @@ async fn bad_requests_are_refused_with_clear_messages_and_the_server_keeps_servi
             "unknown field `dryrun`",
         ),
         (
-            br#"{"asOf": "07/03/2024"}"#.to_vec(),
+            br#"{"dryRun": true, "asOf": "07/03/2024"}"#.to_vec(),
             400,
             "asOf: expected a date as YYYY-MM-DD",
         ),
         (
-            br#"{"only": ["jm6453@engie.com", "not-an-email"]}"#.to_vec(),
+            br#"{"dryRun": true, "only": ["jm6453@engie.com", "not-an-email"]}"#.to_vec(),
             400,
             "only[1]: not an e-mail address",
         ),
         (
-            br#"{"source": {"blob": "a.csv", "path": "b.csv"}}"#.to_vec(),
+            br#"{"dryRun": true, "source": {"blob": "a.csv", "path": "b.csv"}}"#.to_vec(),
             400,
             "exactly one of",
         ),
@@ -56,16 +56,27 @@ async fn bad_requests_are_refused_with_clear_messages_and_the_server_keeps_servi
         ),
         // Not configured for Blob Storage here: refused, naming the field and the missing setting.
         (
-            br#"{"source": {"blob": "exports/today.csv"}}"#.to_vec(),
+            br#"{"dryRun": true, "source": {"blob": "exports/today.csv"}}"#.to_vec(),
             400,
             "source",
         ),
         (
-            br#"{"channel": "pigeon"}"#.to_vec(),
+            br#"{"dryRun": true, "channel": "pigeon"}"#.to_vec(),
             400,
             "channel: unknown channel 'pigeon'",
         ),
         (br#"{"wait": 0}"#.to_vec(), 400, "wait: invalid type"),
+        // `force` lifted the cap and the cadence at once: split into maxOwners and resend.
+        (
+            br#"{"dryRun": false, "force": true}"#.to_vec(),
+            400,
+            "use maxOwners",
+        ),
+        (
+            br#"{"dryRun": false, "resend": true}"#.to_vec(),
+            400,
+            "resend: needs only",
+        ),
         (vec![b' '; 70 * 1024], 413, "over the limit of 65536 bytes"),
         (
             format!(r#"{{"only": ["{}@engie.com"]}}"#, "a".repeat(1024 * 1024)).into_bytes(),
@@ -205,12 +216,12 @@ async fn a_body_that_is_a_json_array_or_scalar_is_a_400_and_starts_no_run() {
 }
 
 #[tokio::test]
-async fn a_null_body_is_read_like_an_empty_one() {
+async fn a_null_body_is_refused_like_an_empty_one_and_sends_nothing() {
     let app = spawn_app().await;
     let a = app.run_raw(b"null".to_vec()).await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json["dry_run"], false, "{}", a.text);
-    assert!(a.json["counts"]["sent"].as_u64().unwrap() > 0, "{}", a.text);
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(app.outbox_messages().is_empty());
+    assert!(app.ledger_sent().is_empty());
 }
 
 #[tokio::test]
@@ -247,4 +258,61 @@ async fn routes_are_case_insensitive_and_ignore_a_trailing_slash_keeping_the_que
         .host_request(reqwest::Method::GET, "/api/function_httpx", None)
         .await;
     assert_eq!(a.status, 404, "{}", a.text);
+}
+
+#[tokio::test]
+async fn a_careless_call_never_starts_a_live_run_and_is_told_what_to_send() {
+    let app = spawn_app().await;
+    let careless: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("/api/function_http", None),
+        ("/api/function_http", Some(Vec::new())),
+        ("/api/function_http", Some(b"null".to_vec())),
+        ("/api/function_http", Some(b"{}".to_vec())),
+        ("/api/function_http", Some(br#"{"dryRun": null}"#.to_vec())),
+        (
+            "/api/function_http",
+            Some(br#"{"only": ["jm6453@engie.com"]}"#.to_vec()),
+        ),
+    ];
+    for (path, body) in careless {
+        let shown = format!("{path} {:?}", body.as_deref().map(String::from_utf8_lossy));
+        let a = app.host_request(reqwest::Method::POST, path, body).await;
+        assert_eq!(a.status, 400, "{shown}: {}", a.text);
+        let error = a.json["error"].as_str().unwrap_or_default();
+        assert!(error.contains(r#"{"dryRun": false}"#), "{shown}: {error}");
+    }
+    // A query parameter is never silently ignored: not even one that looks like an option.
+    for path in [
+        "/api/function_http?dryRun=true",
+        "/api/function_http?code=k&force=true",
+        "/api/function_http?dryrun",
+    ] {
+        let a = app
+            .host_request(
+                reqwest::Method::POST,
+                path,
+                Some(br#"{"dryRun": true, "asOf": "2024-03-07"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{path}: {}", a.text);
+        let error = a.json["error"].as_str().unwrap_or_default();
+        assert!(error.contains("unknown query parameter"), "{path}: {error}");
+        assert!(error.contains("code and runId"), "{path}: {error}");
+    }
+    // asOf is for dry runs: a live run is for today.
+    let a = app
+        .run(&json!({ "dryRun": false, "asOf": "2024-03-07" }))
+        .await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("asOf is for dry runs"), "{}", a.text);
+    assert!(app.outbox_messages().is_empty(), "a careless call sent");
+    // The key and the run id are still read.
+    let ok = app
+        .host_request(
+            reqwest::Method::POST,
+            "/api/function_http?code=k",
+            Some(br#"{"dryRun": true, "asOf": "2024-03-07"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
 }

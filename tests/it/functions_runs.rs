@@ -50,39 +50,28 @@ async fn two_timer_invocations_on_the_same_day_send_each_reminder_once() {
 }
 
 #[tokio::test]
-async fn a_timer_and_an_http_run_at_the_same_time_run_once_and_the_other_is_told_a_run_is_in_progress(
-) {
+async fn a_timer_and_an_http_run_at_the_same_time_never_send_twice_and_the_timer_is_not_lost() {
     let app = slow_app(Root::new(), 300).await;
-    let body = json!({});
+    let body = json!({ "dryRun": false });
     let (timer, http) = tokio::join!(app.timer(TIMER_PAYLOAD), app.run(&body));
+    // The timer either ran first (the button is told a run is in progress) or waited for
+    // the button's run and then ran: it is never the one that gives the day up.
     assert_eq!(timer.status, 200, "{}", timer.text);
-    let timer_ran = timer.json["ReturnValue"]["status"] == "done";
-    let timer_refused = timer.json["ReturnValue"]["status"] == "in_progress";
-    let http_ran = http.status == 200;
-    let http_refused = http.status == 409;
+    assert_eq!(
+        timer.json["ReturnValue"]["status"], "done",
+        "{}",
+        timer.text
+    );
     assert!(
-        (timer_ran && http_refused) || (timer_refused && http_ran),
-        "expected exactly one run: timer {} / http {} {}",
-        timer.text,
+        http.status == 200 || http.status == 409,
+        "{} {}",
         http.status,
         http.text
     );
-    if http_refused {
+    if http.status == 409 {
         assert_eq!(http.json["status"], "in_progress", "{}", http.text);
-        assert!(
-            http.json["error"].as_str().unwrap().contains("in progress"),
-            "{}",
-            http.text
-        );
     } else {
-        assert!(
-            timer.json["ReturnValue"]["summary"]
-                .as_str()
-                .unwrap()
-                .contains("in progress"),
-            "{}",
-            timer.text
-        );
+        assert!(timer.text.contains("waiting up to"), "{}", timer.text);
     }
     let outbox = app.outbox_messages();
     assert_eq!(outbox.len(), 300);
@@ -102,17 +91,32 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
         r#"{"run_id":"other-instance","pid":1,"since":"2026-11-23T07:00:00Z"}"#,
     )
     .unwrap();
-    let app = Spawn::new().start_in(root).await;
-    let http = app.run(&json!({})).await;
+    let app = Spawn::new()
+        .env("REMINDERS_TIMER_LOCK_WAIT_SECONDS", "3")
+        .start_in(root)
+        .await;
+    let http = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(http.status, 409, "{}", http.text);
     assert_eq!(http.json["status"], "in_progress");
+    let http_error = http.json["error"].as_str().unwrap_or_default();
+    assert!(http_error.contains("run other-instance"), "{http_error}");
+    assert!(!http_error.contains('{'), "raw lock JSON: {http_error}");
+    // The timer waits its bound for the lock, then fails the invocation so the host's
+    // retry policy runs it again: the day is not silently lost.
+    let started = std::time::Instant::now();
     let timer = app.timer(TIMER_PAYLOAD).await;
-    assert_eq!(timer.status, 200, "{}", timer.text);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(timer.status, 500, "{}", timer.text);
     assert_eq!(
         timer.json["ReturnValue"]["status"], "in_progress",
         "{}",
         timer.text
     );
+    assert!(timer.text.contains("the host retries"), "{}", timer.text);
     assert!(app.outbox_messages().is_empty());
     // A dry run changes nothing and is not blocked.
     let dry = app.run(&json!({ "dryRun": true })).await;
@@ -120,16 +124,57 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
 }
 
 #[tokio::test]
+async fn a_button_press_for_one_owner_does_not_cost_the_timer_its_day() {
+    let app = slow_app(Root::new(), 300).await;
+    // A live run for one owner holds the lock while the timer fires.
+    let one = app
+        .run(&json!({ "dryRun": false, "wait": false, "only": ["u000007@engie.com"] }))
+        .await;
+    assert_eq!(one.status, 202, "{}", one.text);
+    let timer = app.timer(TIMER_PAYLOAD).await;
+    assert_eq!(timer.status, 200, "{}", timer.text);
+    assert_eq!(
+        timer.json["ReturnValue"]["status"], "done",
+        "{}",
+        timer.text
+    );
+    let outbox = app.outbox_messages();
+    assert_eq!(outbox.len(), 300, "every owner reminded that day");
+    assert_each_once(&outbox, "outbox");
+}
+
+#[tokio::test]
+async fn the_timer_function_has_a_retry_policy_that_fits_the_morning() {
+    // https://learn.microsoft.com/azure/azure-functions/functions-bindings-error-pages#retries:
+    // timer triggers honour a function-level `retry` (fixedDelay / exponentialBackoff).
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("function_timer/function.json");
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let retry = &f["retry"];
+    assert_eq!(retry["strategy"], "fixedDelay", "{f}");
+    let count = retry["maxRetryCount"].as_u64().unwrap();
+    let delay = retry["delayInterval"].as_str().unwrap();
+    let parts: Vec<u64> = delay.split(':').map(|p| p.parse().unwrap()).collect();
+    let delay_s = parts[0] * 3600 + parts[1] * 60 + parts[2];
+    assert!(count >= 2, "{f}");
+    assert!(
+        count * delay_s <= 4 * 3600,
+        "retries must end the same morning: {f}"
+    );
+}
+
+#[tokio::test]
 async fn wait_false_answers_202_with_the_run_id_and_the_report_is_fetched_later() {
     let app = slow_app(Root::new(), 200).await;
-    let started = app.run(&json!({ "wait": false })).await;
+    let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     let run_id = started.json["runId"].as_str().unwrap().to_string();
     let location = format!("/api/function_http?runId={run_id}");
     assert_eq!(started.headers["location"], location.as_str());
     assert_eq!(started.json["statusUrl"], location.as_str());
     // While it runs, another real run is refused and health names the run in progress.
-    let again = app.run(&json!({})).await;
+    let again = app.run(&json!({ "dryRun": false })).await;
     if again.status == 409 {
         assert_eq!(again.json["runId"], run_id.as_str());
     }
@@ -176,7 +221,7 @@ async fn failed_deliveries_answer_207_with_the_report() {
         .start_in(root)
         .await;
     let a = app
-        .run(&json!({ "asOf": "2024-03-07", "only": ["JM6453@engie.com"] }))
+        .run(&json!({ "dryRun": false, "only": ["JM6453@engie.com"] }))
         .await;
     assert_eq!(a.status, 207, "{}", a.text);
     assert_eq!(a.json["counts"]["failed"], 1, "{}", a.text);
@@ -192,7 +237,7 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
         )
         .start()
         .await;
-    let a = app.run(&json!({})).await;
+    let a = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(a.status, 422, "{}", a.text);
     assert!(
         a.json["error"]
@@ -204,7 +249,7 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
     );
     assert!(app.outbox_messages().is_empty());
     let missing = app
-        .run(&json!({ "source": { "path": "no-such-export.csv" } }))
+        .run(&json!({ "dryRun": false, "source": { "path": "no-such-export.csv" } }))
         .await;
     assert_eq!(missing.status, 422, "{}", missing.text);
     assert!(
@@ -218,17 +263,52 @@ async fn an_unusable_export_is_a_422_and_nothing_is_sent() {
 }
 
 #[tokio::test]
-async fn a_local_source_override_runs_on_that_file() {
+async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_there() {
     let app = Spawn::new()
-        .env("REMINDERS_EXPORT_PATH", "missing.csv")
+        .env(
+            "REMINDERS_EXPORT_PATH",
+            fixture("missing.csv").display().to_string(),
+        )
         .start()
         .await;
-    let path = fixture("issues-export.csv").display().to_string();
+    for path in [
+        "issues-export.csv".to_string(),
+        fixture("issues-export.csv").display().to_string(),
+    ] {
+        let a = app
+            .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+            .await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        assert_eq!(a.json["counts"]["planned"], 23);
+    }
+    // Outside the folder, or not a regular file: refused before anything is read.
+    for path in [
+        "../../../../../../etc/passwd",
+        "/etc/passwd",
+        "/dev/zero",
+        "../Cargo.toml",
+        ".",
+    ] {
+        let a = app
+            .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+            .await;
+        assert!(a.status == 400 || a.status == 422, "{path}: {}", a.text);
+        assert!(
+            !a.text.contains("root:"),
+            "{path}: file content quoted: {}",
+            a.text
+        );
+        assert!(
+            !a.text.contains("[package]"),
+            "{path}: file content quoted: {}",
+            a.text
+        );
+    }
     let a = app
-        .run(&json!({ "dryRun": true, "asOf": "2024-03-07", "source": { "path": path } }))
+        .run(&json!({ "dryRun": true, "source": { "path": "../../../../../../etc/passwd" } }))
         .await;
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(a.json["counts"]["planned"], 23);
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("export's folder"), "{}", a.text);
 }
 
 #[tokio::test]
@@ -236,7 +316,7 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     const OWNERS: usize = 3000;
     let root = Root::new();
     let mut app = slow_app(root.clone(), OWNERS).await;
-    let started = app.run(&json!({ "wait": false })).await;
+    let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     // Let it send a few, then stop the instance as the platform does.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -275,7 +355,7 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     drop(app);
 
     let app = slow_app(root, OWNERS).await;
-    let rerun = app.run(&json!({})).await;
+    let rerun = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(rerun.status, 200, "{}", rerun.text);
     assert_eq!(
         rerun.json["counts"]["sent"],
@@ -375,7 +455,7 @@ async fn the_status_url_follows_the_callers_path_and_never_carries_the_key() {
 #[tokio::test]
 async fn dry_runs_at_once_are_bounded_and_the_one_over_is_told_to_retry() {
     let app = slow_app(Root::new(), 20_000).await;
-    let body = json!({ "wait": false, "dryRun": true, "force": true });
+    let body = json!({ "wait": false, "dryRun": true, "maxOwners": 100000 });
     let mut started = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..4 {

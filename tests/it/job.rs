@@ -244,7 +244,7 @@ async fn more_owners_than_the_cap_are_refused_unless_forced() {
     assert!(err.to_string().contains("REMINDERS_MAX_OWNERS_PER_RUN"));
     assert!(n.sent.lock().unwrap().is_empty());
     let mut req = request();
-    req.force = true;
+    req.max_owners = Some(23);
     let report = job::run(&d, req, CancellationToken::new()).await.unwrap();
     assert_eq!(report.counts.sent, 23);
 }
@@ -420,4 +420,95 @@ fn the_default_time_budget_is_the_shipped_host_timeout_minus_the_margin() {
         job::function_timeout(r#"{"functionTimeout": "00:05:30"}"#),
         Some(std::time::Duration::from_secs(330))
     );
+}
+
+#[tokio::test]
+async fn a_backdated_live_run_then_the_timer_the_same_real_day_send_each_owner_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notifier = Arc::new(RecordingNotifier::default());
+    let d = deps(tmp.path(), notifier.clone(), None, 4);
+
+    let backdated = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(backdated.counts.sent > 0, "{}", backdated.summary);
+    let timer = job::run(
+        &d,
+        RunRequest::new(Trigger::Timer),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    let sent = notifier.sent.lock().unwrap().clone();
+    let unique: HashSet<&String> = sent.iter().collect();
+    assert_eq!(
+        unique.len(),
+        sent.len(),
+        "an owner got two messages the same day: {}",
+        timer.summary
+    );
+    assert!(
+        timer.reminders.iter().any(|r| r
+            .reason
+            .as_deref()
+            .is_some_and(|x| x.contains("already reminded today"))),
+        "{}",
+        timer.summary
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_run_over_the_cap_is_finished_with_a_raised_cap_without_re_sending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let first = Arc::new(RecordingNotifier {
+        cancel_after: Some((6, token.clone())),
+        ..Default::default()
+    });
+    let mut d = deps(tmp.path(), first.clone(), None, 3);
+    d.max_owners_per_run = 10;
+    let mut req = request();
+    req.max_owners = Some(23);
+    let err = job::run(&d, req.clone(), token).await.unwrap_err();
+    assert!(matches!(err, JobError::Cancelled { sent: 6 }), "{err}");
+
+    let rest = Arc::new(RecordingNotifier::default());
+    d.notifier = rest.clone();
+    // 17 owners are still due: over the configured cap of 10, so refused as it stands...
+    let refused = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            JobError::TooManyOwners {
+                planned: 17,
+                limit: 10
+            }
+        ),
+        "{refused}"
+    );
+    // ...and finished with the cap raised for this run: only the owners not yet reached.
+    let report = job::run(&d, req, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.counts.sent, 17, "{}", report.summary);
+    let mut everyone: Vec<String> = first.sent.lock().unwrap().clone();
+    everyone.extend(rest.sent.lock().unwrap().iter().cloned());
+    let unique: HashSet<&String> = everyone.iter().collect();
+    assert_eq!(unique.len(), 23);
+    assert_eq!(everyone.len(), 23, "an owner got two messages");
+}
+
+#[tokio::test]
+async fn resend_without_named_owners_is_refused_before_anything_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = Arc::new(RecordingNotifier::default());
+    let d = deps(tmp.path(), n.clone(), None, 3);
+    let mut req = request();
+    req.resend = true;
+    let err = job::run(&d, req, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::ResendWithoutOnly), "{err}");
+    assert!(n.sent.lock().unwrap().is_empty());
 }

@@ -23,6 +23,7 @@ fn sent(issue: &str) -> LedgerEvent {
         channel: "outbox".into(),
         message_id: None,
         run_id: "run-torn".into(),
+        maybe_delivered: false,
     }
 }
 
@@ -245,4 +246,65 @@ fn a_lock_ttl_under_five_minutes_is_refused_naming_the_setting() {
     }
     let env = Env::from_pairs(&[("REMINDERS_LOCK_TTL_MINUTES", "5")]);
     assert_eq!(Config::from_env_map(&env).unwrap().lock_ttl_minutes, 5);
+}
+
+/// This machine's name as the lock writes it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| std::env::var("HOSTNAME").unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_lock_whose_process_is_gone_on_this_host_is_taken_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A process that ran and exited: its pid names nobody now (as after `kill -9`).
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let crashed = serde_json::json!({
+        "run_id": "run-crashed", "pid": pid, "host": this_host(),
+        "since": Utc::now().to_rfc3339(),
+    });
+    std::fs::write(dir.path().join("run.lock"), crashed.to_string()).unwrap();
+    // A two-hour TTL: only the dead process makes it stale.
+    let ledger = LocalLedger::new(dir.path(), Duration::from_secs(7200));
+    let held = ledger
+        .lock("run-next")
+        .await
+        .expect("the dead run's lock is stale");
+    assert!(lock_file(dir.path()).unwrap().contains("run-next"));
+    held.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_held_by_a_live_run_or_on_another_host_says_who_since_when_and_until_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = LocalLedger::new(dir.path(), Duration::from_secs(7200));
+    for (run, pid, host) in [
+        ("run-live", std::process::id(), this_host()),
+        // Another machine's process cannot be checked from here: it waits for the TTL.
+        ("run-elsewhere", 999_999, "another-host".to_string()),
+    ] {
+        let body = serde_json::json!({
+            "run_id": run, "pid": pid, "host": host, "since": "2026-12-01T06:00:00+00:00",
+        });
+        std::fs::write(dir.path().join("run.lock"), body.to_string()).unwrap();
+        match ledger.lock("run-next").await {
+            Err(LedgerError::Busy { holder }) => {
+                assert!(holder.contains(&format!("run {run}")), "{holder}");
+                assert!(
+                    holder.contains(&format!("process {pid} on {host}")),
+                    "{holder}"
+                );
+                assert!(
+                    holder.contains("since 2026-12-01T06:00:00+00:00"),
+                    "{holder}"
+                );
+                assert!(holder.contains("expires at the latest at"), "{holder}");
+                assert!(!holder.contains('{'), "raw lock JSON: {holder}");
+            }
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+    }
 }
