@@ -6,7 +6,7 @@
 //! They name the service (`graph`, `bot connector`…) and carry the status and the service's
 //! error code instead.
 
-use crate::azure::{AccessTokens, TokenError};
+use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::debug;
+
+/// A token could not be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot get an access token for {scope}: {detail}")]
+pub struct TokenError {
+    /// The scope asked for.
+    pub scope: String,
+    /// Why (never the token).
+    pub detail: String,
+}
+
+/// Gives bearer tokens per scope, cached until shortly before expiry.
+///
+/// Declared here, beside its one consumer, rather than in `azure` (which implements it) so
+/// that the HTTP layer does not depend on the Azure plumbing.
+#[async_trait]
+pub trait AccessTokens: Send + Sync {
+    /// A bearer token (without the `Bearer ` prefix) for `scope`.
+    async fn token(&self, scope: &str) -> Result<String, TokenError>;
+    /// Forgets the cached token for `scope` (after a 401), so the next call fetches anew.
+    fn invalidate(&self, scope: &str);
+}
 
 /// When and how often to retry.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 
 use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::domain::OwnerEmail;
-use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
+use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
 use crate::parse::{self, ParseError};
 use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
 use crate::policy::Rules;
@@ -33,8 +33,10 @@ pub struct Deps {
     pub source: Arc<dyn Source>,
     /// Delivery channel (possibly a fallback chain).
     pub notifier: Arc<dyn Notifier>,
-    /// Ledger, lock and reports.
+    /// Ledger and run lock.
     pub ledger: Arc<dyn LedgerStore>,
+    /// Stored run reports (usually the same store as `ledger`).
+    pub reports: Arc<dyn ReportStore>,
     /// Message renderer.
     pub renderer: Arc<Renderer>,
     /// Policy rules.
@@ -250,7 +252,7 @@ async fn run_inner(
     }
     let report = result?;
     if !req.dry_run {
-        match deps.ledger.save_report(&report).await {
+        match deps.reports.save_report(&report).await {
             Ok(location) => info!(report = %location, "run report saved"),
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
@@ -425,7 +427,7 @@ async fn run_locked(
             // A run stopped half-way still leaves its report (who got what, who was not
             // attempted) for the operator; the error says why it stopped.
             report.warnings.push(format!("run stopped: {e}"));
-            match deps.ledger.save_report(&report).await {
+            match deps.reports.save_report(&report).await {
                 Ok(location) => info!(report = %location, "partial run report saved"),
                 Err(save) => warn!(error = %save, "could not save the partial run report"),
             }

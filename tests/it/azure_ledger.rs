@@ -10,7 +10,9 @@ use lookout_reminders::config::{AzureSettings, Config, Env};
 use lookout_reminders::deliver::OutboxNotifier;
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
-use lookout_reminders::ledger::{BlobLedger, LedgerError, LedgerEvent, LedgerStore, LocalLedger};
+use lookout_reminders::ledger::{
+    BlobLedger, LedgerError, LedgerEvent, LedgerStore, LocalLedger, ReportStore,
+};
 use lookout_reminders::plan::{IssueKey, Stage};
 use lookout_reminders::report::Trigger;
 use lookout_reminders::source::LocalFileSource;
@@ -52,8 +54,12 @@ fn sent(owner: &str, issue: &str, run_id: &str) -> LedgerEvent {
     }
 }
 
+/// Both seams of one store (the ledger and its reports), as the suite tests them together.
+trait Store: LedgerStore + ReportStore {}
+impl<T: LedgerStore + ReportStore> Store for T {}
+
 /// Makes independent store instances over the same storage (like two function instances).
-type Maker = Box<dyn Fn() -> Arc<dyn LedgerStore> + Send + Sync>;
+type Maker = Box<dyn Fn() -> Arc<dyn Store> + Send + Sync>;
 
 async fn lock_is_exclusive_until_released(make: &Maker) {
     let a = make();
@@ -147,7 +153,7 @@ fn config() -> Config {
     Config::from_env_map(&Env::default()).unwrap()
 }
 
-fn deps(ledger: Arc<dyn LedgerStore>, outbox: &Path, export: &Path, concurrency: usize) -> Deps {
+fn deps(ledger: Arc<dyn Store>, outbox: &Path, export: &Path, concurrency: usize) -> Deps {
     let config = config();
     let mut d = lookout_reminders::app::deps(
         &config,
@@ -155,7 +161,8 @@ fn deps(ledger: Arc<dyn LedgerStore>, outbox: &Path, export: &Path, concurrency:
     )
     .unwrap();
     d.notifier = Arc::new(OutboxNotifier::new(outbox.to_path_buf()));
-    d.ledger = ledger;
+    d.ledger = ledger.clone();
+    d.reports = ledger;
     d.concurrency = concurrency;
     d
 }
@@ -212,16 +219,13 @@ fn local_maker() -> (tempfile::TempDir, Maker) {
     (
         dir,
         Box::new(move || {
-            Arc::new(LocalLedger::new(path.clone(), Duration::from_secs(600)))
-                as Arc<dyn LedgerStore>
+            Arc::new(LocalLedger::new(path.clone(), Duration::from_secs(600))) as Arc<dyn Store>
         }),
     )
 }
 
 fn blob_maker(settings: AzureSettings) -> Maker {
-    Box::new(move || {
-        Arc::new(BlobLedger::from_settings(&settings).unwrap()) as Arc<dyn LedgerStore>
-    })
+    Box::new(move || Arc::new(BlobLedger::from_settings(&settings).unwrap()) as Arc<dyn Store>)
 }
 
 #[tokio::test]
@@ -387,7 +391,7 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
 
     azurite.restart().await;
     // The lease of the interrupted run may still be active: a rerun waits it out.
-    let store: Arc<dyn LedgerStore> = Arc::new(BlobLedger::from_settings(&settings).unwrap());
+    let store: Arc<dyn Store> = Arc::new(BlobLedger::from_settings(&settings).unwrap());
     let recorded = store
         .load()
         .await

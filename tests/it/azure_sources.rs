@@ -820,7 +820,7 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
         .await
         .unwrap();
     assert_eq!(again.counts.sent, 0, "the same day's rerun sent again");
-    let last = deps.ledger.last_report().await.unwrap().unwrap();
+    let last = deps.reports.last_report().await.unwrap().unwrap();
     assert_eq!(last.run_id, again.run_id);
     // Issue 4: the source and the ledger share one credential, so two runs of both asked
     // the identity endpoint for one storage token between them.

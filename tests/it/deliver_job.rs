@@ -44,6 +44,7 @@ async fn the_owner_cap_refuses_the_run_before_any_send_unless_forced() {
         source: Arc::new(LocalFileSource::new(export, 1 << 20)),
         notifier: Arc::new(teams),
         ledger: ledger.clone(),
+        reports: ledger.clone(),
         renderer: Arc::new(renderer()),
         rules: Rules::default(),
         cadence: Cadence::default(),

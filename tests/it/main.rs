@@ -20,6 +20,7 @@ mod functions_requests;
 mod functions_runs;
 mod helpers;
 mod job;
+mod layers;
 mod local_ledger;
 mod parse;
 mod parse_robustness;
