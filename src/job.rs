@@ -145,13 +145,14 @@ impl From<LedgerError> for JobError {
     }
 }
 
-/// A source and a parsed export, for `validate` and `preview`.
+/// A source and a parsed export, its zone-less times read in `zone` (the rules' time zone).
 pub async fn fetch_and_parse(
     source: &dyn Source,
+    zone: chrono_tz::Tz,
 ) -> Result<(SourceReport, parse::ParsedExport), JobError> {
     let fetched = source.fetch().await?;
     let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
-    let parsed = parse::parse_export(&fetched.bytes, &fetched.name)?;
+    let parsed = parse::parse_export_in(&fetched.bytes, &fetched.name, zone)?;
     source_report.format = parsed.format.map(|f| f.as_str().to_string());
     Ok((source_report, parsed))
 }
@@ -278,7 +279,7 @@ async fn run_locked(
     notifier: &dyn Notifier,
     cancel: &CancellationToken,
 ) -> Result<RunReport, JobError> {
-    let (source_report, parsed) = fetch_and_parse(source).await?;
+    let (source_report, parsed) = fetch_and_parse(source, deps.rules.time_zone).await?;
     info!(
         format = source_report.format.as_deref().unwrap_or("?"),
         rows = parsed.total_rows,

@@ -106,7 +106,9 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
         fetched.origin.location
     );
     assert!(fetched.origin.etag.is_some() && fetched.origin.last_modified.is_some());
-    let (report, parsed) = job::fetch_and_parse(&source).await.unwrap();
+    let (report, parsed) = job::fetch_and_parse(&source, chrono_tz::Tz::UTC)
+        .await
+        .unwrap();
     assert_eq!(report.bytes, csv.len() as u64);
     assert!(parsed.total_rows > 0);
 
@@ -123,10 +125,12 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
         .unwrap();
     assert_eq!(newest.name, "2024-03-08.xlsx");
     assert_eq!(newest.bytes, xlsx);
-    let (_, parsed) =
-        job::fetch_and_parse(&BlobSource::from_settings(&settings, 50 << 20).unwrap())
-            .await
-            .unwrap();
+    let (_, parsed) = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 50 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         parsed.format.map(|f| f.as_str().to_string()).as_deref(),
         Some("xlsx")
@@ -177,16 +181,22 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
 
     // Empty: the parse step says so.
     let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
-    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
-        .await
-        .unwrap_err();
+    let err = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
 
     // Wrong format: the parse step refuses it.
     let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
-    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
-        .await
-        .unwrap_err();
+    let err = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, job::JobError::Unusable(_)), "{err}");
 
     // Missing blob, missing container, nothing under a prefix: NotFound naming the blob.

@@ -24,4 +24,5 @@ mod layers;
 mod local_ledger;
 mod parse;
 mod parse_robustness;
+mod parse_zones;
 mod teams_app;
