@@ -50,6 +50,51 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// Timeout of one attempt.
     pub timeout: Duration,
+    /// How the waits between attempts are spent (the real clock unless a test records them).
+    pub waits: Waits,
+}
+
+/// How the layer waits out a `Retry-After` or a backoff: on the real clock, or, for tests,
+/// [`Waits::recorded`], which returns at once and keeps each duration asked for, so a test
+/// asserts what was waited for instead of timing the wall clock on a busy machine.
+#[derive(Clone, Default)]
+pub struct Waits {
+    recorded: Option<Arc<Mutex<Vec<Duration>>>>,
+}
+
+impl Waits {
+    /// Waits that take no time and are kept for [`Waits::taken`].
+    pub fn recorded() -> Self {
+        Self {
+            recorded: Some(Arc::default()),
+        }
+    }
+
+    /// The durations waited so far, in order (always empty on the real clock).
+    pub fn taken(&self) -> Vec<Duration> {
+        self.recorded
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits `d` (or records it).
+    pub async fn wait(&self, d: Duration) {
+        match &self.recorded {
+            Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()).push(d),
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.recorded.is_some() {
+            "Waits::recorded"
+        } else {
+            "Waits::real"
+        })
+    }
 }
 
 impl Default for RetryPolicy {
@@ -60,6 +105,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
             timeout: Duration::from_secs(30),
+            waits: Waits::default(),
         }
     }
 }
@@ -472,7 +518,7 @@ impl HttpClient {
                 }
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(retry_in).await;
+            self.policy.waits.wait(retry_in).await;
         }
     }
 

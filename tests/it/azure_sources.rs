@@ -55,14 +55,21 @@ async fn upload(azurite: &Azurite, container: &str, blobs: &[(&str, Vec<u8>)]) {
     )
     .unwrap();
     let _ = client.create(None).await;
-    for (name, bytes) in blobs {
+    for (i, (name, bytes)) in blobs.iter().enumerate() {
+        if i > 0 {
+            // Distinct last-modified times (one-second resolution, Azurite on this machine's
+            // clock): wait for the next whole second, not a fixed 1.1 s after each blob.
+            let into_second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis();
+            tokio::time::sleep(Duration::from_millis(u64::from(1000 - into_second) + 20)).await;
+        }
         client
             .blob_client(name)
             .upload(azure_core::http::RequestContent::from(bytes.clone()), None)
             .await
             .unwrap();
-        // Distinct last-modified times (one-second resolution).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
 }
 
