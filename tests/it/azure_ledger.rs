@@ -240,7 +240,7 @@ async fn the_local_ledger_passes_the_ledger_behaviour_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_blob_ledger_passes_the_ledger_behaviour_suite_on_azurite() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     behaviour_suite(blob_maker(blob_settings(&azurite, &[]).await)).await;
     reports_are_kept_with_the_latest_and_by_id(&blob_maker(blob_settings(&azurite, &[]).await))
         .await;
@@ -248,7 +248,7 @@ async fn the_blob_ledger_passes_the_ledger_behaviour_suite_on_azurite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_blob_ledger_writers_lose_no_update() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let started = std::time::Instant::now();
     concurrent_appenders_lose_nothing(&blob_maker(blob_settings(&azurite, &[]).await), 6, 8).await;
     eprintln!(
@@ -259,7 +259,7 @@ async fn concurrent_blob_ledger_writers_lose_no_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_started_at_once_on_one_container_run_exactly_once() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let settings = blob_settings(&azurite, &[]).await;
     let tmp = tempfile::tempdir().unwrap();
     let export = crate::helpers::fixture("issues-export.csv");
@@ -315,7 +315,7 @@ async fn two_runs_started_at_once_on_one_container_run_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_ledger_calls_carry_a_storage_token_for_the_configured_user_assigned_identity() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let client_id = format!("uami-{}", uuid::Uuid::new_v4().simple());
     let settings = blob_settings(
         &azurite,

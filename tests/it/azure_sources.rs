@@ -79,7 +79,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let csv = fixture("issues-export.csv");
     let xlsx = fixture("issues-export1.xlsx");
     upload(
@@ -155,7 +155,7 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_refuses_bad_input_with_clear_errors() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let big = vec![b'x'; 4096];
     upload(
         &azurite,
@@ -773,10 +773,10 @@ async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records_in_the_container()
 {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     upload(
         &azurite,
-        "exports",
+        "exports-run",
         &[("lookout/latest.csv", fixture("issues-export.csv"))],
     )
     .await;
@@ -797,9 +797,9 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
     for (k, v) in [
         ("REMINDERS_SOURCE", "blob"),
         ("REMINDERS_LEDGER", "blob"),
-        ("REMINDERS_EXPORT_CONTAINER", "exports"),
+        ("REMINDERS_EXPORT_CONTAINER", "exports-run"),
         ("REMINDERS_EXPORT_PREFIX", "lookout/"),
-        ("REMINDERS_STATE_CONTAINER", "state"),
+        ("REMINDERS_STATE_CONTAINER", "state-run"),
     ] {
         pairs.push((k.into(), v.into()));
     }
