@@ -831,7 +831,7 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
     assert!(first.counts.sent > 0);
     assert_eq!(
         first.source.location,
-        format!("{}/exports/lookout/latest.csv", azurite.account_url())
+        format!("{}/exports-run/lookout/latest.csv", azurite.account_url())
     );
     let again = job::run(&deps, req, tokio_util::sync::CancellationToken::new())
         .await
