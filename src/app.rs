@@ -180,32 +180,41 @@ pub fn source_override(
     }
 }
 
-/// The configured ledger and the report store kept beside it: one store, two seams.
-pub fn stores(
-    config: &Config,
-) -> Result<(Arc<dyn LedgerStore>, Arc<dyn ReportStore>), WiringError> {
+/// The ledger and the report store kept beside it: one store, two seams.
+pub struct Stores {
+    /// Events and the run lock.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Run reports.
+    pub reports: Arc<dyn ReportStore>,
+}
+
+/// The configured [`Stores`].
+pub fn stores(config: &Config) -> Result<Stores, WiringError> {
     stores_with(config, &Credentials::new(config))
 }
 
 /// [`stores`] with the process's `credentials`.
-pub fn stores_with(
-    config: &Config,
-    credentials: &Credentials,
-) -> Result<(Arc<dyn LedgerStore>, Arc<dyn ReportStore>), WiringError> {
+pub fn stores_with(config: &Config, credentials: &Credentials) -> Result<Stores, WiringError> {
     match config.azure.ledger {
         LedgerKind::Local => {
             let local = Arc::new(LocalLedger::new(
                 config.state_dir.clone(),
                 Duration::from_secs(config.lock_ttl_minutes * 60),
             ));
-            Ok((local.clone(), local))
+            Ok(Stores {
+                ledger: local.clone(),
+                reports: local,
+            })
         }
         LedgerKind::Blob => {
             let blob = Arc::new(crate::ledger::BlobLedger::from_settings_with(
                 &config.azure,
                 credentials.shared()?.credential,
             )?);
-            Ok((blob.clone(), blob))
+            Ok(Stores {
+                ledger: blob.clone(),
+                reports: blob,
+            })
         }
     }
 }
@@ -342,7 +351,7 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         Some(s) => s,
         None => source_with(config, &credentials)?,
     };
-    let (ledger, reports) = stores_with(config, &credentials)?;
+    let Stores { ledger, reports } = stores_with(config, &credentials)?;
     Ok(Deps {
         source,
         notifier: notifier_with(config, &config.delivery.channels, &credentials)?,

@@ -241,8 +241,8 @@ async fn the_local_ledger_passes_the_ledger_behaviour_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_blob_ledger_passes_the_ledger_behaviour_suite_on_azurite() {
     let azurite = Azurite::shared().await;
-    behaviour_suite(blob_maker(blob_settings(&azurite, &[]).await)).await;
-    reports_are_kept_with_the_latest_and_by_id(&blob_maker(blob_settings(&azurite, &[]).await))
+    behaviour_suite(blob_maker(blob_settings(azurite, &[]).await)).await;
+    reports_are_kept_with_the_latest_and_by_id(&blob_maker(blob_settings(azurite, &[]).await))
         .await;
 }
 
@@ -250,7 +250,7 @@ async fn the_blob_ledger_passes_the_ledger_behaviour_suite_on_azurite() {
 async fn concurrent_blob_ledger_writers_lose_no_update() {
     let azurite = Azurite::shared().await;
     let started = std::time::Instant::now();
-    concurrent_appenders_lose_nothing(&blob_maker(blob_settings(&azurite, &[]).await), 6, 8).await;
+    concurrent_appenders_lose_nothing(&blob_maker(blob_settings(azurite, &[]).await), 6, 8).await;
     eprintln!(
         "96 contended appends (6 instances x 2 tasks x 8 batches) in {:?}",
         started.elapsed()
@@ -260,7 +260,7 @@ async fn concurrent_blob_ledger_writers_lose_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_started_at_once_on_one_container_run_exactly_once() {
     let azurite = Azurite::shared().await;
-    let settings = blob_settings(&azurite, &[]).await;
+    let settings = blob_settings(azurite, &[]).await;
     let tmp = tempfile::tempdir().unwrap();
     let export = crate::helpers::fixture("issues-export.csv");
     let a = deps(
@@ -318,7 +318,7 @@ async fn blob_ledger_calls_carry_a_storage_token_for_the_configured_user_assigne
     let azurite = Azurite::shared().await;
     let client_id = format!("uami-{}", uuid::Uuid::new_v4().simple());
     let settings = blob_settings(
-        &azurite,
+        azurite,
         &[("REMINDERS_MANAGED_IDENTITY_CLIENT_ID", &client_id)],
     )
     .await;

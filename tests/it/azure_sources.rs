@@ -83,7 +83,7 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
     let csv = fixture("issues-export.csv");
     let xlsx = fixture("issues-export1.xlsx");
     upload(
-        &azurite,
+        azurite,
         "exports",
         &[
             ("lookout/2024-03-01.csv", csv.clone()),
@@ -94,7 +94,7 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
     .await;
 
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "exports",
         &[("REMINDERS_EXPORT_BLOB", "lookout/2024-03-01.csv")],
     )
@@ -120,7 +120,7 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
     assert!(parsed.total_rows > 0);
 
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "exports",
         &[("REMINDERS_EXPORT_PREFIX", "lookout/")],
     )
@@ -158,7 +158,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     let azurite = Azurite::shared().await;
     let big = vec![b'x'; 4096];
     upload(
-        &azurite,
+        azurite,
         "bad",
         &[
             ("empty.csv", Vec::new()),
@@ -169,7 +169,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     .await;
 
     // Over the cap: refused from the properties, before any download.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "big.csv")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "big.csv")]).await;
     match BlobSource::from_settings(&settings, 1000)
         .unwrap()
         .fetch()
@@ -187,7 +187,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     }
 
     // Empty: the parse step says so.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
     let err = job::fetch_and_parse(
         &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
         chrono_tz::Tz::UTC,
@@ -197,7 +197,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     assert!(err.to_string().contains("empty"), "{err}");
 
     // Wrong format: the parse step refuses it.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
     let err = job::fetch_and_parse(
         &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
         chrono_tz::Tz::UTC,
@@ -207,7 +207,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     assert!(matches!(err, job::JobError::Unusable(_)), "{err}");
 
     // Missing blob, missing container, nothing under a prefix: NotFound naming the blob.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "nope.csv")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "nope.csv")]).await;
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
         .fetch()
@@ -216,7 +216,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("nope.csv"), "{err}");
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "no-such-container",
         &[("REMINDERS_EXPORT_BLOB", "a.csv")],
     )
@@ -227,7 +227,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_PREFIX", "2025/")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_PREFIX", "2025/")]).await;
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
         .fetch()
@@ -775,7 +775,7 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
 {
     let azurite = Azurite::shared().await;
     upload(
-        &azurite,
+        azurite,
         "exports-run",
         &[("lookout/latest.csv", fixture("issues-export.csv"))],
     )
