@@ -145,6 +145,9 @@ pub struct ReportIssue {
     pub deadline: NaiveDate,
     /// Days left.
     pub days_left: i64,
+    /// The model can no longer install a current OS: the last one it supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_os: Option<String>,
 }
 
 impl From<&IssueLine> for ReportIssue {
@@ -159,6 +162,7 @@ impl From<&IssueLine> for ReportIssue {
             detected: l.detected,
             deadline: l.deadline,
             days_left: l.days_left,
+            last_os: l.last_os.clone(),
         }
     }
 }
@@ -229,6 +233,10 @@ pub struct RunReport {
     /// Warnings for the operator (no allowed domains set…).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
+    /// worked, the security team should act (device blocked? wrong owner? stale device?).
+    #[serde(default)]
+    pub team_action: Vec<String>,
     /// One human line (for a Power Automate button).
     pub summary: String,
 }

@@ -141,12 +141,42 @@ fn split_top_level(group: &str) -> Vec<&str> {
     items
 }
 
+/// The files of the modules `rel` declares as `#[cfg(test)] mod name;` (test-only files).
+fn test_only_files(rel: &str, text: &str) -> Vec<String> {
+    let dir = if rel == "lib.rs" || rel == "main.rs" {
+        String::new()
+    } else if let Some(parent) = rel.strip_suffix("/mod.rs") {
+        format!("{parent}/")
+    } else {
+        format!("{}/", rel.trim_end_matches(".rs"))
+    };
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut files = Vec::new();
+    for pair in lines.windows(2) {
+        if pair[0].starts_with("#[cfg(test)]") {
+            let item = pair[1]
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub ");
+            if let Some(name) = item.strip_prefix("mod ").and_then(|r| r.strip_suffix(';')) {
+                files.push(format!("{dir}{name}.rs"));
+                files.push(format!("{dir}{name}/mod.rs"));
+            }
+        }
+    }
+    files
+}
+
 /// The module graph of the files under `src`, keyed by top-level module (`src/x.rs` and
-/// `src/x/…` are `x`); `lib.rs` and the binary's `main.rs` are the roots and are left out.
+/// `src/x/…` are `x`); `lib.rs` and the binary's `main.rs` are the roots and are left out,
+/// and so are files of `#[cfg(test)]` modules.
 fn graph_of(files: &[(String, String)]) -> Graph {
+    let test_only: BTreeSet<String> = files
+        .iter()
+        .flat_map(|(rel, text)| test_only_files(rel, text))
+        .collect();
     let mut graph = Graph::new();
     for (rel, text) in files {
-        if rel == "lib.rs" || rel == "main.rs" {
+        if rel == "lib.rs" || rel == "main.rs" || test_only.contains(rel) {
             continue;
         }
         let module = rel
@@ -351,6 +381,26 @@ fn the_checker_ignores_test_modules_comments_strings_and_its_own_module() {
     // fails loudly rather than letting an edge through.
     let expected: BTreeSet<String> = ["app", "domain"].map(String::from).into();
     assert_eq!(names, expected);
+}
+
+#[test]
+fn the_checker_skips_files_of_test_only_modules() {
+    let files = [
+        (
+            "render/mod.rs".to_string(),
+            "#[cfg(test)]\nmod cases;\nmod templates;\n".to_string(),
+        ),
+        (
+            "render/cases.rs".to_string(),
+            "use crate::deliver::X;".to_string(),
+        ),
+        (
+            "render/templates.rs".to_string(),
+            "use crate::plan::Y;".to_string(),
+        ),
+    ];
+    let names: BTreeSet<String> = graph_of(&files)["render"].keys().cloned().collect();
+    assert_eq!(names, BTreeSet::from(["plan".to_string()]));
 }
 
 #[test]
