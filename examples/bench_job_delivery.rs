@@ -98,10 +98,12 @@ async fn main() {
         ..fakes.settings(client_rate)
     };
     let teams = Arc::new(TeamsBotNotifier::new(&settings, tokens, reqwest::Client::new()).unwrap());
+    let ledger = Arc::new(LocalLedger::new(&state, Duration::from_secs(600)));
     let deps = Deps {
         source: Arc::new(LocalFileSource::new(&export, 1 << 30)),
         notifier: teams.clone(),
-        ledger: Arc::new(LocalLedger::new(&state, Duration::from_secs(600))),
+        ledger: ledger.clone(),
+        reports: ledger,
         renderer: Arc::new(bench::renderer()),
         rules: Rules::default(),
         cadence: Cadence::default(),

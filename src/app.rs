@@ -4,7 +4,7 @@
 use crate::config::{ChannelKind, Config, LedgerKind, SourceKind};
 use crate::deliver::{DeliveryLimits, Notifier, OutboxNotifier};
 use crate::job::Deps;
-use crate::ledger::{LedgerStore, LocalLedger};
+use crate::ledger::{LedgerStore, LocalLedger, ReportStore};
 use crate::render::{MessageConstants, RenderError, Renderer};
 use crate::source::{LocalFileSource, Source};
 use std::path::Path;
@@ -23,6 +23,17 @@ pub enum WiringError {
     /// Another part failed to start.
     #[error("{0}")]
     Other(String),
+}
+
+// The conversion lives with the wiring that needs it: `azure` is plumbing used by the
+// wiring and must not depend on it (that edge once closed a cycle through the whole crate).
+impl From<crate::azure::BuildError> for WiringError {
+    fn from(e: crate::azure::BuildError) -> Self {
+        match e {
+            crate::azure::BuildError::Config(c) => WiringError::Config(c),
+            other => WiringError::Other(other.to_string()),
+        }
+    }
 }
 
 /// Builds the renderer from the message settings.
@@ -179,25 +190,42 @@ pub fn source_override(
     }
 }
 
-/// Builds the configured ledger store.
-pub fn ledger(config: &Config) -> Result<Arc<dyn LedgerStore>, WiringError> {
-    ledger_with(config, &Credentials::new(config))
+/// The ledger and the report store kept beside it: one store, two seams.
+pub struct Stores {
+    /// Events and the run lock.
+    pub ledger: Arc<dyn LedgerStore>,
+    /// Run reports.
+    pub reports: Arc<dyn ReportStore>,
 }
 
-/// Builds the configured ledger store with the process's `credentials`.
-pub fn ledger_with(
-    config: &Config,
-    credentials: &Credentials,
-) -> Result<Arc<dyn LedgerStore>, WiringError> {
+/// The configured [`Stores`].
+pub fn stores(config: &Config) -> Result<Stores, WiringError> {
+    stores_with(config, &Credentials::new(config))
+}
+
+/// [`stores`] with the process's `credentials`.
+pub fn stores_with(config: &Config, credentials: &Credentials) -> Result<Stores, WiringError> {
     match config.azure.ledger {
-        LedgerKind::Local => Ok(Arc::new(LocalLedger::new(
-            config.state_dir.clone(),
-            Duration::from_secs(config.lock_ttl_minutes * 60),
-        ))),
-        LedgerKind::Blob => Ok(Arc::new(crate::ledger::BlobLedger::from_settings_with(
-            &config.azure,
-            credentials.shared()?.credential,
-        )?)),
+        LedgerKind::Local => {
+            let local = Arc::new(LocalLedger::new(
+                config.state_dir.clone(),
+                Duration::from_secs(config.lock_ttl_minutes * 60),
+            ));
+            Ok(Stores {
+                ledger: local.clone(),
+                reports: local,
+            })
+        }
+        LedgerKind::Blob => {
+            let blob = Arc::new(crate::ledger::BlobLedger::from_settings_with(
+                &config.azure,
+                credentials.shared()?.credential,
+            )?);
+            Ok(Stores {
+                ledger: blob.clone(),
+                reports: blob,
+            })
+        }
     }
 }
 
@@ -333,10 +361,12 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         Some(s) => s,
         None => source_with(config, &credentials)?,
     };
+    let Stores { ledger, reports } = stores_with(config, &credentials)?;
     Ok(Deps {
         source,
         notifier: notifier_with(config, &config.delivery.channels, &credentials)?,
-        ledger: ledger_with(config, &credentials)?,
+        ledger,
+        reports,
         renderer: Arc::new(renderer(config)?),
         rules: config.rules.clone(),
         cadence: config.cadence.clone(),

@@ -6,7 +6,7 @@
 //! They name the service (`graph`, `bot connector`…) and carry the status and the service's
 //! error code instead.
 
-use crate::azure::{AccessTokens, TokenError};
+use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::debug;
+
+/// A token could not be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot get an access token for {scope}: {detail}")]
+pub struct TokenError {
+    /// The scope asked for.
+    pub scope: String,
+    /// Why (never the token).
+    pub detail: String,
+}
+
+/// Gives bearer tokens per scope, cached until shortly before expiry.
+///
+/// Declared here, beside its one consumer, rather than in `azure` (which implements it) so
+/// that the HTTP layer does not depend on the Azure plumbing.
+#[async_trait]
+pub trait AccessTokens: Send + Sync {
+    /// A bearer token (without the `Bearer ` prefix) for `scope`.
+    async fn token(&self, scope: &str) -> Result<String, TokenError>;
+    /// Forgets the cached token for `scope` (after a 401), so the next call fetches anew.
+    fn invalidate(&self, scope: &str);
+}
 
 /// When and how often to retry.
 #[derive(Clone, Debug)]
@@ -28,6 +50,51 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// Timeout of one attempt.
     pub timeout: Duration,
+    /// How the waits between attempts are spent (the real clock unless a test records them).
+    pub waits: Waits,
+}
+
+/// How the layer waits out a `Retry-After` or a backoff: on the real clock, or, for tests,
+/// [`Waits::recorded`], which returns at once and keeps each duration asked for, so a test
+/// asserts what was waited for instead of timing the wall clock on a busy machine.
+#[derive(Clone, Default)]
+pub struct Waits {
+    recorded: Option<Arc<Mutex<Vec<Duration>>>>,
+}
+
+impl Waits {
+    /// Waits that take no time and are kept for [`Waits::taken`].
+    pub fn recorded() -> Self {
+        Self {
+            recorded: Some(Arc::default()),
+        }
+    }
+
+    /// The durations waited so far, in order (always empty on the real clock).
+    pub fn taken(&self) -> Vec<Duration> {
+        self.recorded
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits `d` (or records it).
+    pub async fn wait(&self, d: Duration) {
+        match &self.recorded {
+            Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()).push(d),
+            None => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Waits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.recorded.is_some() {
+            "Waits::recorded"
+        } else {
+            "Waits::real"
+        })
+    }
 }
 
 impl Default for RetryPolicy {
@@ -38,6 +105,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
             timeout: Duration::from_secs(30),
+            waits: Waits::default(),
         }
     }
 }
@@ -750,7 +818,7 @@ impl HttpClient {
                 }
             };
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(retry_in).await;
+            self.policy.waits.wait(retry_in).await;
         }
     }
 

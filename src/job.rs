@@ -5,7 +5,7 @@
 
 use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::domain::OwnerEmail;
-use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
+use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
 use crate::parse::{self, ParseError};
 use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
 use crate::policy::Rules;
@@ -33,8 +33,10 @@ pub struct Deps {
     pub source: Arc<dyn Source>,
     /// Delivery channel (possibly a fallback chain).
     pub notifier: Arc<dyn Notifier>,
-    /// Ledger, lock and reports.
+    /// Ledger and run lock.
     pub ledger: Arc<dyn LedgerStore>,
+    /// Stored run reports (usually the same store as `ledger`).
+    pub reports: Arc<dyn ReportStore>,
     /// Message renderer.
     pub renderer: Arc<Renderer>,
     /// Policy rules.
@@ -192,13 +194,14 @@ impl From<LedgerError> for JobError {
     }
 }
 
-/// A source and a parsed export, for `validate` and `preview`.
+/// A source and a parsed export, its zone-less times read in `zone` (the rules' time zone).
 pub async fn fetch_and_parse(
     source: &dyn Source,
+    zone: chrono_tz::Tz,
 ) -> Result<(SourceReport, parse::ParsedExport), JobError> {
     let fetched = source.fetch().await?;
     let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
-    let parsed = parse::parse_export(&fetched.bytes, &fetched.name)?;
+    let parsed = parse::parse_export_in(&fetched.bytes, &fetched.name, zone)?;
     source_report.format = parsed.format.map(|f| f.as_str().to_string());
     Ok((source_report, parsed))
 }
@@ -307,7 +310,7 @@ async fn run_inner(
     }
     let report = result?;
     if !req.dry_run {
-        match deps.ledger.save_report(&report).await {
+        match deps.reports.save_report(&report).await {
             Ok(location) => info!(report = %location, "run report saved"),
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
@@ -340,7 +343,7 @@ async fn run_locked(
     cancel: &CancellationToken,
     deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Result<RunReport, JobError> {
-    let (source_report, parsed) = fetch_and_parse(source).await?;
+    let (source_report, parsed) = fetch_and_parse(source, deps.rules.time_zone).await?;
     info!(
         format = source_report.format.as_deref().unwrap_or("?"),
         rows = parsed.total_rows,
@@ -499,7 +502,7 @@ async fn run_locked(
             // A run stopped half-way still leaves its report (who got what, who was not
             // attempted) for the operator; the error says why it stopped.
             report.warnings.push(format!("run stopped: {e}"));
-            match deps.ledger.save_report(&report).await {
+            match deps.reports.save_report(&report).await {
                 Ok(location) => info!(report = %location, "partial run report saved"),
                 Err(save) => warn!(error = %save, "could not save the partial run report"),
             }

@@ -336,7 +336,8 @@ fn job_error_code(e: &JobError) -> u8 {
 
 async fn validate(path: PathBuf, json: bool) -> anyhow::Result<u8> {
     let source = LocalFileSource::new(&path, u64::MAX);
-    match job::fetch_and_parse(&source).await {
+    // The zone moves zone-less times but decides no row's validity: UTC will do here.
+    match job::fetch_and_parse(&source, chrono_tz::Tz::UTC).await {
         Ok((source_report, parsed)) => {
             // Same rule as a run: no usable row (none at all, or all rejected) is not usable.
             let usable = !parsed.findings.is_empty();
@@ -415,7 +416,7 @@ async fn preview(
             return Ok(exit::USAGE);
         }
     };
-    let (_, parsed) = match job::fetch_and_parse(source.as_ref()).await {
+    let (_, parsed) = match job::fetch_and_parse(source.as_ref(), config.rules.time_zone).await {
         Ok(p) => p,
         Err(e) => return Ok(job_error_code(&e)),
     };

@@ -4,21 +4,14 @@
 //! Pure: the findings, the ledger snapshot, the date and the options are all arguments.
 
 use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
-use crate::ledger::LedgerSnapshot;
+use crate::history::LedgerSnapshot;
+pub use crate::history::{IssueKey, Stage};
 use crate::parse::Finding;
 use crate::policy::{self, NotRemindable, Rules};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
-
-/// A stable identity for one issue across exports: device + issue + detection time.
-///
-/// Lookout's id names the device (a device's issues share it), so the issue text and the
-/// detection time are part of the key; the list view has no id, so owner + model stand in.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct IssueKey(pub String);
 
 impl IssueKey {
     /// Derives the key of a finding.
@@ -39,32 +32,6 @@ impl IssueKey {
             h.update([0u8]);
         }
         IssueKey(hex::encode(&h.finalize()[..10]))
-    }
-}
-
-/// Where a reminder stands in its lifecycle; shapes wording and escalation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// First reminder for these issues.
-    First,
-    /// A repeat, well before the deadline.
-    Repeat,
-    /// In the last days before the deadline (daily).
-    Final,
-    /// Past the deadline: access is (about to be) cut.
-    Overdue,
-}
-
-impl Stage {
-    /// The report name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::First => "first",
-            Stage::Repeat => "repeat",
-            Stage::Final => "final",
-            Stage::Overdue => "overdue",
-        }
     }
 }
 
@@ -462,7 +429,7 @@ fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::LedgerEvent;
+    use crate::history::LedgerEvent;
     use chrono::TimeZone;
 
     fn finding(owner: &str, lookout: &str, issue: &str, day: u32) -> Finding {

@@ -180,7 +180,9 @@ pub fn evaluate(
         .find(|r| r.matches(finding))
         .map(|r| r.kind)
         .ok_or(NotRemindable::NotAnUpdateIssue)?;
-    let deadline = rules.local_date(finding.detected + Duration::days(rules.grace_days));
+    // Local calendar days, not 30 × 24 h: across a daylight-saving change 24 h steps land an
+    // hour off, which moves a detection near midnight to another deadline date.
+    let deadline = rules.local_date(finding.detected) + Duration::days(rules.grace_days);
     let app_name = (kind == IssueKind::VulnerableApp).then(|| app_name(&finding.issue));
     Ok(Remindable {
         kind,
@@ -329,6 +331,34 @@ mod tests {
         f.detected = Utc.with_ymd_and_hms(2024, 3, 3, 23, 30, 0).unwrap();
         let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
         assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
+    }
+
+    #[test]
+    fn the_grace_period_counts_local_days_across_a_daylight_saving_change() {
+        let rules = Rules::default(); // Europe/Paris, 30 days
+        let deadline = |at: DateTime<Utc>| {
+            let mut f = finding("Configuration", "Agent", "Outdated", "Active");
+            f.detected = at;
+            evaluate(&f, as_of(), &rules).unwrap().deadline
+        };
+        let date = |m, d| NaiveDate::from_ymd_opt(2024, m, d).unwrap();
+        // Clocks go forward on 31 March. Detected 10 March 23:30 in Paris (22:30 UTC):
+        // 30 × 24 h later is 00:30 on 10 April in Paris, but the 30th day is 9 April.
+        assert_eq!(
+            deadline(Utc.with_ymd_and_hms(2024, 3, 10, 22, 30, 0).unwrap()),
+            date(4, 9)
+        );
+        // Clocks go back on 27 October. Detected 1 October 00:30 in Paris (30 September
+        // 22:30 UTC): 30 × 24 h later is 30 October 23:30 in Paris; the 30th day is 31 October.
+        assert_eq!(
+            deadline(Utc.with_ymd_and_hms(2024, 9, 30, 22, 30, 0).unwrap()),
+            date(10, 31)
+        );
+        // Away from midnight the change makes no difference.
+        assert_eq!(
+            deadline(Utc.with_ymd_and_hms(2024, 3, 10, 12, 0, 0).unwrap()),
+            date(4, 9)
+        );
     }
 
     #[test]

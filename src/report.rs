@@ -3,7 +3,6 @@
 
 use crate::parse::RejectedRow;
 use crate::plan::{IssueLine, Stage};
-use crate::source::SourceOrigin;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +36,21 @@ pub enum ReminderStatus {
     /// The post failed in a way that may have delivered it all the same (timeout, reset or
     /// 5xx after the request was written): recorded in the ledger as sent, never re-sent.
     MaybeDelivered,
+}
+
+/// Provenance of an export, as recorded in the run report's `source`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOrigin {
+    /// `local`, `blob` or `sharepoint`.
+    pub kind: String,
+    /// Path, blob URL (without SAS) or SharePoint path.
+    pub location: String,
+    /// ETag when the store has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Last-modified time (RFC 3339) when the store has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
 }
 
 /// The source part of the report.

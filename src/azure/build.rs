@@ -28,15 +28,6 @@ pub enum BuildError {
     Client(String),
 }
 
-impl From<BuildError> for crate::app::WiringError {
-    fn from(e: BuildError) -> Self {
-        match e {
-            BuildError::Config(c) => crate::app::WiringError::Config(c),
-            other => crate::app::WiringError::Other(other.to_string()),
-        }
-    }
-}
-
 /// The credential and the SDK client options of `settings`.
 pub fn sdk_parts(
     settings: &AzureSettings,

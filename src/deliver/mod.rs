@@ -13,6 +13,7 @@ mod outbox;
 mod teams_bot;
 mod workflows;
 
+pub use crate::fsutil::write_file_atomically;
 pub use digest::{
     digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE,
 };
@@ -20,7 +21,7 @@ pub use email::{mail_body, EmailNotifier};
 pub use escalation::{copy_prefix, manager_copy, with_cc, Escalation, Manager, MANAGER_SELECT};
 pub use fallback::FallbackNotifier;
 pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
-pub use outbox::{write_file_atomically, OutboxNotifier};
+pub use outbox::OutboxNotifier;
 pub use teams_bot::{
     activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,
     MAX_ACTIVITY_BYTES,

@@ -2,6 +2,7 @@
 //! default channel for the CLI and tests.
 
 use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use crate::fsutil::write_file_atomically;
 use async_trait::async_trait;
 use std::path::PathBuf;
 
@@ -95,16 +96,6 @@ impl Notifier for OutboxNotifier {
             ..Default::default()
         })
     }
-}
-
-/// Writes to a temporary name then renames, so a crash never leaves half a file.
-pub async fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await
 }
 
 #[cfg(test)]

@@ -588,7 +588,7 @@ async fn get_run(state: &AppState, run_id: &str, path: &str, correlation: &str) 
             res
         }
         Some(RunState::Finished(outcome)) => outcome_response(run_id, outcome, correlation),
-        None => match state.deps().ledger.report(run_id).await {
+        None => match state.deps().reports.report(run_id).await {
             Ok(Some(report)) => report_response(&report, correlation),
             Ok(None) => ApiResponse::error(
                 StatusCode::NOT_FOUND,
@@ -601,7 +601,7 @@ async fn get_run(state: &AppState, run_id: &str, path: &str, correlation: &str) 
 
 async fn health(state: &AppState) -> ApiResponse {
     let deps = state.deps();
-    let stored = match deps.ledger.last_report().await {
+    let stored = match deps.reports.last_report().await {
         Ok(r) => r.map(Arc::new),
         Err(e) => {
             warn!(error = %e, "health: cannot read the last run report");

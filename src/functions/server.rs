@@ -399,8 +399,9 @@ impl Server {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             signal.await;
-            info!("shutdown requested: no new invocations; a run in progress stops after its current batch");
             cancel.cancel();
+            // Logged once the run is told, so a reader of the log (tests too) knows it is.
+            info!("shutdown requested: no new invocations; a run in progress stops after its current batch");
             let _ = stopping_tx.send(());
         };
         let serving = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown);

@@ -31,7 +31,7 @@
 //! `job::send_all`): a crash or a storage outage can re-send at most
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
-use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
+use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
 use crate::azure::storage;
 use crate::config::BlobStateSettings;
 use crate::report::RunReport;
@@ -668,7 +668,10 @@ impl LedgerStore for BlobLedger {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl ReportStore for BlobLedger {
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError> {
         self.ensure_container().await?;
         let d = report.started_at;

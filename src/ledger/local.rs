@@ -1,7 +1,7 @@
 //! A ledger in a local folder: `ledger.jsonl` (append-only, one event per line, synced to
 //! disk before `append` returns), `run.lock` (the run lock) and `reports/`.
 
-use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
+use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
 use crate::report::RunReport;
 use async_trait::async_trait;
 use chrono::{Datelike, Utc};
@@ -425,7 +425,10 @@ impl LedgerStore for LocalLedger {
             .await
             .map_err(|e| storage_error(&self.ledger_path(), "appending to the ledger", e))?
     }
+}
 
+#[async_trait]
+impl ReportStore for LocalLedger {
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError> {
         let d = report.started_at;
         let folder = self
@@ -439,15 +442,15 @@ impl LedgerStore for LocalLedger {
             .map_err(|e| self.storage(&folder, "creating the reports folder", e))?;
         let json = serde_json::to_vec_pretty(report).expect("reports serialise");
         let path = folder.join(format!("{}.json", report.run_id));
-        crate::deliver::write_file_atomically(&path, &json)
+        crate::fsutil::write_file_atomically(&path, &json)
             .await
             .map_err(|e| self.storage(&path, "writing the report", e))?;
         let csv_path = folder.join(format!("{}.csv", report.run_id));
-        crate::deliver::write_file_atomically(&csv_path, report.reminders_csv().as_bytes())
+        crate::fsutil::write_file_atomically(&csv_path, report.reminders_csv().as_bytes())
             .await
             .map_err(|e| self.storage(&csv_path, "writing the report CSV", e))?;
         let latest = self.dir.join("reports").join("latest.json");
-        crate::deliver::write_file_atomically(&latest, &json)
+        crate::fsutil::write_file_atomically(&latest, &json)
             .await
             .map_err(|e| self.storage(&latest, "writing the latest report", e))?;
         Ok(path.display().to_string())

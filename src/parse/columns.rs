@@ -1,8 +1,9 @@
 //! The export's columns: matching header names and turning one row of cells into a
 //! [`Finding`], shared by the CSV and Excel readers.
 
-use super::{dates::parse_date, Finding, RejectedRow};
+use super::{dates::parse_date_in, Finding, RejectedRow};
 use crate::domain::{OwnerEmail, Platform, Risk};
+use chrono_tz::Tz;
 
 /// The columns of a Lookout issues export that the product reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,9 +106,17 @@ fn normalise_header(cell: &str) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct HeaderMap {
     positions: Vec<(Column, usize)>,
+    /// The zone of zone-less dates in the rows (UTC unless [`HeaderMap::in_zone`]).
+    zone: Tz,
 }
 
 impl HeaderMap {
+    /// Reads the rows' zone-less dates as wall times in `zone`.
+    pub fn in_zone(mut self, zone: Tz) -> Self {
+        self.zone = zone;
+        self
+    }
+
     /// Maps a header row; `Err` lists the required columns that are missing.
     pub fn from_headers<'a>(cells: impl IntoIterator<Item = &'a str>) -> Result<Self, Vec<Column>> {
         let mut positions = Vec::new();
@@ -119,7 +128,10 @@ impl HeaderMap {
                 }
             }
         }
-        let map = Self { positions };
+        let map = Self {
+            positions,
+            zone: Tz::UTC,
+        };
         let missing: Vec<Column> = Column::REQUIRED
             .into_iter()
             .filter(|c| map.index(*c).is_none())
@@ -207,14 +219,14 @@ impl HeaderMap {
         if detected_raw.is_empty() {
             return Err(reject(Column::DateDetected, "no date".into()));
         }
-        let detected = parse_date(detected_raw).ok_or_else(|| {
+        let detected = parse_date_in(detected_raw, self.zone).ok_or_else(|| {
             reject(
                 Column::DateDetected,
                 format!("not a date: '{detected_raw}'"),
             )
         })?;
         // A bad resolution date does not make the row unusable: it is only informative.
-        let resolved = parse_date(get(Column::DateResolved));
+        let resolved = parse_date_in(get(Column::DateResolved), self.zone);
 
         let device_model = get(Column::DeviceModel).to_string();
         let platform = match Platform::parse(get(Column::DevicePlatform)) {

@@ -2,17 +2,19 @@
 //! detected from it, quoted fields, CRLF or LF, rows turned into findings one by one.
 
 use super::{columns::HeaderMap, ExportFormat, ParseError, ParsedExport};
+use chrono_tz::Tz;
 
 /// How many lines may precede the header (an "Export 27 items" title, a `sep=;` hint…).
 const HEADER_SEARCH_LINES: usize = 20;
 
 /// Parses CSV text (already decoded to UTF-8). `name` is only used in messages.
-pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> {
-    let header = find_header(text).ok_or_else(|| ParseError::NoHeader {
+pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, ParseError> {
+    let mut header = find_header(text).ok_or_else(|| ParseError::NoHeader {
         name: name.into(),
         expected: HeaderMap::expected(),
         found: first_line_summary(text),
     })?;
+    header.map = std::mem::take(&mut header.map).in_zone(zone);
 
     let mut export = ParsedExport {
         format: Some(ExportFormat::Csv),
@@ -232,7 +234,7 @@ fn first_line_summary(text: &str) -> String {
 
 #[cfg(test)]
 mod unclosed_quote_tests {
-    use super::*;
+    use super::tests::parse;
 
     const HEADER: &str = "Device Owner,Lookout ID,Device Model,Issue,Status,Date Detected\n";
 
@@ -262,6 +264,11 @@ mod unclosed_quote_tests {
 mod tests {
     use super::*;
     use crate::domain::{Platform, Risk};
+
+    /// The format's parser with zone-less times as UTC, as these tests were written.
+    pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> {
+        super::parse(text, name, Tz::UTC)
+    }
 
     const HEADER: &str = "Device Owner,Lookout ID,MDM Device ID,Profile,Device Model,Device Platform,Issue Type,Issue,Classifications,Status,Risk,Date Detected,Date Resolved,Resolution Time,Details";
     const ROW: &str = "JM6453@engie.com,c4b6f57b,f1c13b6f,Work,SM-A326B,Android,Application,Chrome(com.android.chrome),Vulnerability,Active,Moderate,2023-11-28T14:38:56Z,,,";

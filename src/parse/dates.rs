@@ -1,13 +1,26 @@
 //! Dates as exports write them: ISO 8601, Excel serial numbers, and the console's
 //! `Mar 4, 2024 2:52 PM`.
+//!
+//! A date or time without a zone (the console's list view, a French Excel's `04/03/2024
+//! 14:52`, Excel date cells, which have no zone at all) is a wall time: it is read in the
+//! zone the caller gives, `REMINDERS_TIME_ZONE` for a run. A web console shows times in the
+//! viewer's zone, so reading them as UTC would move an issue seen at 23:30 in Paris to the
+//! next day, and its deadline and stage with it.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
 
-/// Reads a date-time in any of the export formats; a date or time without a zone is UTC.
+/// [`parse_date_in`] with zone-less times read as UTC.
+pub fn parse_date(raw: &str) -> Option<DateTime<Utc>> {
+    parse_date_in(raw, Tz::UTC)
+}
+
+/// Reads a date-time in any of the export formats; a date or time without a zone is a wall
+/// time in `zone`, a date alone is its midnight there.
 ///
 /// Returns `None` for empty text, `-` (the list view's "not resolved") and anything else
 /// that is not a valid date (`31/02/2024` included).
-pub fn parse_date(raw: &str) -> Option<DateTime<Utc>> {
+pub fn parse_date_in(raw: &str, zone: Tz) -> Option<DateTime<Utc>> {
     let text = raw.trim();
     if text.is_empty() || text == "-" {
         return None;
@@ -27,7 +40,7 @@ pub fn parse_date(raw: &str) -> Option<DateTime<Utc>> {
     ];
     for fmt in NAIVE {
         if let Ok(dt) = NaiveDateTime::parse_from_str(text, fmt) {
-            return Some(Utc.from_utc_datetime(&dt));
+            return Some(wall_time_in(dt, zone));
         }
     }
     // `2024-03-04T14:52:00 +01:00` style offsets that RFC 3339 does not accept.
@@ -38,28 +51,33 @@ pub fn parse_date(raw: &str) -> Option<DateTime<Utc>> {
     }
     for fmt in ["%Y-%m-%d", "%b %d, %Y", "%B %d, %Y", "%d/%m/%Y"] {
         if let Ok(d) = NaiveDate::parse_from_str(text, fmt) {
-            return Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?));
+            return Some(wall_time_in(d.and_hms_opt(0, 0, 0)?, zone));
         }
     }
-    excel_serial(text)
-}
-
-/// Excel's serial date (days since 1899-12-30, fraction = time of day), as a number or text.
-pub fn excel_serial(text: &str) -> Option<DateTime<Utc>> {
     let serial: f64 = text.parse().ok()?;
-    excel_serial_value(serial)
+    Some(wall_time_in(excel_serial_value(serial)?, zone))
 }
 
-/// Converts an Excel serial number. Only plausible dates (1990–2200) are accepted so that
-/// an id or a count in the wrong column is not taken for a date.
-pub fn excel_serial_value(serial: f64) -> Option<DateTime<Utc>> {
+/// The instant a wall time in `zone` stands for. In the hour repeated when clocks go back,
+/// the first of the two; in the hour skipped when they go forward (a time no clock showed),
+/// the offset in force at that instant read as UTC, so the row is still used.
+pub fn wall_time_in(wall: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
+    match zone.from_local_datetime(&wall).earliest() {
+        Some(at) => at.with_timezone(&Utc),
+        None => (wall - zone.offset_from_utc_datetime(&wall).fix()).and_utc(),
+    }
+}
+
+/// Converts an Excel serial number (days since 1899-12-30, fraction = time of day) to the
+/// wall time it shows. Only plausible dates (1990–2200) are accepted so that an id or a count
+/// in the wrong column is not taken for a date.
+pub fn excel_serial_value(serial: f64) -> Option<NaiveDateTime> {
     if !(32_874.0..=110_000.0).contains(&serial) || !serial.is_finite() {
         return None;
     }
     let epoch = NaiveDate::from_ymd_opt(1899, 12, 30)?.and_hms_opt(0, 0, 0)?;
     let millis = (serial * 86_400_000.0).round() as i64;
-    let dt = epoch.checked_add_signed(chrono::Duration::milliseconds(millis))?;
-    Some(Utc.from_utc_datetime(&dt))
+    epoch.checked_add_signed(chrono::Duration::milliseconds(millis))
 }
 
 #[cfg(test)]
@@ -104,6 +122,62 @@ mod tests {
         assert_eq!(
             iso(parse_date("45355.6194444444").unwrap()),
             "2024-03-04T14:52:00Z"
+        );
+    }
+
+    #[test]
+    fn zone_less_times_are_wall_times_in_the_given_zone() {
+        let paris = chrono_tz::Europe::Paris;
+        // Winter (UTC+1) and summer (UTC+2).
+        assert_eq!(
+            iso(parse_date_in("Mar 4, 2024 11:30 PM", paris).unwrap()),
+            "2024-03-04T22:30:00Z"
+        );
+        assert_eq!(
+            iso(parse_date_in("04/07/2024 23:30", paris).unwrap()),
+            "2024-07-04T21:30:00Z"
+        );
+        assert_eq!(
+            iso(parse_date_in("2024-03-04", paris).unwrap()),
+            "2024-03-03T23:00:00Z"
+        );
+        assert_eq!(
+            iso(parse_date_in("45355.6194444444", paris).unwrap()),
+            "2024-03-04T13:52:00Z"
+        );
+        let new_york = chrono_tz::America::New_York;
+        assert_eq!(
+            iso(parse_date_in("Mar 4, 2024 9:00 PM", new_york).unwrap()),
+            "2024-03-05T02:00:00Z"
+        );
+    }
+
+    #[test]
+    fn times_with_a_zone_ignore_the_given_zone() {
+        let paris = chrono_tz::Europe::Paris;
+        assert_eq!(
+            iso(parse_date_in("2024-03-04T23:30:00Z", paris).unwrap()),
+            "2024-03-04T23:30:00Z"
+        );
+        assert_eq!(
+            iso(parse_date_in("2024-03-04T23:30:00-05:00", paris).unwrap()),
+            "2024-03-05T04:30:00Z"
+        );
+    }
+
+    #[test]
+    fn wall_times_in_the_daylight_saving_changes_are_still_read() {
+        let paris = chrono_tz::Europe::Paris;
+        // 2024-10-27: 02:30 happens twice (CEST, then CET); the first is taken.
+        assert_eq!(
+            iso(parse_date_in("2024-10-27 02:30", paris).unwrap()),
+            "2024-10-27T00:30:00Z"
+        );
+        // 2024-03-31: 02:30 never happens (02:00 → 03:00); the row is not lost.
+        let skipped = parse_date_in("2024-03-31 02:30", paris).unwrap();
+        assert!(
+            ["2024-03-31T00:30:00Z", "2024-03-31T01:30:00Z"].contains(&iso(skipped).as_str()),
+            "{skipped}"
         );
     }
 

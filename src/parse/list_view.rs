@@ -6,6 +6,7 @@
 //! validation and the policy see the same fields whatever the format.
 
 use super::{columns::HeaderMap, ExportFormat, ParseError, ParsedExport, RejectedRow};
+use chrono_tz::Tz;
 
 /// The list view's columns, as the console titles them.
 const STATUS: &str = "STATUS";
@@ -89,7 +90,7 @@ const EXPORT_COLUMNS: [&str; 9] = [
 ];
 
 /// Parses list-view text. `name` is only used in messages.
-pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> {
+pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, ParseError> {
     let mut lines = text.lines().enumerate();
     let header = lines
         .by_ref()
@@ -108,7 +109,9 @@ pub(super) fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> 
                     .collect::<String>()
             ),
         })?;
-    let map = HeaderMap::from_headers(EXPORT_COLUMNS).expect("the export columns map themselves");
+    let map = HeaderMap::from_headers(EXPORT_COLUMNS)
+        .expect("the export columns map themselves")
+        .in_zone(zone);
 
     let mut export = ParsedExport {
         format: Some(ExportFormat::ListView),
@@ -262,6 +265,11 @@ mod tests {
     use crate::domain::{IssueKind, Platform, Risk};
     use crate::policy::{evaluate, NotRemindable, Rules};
     use chrono::NaiveDate;
+
+    /// The format's parser with zone-less times as UTC, as these tests were written.
+    fn parse(text: &str, name: &str) -> Result<ParsedExport, ParseError> {
+        super::parse(text, name, Tz::UTC)
+    }
 
     const HEADER: &str = "STATUS\tISSUE\tDEVICE\tDETECTED\tRESOLVED\tDWELL TIME";
 

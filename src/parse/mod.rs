@@ -12,10 +12,11 @@ mod list_view;
 mod xlsx;
 
 pub use columns::{Column, HeaderMap};
-pub use dates::parse_date;
+pub use dates::{parse_date, parse_date_in};
 
 use crate::domain::{OwnerEmail, Platform, Risk};
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 /// One issue row of an export, validated.
@@ -177,15 +178,23 @@ pub enum ParseError {
     },
 }
 
-/// Parses an export of any supported format, detected from its content.
+/// [`parse_export_in`] with zone-less times read as UTC (for tools and tests; a run reads
+/// them in `REMINDERS_TIME_ZONE`).
+pub fn parse_export(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
+    parse_export_in(bytes, name, Tz::UTC)
+}
+
+/// Parses an export of any supported format, detected from its content. Times without a
+/// zone (the console's list view, Excel date cells, `04/03/2024 14:52`) are wall times in
+/// `zone`; times with a zone or a `Z` keep it.
 ///
 /// `name` is only used in messages.
-pub fn parse_export(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
+pub fn parse_export_in(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, ParseError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ParseError::Empty { name: name.into() });
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        return xlsx::parse(bytes, name);
+        return xlsx::parse(bytes, name, zone);
     }
     if let Some(what) = sniff_foreign(bytes) {
         return Err(ParseError::NotAnExport {
@@ -195,9 +204,9 @@ pub fn parse_export(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError
     }
     let text = decode_text(bytes);
     if list_view::looks_like_list_view(&text) {
-        return list_view::parse(&text, name);
+        return list_view::parse(&text, name, zone);
     }
-    csv::parse(&text, name)
+    csv::parse(&text, name, zone)
 }
 
 /// Recognises common non-export files by their magic bytes.

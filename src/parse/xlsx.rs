@@ -13,7 +13,8 @@ use super::{
     ExportFormat, ParseError, ParsedExport,
 };
 use calamine::{DataRef, Reader, Xlsx, XlsxError};
-use chrono::{DateTime, NaiveDate, SecondsFormat, SubsecRound, Utc};
+use chrono::{NaiveDate, NaiveDateTime, SubsecRound};
+use chrono_tz::Tz;
 use std::fmt::Write as _;
 use std::io::{Cursor, Read, Seek};
 
@@ -24,7 +25,7 @@ const WORKBOOK: &str = "xl/workbook.xml";
 const TABLE_RELATIONSHIP: &str = "/relationships/table";
 
 /// Parses workbook bytes. `name` is only used in messages.
-pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
+pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, ParseError> {
     let sheet_tables = read_structure(bytes, name)?;
     let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(name, e))?;
     let sheets = workbook.sheet_names();
@@ -51,7 +52,7 @@ pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError
                 last_row: table.last_row.saturating_sub(table.totals_rows),
                 first_col: table.first_col,
                 width: table.last_col - table.first_col + 1,
-                map,
+                map: map.in_zone(zone),
             };
             read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
             export.notes.push(format!(
@@ -77,7 +78,8 @@ pub(super) fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError
             Err(e) => return Err(bad(name, e)),
         };
         match found {
-            SheetHeader::Found(target) => {
+            SheetHeader::Found(mut target) => {
+                target.map = std::mem::take(&mut target.map).in_zone(zone);
                 let row = target.header_row.unwrap_or(0) + 1;
                 read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
                 export.notes.push(format!(
@@ -585,8 +587,8 @@ fn write_cell(out: &mut String, value: &DataRef<'_>, date_column: bool) {
         }
         DataRef::DateTime(dt) => {
             if dt.is_datetime() {
-                if let Some(utc) = excel_date_time(dt) {
-                    push_date(out, utc);
+                if let Some(wall) = excel_date_time(dt) {
+                    push_date(out, wall);
                     return;
                 }
             }
@@ -599,19 +601,20 @@ fn write_cell(out: &mut String, value: &DataRef<'_>, date_column: bool) {
     }
 }
 
-fn push_date(out: &mut String, dt: DateTime<Utc>) {
-    out.push_str(&dt.to_rfc3339_opts(SecondsFormat::Secs, true));
+/// Writes a date cell as the zone-less ISO wall time it shows: Excel has no zones, so the
+/// row's reader applies the run's zone (`REMINDERS_TIME_ZONE`), as for any zone-less time.
+fn push_date(out: &mut String, wall: NaiveDateTime) {
+    let _ = write!(out, "{}", wall.format("%Y-%m-%dT%H:%M:%S"));
 }
 
-/// A date cell's value as UTC (Excel has no zones: the wall time is taken as UTC, as the
-/// export's `Z` dates are). Handles the 1904 date system through calamine.
-fn excel_date_time(dt: &calamine::ExcelDateTime) -> Option<DateTime<Utc>> {
+/// A date cell's wall time, to the second. Handles the 1904 date system through calamine.
+fn excel_date_time(dt: &calamine::ExcelDateTime) -> Option<NaiveDateTime> {
     let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
     let millis = ((i64::from(h) * 60 + i64::from(mi)) * 60 + i64::from(s)) * 1000 + i64::from(ms);
     let naive = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())?.and_hms_opt(0, 0, 0)?
         + chrono::Duration::milliseconds(millis);
     // The float's rounding shows as 14:51:59.999: exports carry whole seconds.
-    Some(naive.and_utc().round_subsecs(0))
+    Some(naive.round_subsecs(0))
 }
 
 #[cfg(test)]
@@ -619,6 +622,11 @@ mod tests {
     use super::*;
     use crate::parse::parse_export;
     use rust_xlsxwriter::{ExcelDateTime, Format, Table, TableColumn, Workbook, Worksheet};
+
+    /// The format's parser with zone-less times as UTC, as these tests were written.
+    fn parse(bytes: &[u8], name: &str) -> Result<ParsedExport, ParseError> {
+        super::parse(bytes, name, Tz::UTC)
+    }
 
     const HEADERS: [&str; 6] = [
         "Device Owner",

@@ -9,8 +9,8 @@ pub use blob::BlobSource;
 pub use local::{confined_path, LocalFileSource};
 pub use sharepoint::SharePointSource;
 
+pub use crate::report::SourceOrigin;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 /// The export's bytes and where they came from.
 #[derive(Clone, Debug)]
@@ -21,21 +21,6 @@ pub struct FetchedExport {
     pub name: String,
     /// Provenance recorded in the run report.
     pub origin: SourceOrigin,
-}
-
-/// Provenance of an export, as recorded in the run report's `source`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceOrigin {
-    /// `local`, `blob` or `sharepoint`.
-    pub kind: String,
-    /// Path, blob URL (without SAS) or SharePoint path.
-    pub location: String,
-    /// ETag when the store has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// Last-modified time (RFC 3339) when the store has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<String>,
 }
 
 /// Why an export could not be fetched.

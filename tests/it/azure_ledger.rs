@@ -10,7 +10,9 @@ use lookout_reminders::config::{AzureSettings, Config, Env};
 use lookout_reminders::deliver::OutboxNotifier;
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
-use lookout_reminders::ledger::{BlobLedger, LedgerError, LedgerEvent, LedgerStore, LocalLedger};
+use lookout_reminders::ledger::{
+    BlobLedger, LedgerError, LedgerEvent, LedgerStore, LocalLedger, ReportStore,
+};
 use lookout_reminders::plan::{IssueKey, Stage};
 use lookout_reminders::report::Trigger;
 use lookout_reminders::source::LocalFileSource;
@@ -53,8 +55,12 @@ fn sent(owner: &str, issue: &str, run_id: &str) -> LedgerEvent {
     }
 }
 
+/// Both seams of one store (the ledger and its reports), as the suite tests them together.
+trait Store: LedgerStore + ReportStore {}
+impl<T: LedgerStore + ReportStore> Store for T {}
+
 /// Makes independent store instances over the same storage (like two function instances).
-type Maker = Box<dyn Fn() -> Arc<dyn LedgerStore> + Send + Sync>;
+type Maker = Box<dyn Fn() -> Arc<dyn Store> + Send + Sync>;
 
 async fn lock_is_exclusive_until_released(make: &Maker) {
     let a = make();
@@ -151,7 +157,7 @@ fn config() -> Config {
     Config::from_env_map(&Env::default()).unwrap()
 }
 
-fn deps(ledger: Arc<dyn LedgerStore>, outbox: &Path, export: &Path, concurrency: usize) -> Deps {
+fn deps(ledger: Arc<dyn Store>, outbox: &Path, export: &Path, concurrency: usize) -> Deps {
     let config = config();
     let mut d = lookout_reminders::app::deps(
         &config,
@@ -159,7 +165,8 @@ fn deps(ledger: Arc<dyn LedgerStore>, outbox: &Path, export: &Path, concurrency:
     )
     .unwrap();
     d.notifier = Arc::new(OutboxNotifier::new(outbox.to_path_buf()));
-    d.ledger = ledger;
+    d.ledger = ledger.clone();
+    d.reports = ledger;
     d.concurrency = concurrency;
     d
 }
@@ -216,16 +223,13 @@ fn local_maker() -> (tempfile::TempDir, Maker) {
     (
         dir,
         Box::new(move || {
-            Arc::new(LocalLedger::new(path.clone(), Duration::from_secs(600)))
-                as Arc<dyn LedgerStore>
+            Arc::new(LocalLedger::new(path.clone(), Duration::from_secs(600))) as Arc<dyn Store>
         }),
     )
 }
 
 fn blob_maker(settings: AzureSettings) -> Maker {
-    Box::new(move || {
-        Arc::new(BlobLedger::from_settings(&settings).unwrap()) as Arc<dyn LedgerStore>
-    })
+    Box::new(move || Arc::new(BlobLedger::from_settings(&settings).unwrap()) as Arc<dyn Store>)
 }
 
 #[tokio::test]
@@ -240,17 +244,17 @@ async fn the_local_ledger_passes_the_ledger_behaviour_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_blob_ledger_passes_the_ledger_behaviour_suite_on_azurite() {
-    let azurite = Azurite::start().await;
-    behaviour_suite(blob_maker(blob_settings(&azurite, &[]).await)).await;
-    reports_are_kept_with_the_latest_and_by_id(&blob_maker(blob_settings(&azurite, &[]).await))
+    let azurite = Azurite::shared().await;
+    behaviour_suite(blob_maker(blob_settings(azurite, &[]).await)).await;
+    reports_are_kept_with_the_latest_and_by_id(&blob_maker(blob_settings(azurite, &[]).await))
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_blob_ledger_writers_lose_no_update() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let started = std::time::Instant::now();
-    concurrent_appenders_lose_nothing(&blob_maker(blob_settings(&azurite, &[]).await), 6, 8).await;
+    concurrent_appenders_lose_nothing(&blob_maker(blob_settings(azurite, &[]).await), 6, 8).await;
     eprintln!(
         "96 contended appends (6 instances x 2 tasks x 8 batches) in {:?}",
         started.elapsed()
@@ -259,8 +263,8 @@ async fn concurrent_blob_ledger_writers_lose_no_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_started_at_once_on_one_container_run_exactly_once() {
-    let azurite = Azurite::start().await;
-    let settings = blob_settings(&azurite, &[]).await;
+    let azurite = Azurite::shared().await;
+    let settings = blob_settings(azurite, &[]).await;
     let tmp = tempfile::tempdir().unwrap();
     let export = crate::helpers::fixture("issues-export.csv");
     let a = deps(
@@ -315,10 +319,10 @@ async fn two_runs_started_at_once_on_one_container_run_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_ledger_calls_carry_a_storage_token_for_the_configured_user_assigned_identity() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let client_id = format!("uami-{}", uuid::Uuid::new_v4().simple());
     let settings = blob_settings(
-        &azurite,
+        azurite,
         &[("REMINDERS_MANAGED_IDENTITY_CLIENT_ID", &client_id)],
     )
     .await;
@@ -391,7 +395,7 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
 
     azurite.restart().await;
     // The lease of the interrupted run may still be active: a rerun waits it out.
-    let store: Arc<dyn LedgerStore> = Arc::new(BlobLedger::from_settings(&settings).unwrap());
+    let store: Arc<dyn Store> = Arc::new(BlobLedger::from_settings(&settings).unwrap());
     let recorded = store
         .load()
         .await

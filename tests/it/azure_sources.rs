@@ -55,14 +55,21 @@ async fn upload(azurite: &Azurite, container: &str, blobs: &[(&str, Vec<u8>)]) {
     )
     .unwrap();
     let _ = client.create(None).await;
-    for (name, bytes) in blobs {
+    for (i, (name, bytes)) in blobs.iter().enumerate() {
+        if i > 0 {
+            // Distinct last-modified times (one-second resolution, Azurite on this machine's
+            // clock): wait for the next whole second, not a fixed 1.1 s after each blob.
+            let into_second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis();
+            tokio::time::sleep(Duration::from_millis(u64::from(1000 - into_second) + 20)).await;
+        }
         client
             .blob_client(name)
             .upload(azure_core::http::RequestContent::from(bytes.clone()), None)
             .await
             .unwrap();
-        // Distinct last-modified times (one-second resolution).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
 }
 
@@ -72,11 +79,11 @@ fn fixture(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let csv = fixture("issues-export.csv");
     let xlsx = fixture("issues-export1.xlsx");
     upload(
-        &azurite,
+        azurite,
         "exports",
         &[
             ("lookout/2024-03-01.csv", csv.clone()),
@@ -87,7 +94,7 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
     .await;
 
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "exports",
         &[("REMINDERS_EXPORT_BLOB", "lookout/2024-03-01.csv")],
     )
@@ -106,12 +113,14 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
         fetched.origin.location
     );
     assert!(fetched.origin.etag.is_some() && fetched.origin.last_modified.is_some());
-    let (report, parsed) = job::fetch_and_parse(&source).await.unwrap();
+    let (report, parsed) = job::fetch_and_parse(&source, chrono_tz::Tz::UTC)
+        .await
+        .unwrap();
     assert_eq!(report.bytes, csv.len() as u64);
     assert!(parsed.total_rows > 0);
 
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "exports",
         &[("REMINDERS_EXPORT_PREFIX", "lookout/")],
     )
@@ -123,10 +132,12 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
         .unwrap();
     assert_eq!(newest.name, "2024-03-08.xlsx");
     assert_eq!(newest.bytes, xlsx);
-    let (_, parsed) =
-        job::fetch_and_parse(&BlobSource::from_settings(&settings, 50 << 20).unwrap())
-            .await
-            .unwrap();
+    let (_, parsed) = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 50 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         parsed.format.map(|f| f.as_str().to_string()).as_deref(),
         Some("xlsx")
@@ -144,10 +155,10 @@ async fn the_blob_source_reads_an_exact_blob_and_the_newest_under_a_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_refuses_bad_input_with_clear_errors() {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     let big = vec![b'x'; 4096];
     upload(
-        &azurite,
+        azurite,
         "bad",
         &[
             ("empty.csv", Vec::new()),
@@ -158,7 +169,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     .await;
 
     // Over the cap: refused from the properties, before any download.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "big.csv")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "big.csv")]).await;
     match BlobSource::from_settings(&settings, 1000)
         .unwrap()
         .fetch()
@@ -176,21 +187,27 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     }
 
     // Empty: the parse step says so.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
-    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
-        .await
-        .unwrap_err();
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "empty.csv")]).await;
+    let err = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
 
     // Wrong format: the parse step refuses it.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
-    let err = job::fetch_and_parse(&BlobSource::from_settings(&settings, 1 << 20).unwrap())
-        .await
-        .unwrap_err();
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "notes.txt")]).await;
+    let err = job::fetch_and_parse(
+        &BlobSource::from_settings(&settings, 1 << 20).unwrap(),
+        chrono_tz::Tz::UTC,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, job::JobError::Unusable(_)), "{err}");
 
     // Missing blob, missing container, nothing under a prefix: NotFound naming the blob.
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "nope.csv")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_BLOB", "nope.csv")]).await;
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
         .fetch()
@@ -199,7 +216,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
     assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("nope.csv"), "{err}");
     let settings = blob_settings(
-        &azurite,
+        azurite,
         "no-such-container",
         &[("REMINDERS_EXPORT_BLOB", "a.csv")],
     )
@@ -210,7 +227,7 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, SourceError::NotFound { .. }), "{err}");
-    let settings = blob_settings(&azurite, "bad", &[("REMINDERS_EXPORT_PREFIX", "2025/")]).await;
+    let settings = blob_settings(azurite, "bad", &[("REMINDERS_EXPORT_PREFIX", "2025/")]).await;
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
         .fetch()
@@ -756,10 +773,10 @@ async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records_in_the_container()
 {
-    let azurite = Azurite::start().await;
+    let azurite = Azurite::shared().await;
     upload(
-        &azurite,
-        "exports",
+        azurite,
+        "exports-run",
         &[("lookout/latest.csv", fixture("issues-export.csv"))],
     )
     .await;
@@ -780,9 +797,9 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
     for (k, v) in [
         ("REMINDERS_SOURCE", "blob"),
         ("REMINDERS_LEDGER", "blob"),
-        ("REMINDERS_EXPORT_CONTAINER", "exports"),
+        ("REMINDERS_EXPORT_CONTAINER", "exports-run"),
         ("REMINDERS_EXPORT_PREFIX", "lookout/"),
-        ("REMINDERS_STATE_CONTAINER", "state"),
+        ("REMINDERS_STATE_CONTAINER", "state-run"),
     ] {
         pairs.push((k.into(), v.into()));
     }
@@ -814,13 +831,13 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
     assert!(first.counts.sent > 0);
     assert_eq!(
         first.source.location,
-        format!("{}/exports/lookout/latest.csv", azurite.account_url())
+        format!("{}/exports-run/lookout/latest.csv", azurite.account_url())
     );
     let again = job::run(&deps, req, tokio_util::sync::CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(again.counts.sent, 0, "the same day's rerun sent again");
-    let last = deps.ledger.last_report().await.unwrap().unwrap();
+    let last = deps.reports.last_report().await.unwrap().unwrap();
     assert_eq!(last.run_id, again.run_id);
     // Issue 4: the source and the ledger share one credential, so two runs of both asked
     // the identity endpoint for one storage token between them.

@@ -5,6 +5,9 @@
 //! as the server's). The process is killed on drop.
 //!
 //! Azurite missing is a failure, never a skip: run `npm ci` in the crate folder.
+//!
+//! Tests share one in-memory emulator per test binary ([`Azurite::shared`]), each in
+//! containers of its own; only a test that stops or restarts the emulator starts its own.
 
 #![allow(dead_code)]
 
@@ -26,6 +29,8 @@ pub struct Azurite {
     port: u16,
     dir: tempfile::TempDir,
     in_memory: bool,
+    /// Shared by the whole binary: never dropped, so it must end with the process.
+    shared: bool,
 }
 
 /// The emulator's executable, or a failure telling how to install it.
@@ -94,7 +99,25 @@ fn make_certificates(dir: &Path) {
 }
 
 impl Azurite {
-    /// Starts an in-memory Azurite (data lost when it stops).
+    /// The binary's one in-memory Azurite, started on first use, on its own thread so that
+    /// it outlives each test's runtime. Tests on it use containers of their own names.
+    pub async fn shared() -> &'static Azurite {
+        static SHARED: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(Self::launch_as(true, true))
+            })
+            .join()
+            .expect("the shared Azurite starts")
+        })
+    }
+
+    /// Starts an in-memory Azurite of its own (data lost when it stops): for a test that
+    /// stops it; others use [`Azurite::shared`].
     pub async fn start() -> Azurite {
         Self::launch(true).await
     }
@@ -106,6 +129,10 @@ impl Azurite {
     }
 
     async fn launch(in_memory: bool) -> Azurite {
+        Self::launch_as(in_memory, false).await
+    }
+
+    async fn launch_as(in_memory: bool, shared: bool) -> Azurite {
         azurite_bin();
         let dir = tempfile::tempdir().unwrap();
         make_certificates(dir.path());
@@ -114,6 +141,7 @@ impl Azurite {
             port: free_port(),
             dir,
             in_memory,
+            shared,
         };
         azurite.spawn().await;
         azurite
@@ -123,7 +151,19 @@ impl Azurite {
         let d = self.dir.path();
         let data = d.join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let mut cmd = Command::new(azurite_bin());
+        // A static is never dropped: the shared emulator runs under a shell that stops it when
+        // this process's end of its stdin closes, i.e. when the test binary exits.
+        let mut cmd = if self.shared {
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                "\"$0\" \"$@\" </dev/null & pid=$!; cat >/dev/null; kill $pid",
+            ])
+            .arg(azurite_bin());
+            sh
+        } else {
+            Command::new(azurite_bin())
+        };
         cmd.args([
             "--blobHost",
             "127.0.0.1",
@@ -144,7 +184,11 @@ impl Azurite {
         .current_dir(&data)
         .arg("--debug")
         .arg(d.join("azurite-debug.log"))
-        .stdin(Stdio::null())
+        .stdin(if self.shared {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         if self.in_memory {

@@ -139,13 +139,15 @@ async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so(
         reqwest::Client::new(),
     )
     .unwrap();
+    let ledger = Arc::new(LocalLedger::new(
+        dir.path().join("state"),
+        Duration::from_secs(600),
+    ));
     let deps = Deps {
         source: Arc::new(LocalFileSource::new(export, 1 << 20)),
         notifier: Arc::new(email),
-        ledger: Arc::new(LocalLedger::new(
-            dir.path().join("state"),
-            Duration::from_secs(600),
-        )),
+        ledger: ledger.clone(),
+        reports: ledger,
         renderer: Arc::new(renderer()),
         rules: Rules::default(),
         cadence: Cadence::default(),

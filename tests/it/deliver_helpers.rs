@@ -70,6 +70,7 @@ pub fn fast_policy() -> RetryPolicy {
         max_delay: Duration::from_millis(400),
         max_retry_after: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
+        waits: Default::default(),
     }
 }
 

@@ -311,24 +311,106 @@ async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_t
     assert!(a.text.contains("export's folder"), "{}", a.text);
 }
 
+/// A fake Workflows trigger that accepts the first `hold_at - 1` posts and holds every later
+/// one until [`HoldingWebhook::release`]: the test knows where the run is instead of hoping
+/// the machine is slow enough for a signal to land mid-run.
+#[derive(Clone)]
+struct HoldingWebhook {
+    url: String,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    holding: std::sync::Arc<tokio::sync::Notify>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldingWebhook {
+    async fn start(hold_at: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook = HoldingWebhook {
+            url: format!(
+                "http://{}/workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=s3cret",
+                listener.local_addr().unwrap()
+            ),
+            accepted: Default::default(),
+            holding: Default::default(),
+            released: tokio::sync::watch::channel(false).0,
+        };
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hook.clone();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (h, seen) = (h.clone(), seen.clone());
+            async move {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if n >= hold_at {
+                    let mut released = h.released.subscribe();
+                    h.holding.notify_one();
+                    let _ = released.wait_for(|r| *r).await;
+                }
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let recipient = body["recipient"].as_str().expect("a recipient").to_string();
+                h.accepted.lock().unwrap().push(recipient.to_lowercase());
+                axum::http::StatusCode::ACCEPTED
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        hook
+    }
+
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
+
+    fn accepted(&self) -> Vec<String> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+/// A handler on a generated export of `owners` owners, posting one at a time to `hook`.
+async fn app_posting_to(
+    root: std::sync::Arc<Root>,
+    owners: usize,
+    hook: &HoldingWebhook,
+) -> crate::helpers::TestApp {
+    let export = root.path().join("big-export.csv");
+    if !export.exists() {
+        write_export(&export, owners);
+    }
+    Spawn::new()
+        .env("REMINDERS_EXPORT_PATH", export.display().to_string())
+        .env("REMINDERS_CHANNEL", "workflows")
+        .env("REMINDERS_WORKFLOWS_URL", hook.url.clone())
+        .env("REMINDERS_CONCURRENCY", "1")
+        .env("REMINDERS_MAX_OWNERS_PER_RUN", "100000")
+        .start_in(root)
+        .await
+}
+
 #[tokio::test]
 async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() {
-    const OWNERS: usize = 3000;
+    const OWNERS: usize = 60;
+    const HELD: usize = 21;
     let root = Root::new();
-    let mut app = slow_app(root.clone(), OWNERS).await;
+    let hook = HoldingWebhook::start(HELD).await;
+    let mut app = app_posting_to(root.clone(), OWNERS, &hook).await;
     let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
-    // Let it send a few, then stop the instance as the platform does.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while app.outbox_messages().len() < 20 {
+    // The 21st send is in flight and held: stop the instance as the platform does.
+    tokio::time::timeout(Duration::from_secs(60), hook.holding.notified())
+        .await
+        .unwrap_or_else(|_| panic!("the run never reached send {HELD}:\n{}", app.logs()));
+    app.sigterm();
+    // Only once the handler logs that the run is told to stop does the held send answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !app.logs().contains("shutdown requested") {
         assert!(
             std::time::Instant::now() < deadline,
-            "the run never started sending:\n{}",
+            "SIGTERM never reached the handler:\n{}",
             app.logs()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    app.sigterm();
+    hook.release();
     let status = app.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(
         status.code(),
@@ -342,33 +424,30 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
         app.logs()
     );
     assert!(!app.lock_held(), "the run lock survived the shutdown");
-    let first = app.ledger_sent().len();
-    assert!(
-        first < OWNERS,
-        "the run finished before SIGTERM; make it slower"
-    );
+    // The send in flight finished and was recorded; nothing after it was attempted.
+    assert_eq!(app.ledger_sent().len(), HELD, "{}", app.logs());
     assert_eq!(
-        app.outbox_messages().len(),
-        first,
-        "the outbox and the ledger disagree"
+        hook.accepted().len(),
+        HELD,
+        "the webhook and the ledger disagree"
     );
     drop(app);
 
-    let app = slow_app(root, OWNERS).await;
+    let app = app_posting_to(root, OWNERS, &hook).await;
     let rerun = app.run(&json!({ "dryRun": false })).await;
     assert_eq!(rerun.status, 200, "{}", rerun.text);
     assert_eq!(
         rerun.json["counts"]["sent"],
-        (OWNERS - first) as u64,
+        (OWNERS - HELD) as u64,
         "{}",
         rerun.json["summary"]
     );
     let owners: Vec<String> = app.ledger_sent().into_iter().map(|(o, _)| o).collect();
     assert_eq!(owners.len(), OWNERS);
     assert_each_once(&owners, "ledger");
-    let outbox = app.outbox_messages();
-    assert_eq!(outbox.len(), OWNERS);
-    assert_each_once(&outbox, "outbox");
+    let posted = hook.accepted();
+    assert_eq!(posted.len(), OWNERS);
+    assert_each_once(&posted, "webhook");
 }
 
 #[tokio::test]

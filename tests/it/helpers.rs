@@ -84,7 +84,8 @@ impl Spawn {
 
     /// Starts the handler in `root` (whose state / outbox may hold an earlier run's).
     pub async fn start_in(self, root: Arc<Root>) -> TestApp {
-        let port = free_port();
+        // Port 0: the handler binds a free port itself and logs it (no pick-then-bind race).
+        let port = 0;
         let n = root.starts.fetch_add(1, Ordering::SeqCst);
         let log_path = root.path().join(format!("handler-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -134,14 +135,6 @@ pub async fn spawn_app() -> TestApp {
     Spawn::new().start().await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// A running handler process.
 pub struct TestApp {
     /// Its port.
@@ -170,14 +163,40 @@ pub struct Answer {
 }
 
 impl TestApp {
+    /// The port the handler logged at start (`"address":"127.0.0.1:PORT"`), once it has.
+    fn logged_port(&self) -> Option<u16> {
+        let logs = self.logs();
+        let at = logs.find("\"address\":\"127.0.0.1:")? + "\"address\":\"127.0.0.1:".len();
+        let digits: String = logs[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().filter(|p| *p != 0)
+    }
+
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // A safety net for a hung start, not a speed requirement: generous on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "the handler exited before it was ready ({status}):\n{}",
                     self.logs()
                 );
+            }
+            if self.port == 0 {
+                match self.logged_port() {
+                    Some(port) => self.port = port,
+                    None => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the handler never logged its address:\n{}",
+                            self.logs()
+                        );
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                }
             }
             if let Ok(r) = self
                 .client

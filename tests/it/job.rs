@@ -6,9 +6,9 @@ use lookout_reminders::config::{Config, Env};
 use lookout_reminders::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
 use lookout_reminders::ledger::{
-    LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, LocalLedger, RunLock,
+    LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, LocalLedger, ReportStore, RunLock,
 };
-use lookout_reminders::report::{ReminderStatus, RunReport, Trigger};
+use lookout_reminders::report::{ReminderStatus, Trigger};
 use lookout_reminders::source::LocalFileSource;
 use std::collections::HashSet;
 use std::path::Path;
@@ -88,15 +88,6 @@ impl LedgerStore for FailingLedger {
         }
         self.inner.append(events).await
     }
-    async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError> {
-        self.inner.save_report(report).await
-    }
-    async fn last_report(&self) -> Result<Option<RunReport>, LedgerError> {
-        self.inner.last_report().await
-    }
-    async fn report(&self, run_id: &str) -> Result<Option<RunReport>, LedgerError> {
-        self.inner.report(run_id).await
-    }
 }
 
 fn deps(
@@ -113,8 +104,9 @@ fn deps(
     )
     .unwrap();
     d.notifier = notifier;
-    d.ledger = ledger
-        .unwrap_or_else(|| Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600))));
+    let local = Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600)));
+    d.ledger = ledger.unwrap_or_else(|| local.clone());
+    d.reports = local;
     d.concurrency = concurrency;
     d
 }
