@@ -5,6 +5,7 @@
 
 use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::domain::OwnerEmail;
+use crate::insights::{DailyAggregate, Insights, IssueFacts, Resolution, ResolvedHow};
 use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, RunLock};
 use crate::parse::{self, ParseError};
 use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
@@ -254,9 +255,34 @@ async fn run_inner(
             Ok(location) => info!(report = %location, "run report saved"),
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
+        // The insights page is for people: its failure never fails the run either.
+        let insights = match save_insights_page(deps, &report).await {
+            Ok((location, insights)) => {
+                info!(page = %location, "insights page saved");
+                Some(crate::deliver::DigestInsights {
+                    figures: insights
+                        .digest_figures()
+                        .into_iter()
+                        .map(|(name, value)| crate::deliver::HeadlineFigure { name, value })
+                        .collect(),
+                    link: None,
+                    stored_at: Some(location),
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "could not save the insights page");
+                None
+            }
+        };
         // The digest is a courtesy to the security team: its failure never fails the run.
         if let Some(digest) = &deps.digest {
-            match crate::deliver::send_digest(&report, &deps.renderer, digest).await {
+            let sent = crate::deliver::send_digest_with(
+                &report,
+                insights.as_ref(),
+                &deps.renderer,
+                digest,
+            );
+            match sent.await {
                 Ok(_) => info!("security-team digest sent"),
                 Err(e) => warn!(error = %e, "could not send the security-team digest"),
             }
@@ -390,6 +416,18 @@ async fn run_locked(
     // Issues gone from the export are recorded as resolved, so they are not counted as
     // "reminded" any more and a reappearance starts a fresh cycle.
     if !plan.resolved.is_empty() {
+        // An issue still listed with a resolved status carries its own resolution date.
+        let resolved_in_export: std::collections::HashMap<_, NaiveDate> = parsed
+            .findings
+            .iter()
+            .filter_map(|f| {
+                let at = f.resolved?;
+                Some((
+                    (f.owner.clone(), plan::IssueKey::of(f)),
+                    deps.rules.local_date(at),
+                ))
+            })
+            .collect();
         let events: Vec<LedgerEvent> = plan
             .resolved
             .iter()
@@ -398,6 +436,15 @@ async fn run_locked(
                 issue: issue.clone(),
                 as_of,
                 run_id: run_id.to_string(),
+                resolution: measure_resolution(
+                    &ledger,
+                    owner,
+                    issue,
+                    as_of,
+                    resolved_in_export
+                        .get(&(owner.clone(), issue.clone()))
+                        .copied(),
+                ),
             })
             .collect();
         deps.ledger.append(&events).await?;
@@ -418,6 +465,17 @@ async fn run_locked(
     report.finish(Utc::now());
     match sent {
         Ok(()) => {
+            // The fleet's picture of the day, for the trend; a run restricted to some
+            // owners sees only part of the fleet, so it records none.
+            if req.only.is_empty() {
+                let daily = LedgerEvent::Daily(DailyAggregate::of_run(&report));
+                if let Err(e) = deps.ledger.append(&[daily]).await {
+                    warn!(error = %e, "could not record the day's aggregate");
+                    report
+                        .warnings
+                        .push(format!("the day's aggregate was not recorded: {e}"));
+                }
+            }
             info!(summary = %report.summary, "run done");
             Ok(report)
         }
@@ -432,6 +490,51 @@ async fn run_locked(
             Err(e)
         }
     }
+}
+
+/// How many days of history the page written after each run covers.
+pub const INSIGHTS_PAGE_DAYS: i64 = 90;
+
+/// Writes the insights page of the ledger's last 90 days beside the run's JSON report.
+async fn save_insights_page(
+    deps: &Deps,
+    report: &RunReport,
+) -> Result<(String, Insights), LedgerError> {
+    let snapshot = deps.ledger.load().await?;
+    let since = report.as_of - chrono::Duration::days(INSIGHTS_PAGE_DAYS);
+    let insights = Insights::compute(&snapshot.insights, Some(report), since, deps.verbose);
+    let html = crate::insights::render_html(
+        &insights,
+        &report.finished_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    );
+    let location = deps.ledger.save_report_page(report, &html).await?;
+    Ok((location, insights))
+}
+
+/// The resolution of an issue the ledger reminded about, measured from its recorded facts
+/// (`None` for issues reminded before facts were recorded).
+fn measure_resolution(
+    ledger: &LedgerSnapshot,
+    owner: &OwnerEmail,
+    issue: &plan::IssueKey,
+    as_of: NaiveDate,
+    resolved_in_export: Option<NaiveDate>,
+) -> Option<Resolution> {
+    let (facts, escalated) = ledger.facts.get(&(owner.clone(), issue.clone()))?;
+    let reminders = ledger.history(owner, issue).map_or(0, |h| h.times_sent);
+    let (resolved_on, how) = match resolved_in_export {
+        // A resolved date in the future of the run is a clock problem: the run's day stands.
+        Some(day) if day <= as_of => (day, ResolvedHow::StatusResolved),
+        Some(_) => (as_of, ResolvedHow::StatusResolved),
+        None => (as_of, ResolvedHow::LeftExport),
+    };
+    Some(Resolution::measure(
+        facts,
+        *escalated,
+        reminders,
+        resolved_on,
+        how,
+    ))
 }
 
 fn line(
@@ -643,6 +746,11 @@ fn outcome_line(
                     channel: d.channel.clone(),
                     message_id: d.message_id.clone(),
                     run_id: run_id.to_string(),
+                    facts: Some(IssueFacts::of(
+                        issue,
+                        deps.rules.local_date(issue.detected),
+                        r.escalate,
+                    )),
                 })
                 .collect();
             if let Some(conv) = &d.conversation_id {

@@ -426,6 +426,7 @@ mod tests {
             channel: "outbox".into(),
             message_id: None,
             run_id: "r".into(),
+            facts: None,
         }
     }
 
@@ -509,6 +510,7 @@ mod tests {
             channel: "outbox".into(),
             message_id: None,
             run_id: "r".into(),
+            facts: None,
         }]);
         let o = PlanOptions {
             as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(),

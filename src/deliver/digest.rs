@@ -114,6 +114,29 @@ pub struct DigestView {
     pub past_deadline_more: usize,
     /// The report's warnings.
     pub warnings: Vec<String>,
+    /// The fleet's headline figures with their trend, and where the insights page is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insights: Option<DigestInsights>,
+}
+
+/// The insights block of the digest: two or three headline figures and the page's location.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DigestInsights {
+    /// Label and value (`Open issues`, `5 ▼ −1 vs 7 days ago`).
+    pub figures: Vec<HeadlineFigure>,
+    /// A link the team can open, when the page is published there.
+    pub link: Option<String>,
+    /// Otherwise where the page is stored (Blob name, local path).
+    pub stored_at: Option<String>,
+}
+
+/// A label and a text value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeadlineFigure {
+    /// Label.
+    pub name: String,
+    /// Value.
+    pub value: String,
 }
 
 fn owner_label(owner: &str, verbose: bool) -> String {
@@ -226,6 +249,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         past_deadline,
         past_deadline_count,
         warnings: report.warnings.clone(),
+        insights: None,
     }
 }
 
@@ -235,7 +259,18 @@ pub fn digest_card(
     renderer: &Renderer,
     verbose: bool,
 ) -> Result<serde_json::Value, DeliveryError> {
-    let view = digest_view(report, verbose);
+    digest_card_with(report, None, renderer, verbose)
+}
+
+/// Renders the digest card for a report, with the insights block when given.
+pub fn digest_card_with(
+    report: &RunReport,
+    insights: Option<&DigestInsights>,
+    renderer: &Renderer,
+    verbose: bool,
+) -> Result<serde_json::Value, DeliveryError> {
+    let mut view = digest_view(report, verbose);
+    view.insights = insights.cloned();
     let text = renderer
         .render_named(DIGEST_TEMPLATE, minijinja::Value::from_serialize(&view))
         .map_err(|e| DeliveryError::permanent(CHANNEL, e.to_string()))?;
@@ -254,7 +289,17 @@ pub async fn send_digest(
     renderer: &Renderer,
     sender: &DigestSender,
 ) -> Result<Delivery, DeliveryError> {
-    let card = digest_card(report, renderer, sender.verbose)?;
+    send_digest_with(report, None, renderer, sender).await
+}
+
+/// [`send_digest`] with the insights block (headline figures, where the page is).
+pub async fn send_digest_with(
+    report: &RunReport,
+    insights: Option<&DigestInsights>,
+    renderer: &Renderer,
+    sender: &DigestSender,
+) -> Result<Delivery, DeliveryError> {
+    let card = digest_card_with(report, insights, renderer, sender.verbose)?;
     let body = webhook_body(None, &card);
     let attempts = post_webhook(&sender.http, &sender.url, &body, CHANNEL).await?;
     Ok(Delivery {

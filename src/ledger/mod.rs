@@ -11,6 +11,7 @@ pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
 use crate::domain::OwnerEmail;
+use crate::insights::{DailyAggregate, IssueFacts, Resolution};
 use crate::plan::{IssueKey, Stage};
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// One fact appended to the ledger.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LedgerEvent {
     /// A reminder went out for this owner/issue.
@@ -44,6 +45,10 @@ pub enum LedgerEvent {
         message_id: Option<String>,
         /// The run that sent it.
         run_id: String,
+        /// Detection, deadline, kind… of the issue, so its resolution can be measured later
+        /// (absent in ledgers written before issue 13).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<IssueFacts>,
     },
     /// An issue reminded about earlier is no longer in the export (or no longer active).
     Resolved {
@@ -55,7 +60,14 @@ pub enum LedgerEvent {
         as_of: NaiveDate,
         /// The run that noticed.
         run_id: String,
+        /// How long it took and how many reminders it needed (absent in older ledgers, or
+        /// when the issue's facts were never recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resolution: Option<Resolution>,
     },
+    /// One run's picture of the fleet (open issues by kind, platform, risk; overdue; owners
+    /// reached): the trend the insights report draws. One per live run.
+    Daily(DailyAggregate),
     /// A Teams conversation id cached for an owner (skips the Graph lookup next time).
     Conversation {
         /// Owner.
@@ -87,6 +99,10 @@ pub struct LedgerSnapshot {
     pub issues: HashMap<(OwnerEmail, IssueKey), IssueHistory>,
     /// Cached Teams conversation ids.
     pub conversations: HashMap<OwnerEmail, String>,
+    /// The latest recorded facts of each reminded issue, and whether it was ever escalated.
+    pub facts: HashMap<(OwnerEmail, IssueKey), (IssueFacts, bool)>,
+    /// The insight events (resolutions and daily aggregates), in ledger order.
+    pub insights: Vec<LedgerEvent>,
 }
 
 impl LedgerSnapshot {
@@ -107,8 +123,15 @@ impl LedgerSnapshot {
                 issue,
                 stage,
                 as_of,
+                facts,
                 ..
             } => {
+                if let Some(facts) = facts {
+                    let key = (owner.clone(), issue.clone());
+                    let escalated =
+                        facts.escalated || self.facts.get(&key).is_some_and(|(_, before)| *before);
+                    self.facts.insert(key, (facts.clone(), escalated));
+                }
                 let entry =
                     self.issues
                         .entry((owner.clone(), issue.clone()))
@@ -129,7 +152,9 @@ impl LedgerSnapshot {
                 if let Some(h) = self.issues.get_mut(&(owner.clone(), issue.clone())) {
                     h.resolved = true;
                 }
+                self.insights.push(event.clone());
             }
+            LedgerEvent::Daily(_) => self.insights.push(event.clone()),
             LedgerEvent::Conversation {
                 owner,
                 conversation_id,
@@ -198,6 +223,10 @@ pub trait LedgerStore: Send + Sync {
     async fn append(&self, events: &[LedgerEvent]) -> Result<(), LedgerError>;
     /// Stores a run report (JSON, and CSV of its reminders); returns where.
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError>;
+    /// Stores the insights page of a run beside its JSON report
+    /// (`reports/YYYY/MM/DD/<run_id>.html`) and as `reports/latest.html`; returns where.
+    async fn save_report_page(&self, report: &RunReport, html: &str)
+        -> Result<String, LedgerError>;
     /// The most recently saved report.
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError>;
     /// A saved report by run id.

@@ -49,6 +49,7 @@ fn sent(owner: &str, issue: &str, run_id: &str) -> LedgerEvent {
         channel: "outbox".into(),
         message_id: Some(format!("m-{issue}")),
         run_id: run_id.into(),
+        facts: None,
     }
 }
 

@@ -86,6 +86,13 @@ impl LedgerStore for FailingLedger {
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError> {
         self.inner.save_report(report).await
     }
+    async fn save_report_page(
+        &self,
+        report: &RunReport,
+        html: &str,
+    ) -> Result<String, LedgerError> {
+        self.inner.save_report_page(report, html).await
+    }
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError> {
         self.inner.last_report().await
     }

@@ -23,6 +23,7 @@ fn sent(issue: &str) -> LedgerEvent {
         channel: "outbox".into(),
         message_id: None,
         run_id: "run-torn".into(),
+        facts: None,
     }
 }
 

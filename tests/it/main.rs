@@ -3,6 +3,7 @@
 mod azure_ledger;
 mod azure_sources;
 mod azurite;
+mod chromium;
 mod cli;
 mod deliver_channels;
 mod deliver_email_language;
@@ -19,6 +20,7 @@ mod functions_host;
 mod functions_requests;
 mod functions_runs;
 mod helpers;
+mod insights;
 mod job;
 mod local_ledger;
 mod parse;
