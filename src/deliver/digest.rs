@@ -115,7 +115,6 @@ pub struct DigestView {
     /// The report's warnings.
     pub warnings: Vec<String>,
     /// The fleet's headline figures with their trend, and where the insights page is.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub insights: Option<DigestInsights>,
 }
 
@@ -340,6 +339,61 @@ mod tests {
         }
         r.finish(chrono::Utc::now());
         r
+    }
+
+    fn renderer() -> Renderer {
+        crate::render::Renderer::new(
+            None,
+            &["fr".into()],
+            crate::render::MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_insights_block_shows_the_figures_and_where_the_page_is_in_its_own_container() {
+        let insights = DigestInsights {
+            figures: vec![HeadlineFigure {
+                name: "Open issues".into(),
+                value: "5 ▼ -1 vs 7 days ago".into(),
+            }],
+            link: None,
+            stored_at: Some("state/reports/2026/07/30/r1.html".into()),
+        };
+        let card = digest_card_with(
+            &report_with_failures(1),
+            Some(&insights),
+            &renderer(),
+            false,
+        )
+        .unwrap();
+        let text = card.to_string();
+        assert!(text.contains("5 ▼ -1 vs 7 days ago"), "{text}");
+        assert!(text.contains("Insights report: state/reports/2026/07/30/r1.html"));
+        assert!(!text.contains("Action.OpenUrl"));
+        let block = card["body"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "Container")
+            .expect("a separate container");
+        assert_eq!(block["items"][0]["text"], "Is the fleet getting safer?");
+
+        let linked = DigestInsights {
+            link: Some("https://contoso.sharepoint.com/r.html".into()),
+            ..insights
+        };
+        let card =
+            digest_card_with(&report_with_failures(1), Some(&linked), &renderer(), false).unwrap();
+        assert!(card.to_string().contains("Action.OpenUrl"));
+        // Without insights the card has no such block.
+        let plain = digest_card(&report_with_failures(1), &renderer(), false).unwrap();
+        assert!(!plain.to_string().contains("Is the fleet getting safer?"));
     }
 
     #[test]

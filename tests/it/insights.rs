@@ -237,6 +237,25 @@ async fn sixty_days_of_history_give_the_figures_worked_out_by_hand() {
     assert_eq!(agent.median_days_to_remediate, None);
     assert_eq!(kind("security_patch_out_of_date").open_now, 1);
 
+    // The digest's block: open with its 7-day arrow, durations, on-time share.
+    assert_eq!(
+        i.digest_figures(),
+        vec![
+            (
+                "Open issues".to_string(),
+                "5 ▼ -1 vs 7 days ago".to_string()
+            ),
+            (
+                "Time to remediate".to_string(),
+                "median 15 d, 90th percentile 40 d".to_string()
+            ),
+            (
+                "Fixed before the deadline".to_string(),
+                "67 % of 6".to_string()
+            ),
+        ]
+    );
+
     // One point per run day, from day 0.
     assert_eq!(i.trend.len(), 60);
     assert_eq!(i.trend[0].as_of, day0());
