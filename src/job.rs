@@ -816,6 +816,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_resolved_status_date_counts_unless_it_is_after_the_run_day() {
+        use crate::domain::{IssueKind, Platform, Risk};
+        let owner = OwnerEmail::parse("a@contoso.com").unwrap();
+        let issue = plan::IssueKey("k".into());
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let sent = |as_of: NaiveDate, escalated: bool| LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: issue.clone(),
+            lookout_id: None,
+            stage: crate::plan::Stage::First,
+            as_of,
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r".into(),
+            facts: Some(IssueFacts {
+                detected_on: day(1),
+                deadline: day(5),
+                kind: IssueKind::OsOutOfDate,
+                platform: Platform::Ios,
+                risk: Risk::Low,
+                escalated,
+            }),
+        };
+        // Escalated once, then a plain reminder: the resolution still came after an escalation.
+        let ledger = LedgerSnapshot::from_events(&[sent(day(2), true), sent(day(3), false)]);
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), Some(day(4))).unwrap();
+        assert_eq!(r.how, ResolvedHow::StatusResolved);
+        assert_eq!((r.resolved_on, r.days_to_remediate), (day(4), 3));
+        assert_eq!(r.reminders_before, 2);
+        assert!(r.before_deadline && r.after_escalation);
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), Some(day(20))).unwrap();
+        assert_eq!(r.resolved_on, day(9));
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), None).unwrap();
+        assert_eq!((r.how, r.before_deadline), (ResolvedHow::LeftExport, false));
+        // An issue reminded before facts were recorded has no measured resolution.
+        let other = plan::IssueKey("old".into());
+        assert!(measure_resolution(&ledger, &owner, &other, day(9), None).is_none());
+    }
+
     /// Compiles only if `run`'s future is `Send` (the server spawns it on the runtime).
     #[allow(dead_code)]
     fn the_run_future_can_be_spawned(deps: &Deps) {
