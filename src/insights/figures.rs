@@ -337,7 +337,7 @@ impl Insights {
                 by_kind: d.open_by_kind.clone(),
                 owners_reached: d.owners_reached,
                 owners_unreachable: d.owners_unreachable,
-                resolved: d.resolved,
+                resolved: d.resolved_in_run,
             })
             .collect();
 
@@ -361,7 +361,7 @@ impl Insights {
                         open: i64::from(latest.open) - i64::from(previous.open),
                         overdue: i64::from(latest.overdue) - i64::from(previous.overdue),
                         by_kind,
-                        resolved: latest.resolved,
+                        resolved: latest.resolved_in_run,
                         owners_reached: latest.owners_reached,
                     })
                 }

@@ -161,9 +161,10 @@ pub struct DailyAggregate {
     /// Owners outside the allowed mail domains.
     #[serde(default)]
     pub owners_excluded: u32,
-    /// Issues recorded as resolved by this run.
+    /// Issues recorded as resolved by this run (not named `resolved`: in the ledger that word
+    /// is the event of a resolution, and people and tests search for it).
     #[serde(default)]
-    pub resolved: u32,
+    pub resolved_in_run: u32,
     /// Devices that cannot update, when the export says so (Lookout's export does not today).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cannot_update: Option<u32>,
@@ -184,7 +185,7 @@ impl DailyAggregate {
         let mut d = DailyAggregate {
             as_of: report.as_of,
             run_id: report.run_id.clone(),
-            resolved: report.resolved as u32,
+            resolved_in_run: report.resolved as u32,
             owners_excluded: report.owners.excluded as u32,
             ..Default::default()
         };
