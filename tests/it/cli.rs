@@ -579,9 +579,9 @@ fn the_report_command_gives_the_insights_as_json_csv_and_html_from_the_state_fol
     let j = json_report(&out);
     assert_eq!(j["schema"], "lookout-reminders/insights/v1");
     assert_eq!(j["as_of"], "2024-03-08");
-    // The sample export's 25 remindable issues; the 3 detected after 2024-02-07 are not past
-    // their deadline yet.
-    assert_eq!(j["headline"]["open_now"], 25);
+    // The sample export's 25 remindable rows, less TM6511's second detection of Edge merged
+    // into the first; the 3 detected after 2024-02-07 are not past their deadline yet.
+    assert_eq!(j["headline"]["open_now"], 24);
     assert_eq!(j["headline"]["overdue_now"], 22);
     assert_eq!(j["changes"]["previous_as_of"], "2024-03-07");
     assert_eq!(j["changes"]["open"], 0);
@@ -604,7 +604,7 @@ fn the_report_command_gives_the_insights_as_json_csv_and_html_from_the_state_fol
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("as_of,open,overdue,open_vulnerable_app"));
-    assert!(lines[2].starts_with("2024-03-08,25,22,"));
+    assert!(lines[2].starts_with("2024-03-08,24,22,"));
 
     let page = Path::new(&d.state).join("page.html");
     let out = report(&["--out", page.to_str().unwrap()]);

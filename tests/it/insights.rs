@@ -199,11 +199,12 @@ async fn sixty_days_of_history_give_the_figures_worked_out_by_hand() {
     // b (day 45 > deadline 35) and e (day 59 > deadline 50) were late: 4 of 6 on time.
     let pct = h.fixed_before_deadline_pct.unwrap();
     assert!((pct - 400.0 / 6.0).abs() < 1e-9, "{pct}");
-    // Reminders are sent on days +0, +7, +14, +21, then daily from +25 (5 days left) and
-    // after the deadline: a 2 (0, 7), b 19 (4 + 6 from +25 to +30 + 9 from +31 to +39),
-    // c 1, d 3 (0, 7, 14), e 18 (4 + 6 + 8 from +31 to +38), h 1 → 44 for 6 fixes.
+    // Reminders are sent on days +0, +7, +14, +21, then daily from +25 (5 days left) to the
+    // deadline (+30) and for 7 days after it (+31 to +37), then weekly (+44): a 2 (0, 7),
+    // b 17 (4 + 6 + 7, fixed on +40), c 1, d 3 (0, 7, 14), e 17 (4 + 6 + 7, fixed on +39),
+    // h 1 → 41 for 6 fixes.
     let per_fix = h.reminders_per_fix.unwrap();
-    assert!((per_fix - 44.0 / 6.0).abs() < 1e-9, "{per_fix}");
+    assert!((per_fix - 41.0 / 6.0).abs() < 1e-9, "{per_fix}");
     // b and e got overdue (escalated) reminders before they were fixed.
     assert_eq!(h.fixed_after_escalation, 2);
 
@@ -219,7 +220,7 @@ async fn sixty_days_of_history_give_the_figures_worked_out_by_hand() {
         ),
         (1, 3, Some(10.0), Some(40))
     );
-    assert!((os.reminders_per_fix.unwrap() - 22.0 / 3.0).abs() < 1e-9);
+    assert!((os.reminders_per_fix.unwrap() - 20.0 / 3.0).abs() < 1e-9);
     // Apps: c 2, d 20, e 39; open now: i.
     let app = kind("vulnerable_app");
     assert_eq!(
@@ -321,7 +322,7 @@ async fn each_resolution_records_its_day_duration_reminders_and_escalation() {
     assert_eq!(b.detected_on, day0() + Duration::days(5));
     assert_eq!(b.deadline, day0() + Duration::days(35));
     assert_eq!(b.days_to_remediate, 40);
-    assert_eq!(b.reminders_before, 19);
+    assert_eq!(b.reminders_before, 17);
     assert!(!b.before_deadline);
     assert!(b.after_escalation);
     assert_eq!(b.how, ResolvedHow::LeftExport);
