@@ -625,6 +625,7 @@ mod tests {
                 channel: "outbox".into(),
                 message_id: None,
                 run_id: "r".into(),
+                facts: None,
             }]);
             let plan = build(
                 std::slice::from_ref(&f),

@@ -425,6 +425,7 @@ mod tests {
                 signature: "s".into(),
                 grace_days: 30,
                 time_zone: chrono_tz::Europe::Paris,
+                by_language: Default::default(),
             },
         )
         .unwrap()
