@@ -17,6 +17,13 @@ if ! command -v openssl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
 fi
 
+if ! command -v chromium >/dev/null 2>&1; then
+  # The insights page is opened in headless Chromium by the tests (no console message allowed).
+  step "installing Chromium (Debian package)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+fi
+
 step "installing Azurite and the Adaptive Cards renderer (npm ci, versions pinned in package-lock.json)"
 npm ci --no-audit --no-fund --loglevel=error
 test -x node_modules/.bin/azurite-blob || { echo "azurite-blob was not installed" >&2; exit 1; }

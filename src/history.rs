@@ -2,10 +2,10 @@
 //! stage and the snapshot the plan reads, with no storage attached (the ledger stores these;
 //! the plan reads them), so the pure core never depends on an I/O module.
 
-use crate::domain::OwnerEmail;
+use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A stable identity for one issue across exports: device + issue + detection time.
 ///
@@ -42,7 +42,7 @@ impl Stage {
 }
 
 /// One fact appended to the ledger.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LedgerEvent {
     /// A reminder went out for this owner/issue.
@@ -71,6 +71,10 @@ pub enum LedgerEvent {
         /// request was written): counted as sent all the same, so it is never sent twice.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         maybe_delivered: bool,
+        /// Detection, deadline, kind… of the issue, so its resolution can be measured later
+        /// (absent in ledgers written before issue 13).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<IssueFacts>,
     },
     /// An issue reminded about earlier is no longer in the export (or no longer active).
     Resolved {
@@ -82,7 +86,14 @@ pub enum LedgerEvent {
         as_of: NaiveDate,
         /// The run that noticed.
         run_id: String,
+        /// How long it took and how many reminders it needed (absent in older ledgers, or
+        /// when the issue's facts were never recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resolution: Option<Resolution>,
     },
+    /// One run's picture of the fleet (open issues by kind, platform, risk; overdue; owners
+    /// reached): the trend the insights report draws. One per live run.
+    Daily(DailyAggregate),
     /// A Teams conversation id cached for an owner (skips the Graph lookup next time).
     Conversation {
         /// Owner.
@@ -117,6 +128,10 @@ pub struct LedgerSnapshot {
     pub issues: HashMap<(OwnerEmail, IssueKey), IssueHistory>,
     /// Cached Teams conversation ids.
     pub conversations: HashMap<OwnerEmail, String>,
+    /// The latest recorded facts of each reminded issue, and whether it was ever escalated.
+    pub facts: HashMap<(OwnerEmail, IssueKey), (IssueFacts, bool)>,
+    /// The insight events (resolutions and daily aggregates), in ledger order.
+    pub insights: Vec<LedgerEvent>,
 }
 
 impl LedgerSnapshot {
@@ -138,8 +153,15 @@ impl LedgerSnapshot {
                 stage,
                 as_of,
                 sent_at,
+                facts,
                 ..
             } => {
+                if let Some(facts) = facts {
+                    let key = (owner.clone(), issue.clone());
+                    let escalated =
+                        facts.escalated || self.facts.get(&key).is_some_and(|(_, before)| *before);
+                    self.facts.insert(key, (facts.clone(), escalated));
+                }
                 let entry =
                     self.issues
                         .entry((owner.clone(), issue.clone()))
@@ -162,7 +184,9 @@ impl LedgerSnapshot {
                 if let Some(h) = self.issues.get_mut(&(owner.clone(), issue.clone())) {
                     h.resolved = true;
                 }
+                self.insights.push(event.clone());
             }
+            LedgerEvent::Daily(_) => self.insights.push(event.clone()),
             LedgerEvent::Conversation {
                 owner,
                 conversation_id,
@@ -178,4 +202,117 @@ impl LedgerSnapshot {
     pub fn history(&self, owner: &OwnerEmail, issue: &IssueKey) -> Option<&IssueHistory> {
         self.issues.get(&(owner.clone(), issue.clone()))
     }
+}
+
+// The facts kept for the security team's insights (computed in `crate::insights`): plain
+// data here so the ledger's event model stays pure.
+
+/// What the ledger remembers of a reminded issue, recorded with each reminder so the issue can
+/// be measured once it is gone from the export.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueFacts {
+    /// Detection day (local date in the rules' time zone).
+    pub detected_on: NaiveDate,
+    /// Last day to act.
+    pub deadline: NaiveDate,
+    /// Kind.
+    pub kind: IssueKind,
+    /// Platform.
+    #[serde(default = "unknown_platform")]
+    pub platform: Platform,
+    /// Risk.
+    #[serde(default = "unknown_risk")]
+    pub risk: Risk,
+    /// Whether this reminder was escalated (manager / security team copied).
+    #[serde(default)]
+    pub escalated: bool,
+}
+
+fn unknown_platform() -> Platform {
+    Platform::Unknown
+}
+
+fn unknown_risk() -> Risk {
+    Risk::Unknown
+}
+
+/// How an issue stopped being open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolvedHow {
+    /// The issue is no longer in the export.
+    LeftExport,
+    /// The export still lists it, with a resolved status and date.
+    StatusResolved,
+}
+
+/// A resolved issue measured: when, how long after detection, after how many reminders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// The day it was resolved: the export's `Date Resolved` when given, else the run's day.
+    pub resolved_on: NaiveDate,
+    /// How the run learnt it.
+    pub how: ResolvedHow,
+    /// Detection day.
+    pub detected_on: NaiveDate,
+    /// Deadline.
+    pub deadline: NaiveDate,
+    /// Kind.
+    pub kind: IssueKind,
+    /// Platform.
+    #[serde(default = "unknown_platform")]
+    pub platform: Platform,
+    /// Risk.
+    #[serde(default = "unknown_risk")]
+    pub risk: Risk,
+    /// Days from detection to resolution (time to remediate).
+    pub days_to_remediate: i64,
+    /// Reminders sent for it before it was resolved.
+    pub reminders_before: u32,
+    /// Resolved on or before its deadline.
+    pub before_deadline: bool,
+    /// Resolved after one of its reminders was escalated.
+    pub after_escalation: bool,
+}
+
+/// One live run's picture of the fleet, small enough to keep one per day for years.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyAggregate {
+    /// The run's "today".
+    pub as_of: NaiveDate,
+    /// The run.
+    pub run_id: String,
+    /// Open remindable issues.
+    pub open: u32,
+    /// Open issues by kind (`vulnerable_app`…).
+    #[serde(default)]
+    pub open_by_kind: BTreeMap<String, u32>,
+    /// Open issues by platform.
+    #[serde(default)]
+    pub open_by_platform: BTreeMap<String, u32>,
+    /// Open issues by risk.
+    #[serde(default)]
+    pub open_by_risk: BTreeMap<String, u32>,
+    /// Open issues past their deadline.
+    #[serde(default)]
+    pub overdue: u32,
+    /// Owners with at least one open issue.
+    #[serde(default)]
+    pub owners_open: u32,
+    /// Owners a reminder reached in this run.
+    #[serde(default)]
+    pub owners_reached: u32,
+    /// Owners a channel could not reach in this run (not in Teams, no mailbox, disabled…).
+    #[serde(default)]
+    pub owners_unreachable: u32,
+    /// Owners outside the allowed mail domains.
+    #[serde(default)]
+    pub owners_excluded: u32,
+    /// Issues recorded as resolved by this run (not named `resolved`: in the ledger that word
+    /// is the event of a resolution, and people and tests search for it).
+    #[serde(default)]
+    pub resolved_in_run: u32,
+    /// Devices that cannot update, when the export says so (Lookout's export does not today).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cannot_update: Option<u32>,
 }

@@ -5,6 +5,7 @@
 
 use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::domain::OwnerEmail;
+use crate::insights::{DailyAggregate, Insights, IssueFacts, Resolution, ResolvedHow};
 use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
 use crate::parse::{self, ParseError};
 use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
@@ -314,6 +315,25 @@ async fn run_inner(
             Ok(location) => info!(report = %location, "run report saved"),
             Err(e) => warn!(error = %e, "could not save the run report"),
         }
+        // The insights page is for people: its failure never fails the run either.
+        let insights = match save_insights_page(deps, &report).await {
+            Ok((location, insights)) => {
+                info!(page = %location, "insights page saved");
+                Some(crate::deliver::DigestInsights {
+                    figures: insights
+                        .digest_figures()
+                        .into_iter()
+                        .map(|(name, value)| crate::deliver::HeadlineFigure { name, value })
+                        .collect(),
+                    link: None,
+                    stored_at: Some(location),
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "could not save the insights page");
+                None
+            }
+        };
         // The digest is a courtesy to the security team: its failure never fails the run.
         // Only when something happened: a same-day no-op rerun posts nothing.
         let happened = report.counts.sent
@@ -322,7 +342,13 @@ async fn run_inner(
             + report.resolved
             > 0;
         if let (Some(digest), true) = (&deps.digest, happened) {
-            match crate::deliver::send_digest(&report, &deps.renderer, digest).await {
+            let sent = crate::deliver::send_digest_with(
+                &report,
+                insights.as_ref(),
+                &deps.renderer,
+                digest,
+            );
+            match sent.await {
                 Ok(_) => info!("security-team digest sent"),
                 Err(e) => warn!(error = %e, "could not send the security-team digest"),
             }
@@ -466,6 +492,18 @@ async fn run_locked(
     // Issues gone from the export are recorded as resolved, so they are not counted as
     // "reminded" any more and a reappearance starts a fresh cycle.
     if !plan.resolved.is_empty() {
+        // An issue still listed with a resolved status carries its own resolution date.
+        let resolved_in_export: std::collections::HashMap<_, NaiveDate> = parsed
+            .findings
+            .iter()
+            .filter_map(|f| {
+                let at = f.resolved?;
+                Some((
+                    (f.owner.clone(), plan::IssueKey::of(f)),
+                    deps.rules.local_date(at),
+                ))
+            })
+            .collect();
         let events: Vec<LedgerEvent> = plan
             .resolved
             .iter()
@@ -474,6 +512,15 @@ async fn run_locked(
                 issue: issue.clone(),
                 as_of,
                 run_id: run_id.to_string(),
+                resolution: measure_resolution(
+                    &ledger,
+                    owner,
+                    issue,
+                    as_of,
+                    resolved_in_export
+                        .get(&(owner.clone(), issue.clone()))
+                        .copied(),
+                ),
             })
             .collect();
         deps.ledger.append(&events).await?;
@@ -495,6 +542,17 @@ async fn run_locked(
     report.finish(Utc::now());
     match sent {
         Ok(()) => {
+            // The fleet's picture of the day, for the trend; a run restricted to some
+            // owners sees only part of the fleet, so it records none.
+            if req.only.is_empty() {
+                let daily = LedgerEvent::Daily(DailyAggregate::of_run(&report));
+                if let Err(e) = deps.ledger.append(&[daily]).await {
+                    warn!(error = %e, "could not record the day's aggregate");
+                    report
+                        .warnings
+                        .push(format!("the day's aggregate was not recorded: {e}"));
+                }
+            }
             info!(summary = %report.summary, "run done");
             Ok(report)
         }
@@ -509,6 +567,51 @@ async fn run_locked(
             Err(e)
         }
     }
+}
+
+/// How many days of history the page written after each run covers.
+pub const INSIGHTS_PAGE_DAYS: i64 = 90;
+
+/// Writes the insights page of the ledger's last 90 days beside the run's JSON report.
+async fn save_insights_page(
+    deps: &Deps,
+    report: &RunReport,
+) -> Result<(String, Insights), LedgerError> {
+    let snapshot = deps.ledger.load().await?;
+    let since = report.as_of - chrono::Duration::days(INSIGHTS_PAGE_DAYS);
+    let insights = Insights::compute(&snapshot.insights, Some(report), since, deps.verbose);
+    let html = crate::insights::render_html(
+        &insights,
+        &report.finished_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    );
+    let location = deps.reports.save_report_page(report, &html).await?;
+    Ok((location, insights))
+}
+
+/// The resolution of an issue the ledger reminded about, measured from its recorded facts
+/// (`None` for issues reminded before facts were recorded).
+fn measure_resolution(
+    ledger: &LedgerSnapshot,
+    owner: &OwnerEmail,
+    issue: &plan::IssueKey,
+    as_of: NaiveDate,
+    resolved_in_export: Option<NaiveDate>,
+) -> Option<Resolution> {
+    let (facts, escalated) = ledger.facts.get(&(owner.clone(), issue.clone()))?;
+    let reminders = ledger.history(owner, issue).map_or(0, |h| h.times_sent);
+    let (resolved_on, how) = match resolved_in_export {
+        // A resolved date in the future of the run is a clock problem: the run's day stands.
+        Some(day) if day <= as_of => (day, ResolvedHow::StatusResolved),
+        Some(_) => (as_of, ResolvedHow::StatusResolved),
+        None => (as_of, ResolvedHow::LeftExport),
+    };
+    Some(Resolution::measure(
+        facts,
+        *escalated,
+        reminders,
+        resolved_on,
+        how,
+    ))
 }
 
 fn line(
@@ -826,6 +929,11 @@ fn outcome_line(
                     message_id: d.message_id.clone(),
                     run_id: run_id.to_string(),
                     maybe_delivered: false,
+                    facts: Some(IssueFacts::of(
+                        issue,
+                        deps.rules.local_date(issue.detected),
+                        r.escalate,
+                    )),
                 })
                 .collect();
             if let Some(conv) = &d.conversation_id {
@@ -869,6 +977,11 @@ fn outcome_line(
                     message_id: None,
                     run_id: run_id.to_string(),
                     maybe_delivered: true,
+                    facts: Some(IssueFacts::of(
+                        issue,
+                        deps.rules.local_date(issue.detected),
+                        r.escalate,
+                    )),
                 })
                 .collect();
             (
@@ -943,6 +1056,48 @@ mod tests {
             scrub_address("user not found", "a@b.c", "p"),
             "user not found"
         );
+    }
+
+    #[test]
+    fn a_resolved_status_date_counts_unless_it_is_after_the_run_day() {
+        use crate::domain::{IssueKind, Platform, Risk};
+        let owner = OwnerEmail::parse("a@contoso.com").unwrap();
+        let issue = plan::IssueKey("k".into());
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let sent = |as_of: NaiveDate, escalated: bool| LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: issue.clone(),
+            lookout_id: None,
+            stage: crate::plan::Stage::First,
+            as_of,
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r".into(),
+            maybe_delivered: false,
+            facts: Some(IssueFacts {
+                detected_on: day(1),
+                deadline: day(5),
+                kind: IssueKind::OsOutOfDate,
+                platform: Platform::Ios,
+                risk: Risk::Low,
+                escalated,
+            }),
+        };
+        // Escalated once, then a plain reminder: the resolution still came after an escalation.
+        let ledger = LedgerSnapshot::from_events(&[sent(day(2), true), sent(day(3), false)]);
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), Some(day(4))).unwrap();
+        assert_eq!(r.how, ResolvedHow::StatusResolved);
+        assert_eq!((r.resolved_on, r.days_to_remediate), (day(4), 3));
+        assert_eq!(r.reminders_before, 2);
+        assert!(r.before_deadline && r.after_escalation);
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), Some(day(20))).unwrap();
+        assert_eq!(r.resolved_on, day(9));
+        let r = measure_resolution(&ledger, &owner, &issue, day(9), None).unwrap();
+        assert_eq!((r.how, r.before_deadline), (ResolvedHow::LeftExport, false));
+        // An issue reminded before facts were recorded has no measured resolution.
+        let other = plan::IssueKey("old".into());
+        assert!(measure_resolution(&ledger, &owner, &other, day(9), None).is_none());
     }
 
     /// Compiles only if `run`'s future is `Send` (the server spawns it on the runtime).

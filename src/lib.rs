@@ -4,7 +4,8 @@
 //! The pipeline, one module per step:
 //! [`source`] → [`parse`] → [`policy`] → [`plan`] → [`render`] → [`deliver`] → [`ledger`] /
 //! [`report`]. [`job`] runs it; [`functions`] serves it as an Azure Functions custom
-//! handler; [`config`] reads the settings; [`telemetry`] sets up logs.
+//! handler; [`config`] reads the settings; [`telemetry`] sets up logs; [`insights`] turns
+//! the ledger's history into the security team's figures and report page.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod fsutil;
 pub mod functions;
 pub mod history;
 pub mod http;
+pub mod insights;
 pub mod job;
 pub mod ledger;
 pub mod parse;

@@ -122,8 +122,58 @@ enum Command {
         #[arg(long)]
         language: Option<String>,
     },
+    /// The security team's insights from the ledger (local or Blob): open issues and trend,
+    /// time to remediate, fixes before the deadline, overdue list, unreachable owners.
+    Report {
+        /// The period: `90d` (days), `12w` (weeks) or a date (YYYY-MM-DD).
+        #[arg(long, value_name = "90d|YYYY-MM-DD", default_value = "90d")]
+        since: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "html")]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// State folder of a local ledger (sets REMINDERS_STATE_DIR).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Show owners' addresses instead of pseudonyms (sets REMINDERS_VERBOSE).
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Serve the Azure Functions custom handler on FUNCTIONS_CUSTOMHANDLER_PORT.
     Serve,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReportFormat {
+    Html,
+    Json,
+    Csv,
+}
+
+/// The first day of `--since`: `90d`, `12w` before `today`, or a date.
+fn since_date(raw: &str, today: chrono::NaiveDate) -> Result<chrono::NaiveDate, String> {
+    let raw = raw.trim();
+    let bad = || {
+        format!(
+            "--since {raw}: expected a number of days (90d), weeks (12w) or a date (YYYY-MM-DD)"
+        )
+    };
+    if let Ok(date) = raw.parse::<chrono::NaiveDate>() {
+        return Ok(date);
+    }
+    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    if !(0..=36_500).contains(&n) {
+        return Err(bad());
+    }
+    let days = match unit {
+        "d" => n,
+        "w" => n * 7,
+        _ => return Err(bad()),
+    };
+    Ok(today - chrono::Duration::days(days))
 }
 
 fn main() -> ExitCode {
@@ -294,6 +344,68 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             }
         }
         Command::Validate { path, json } => validate(path, json).await,
+        Command::Report {
+            since,
+            format,
+            out,
+            state_dir,
+            verbose,
+        } => {
+            let env = env_with(
+                None,
+                &[
+                    (
+                        "REMINDERS_STATE_DIR",
+                        state_dir.map(|p| p.display().to_string()),
+                    ),
+                    ("REMINDERS_VERBOSE", verbose.then(|| "true".to_string())),
+                ],
+            );
+            let config = match config_or_exit(&env) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let since = match since_date(&since, job::today(&config.rules)) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::USAGE);
+                }
+            };
+            let stores = match app::stores(&config) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::USAGE);
+                }
+            };
+            let snapshot = stores.ledger.load().await.context("reading the ledger")?;
+            let latest = stores
+                .reports
+                .last_report()
+                .await
+                .context("reading the latest run report")?;
+            let insights = lookout_reminders::insights::Insights::compute(
+                &snapshot.insights,
+                latest.as_ref(),
+                since,
+                config.verbose,
+            );
+            let text = match format {
+                ReportFormat::Html => lookout_reminders::insights::render_html(
+                    &insights,
+                    &chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+                ),
+                ReportFormat::Json => serde_json::to_string_pretty(&insights)? + "\n",
+                ReportFormat::Csv => insights.trend_csv(),
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("{}: writing the report", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(exit::OK)
+        }
         Command::Preview {
             common,
             owner,

@@ -469,6 +469,7 @@ mod tests {
             message_id: None,
             run_id: "r".into(),
             maybe_delivered: false,
+            facts: None,
         }
     }
 
@@ -583,6 +584,7 @@ mod tests {
             message_id: None,
             run_id: "r".into(),
             maybe_delivered: false,
+            facts: None,
         }]);
         let o = PlanOptions {
             as_of: NaiveDate::from_ymd_opt(2024, 2, 28).unwrap(),
@@ -644,6 +646,7 @@ mod tests {
                 message_id: None,
                 run_id: "r".into(),
                 maybe_delivered: false,
+                facts: None,
             }]);
             let plan = build(
                 std::slice::from_ref(&f),

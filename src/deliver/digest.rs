@@ -126,6 +126,28 @@ pub struct DigestView {
     pub team_action_more: usize,
     /// The report's warnings.
     pub warnings: Vec<String>,
+    /// The fleet's headline figures with their trend, and where the insights page is.
+    pub insights: Option<DigestInsights>,
+}
+
+/// The insights block of the digest: two or three headline figures and the page's location.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DigestInsights {
+    /// Label and value (`Open issues`, `5 ▼ −1 vs 7 days ago`).
+    pub figures: Vec<HeadlineFigure>,
+    /// A link the team can open, when the page is published there.
+    pub link: Option<String>,
+    /// Otherwise where the page is stored (Blob name, local path).
+    pub stored_at: Option<String>,
+}
+
+/// A label and a text value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeadlineFigure {
+    /// Label.
+    pub name: String,
+    /// Value.
+    pub value: String,
 }
 
 fn owner_label(owner: &str, verbose: bool) -> String {
@@ -301,6 +323,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             .collect(),
         team_action_more: report.team_action.len().saturating_sub(MAX_LISTED),
         warnings: report.warnings.clone(),
+        insights: None,
     }
 }
 
@@ -310,7 +333,18 @@ pub fn digest_card(
     renderer: &Renderer,
     verbose: bool,
 ) -> Result<serde_json::Value, DeliveryError> {
-    let view = digest_view(report, verbose);
+    digest_card_with(report, None, renderer, verbose)
+}
+
+/// Renders the digest card for a report, with the insights block when given.
+pub fn digest_card_with(
+    report: &RunReport,
+    insights: Option<&DigestInsights>,
+    renderer: &Renderer,
+    verbose: bool,
+) -> Result<serde_json::Value, DeliveryError> {
+    let mut view = digest_view(report, verbose);
+    view.insights = insights.cloned();
     let text = renderer
         .render_named(DIGEST_TEMPLATE, minijinja::Value::from_serialize(&view))
         .map_err(|e| DeliveryError::permanent(CHANNEL, e.to_string()))?;
@@ -329,7 +363,17 @@ pub async fn send_digest(
     renderer: &Renderer,
     sender: &DigestSender,
 ) -> Result<Delivery, DeliveryError> {
-    let card = digest_card(report, renderer, sender.verbose)?;
+    send_digest_with(report, None, renderer, sender).await
+}
+
+/// [`send_digest`] with the insights block (headline figures, where the page is).
+pub async fn send_digest_with(
+    report: &RunReport,
+    insights: Option<&DigestInsights>,
+    renderer: &Renderer,
+    sender: &DigestSender,
+) -> Result<Delivery, DeliveryError> {
+    let card = digest_card_with(report, insights, renderer, sender.verbose)?;
     let body = webhook_body(None, &card);
     let attempts = post_webhook(&sender.http, &sender.url, &body, CHANNEL).await?;
     Ok(Delivery {
@@ -370,6 +414,62 @@ mod tests {
         }
         r.finish(chrono::Utc::now());
         r
+    }
+
+    fn renderer() -> Renderer {
+        crate::render::Renderer::new(
+            None,
+            &["fr".into()],
+            crate::render::MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+                time_zone: chrono_tz::Europe::Paris,
+                by_language: Default::default(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_insights_block_shows_the_figures_and_where_the_page_is_in_its_own_container() {
+        let insights = DigestInsights {
+            figures: vec![HeadlineFigure {
+                name: "Open issues".into(),
+                value: "5 ▼ -1 vs 7 days ago".into(),
+            }],
+            link: None,
+            stored_at: Some("state/reports/2026/07/30/r1.html".into()),
+        };
+        let card = digest_card_with(
+            &report_with_failures(1),
+            Some(&insights),
+            &renderer(),
+            false,
+        )
+        .unwrap();
+        let text = card.to_string();
+        assert!(text.contains("5 ▼ -1 vs 7 days ago"), "{text}");
+        assert!(text.contains("Insights report: state/reports/2026/07/30/r1.html"));
+        assert!(!text.contains("Action.OpenUrl"));
+        let block = card["body"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "Container")
+            .expect("a separate container");
+        assert_eq!(block["items"][0]["text"], "Is the fleet getting safer?");
+
+        let linked = DigestInsights {
+            link: Some("https://contoso.sharepoint.com/r.html".into()),
+            ..insights
+        };
+        let card =
+            digest_card_with(&report_with_failures(1), Some(&linked), &renderer(), false).unwrap();
+        assert!(card.to_string().contains("Action.OpenUrl"));
+        // Without insights the card has no such block.
+        let plain = digest_card(&report_with_failures(1), &renderer(), false).unwrap();
+        assert!(!plain.to_string().contains("Is the fleet getting safer?"));
     }
 
     #[test]

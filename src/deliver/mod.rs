@@ -15,7 +15,8 @@ mod workflows;
 
 pub use crate::fsutil::write_file_atomically;
 pub use digest::{
-    digest_card, digest_view, send_digest, DigestSender, DigestView, DIGEST_TEMPLATE,
+    digest_card, digest_card_with, digest_view, send_digest, send_digest_with, DigestInsights,
+    DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
 };
 pub use email::{mail_body, EmailNotifier};
 pub use escalation::{copy_prefix, manager_copy, with_cc, Escalation, Manager, MANAGER_SELECT};

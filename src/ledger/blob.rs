@@ -690,6 +690,32 @@ impl ReportStore for BlobLedger {
         Ok(self.at(&name))
     }
 
+    async fn save_report_page(
+        &self,
+        report: &RunReport,
+        html: &str,
+    ) -> Result<String, LedgerError> {
+        self.ensure_container().await?;
+        let d = report.started_at;
+        let name = format!(
+            "reports/{:04}/{:02}/{:02}/{}.html",
+            d.year(),
+            d.month(),
+            d.day(),
+            report.run_id
+        );
+        let content_type = "text/html; charset=utf-8";
+        self.write(&name, html.as_bytes().to_vec(), content_type)
+            .await?;
+        self.write(
+            "reports/latest.html",
+            html.as_bytes().to_vec(),
+            content_type,
+        )
+        .await?;
+        Ok(self.at(&name))
+    }
+
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError> {
         self.read_report(LATEST_REPORT).await
     }

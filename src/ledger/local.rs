@@ -456,6 +456,32 @@ impl ReportStore for LocalLedger {
         Ok(path.display().to_string())
     }
 
+    async fn save_report_page(
+        &self,
+        report: &RunReport,
+        html: &str,
+    ) -> Result<String, LedgerError> {
+        let d = report.started_at;
+        let folder = self
+            .dir
+            .join("reports")
+            .join(format!("{:04}", d.year()))
+            .join(format!("{:02}", d.month()))
+            .join(format!("{:02}", d.day()));
+        tokio::fs::create_dir_all(&folder)
+            .await
+            .map_err(|e| self.storage(&folder, "creating the reports folder", e))?;
+        let path = folder.join(format!("{}.html", report.run_id));
+        crate::deliver::write_file_atomically(&path, html.as_bytes())
+            .await
+            .map_err(|e| self.storage(&path, "writing the insights page", e))?;
+        let latest = self.dir.join("reports").join("latest.html");
+        crate::deliver::write_file_atomically(&latest, html.as_bytes())
+            .await
+            .map_err(|e| self.storage(&latest, "writing the latest insights page", e))?;
+        Ok(path.display().to_string())
+    }
+
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError> {
         read_report(&self.dir.join("reports").join("latest.json")).await
     }

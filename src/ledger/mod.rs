@@ -73,6 +73,10 @@ pub trait LedgerStore: Send + Sync {
 pub trait ReportStore: Send + Sync {
     /// Stores a run report (JSON, and CSV of its reminders); returns where.
     async fn save_report(&self, report: &RunReport) -> Result<String, LedgerError>;
+    /// Stores the insights page of a run beside its JSON report
+    /// (`reports/YYYY/MM/DD/<run_id>.html`) and as `reports/latest.html`; returns where.
+    async fn save_report_page(&self, report: &RunReport, html: &str)
+        -> Result<String, LedgerError>;
     /// The most recently saved report.
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError>;
     /// A saved report by run id.

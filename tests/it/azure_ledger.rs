@@ -52,6 +52,7 @@ fn sent(owner: &str, issue: &str, run_id: &str) -> LedgerEvent {
         message_id: Some(format!("m-{issue}")),
         run_id: run_id.into(),
         maybe_delivered: false,
+        facts: None,
     }
 }
 
@@ -210,6 +211,36 @@ async fn reports_are_kept_with_the_latest_and_by_id(make: &Maker) {
     assert!(make().report("../etc/passwd").await.unwrap().is_none());
     // The second run sent nothing twice: the ledger knew the first run's sends.
     assert!(first.counts.sent > 0);
+
+    // Each live run left its day's aggregate, and the first run's sends their issue facts,
+    // which the second run read back (issue 13).
+    let snapshot = make().load().await.unwrap();
+    let days: Vec<(NaiveDate, String, u32)> = snapshot
+        .insights
+        .iter()
+        .filter_map(|e| match e {
+            LedgerEvent::Daily(d) => Some((d.as_of, d.run_id.clone(), d.open)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            // 25 remindable rows, one of them a second detection merged into the first.
+            (request(7).as_of.unwrap(), first.run_id.clone(), 24),
+            (request(8).as_of.unwrap(), second.run_id.clone(), 24),
+        ]
+    );
+    assert!(!snapshot.facts.is_empty());
+    // The insights page is stored beside the JSON report.
+    let page = make()
+        .save_report_page(&second, "<!DOCTYPE html><p>page</p>")
+        .await
+        .unwrap();
+    assert!(
+        page.ends_with(&format!("/{}.html", second.run_id)),
+        "{page}"
+    );
 }
 
 async fn behaviour_suite(make: Maker) {

@@ -623,3 +623,104 @@ fn sigterm_stops_a_cli_run_with_what_was_sent_recorded_and_the_lock_released() {
     assert!(sent < OWNERS, "the run finished before SIGTERM");
     assert_eq!(recorded, sent, "outbox and ledger disagree: {stderr}");
 }
+
+#[test]
+fn the_report_command_gives_the_insights_as_json_csv_and_html_from_the_state_folder() {
+    let d = dirs();
+    let export = fixture("issues-export.csv").display().to_string();
+    for day in ["2024-03-07", "2024-03-08"] {
+        let mut args = run_args(&d, &export, &[]);
+        args[4] = day;
+        let out = cli(&args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let since = ["--since", "2024-03-01", "--state-dir", d.state.as_str()];
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report"];
+        args.extend_from_slice(&since);
+        args.extend_from_slice(extra);
+        cli(&args, &[])
+    };
+
+    let out = report(&["--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_report(&out);
+    assert_eq!(j["schema"], "lookout-reminders/insights/v1");
+    assert_eq!(j["as_of"], "2024-03-08");
+    // The sample export's 25 remindable rows, less TM6511's second detection of Edge merged
+    // into the first; the 3 detected after 2024-02-07 are not past their deadline yet.
+    assert_eq!(j["headline"]["open_now"], 24);
+    assert_eq!(j["headline"]["overdue_now"], 22);
+    assert_eq!(j["changes"]["previous_as_of"], "2024-03-07");
+    assert_eq!(j["changes"]["open"], 0);
+    assert_eq!(j["trend"].as_array().unwrap().len(), 2);
+    let overdue = j["overdue"].as_array().unwrap();
+    assert_eq!(overdue.len(), 22);
+    // Worst first, pseudonymised.
+    let days: Vec<i64> = overdue
+        .iter()
+        .map(|o| o["days_overdue"].as_i64().unwrap())
+        .collect();
+    assert!(days.windows(2).all(|w| w[0] >= w[1]), "{days:?}");
+    assert!(!out.stdout.windows(10).any(|w| w == b"@engie.com"));
+
+    let verbose = report(&["--format", "json", "--verbose"]);
+    assert!(String::from_utf8_lossy(&verbose.stdout).contains("@engie.com"));
+
+    let csv = report(&["--format", "csv"]);
+    let text = String::from_utf8(csv.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("as_of,open,overdue,open_vulnerable_app"));
+    assert!(lines[2].starts_with("2024-03-08,24,22,"));
+
+    let page = Path::new(&d.state).join("page.html");
+    let out = report(&["--out", page.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains("Is the fleet getting safer?"));
+    assert!(!html.contains("@engie.com"));
+}
+
+#[test]
+fn the_report_command_refuses_a_period_it_cannot_read_and_works_on_an_empty_ledger() {
+    let d = dirs();
+    let out = cli(
+        &["report", "--since", "ninety", "--state-dir", &d.state],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--since ninety"));
+    let out = cli(
+        &[
+            "report",
+            "--since",
+            "12w",
+            "--format",
+            "json",
+            "--state-dir",
+            &d.state,
+        ],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json_report(&out);
+    assert_eq!(j["headline"]["open_now"], Value::Null);
+    assert_eq!(j["trend"].as_array().unwrap().len(), 0);
+}

@@ -24,6 +24,7 @@ fn sent(issue: &str) -> LedgerEvent {
         message_id: None,
         run_id: "run-torn".into(),
         maybe_delivered: false,
+        facts: None,
     }
 }
 

@@ -3,6 +3,7 @@
 mod azure_ledger;
 mod azure_sources;
 mod azurite;
+mod chromium;
 mod cli;
 mod deliver_channels;
 mod deliver_email_language;
@@ -21,6 +22,7 @@ mod functions_runs;
 mod grant_permissions;
 mod helpers;
 mod infra_settings;
+mod insights;
 mod job;
 mod layers;
 mod local_ledger;
