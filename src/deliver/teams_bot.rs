@@ -3,15 +3,16 @@
 //!
 //! When Graph gives no 1:1 chat (404/403, or a chat without an id) and `REMINDERS_BOT_APP_ID`
 //! and `REMINDERS_TENANT_ID` are set, the conversation is created through the Bot Connector
-//! instead (`POST {serviceUrl}/v3/conversations`). An escalated reminder is copied to the
-//! owner's manager by e-mail after the owner's message is posted (see `escalation`).
+//! instead (`POST {serviceUrl}/v3/conversations`). An escalated reminder names the owner's
+//! manager (looked up by the owner's object id after the owner's message is posted); the job
+//! then e-mails each manager one summary of all their reports (see `escalation`).
 //!
 //! Graph calls and Bot Connector calls go through separate [`HttpClient`]s so each endpoint
 //! is paced by its own rate limiter; the Bot Connector's (about 50 requests/s per app per
 //! tenant) is what bounds a large run. The limiters are the run's [`DeliveryLimits`], shared
 //! with the other channels and escalation that call the same endpoints.
 
-use super::escalation::{Escalation, Escalator};
+use super::escalation::{Escalation, Escalator, ManagerSummary};
 use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use tracing::{debug, instrument, warn};
+use tracing::{debug, instrument};
 
 const CHANNEL: &str = "teams_bot";
 
@@ -296,34 +297,30 @@ impl TeamsBotNotifier {
         Ok(created.id.filter(|id| !id.is_empty()))
     }
 
-    /// After the owner's message: whom the escalation reached, for the report. The copy is
-    /// e-mailed only when a sender mailbox is configured; a failed copy is reported, never
-    /// an error (the owner's message is already sent).
+    /// After the owner's message: the manager to tell (by the owner's object id) and the
+    /// report text; the manager is told once per run in their summary, not here.
     async fn escalate(
         &self,
         msg: &OutgoingReminder,
         user_id: &str,
-        rendered: &crate::render::RenderedMessage,
-    ) -> Option<String> {
-        let escalator = self.escalator.as_ref()?;
-        let outcome = escalator.find(msg, user_id).await?;
-        let Escalation::Manager(manager) = &outcome else {
-            return Some(outcome.report(""));
+    ) -> (Option<String>, Option<crate::domain::OwnerEmail>) {
+        let Some(escalator) = self.escalator.as_ref() else {
+            return (None, None);
         };
-        if !escalator.can_mail() {
-            return Some(outcome.report("not copied: no REMINDERS_SENDER_MAILBOX to send from"));
-        }
-        match escalator.send_copy(msg, rendered, manager).await {
-            Ok(()) => Some(outcome.report("copy e-mailed")),
-            Err(e) => {
-                warn!(
-                    owner = %msg.owner().for_log(msg.verbose),
-                    manager = %manager.for_log(msg.verbose),
-                    error = %e,
-                    "cannot e-mail the manager's copy"
-                );
-                Some(outcome.report(&format!("copy not sent: {}", e.reason())))
+        match escalator.find(msg, user_id).await {
+            None => (None, None),
+            Some(Escalation::Manager(manager)) => {
+                let note = if escalator.can_mail() {
+                    "told in the manager's summary"
+                } else {
+                    "not told: no REMINDERS_SENDER_MAILBOX to send from"
+                };
+                (
+                    Some(Escalation::Manager(manager.clone()).report(note)),
+                    escalator.can_mail().then_some(manager),
+                )
             }
+            Some(nobody) => (Some(nobody.report("")), None),
         }
     }
 
@@ -407,6 +404,16 @@ impl Notifier for TeamsBotNotifier {
         CHANNEL
     }
 
+    async fn send_manager_summary(
+        &self,
+        summary: &ManagerSummary,
+    ) -> Option<Result<bool, DeliveryError>> {
+        let escalator = self.escalator.as_ref()?;
+        Some(escalator.send_summary(summary).await.map_err(|e| {
+            failure_for("email", "cannot e-mail the manager's summary", &e)
+        }))
+    }
+
     fn describe(&self) -> String {
         format!(
             "Teams bot via {} (Teams app {})",
@@ -456,7 +463,7 @@ impl Notifier for TeamsBotNotifier {
             match self.post_activity(&conversation, &activity).await {
                 Ok((message_id, n)) => {
                     attempts += n;
-                    let escalated_to = self.escalate(msg, &user.id, rendered).await;
+                    let (escalated_to, manager) = self.escalate(msg, &user.id).await;
                     return Ok(Delivery {
                         channel: CHANNEL.into(),
                         message_id,
@@ -465,6 +472,7 @@ impl Notifier for TeamsBotNotifier {
                         fell_back: None,
                         attempts,
                         escalated_to,
+                        manager,
                     });
                 }
                 Err(e) => {
