@@ -93,7 +93,11 @@ impl EmailNotifier {
     /// is looked up by id, since the export's address may not be the sign-in name). Nothing
     /// is looked up when neither is needed. The language is a nicety and never stops the
     /// e-mail: a missing owner or failed lookup means the default language.
-    async fn owner_entry(&self, msg: &OutgoingReminder, want_id: bool) -> Result<OwnerEntry, String> {
+    async fn owner_entry(
+        &self,
+        msg: &OutgoingReminder,
+        want_id: bool,
+    ) -> Result<OwnerEntry, String> {
         let want_language = msg.messages.len() >= 2;
         let select = match (want_id, want_language) {
             (false, false) => return Ok(OwnerEntry::default()),

@@ -409,9 +409,12 @@ impl Notifier for TeamsBotNotifier {
         summary: &ManagerSummary,
     ) -> Option<Result<bool, DeliveryError>> {
         let escalator = self.escalator.as_ref()?;
-        Some(escalator.send_summary(summary).await.map_err(|e| {
-            failure_for("email", "cannot e-mail the manager's summary", &e)
-        }))
+        Some(
+            escalator
+                .send_summary(summary)
+                .await
+                .map_err(|e| failure_for("email", "cannot e-mail the manager's summary", &e)),
+        )
     }
 
     fn describe(&self) -> String {
