@@ -131,7 +131,7 @@ impl EmailNotifier {
             }
             Err(e) => {
                 let why = lookup_error(&e);
-                warn!(owner = %owner, error = %why, "cannot look the owner up: e-mail in the default language");
+                warn!(owner = %owner, error = %why, "cannot look the owner's language up: e-mail in the default language");
                 Err(format!("cannot look the owner up: {why}"))
             }
         }
