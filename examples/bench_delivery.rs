@@ -17,47 +17,14 @@ mod fake_graph;
 #[path = "../tests/it/fake_identity.rs"]
 mod fake_identity;
 
-use bench::{env_or, peak_rss_mb, Fakes, Knobs};
-use chrono::{NaiveDate, TimeZone, Utc};
+use bench::{env_or, peak_rss_mb, planned, Fakes, Knobs};
+use chrono::NaiveDate;
 use futures::StreamExt;
 use lookout_reminders::azure::AccessTokens;
 use lookout_reminders::deliver::{Notifier, OutgoingReminder, TeamsBotNotifier};
-use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
-use lookout_reminders::plan::{DeviceIssues, IssueKey, IssueLine, PlannedReminder, Stage};
 use lookout_reminders::render::Renderer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn planned(owner: &str) -> PlannedReminder {
-    let line = IssueLine {
-        key: IssueKey(format!("{owner}/os")),
-        row: 2,
-        lookout_id: Some("dev".into()),
-        device_model: "SM-A528B".into(),
-        platform: Platform::Android,
-        kind: IssueKind::OsOutOfDate,
-        issue: "Android 12".into(),
-        app_name: None,
-        risk: Risk::Moderate,
-        detected: Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap(),
-        deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
-        days_left: 10,
-        due: true,
-        last_os: None,
-    };
-    PlannedReminder {
-        owner: OwnerEmail::parse(owner).unwrap(),
-        stage: Stage::First,
-        escalate: false,
-        team_told: false,
-        devices: vec![DeviceIssues {
-            device_model: "SM-A528B".into(),
-            platform: Platform::Android,
-            lookout_id: Some("dev".into()),
-            issues: vec![line],
-        }],
-    }
-}
 
 struct Outcome {
     elapsed: Duration,

@@ -21,6 +21,17 @@ step "installing Azurite and the Adaptive Cards renderer (npm ci, versions pinne
 npm ci --no-audit --no-fund --loglevel=error
 test -x node_modules/.bin/azurite-blob || { echo "azurite-blob was not installed" >&2; exit 1; }
 
+# ---- deployment checks (issue 12): infra/ Bicep (pycep-parser + checkov), workflows
+# (actionlint), scripts (shellcheck); the settings-coverage and dry-run tests run with cargo test.
+if ! command -v shellcheck >/dev/null 2>&1; then
+  step "installing shellcheck (Debian package)"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq shellcheck >/dev/null || true
+  else sudo apt-get install -y -qq shellcheck >/dev/null || true; fi
+fi
+step "deployment checks (scripts/check-infra.sh)"
+bash scripts/check-infra.sh
+# ---- end of deployment checks
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

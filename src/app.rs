@@ -340,5 +340,12 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
         lock_renew_every: Duration::from_secs(
             u64::from(config.azure.lock_lease_seconds / 3).max(5),
         ),
+        // The host runs us from the function app's root, where host.json sets the timeout.
+        time_budget: Some(match config.delivery.time_budget_seconds {
+            Some(seconds) => Duration::from_secs(seconds),
+            None => crate::job::default_time_budget(
+                std::fs::read_to_string("host.json").ok().as_deref(),
+            ),
+        }),
     })
 }

@@ -58,59 +58,189 @@ impl RetryPolicy {
     }
 }
 
-/// A token bucket: `rate` requests per second on average, at most `burst` at once.
+/// A token bucket: at most `rate` requests per second on average, at most `burst` at once,
+/// with an adaptive pace under it.
 ///
 /// Callers reserve a slot and sleep until it comes (the bucket may go negative), so waiting
 /// callers are served in arrival order and the pace stays exact under contention.
+///
+/// The pace starts at the configured ceiling (the service's documented limit). A `429`
+/// ([`Self::throttled`]) cuts it by [`BACK_OFF`] (at most once per [`BACK_OFF_EVERY`]: the
+/// requests already in flight when the service started refusing say the same thing once)
+/// and holds every caller for the `Retry-After` the service asked for; each success
+/// ([`Self::succeeded`]) creeps it back up by [`CREEP`] of the ceiling. The limit is shared
+/// with other apps of the tenant, so the pace settles just under what is left of it.
 #[derive(Debug)]
 pub struct RateLimiter {
-    rate: f64,
+    ceiling: f64,
     burst: f64,
     state: Mutex<Bucket>,
+    backoffs: AtomicU64,
 }
+
+/// The factor a `429` multiplies the pace by.
+pub const BACK_OFF: f64 = 0.7;
+/// The share of the ceiling each success gives back (1/200: from half the ceiling back to
+/// it in 100 successes, two seconds at 50/s).
+pub const CREEP: f64 = 0.005;
+/// The lowest pace, as a share of the ceiling.
+pub const FLOOR_SHARE: f64 = 0.05;
+/// Several `429`s within this interval cut the pace once.
+pub const BACK_OFF_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
     last: Instant,
+    rate: f64,
+    last_backoff: Option<Instant>,
 }
 
 impl RateLimiter {
     /// A limiter of `rate` per second (must be > 0) with a burst of `burst` (at least 1).
     pub fn new(rate: f64, burst: u32) -> Self {
-        let rate = if rate > 0.0 { rate } else { 1.0 };
+        let rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            1.0
+        };
         let burst = f64::from(burst.max(1));
         Self {
-            rate,
+            ceiling: rate,
             burst,
             // Start with one token: a fresh process must not burst past a limit the
             // previous run may have just used up.
             state: Mutex::new(Bucket {
                 tokens: 1.0f64.min(burst),
                 last: Instant::now(),
+                rate,
+                last_backoff: None,
             }),
+            backoffs: AtomicU64::new(0),
         }
     }
 
-    /// Requests per second.
+    /// The configured ceiling, requests per second.
     pub fn rate(&self) -> f64 {
-        self.rate
+        self.ceiling
+    }
+
+    /// The current adaptive pace, requests per second (at most [`Self::rate`]).
+    pub fn current_rate(&self) -> f64 {
+        self.lock().rate
+    }
+
+    /// How many times a `429` cut the pace.
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refills the bucket up to now at the current pace.
+    fn refill(&self, b: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * b.rate).min(self.burst);
+        b.last = now;
     }
 
     /// Waits for a slot.
     pub async fn acquire(&self) {
         let wait = {
-            let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-            b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
-            b.last = now;
+            let mut b = self.lock();
+            self.refill(&mut b, Instant::now());
             b.tokens -= 1.0;
             if b.tokens >= 0.0 {
                 None
             } else {
-                Some(Duration::from_secs_f64(-b.tokens / self.rate))
+                Some(Duration::from_secs_f64(-b.tokens / b.rate))
             }
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The service answered `429`: slow down, and let no new request start before
+    /// `retry_after` (when given) has passed.
+    pub fn throttled(&self, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let mut b = self.lock();
+        self.refill(&mut b, now);
+        let recent = b
+            .last_backoff
+            .is_some_and(|at| now.saturating_duration_since(at) < BACK_OFF_EVERY);
+        if !recent {
+            b.rate = (b.rate * BACK_OFF).max(self.ceiling * FLOOR_SHARE);
+            b.last_backoff = Some(now);
+            self.backoffs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(pause) = retry_after {
+            // A debt worth `pause` at the current pace: the next reservation waits at least
+            // that long. `min` so that simultaneous 429s pause once, not once each.
+            b.tokens = b.tokens.min(-pause.as_secs_f64() * b.rate);
+        }
+    }
+
+    /// A request went through: creep back towards the ceiling.
+    pub fn succeeded(&self) {
+        let mut b = self.lock();
+        if b.rate < self.ceiling {
+            let now = Instant::now();
+            self.refill(&mut b, now);
+            b.rate = (b.rate + self.ceiling * CREEP).min(self.ceiling);
+        }
+    }
+}
+
+/// A pace per key (a Bot Connector conversation) on top of the shared one: at most `burst`
+/// at once and `rate` per second each. Entries whose bucket is full again are forgotten,
+/// so the map stays as small as the number of recently busy keys.
+#[derive(Debug)]
+pub struct KeyedRateLimiter {
+    rate: f64,
+    burst: f64,
+    state: Mutex<std::collections::HashMap<String, (f64, Instant)>>,
+}
+
+impl KeyedRateLimiter {
+    /// `rate` per second (> 0) per key with a burst of `burst` (at least 1).
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            rate: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                1.0
+            },
+            burst: f64::from(burst.max(1)),
+            state: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Keys currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits for a slot for `key`.
+    pub async fn acquire(&self, key: &str) {
+        let wait = {
+            let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if map.len() >= 1024 {
+                let (rate, burst) = (self.rate, self.burst);
+                map.retain(|_, (tokens, last)| {
+                    *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
+                });
+            }
+            let (tokens, last) = map.entry(key.to_string()).or_insert((self.burst, now));
+            *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.rate)
+                .min(self.burst);
+            *last = now;
+            *tokens -= 1.0;
+            (*tokens < 0.0).then(|| Duration::from_secs_f64(-*tokens / self.rate))
         };
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
@@ -398,6 +528,9 @@ impl HttpClient {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     if status < 400 {
+                        if let Some(limiter) = &self.limiter {
+                            limiter.succeeded();
+                        }
                         return Ok(StreamedResponse { response, attempts });
                     }
                     let headers = response.headers().clone();
@@ -415,13 +548,26 @@ impl HttpClient {
                     let error = self.status_error(status, &body, attempts);
                     if status == 429 {
                         self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        // The pace is shared by every caller of this endpoint: all of them
+                        // slow down and hold for the service's `Retry-After`.
+                        if let Some(limiter) = &self.limiter {
+                            let asked = retry_after(&headers, SystemTime::now())
+                                .map(|d| d.min(self.policy.max_retry_after));
+                            limiter.throttled(asked);
+                        }
                     }
                     if !is_retryable_status(status) || attempts >= self.policy.max_attempts {
                         return Err(error);
                     }
-                    let wait = retry_after(&headers, SystemTime::now())
-                        .map(|d| d.min(self.policy.max_retry_after))
-                        .unwrap_or_else(|| self.policy.backoff(attempts));
+                    let asked = retry_after(&headers, SystemTime::now())
+                        .map(|d| d.min(self.policy.max_retry_after));
+                    let wait = match (asked, &self.limiter) {
+                        // The shared limiter now holds every caller, this one included, for
+                        // the `Retry-After`: sleeping here too would wait twice.
+                        (Some(_), Some(_)) if status == 429 => Duration::ZERO,
+                        (Some(d), _) => d,
+                        (None, _) => self.policy.backoff(attempts),
+                    };
                     debug!(service = %self.service, status, attempt = attempts, wait_ms = wait.as_millis() as u64, "retrying");
                     wait
                 }
@@ -641,5 +787,89 @@ mod tests {
         for w in times.windows(2) {
             assert!(w[1] - w[0] >= Duration::from_millis(99), "{:?}", w);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_storm_cuts_the_pace_once_per_second_holds_everyone_and_never_below_the_floor() {
+        let limiter = RateLimiter::new(50.0, 1);
+        // 32 requests in flight all answered 429 at once: one cut, one pause.
+        for _ in 0..32 {
+            limiter.throttled(Some(Duration::from_secs(1)));
+        }
+        assert_eq!(limiter.backoffs(), 1);
+        assert!((limiter.current_rate() - 35.0).abs() < 1e-9);
+        let start = Instant::now();
+        limiter.acquire().await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1100),
+            "the Retry-After holds the next request, once: {waited:?}"
+        );
+        // A storm lasting a minute: one cut per second, down to the floor and no further.
+        for _ in 0..60 {
+            tokio::time::advance(BACK_OFF_EVERY).await;
+            limiter.throttled(None);
+        }
+        assert!((limiter.current_rate() - 50.0 * FLOOR_SHARE).abs() < 1e-9);
+        // The floor still moves: 10 requests at 2.5/s take about 4 s, not for ever.
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_storm_successes_creep_the_pace_back_to_the_ceiling_and_not_beyond() {
+        let limiter = RateLimiter::new(40.0, 1);
+        limiter.throttled(None);
+        assert!(limiter.current_rate() < 40.0);
+        let steps = ((40.0 - limiter.current_rate()) / (40.0 * CREEP)).ceil() as usize;
+        for _ in 0..steps - 1 {
+            limiter.succeeded();
+        }
+        assert!(limiter.current_rate() < 40.0, "creeps, does not jump");
+        for _ in 0..100 {
+            limiter.succeeded();
+        }
+        assert_eq!(limiter.current_rate(), 40.0);
+        assert_eq!(limiter.rate(), 40.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_conversation_is_paced_on_its_own_and_others_are_not_held_up() {
+        let limiter = KeyedRateLimiter::new(0.5, 7);
+        let start = Instant::now();
+        for _ in 0..7 {
+            limiter.acquire("a:1").await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "a burst of 7 at once");
+        limiter.acquire("a:2").await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "another conversation is free"
+        );
+        limiter.acquire("a:1").await;
+        let eighth = start.elapsed();
+        assert!(
+            eighth >= Duration::from_millis(1990) && eighth <= Duration::from_millis(2010),
+            "the 8th waits 2 s: {eighth:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_conversations_are_forgotten() {
+        let limiter = KeyedRateLimiter::new(0.5, 7);
+        for i in 0..1100 {
+            limiter.acquire(&format!("a:{i}")).await;
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        limiter.acquire("a:new").await;
+        assert!(limiter.tracked() < 10, "{}", limiter.tracked());
     }
 }

@@ -55,6 +55,44 @@ pub struct Deps {
     pub lock_renew_every: Duration,
     /// Where the security-team digest goes after a live run, if anywhere.
     pub digest: Option<Arc<crate::deliver::DigestSender>>,
+    /// How long one run may spend before it starts no new send
+    /// (`REMINDERS_TIME_BUDGET_SECONDS`; default: the host's `functionTimeout` minus a
+    /// margin, see [`default_time_budget`]). `None`: no limit.
+    pub time_budget: Option<Duration>,
+}
+
+/// Time kept between the budget and the host's `functionTimeout`: for the sends in flight
+/// at the budget (each bounded by its retries), recording them, the report and the digest.
+pub const FUNCTION_TIMEOUT_MARGIN: Duration = Duration::from_secs(120);
+
+/// The Consumption plan's default and maximum `functionTimeout` (10 minutes), used when
+/// `host.json` cannot be read.
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `functionTimeout` (`hh:mm:ss`) from a `host.json` text; `None` when absent, unreadable
+/// or `-1` (unbounded, Premium/Dedicated plans).
+pub fn function_timeout(host_json: &str) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_str(host_json).ok()?;
+    let text = v.get("functionTimeout")?.as_str()?;
+    let parts: Vec<u64> = text
+        .split(':')
+        .map(|p| p.trim().parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = parts[..] else {
+        return None;
+    };
+    Some(Duration::from_secs(h * 3600 + m * 60 + sec))
+}
+
+/// The default time budget: `functionTimeout` from `host_json` (or the Consumption
+/// default) minus [`FUNCTION_TIMEOUT_MARGIN`], at least a minute.
+pub fn default_time_budget(host_json: Option<&str>) -> Duration {
+    let timeout = host_json
+        .and_then(function_timeout)
+        .unwrap_or(DEFAULT_FUNCTION_TIMEOUT);
+    timeout
+        .saturating_sub(FUNCTION_TIMEOUT_MARGIN)
+        .max(Duration::from_secs(60))
 }
 
 /// What one run should do.
@@ -185,6 +223,10 @@ async fn run_inner(
     cancel: CancellationToken,
 ) -> Result<RunReport, JobError> {
     let started_at = Utc::now();
+    // The budget counts from the invocation's start: fetching and parsing use it too.
+    let deadline = deps
+        .time_budget
+        .map(|budget| (tokio::time::Instant::now() + budget, budget));
     let as_of = req.as_of.unwrap_or_else(|| today(&deps.rules));
     // The ledger counts the cadence in run days: a live run dated in the future would hold
     // every owner back until that date.
@@ -241,6 +283,7 @@ async fn run_inner(
             source.as_ref(),
             notifier.as_ref(),
             &run_cancel,
+            deadline,
         )
         .await;
         done.cancel();
@@ -279,6 +322,7 @@ async fn run_locked(
     source: &dyn Source,
     notifier: &dyn Notifier,
     cancel: &CancellationToken,
+    deadline: Option<(tokio::time::Instant, Duration)>,
 ) -> Result<RunReport, JobError> {
     let (source_report, parsed) = fetch_and_parse(source).await?;
     info!(
@@ -348,6 +392,7 @@ async fn run_locked(
         counts: Default::default(),
         resolved: 0,
         warnings: parsed.notes.clone(),
+        incomplete: None,
         team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
         summary: String::new(),
     };
@@ -417,6 +462,7 @@ async fn run_locked(
         run_id,
         as_of,
         cancel,
+        deadline,
         &mut report,
     )
     .await
@@ -485,6 +531,12 @@ fn line(
 /// `concurrency`), so a crash can re-send at most `3 × concurrency` owners on the next run.
 /// When an append fails, no new send starts (sending more without a record could send
 /// twice); the sends in flight finish and the recorder still tries to record them.
+///
+/// At the time budget's `deadline` no new send starts either: the sends in flight finish
+/// and are recorded, the rest are reported as not attempted and the report is marked
+/// [`crate::report::Incomplete`]; the next run plans them again (the cadence holds back the
+/// owners already reminded today), so nothing is sent twice and the partial run's owners
+/// never count against the next run's owner cap.
 #[allow(clippy::too_many_arguments)]
 async fn send_all(
     deps: &Deps,
@@ -494,6 +546,7 @@ async fn send_all(
     run_id: &str,
     as_of: NaiveDate,
     cancel: &CancellationToken,
+    deadline: Option<(tokio::time::Instant, Duration)>,
     report: &mut RunReport,
 ) -> Result<Vec<(usize, OwnerEmail)>, JobError> {
     let concurrency = deps.concurrency.max(1);
@@ -501,13 +554,20 @@ async fn send_all(
     let stop = cancel.child_token();
     let (tx, mut rx) = mpsc::channel::<(usize, Result<Delivery, DeliveryError>)>(concurrency);
 
+    // Set by the first send that did not start because the time budget was used up.
+    let out_of_time = std::sync::atomic::AtomicBool::new(false);
     // Each send is boxed as `Send` so the whole run future can be spawned (borrowing
     // closures in a stream combinator otherwise trip rust-lang/rust#102211).
     let mut sends: Vec<SendFuture<'_>> = Vec::with_capacity(reminders.len());
     for (i, r) in reminders.iter().enumerate() {
         let stop = &stop;
+        let out_of_time = &out_of_time;
         sends.push(Box::pin(async move {
             if stop.is_cancelled() {
+                return (i, None);
+            }
+            if deadline.is_some_and(|(at, _)| tokio::time::Instant::now() >= at) {
+                out_of_time.store(true, std::sync::atomic::Ordering::Relaxed);
                 return (i, None);
             }
             let outcome = send_one(deps, notifier, r, ledger, run_id, as_of).await;
@@ -530,8 +590,29 @@ async fn send_all(
         let mut ledger_error: Option<LedgerError> = None;
         let mut sent_total = 0usize;
         let mut escalations: Vec<(usize, OwnerEmail)> = Vec::new();
+        let mut progress = Progress {
+            total: reminders.len(),
+            ..Default::default()
+        };
+        let started = tokio::time::Instant::now();
+        // A run of thousands lasts minutes: under the host, a line every PROGRESS_EVERY says
+        // how far it is (the first tick is immediate and skipped).
+        let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
         let mut completed = Vec::with_capacity(concurrency);
-        while rx.recv_many(&mut completed, concurrency).await > 0 {
+        loop {
+            let received = tokio::select! {
+                // `recv_many` is cancel safe: nothing is lost when the tick wins.
+                n = rx.recv_many(&mut completed, concurrency) => n,
+                _ = ticker.tick() => {
+                    progress.log(started.elapsed());
+                    continue;
+                }
+            };
+            if received == 0 {
+                break;
+            }
             let mut events = Vec::new();
             for (i, outcome) in completed.drain(..) {
                 let r = &reminders[i];
@@ -544,8 +625,14 @@ async fn send_all(
                 }
                 let (report_line, new_events) =
                     outcome_line(deps, r, outcome, ledger, run_id, as_of);
-                if report_line.status == ReminderStatus::Sent {
-                    sent_total += 1;
+                progress.done += 1;
+                match report_line.status {
+                    ReminderStatus::Sent => {
+                        sent_total += 1;
+                        progress.sent += 1;
+                    }
+                    ReminderStatus::Failed => progress.failed += 1,
+                    _ => {}
                 }
                 events.extend(new_events);
                 lines[i] = Some(report_line);
@@ -560,11 +647,15 @@ async fn send_all(
     };
 
     let ((), (lines, ledger_error, sent_total, escalations)) = tokio::join!(producer, recorder);
+    let budget_reached = out_of_time.load(std::sync::atomic::Ordering::Relaxed);
     let not_attempted = if ledger_error.is_some() {
         "not attempted: the ledger could not be written"
+    } else if budget_reached && !stop.is_cancelled() {
+        "not attempted: the run's time budget was reached; the next run sends it"
     } else {
         "not attempted: the run was stopped (shutdown or lost run lock)"
     };
+    let remaining = lines.iter().filter(|l| l.is_none()).count();
     for (r, l) in reminders.iter().zip(lines) {
         report.reminders.push(l.unwrap_or_else(|| {
             line(
@@ -575,6 +666,19 @@ async fn send_all(
                 None,
             )
         }));
+    }
+    if budget_reached && ledger_error.is_none() && !stop.is_cancelled() && remaining > 0 {
+        let budget_seconds = deadline.map(|(_, b)| b.as_secs()).unwrap_or_default();
+        warn!(
+            sent = sent_total,
+            remaining,
+            budget_seconds,
+            "time budget reached: no new send started; the next run continues"
+        );
+        report.incomplete = Some(crate::report::Incomplete {
+            remaining,
+            budget_seconds,
+        });
     }
     report.finish(Utc::now());
     if let Some(e) = ledger_error {
@@ -692,6 +796,52 @@ async fn tell_managers(
         }
     }
     Ok(())
+}
+
+/// How often a run in progress logs how far it is.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the sends of a run are: for the progress line.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Reminders planned.
+    pub total: usize,
+    /// Reminders whose send ended (sent, failed or skipped).
+    pub done: usize,
+    /// Sent.
+    pub sent: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+impl Progress {
+    /// Reminders not ended yet.
+    pub fn remaining(&self) -> usize {
+        self.total.saturating_sub(self.done)
+    }
+
+    /// Sends ended per second since `elapsed` began, and the seconds left at that pace
+    /// (`None` before the first send ends).
+    pub fn rate_and_eta(&self, elapsed: Duration) -> (f64, Option<f64>) {
+        let secs = elapsed.as_secs_f64();
+        if self.done == 0 || secs <= 0.0 {
+            return (0.0, None);
+        }
+        let rate = self.done as f64 / secs;
+        (rate, Some(self.remaining() as f64 / rate))
+    }
+
+    fn log(&self, elapsed: Duration) {
+        let (rate, eta) = self.rate_and_eta(elapsed);
+        info!(
+            sent = self.sent,
+            failed = self.failed,
+            remaining = self.remaining(),
+            per_second = (rate * 10.0).round() / 10.0,
+            eta_seconds = eta.map(|e| e.round() as u64),
+            "progress"
+        );
+    }
 }
 
 /// Replaces every occurrence of `address` (any ASCII case) in `text` with `pseudonym`.
@@ -820,6 +970,24 @@ mod tests {
     use super::*;
 
     fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn progress_gives_the_remaining_the_pace_and_the_time_left() {
+        let mut p = Progress {
+            total: 10_000,
+            ..Default::default()
+        };
+        assert_eq!(p.rate_and_eta(Duration::from_secs(10)), (0.0, None));
+        p.done = 500;
+        p.sent = 480;
+        p.failed = 20;
+        assert_eq!(p.remaining(), 9_500);
+        let (rate, eta) = p.rate_and_eta(Duration::from_secs(20));
+        assert_eq!(rate, 25.0);
+        assert_eq!(eta, Some(380.0));
+        p.done = 10_001;
+        assert_eq!(p.remaining(), 0, "never negative");
+    }
 
     #[test]
     fn addresses_in_service_messages_are_replaced_by_the_pseudonym() {

@@ -219,12 +219,25 @@ pub struct RunReport {
     /// Warnings for the operator (no allowed domains set…).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Set when the run stopped at its time budget before every planned reminder was
+    /// attempted; the next run continues with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
     /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
     /// worked, the security team should act (device blocked? wrong owner? stale device?).
     #[serde(default)]
     pub team_action: Vec<String>,
     /// One human line (for a Power Automate button).
     pub summary: String,
+}
+
+/// A run that reached its time budget (`REMINDERS_TIME_BUDGET_SECONDS`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incomplete {
+    /// Planned reminders not attempted: the next run sends them.
+    pub remaining: usize,
+    /// The budget, in seconds.
+    pub budget_seconds: u64,
 }
 
 impl RunReport {
@@ -255,8 +268,15 @@ impl RunReport {
                 c.sent, c.failed, c.skipped
             )
         };
+        let incomplete = match &self.incomplete {
+            Some(i) => format!(
+                "; incomplete: {} remaining after the {} s time budget, the next run continues",
+                i.remaining, i.budget_seconds
+            ),
+            None => String::new(),
+        };
         format!(
-            "{head}; {} owners not due, {} excluded; {} remindable issues in {} rows ({} rejected)",
+            "{head}; {} owners not due, {} excluded; {} remindable issues in {} rows ({} rejected){incomplete}",
             self.owners.not_due,
             self.owners.excluded,
             self.rows.remindable,

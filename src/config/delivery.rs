@@ -111,11 +111,16 @@ pub struct DeliverySettings {
     pub workflows_url: Option<Secret>,
     /// Security-team digest webhook URL (`REMINDERS_DIGEST_WEBHOOK_URL`, secret); no digest when unset.
     pub digest_webhook_url: Option<Secret>,
-    /// Bot Connector / webhook requests per second (`REMINDERS_RATE_PER_SECOND`, default 40:
-    /// under the documented ~50/s per app per tenant, leaving room for other apps' bursts).
+    /// Bot Connector / webhook requests per second (`REMINDERS_RATE_PER_SECOND`, default 50:
+    /// Teams' documented global limit per app per tenant; the adaptive pace backs off on 429).
     pub rate_per_second: f64,
-    /// Graph requests per second (`REMINDERS_GRAPH_RATE_PER_SECOND`, default 150).
+    /// Graph requests per second outside the Teams endpoints: user and manager lookups
+    /// (`REMINDERS_GRAPH_RATE_PER_SECOND`, default 150).
     pub graph_rate_per_second: f64,
+    /// Graph Teams endpoints (`…/teamwork/installedApps` and its chat) requests per second
+    /// (`REMINDERS_GRAPH_TEAMS_RATE_PER_SECOND`, default 30: Graph's documented Microsoft
+    /// Teams service limit per app per tenant).
+    pub graph_teams_rate_per_second: f64,
     /// `sendMail` requests per second (`REMINDERS_MAIL_RATE_PER_SECOND`, default 10: Exchange
     /// allows about 10,000 requests per 10 minutes per mailbox, and 4 concurrent).
     pub mail_rate_per_second: f64,
@@ -125,6 +130,10 @@ pub struct DeliverySettings {
     /// (`REMINDERS_ESCALATE_TO_MANAGER`, default false): `cc` on e-mails; for the Teams bot
     /// a copy e-mailed from `REMINDERS_SENDER_MAILBOX` when set, else only reported.
     pub escalate_to_manager: bool,
+    /// Seconds one run may spend before it starts no new send
+    /// (`REMINDERS_TIME_BUDGET_SECONDS`; unset: `functionTimeout` from `host.json` minus two
+    /// minutes, see `job::default_time_budget`).
+    pub time_budget_seconds: Option<u64>,
 }
 
 impl Default for DeliverySettings {
@@ -143,11 +152,13 @@ impl Default for DeliverySettings {
             sender_mailbox: None,
             workflows_url: None,
             digest_webhook_url: None,
-            rate_per_second: 40.0,
+            rate_per_second: 50.0,
             graph_rate_per_second: 150.0,
+            graph_teams_rate_per_second: 30.0,
             mail_rate_per_second: 10.0,
             digest_verbose: false,
             escalate_to_manager: false,
+            time_budget_seconds: None,
         }
     }
 }
@@ -226,10 +237,27 @@ impl DeliverySettings {
                 "REMINDERS_GRAPH_RATE_PER_SECOND",
                 d.graph_rate_per_second,
             )?,
+            graph_teams_rate_per_second: rate(
+                "REMINDERS_GRAPH_TEAMS_RATE_PER_SECOND",
+                d.graph_teams_rate_per_second,
+            )?,
             mail_rate_per_second: rate("REMINDERS_MAIL_RATE_PER_SECOND", d.mail_rate_per_second)?,
             digest_verbose: env.flag("REMINDERS_DIGEST_VERBOSE", false)?,
             escalate_to_manager: env
                 .flag("REMINDERS_ESCALATE_TO_MANAGER", d.escalate_to_manager)?,
+            time_budget_seconds: match env.get("REMINDERS_TIME_BUDGET_SECONDS") {
+                None => None,
+                Some(raw) => match raw.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "REMINDERS_TIME_BUDGET_SECONDS",
+                            raw,
+                            "must be a whole number of seconds greater than zero",
+                        ))
+                    }
+                },
+            },
             channels,
         };
         for kind in &s.channels {
@@ -324,13 +352,39 @@ mod tests {
     }
 
     #[test]
-    fn defaults_send_to_the_outbox_at_a_pace_under_teams_limits() {
+    fn defaults_send_to_the_outbox_at_teams_documented_limits() {
         let s = DeliverySettings::from_env(&Env::default()).unwrap();
         assert_eq!(s.channels, vec![ChannelKind::Outbox]);
         assert_eq!(s.graph_base_url, "https://graph.microsoft.com");
         assert_eq!(s.bot_service_url, "https://smba.trafficmanager.net/teams");
-        assert!(s.rate_per_second < 50.0);
+        // https://learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit
+        assert_eq!(s.rate_per_second, 50.0);
+        // https://learn.microsoft.com/graph/throttling-limits#microsoft-teams-service-limits
+        assert_eq!(s.graph_teams_rate_per_second, 30.0);
+        let refused =
+            DeliverySettings::from_env(&env(&[("REMINDERS_GRAPH_TEAMS_RATE_PER_SECOND", "0")]));
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("REMINDERS_GRAPH_TEAMS_RATE_PER_SECOND"));
         assert!(!s.escalate_to_manager);
+    }
+
+    #[test]
+    fn the_time_budget_is_whole_seconds_above_zero_or_unset() {
+        let s = DeliverySettings::from_env(&Env::default()).unwrap();
+        assert_eq!(s.time_budget_seconds, None);
+        let s =
+            DeliverySettings::from_env(&env(&[("REMINDERS_TIME_BUDGET_SECONDS", "300")])).unwrap();
+        assert_eq!(s.time_budget_seconds, Some(300));
+        for bad in ["0", "-5", "ten", "1.5"] {
+            let err = DeliverySettings::from_env(&env(&[("REMINDERS_TIME_BUDGET_SECONDS", bad)]))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("REMINDERS_TIME_BUDGET_SECONDS"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

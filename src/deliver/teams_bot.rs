@@ -1,22 +1,26 @@
 //! Teams bot, proactive 1:1: resolve the owner in Graph, make sure the bot's Teams app is
-//! installed for them, find the 1:1 chat and post the Adaptive Card through the Bot Connector.
+//! installed for them, get the 1:1 conversation and post the Adaptive Card through the Bot
+//! Connector.
 //!
-//! When Graph gives no 1:1 chat (404/403, or a chat without an id) and `REMINDERS_BOT_APP_ID`
-//! and `REMINDERS_TENANT_ID` are set, the conversation is created through the Bot Connector
-//! instead (`POST {serviceUrl}/v3/conversations`). An escalated reminder names the owner's
-//! manager (looked up by the owner's object id after the owner's message is posted); the job
-//! then e-mails each manager one summary of all their reports (see `escalation`).
+//! Calls per new owner, fewest on Graph's throttled Teams endpoints (30/s per app per
+//! tenant): the user lookup (Graph directory), `POST …/installedApps` (409 = already there,
+//! no listing first), `POST {serviceUrl}v3/conversations` (Bot Connector, idempotent) and
+//! the activity. An owner whose conversation id is in the ledger costs the lookup and the
+//! activity. Without `REMINDERS_BOT_APP_ID` and `REMINDERS_TENANT_ID`, the conversation is
+//! Graph's 1:1 chat instead (installation listing + chat lookup: two more Teams calls).
+//! An escalated reminder names the owner's manager (looked up by the owner's object id
+//! after the owner's message is posted); the job then e-mails each manager one summary of
+//! all their reports (see `escalation`).
 //!
-//! Graph calls and Bot Connector calls go through separate [`HttpClient`]s so each endpoint
-//! is paced by its own rate limiter; the Bot Connector's (about 50 requests/s per app per
-//! tenant) is what bounds a large run. The limiters are the run's [`DeliveryLimits`], shared
-//! with the other channels and escalation that call the same endpoints.
+//! Each documented limit has its own limiter, from the run's [`DeliveryLimits`] shared with
+//! the other channels and escalation: Graph directory, Graph Teams, the Bot Connector per
+//! app and per conversation.
 
 use super::escalation::{Escalation, Escalator, ManagerSummary};
 use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
+use crate::http::{encode_segment, HttpClient, HttpError, KeyedRateLimiter, RetryPolicy};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
@@ -35,7 +39,9 @@ pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 #[derive(Clone)]
 pub struct TeamsBotNotifier {
     graph: HttpClient,
+    graph_teams: HttpClient,
     bot: HttpClient,
+    bot_conversation: Arc<KeyedRateLimiter>,
     tokens: Arc<dyn AccessTokens>,
     graph_base: String,
     graph_scope: String,
@@ -107,7 +113,10 @@ impl TeamsBotNotifier {
         Ok(Self {
             escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
             graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
+            graph_teams: HttpClient::new("graph", client.clone())
+                .with_rate_limit(limits.graph_teams.clone()),
             bot: HttpClient::new("bot connector", client).with_rate_limit(limits.bot.clone()),
+            bot_conversation: limits.bot_conversation.clone(),
             tokens,
             graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
             graph_scope: settings.graph_scope.clone(),
@@ -122,6 +131,7 @@ impl TeamsBotNotifier {
     /// Uses `policy` for Graph and Bot Connector calls (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.graph = self.graph.with_policy(policy.clone());
+        self.graph_teams = self.graph_teams.with_policy(policy.clone());
         self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
         self.bot = self.bot.with_policy(policy);
         self
@@ -132,9 +142,14 @@ impl TeamsBotNotifier {
         &self.bot
     }
 
-    /// The Graph client.
+    /// The Graph client for directory reads (user lookups).
     pub fn graph_client(&self) -> &HttpClient {
         &self.graph
+    }
+
+    /// The Graph client for the Teams endpoints (installations, chats).
+    pub fn graph_teams_client(&self) -> &HttpClient {
+        &self.graph_teams
     }
 
     fn graph_auth(&self) -> Option<(&dyn AccessTokens, &str)> {
@@ -156,6 +171,12 @@ impl TeamsBotNotifier {
         out.json("graph")
     }
 
+    fn teams_auth(&self) -> Option<(&dyn AccessTokens, &str)> {
+        Some((self.tokens.as_ref(), self.graph_scope.as_str()))
+    }
+
+    /// `GET …/installedApps?$filter=…`: the installation id (a Teams endpoint, used only
+    /// without Bot Connector conversation creation).
     async fn installation(&self, user_id: &str) -> Result<Option<String>, HttpError> {
         let url = format!(
             "{}/v1.0/users/{}/teamwork/installedApps?$expand=teamsApp&$filter={}",
@@ -164,13 +185,15 @@ impl TeamsBotNotifier {
             encode_segment(&format!("teamsApp/id eq '{}'", self.teams_app_id))
         );
         let out = self
-            .graph
-            .send(|| self.graph.client().get(&url), self.graph_auth())
+            .graph_teams
+            .send(|| self.graph_teams.client().get(&url), self.teams_auth())
             .await?;
         let list: Installations = out.json("graph")?;
         Ok(list.value.into_iter().next().map(|i| i.id))
     }
 
+    /// `POST …/installedApps`: 201 installed, 409 already there. No listing first: the
+    /// answer says both, for one call on the throttled Teams endpoints instead of two.
     async fn install(&self, user_id: &str) -> Result<(), HttpError> {
         let url = format!(
             "{}/v1.0/users/{}/teamwork/installedApps",
@@ -181,98 +204,72 @@ impl TeamsBotNotifier {
             "teamsApp@odata.bind": format!("{}/v1.0/appCatalogs/teamsApps/{}", self.graph_base, self.teams_app_id)
         });
         match self
-            .graph
+            .graph_teams
             .send(
-                || self.graph.client().post(&url).json(&body),
-                self.graph_auth(),
+                || self.graph_teams.client().post(&url).json(&body),
+                self.teams_auth(),
             )
             .await
         {
             Ok(_) => Ok(()),
-            // 409: already installed (a concurrent install, or a stale listing).
             Err(e) if e.status() == Some(409) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Makes sure the app is installed for the user (installing it when `force` or missing)
-    /// and returns the 1:1 chat id, which is the Bot Connector conversation id.
-    async fn conversation(
-        &self,
-        user_id: &str,
-        force_install: bool,
-    ) -> Result<String, DeliveryError> {
-        let existing = if force_install {
-            None
-        } else {
-            self.installation(user_id)
+    /// The 1:1 conversation with the user, the app installed first when `install`.
+    ///
+    /// With the bot's app id and the tenant known, the conversation comes from the Bot
+    /// Connector (`POST v3/conversations`, idempotent): one call on Graph's Teams endpoints
+    /// (the install) per new owner. Without them, Graph's installation listing and chat
+    /// lookup give it, two more Teams calls.
+    async fn conversation(&self, user_id: &str, install: bool) -> Result<String, DeliveryError> {
+        if install {
+            self.install(user_id)
                 .await
-                .map_err(|e| failure("cannot list the user's Teams apps", &e))?
-        };
-        let installation_id = match existing {
-            Some(id) => id,
-            None => {
-                self.install(user_id)
-                    .await
-                    .map_err(|e| failure("cannot install the Teams app for the user", &e))?;
-                self.installation(user_id)
-                    .await
-                    .map_err(|e| failure("cannot list the user's Teams apps", &e))?
-                    .ok_or_else(|| {
-                        DeliveryError::permanent(
-                            CHANNEL,
-                            "the Teams app is not installed after installing it",
-                        )
-                    })?
-            }
-        };
+                .map_err(|e| failure("cannot install the Teams app for the user", &e))?;
+        }
+        if let Some((bot_app_id, tenant_id)) =
+            self.bot_app_id.as_deref().zip(self.tenant_id.as_deref())
+        {
+            return self
+                .create_conversation(user_id, bot_app_id, tenant_id)
+                .await
+                .map_err(|e| failure("cannot create the 1:1 conversation with the bot", &e))?
+                .ok_or_else(|| {
+                    DeliveryError::permanent(
+                        CHANNEL,
+                        "the bot connector created a conversation without an id",
+                    )
+                });
+        }
+        let installation_id = self
+            .installation(user_id)
+            .await
+            .map_err(|e| failure("cannot list the user's Teams apps", &e))?
+            .ok_or_else(|| {
+                DeliveryError::permanent(
+                    CHANNEL,
+                    "the Teams app is not installed after installing it",
+                )
+            })?;
         let url = format!(
             "{}/v1.0/users/{}/teamwork/installedApps/{}/chat",
             self.graph_base,
             encode_segment(user_id),
             encode_segment(&installation_id)
         );
-        let creation = self.bot_app_id.as_deref().zip(self.tenant_id.as_deref());
-        let chat_id = match self
-            .graph
-            .send(|| self.graph.client().get(&url), self.graph_auth())
+        let out = self
+            .graph_teams
+            .send(|| self.graph_teams.client().get(&url), self.teams_auth())
             .await
-        {
-            Ok(out) => {
-                let chat: IdOnly = out
-                    .json("graph")
-                    .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-                chat.id.filter(|id| !id.is_empty())
-            }
-            // Graph may not expose the chat (yet) for a fresh installation: the Bot
-            // Connector can create the same 1:1 conversation when it knows bot and tenant.
-            Err(e) if creation.is_some() && matches!(e.status(), Some(403 | 404)) => {
-                debug!(
-                    status = e.status(),
-                    "no 1:1 chat from graph: creating the conversation"
-                );
-                None
-            }
-            Err(e) => return Err(failure("cannot get the 1:1 chat with the bot", &e)),
-        };
-        if let Some(id) = chat_id {
-            return Ok(id);
-        }
-        let Some((bot_app_id, tenant_id)) = creation else {
-            return Err(DeliveryError::permanent(
-                CHANNEL,
-                "graph returned a chat without an id",
-            ));
-        };
-        self.create_conversation(user_id, bot_app_id, tenant_id)
-            .await
-            .map_err(|e| failure("cannot create the 1:1 conversation with the bot", &e))?
-            .ok_or_else(|| {
-                DeliveryError::permanent(
-                    CHANNEL,
-                    "the bot connector created a conversation without an id",
-                )
-            })
+            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+        let chat: IdOnly = out
+            .json("graph")
+            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
+        chat.id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
     }
 
     /// `POST {serviceUrl}/v3/conversations`: the 1:1 conversation between the bot and the
@@ -334,6 +331,9 @@ impl TeamsBotNotifier {
             self.bot_url,
             encode_segment(conversation)
         );
+        // One conversation has its own, much lower limit (a retry after a 429 waits the
+        // service's Retry-After, longer than this pace's interval).
+        self.bot_conversation.acquire(conversation).await;
         let out = self
             .bot
             .send(
@@ -458,7 +458,7 @@ impl Notifier for TeamsBotNotifier {
 
         let (mut conversation, mut cached) = match &msg.cached_conversation {
             Some(c) => (c.clone(), true),
-            None => (self.conversation(&user.id, false).await?, false),
+            None => (self.conversation(&user.id, true).await?, false),
         };
         let mut attempts = 0;
         let mut reinstalled = false;
@@ -486,6 +486,8 @@ impl Notifier for TeamsBotNotifier {
                         Some(404) if cached => {
                             debug!("cached conversation not found: looking it up again");
                             cached = false;
+                            // The app is most likely still installed: Bot Connector
+                            // creation needs no install; Graph's chat lookup lists it anyway.
                             conversation = self.conversation(&user.id, false).await?;
                         }
                         // The app was uninstalled or blocked: install it again once.

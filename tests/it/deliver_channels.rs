@@ -229,6 +229,7 @@ fn report() -> RunReport {
         counts: Default::default(),
         resolved: 0,
         warnings: vec![],
+        incomplete: None,
         team_action: vec![],
         summary: String::new(),
     };

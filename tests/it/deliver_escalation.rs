@@ -161,6 +161,7 @@ async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so(
         verbose: false,
         lock_renew_every: Duration::from_secs(30),
         digest: None,
+        time_budget: None,
     };
     let mut req = RunRequest::new(Trigger::Cli);
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());
@@ -288,14 +289,7 @@ async fn the_teams_bot_posts_the_card_to_the_owner_then_names_the_manager_found_
     let routes: Vec<&str> = graph.requests().iter().map(|r| r.route).collect();
     assert_eq!(
         routes,
-        [
-            "user",
-            "installed_apps",
-            "install",
-            "installed_apps",
-            "chat",
-            "manager",
-        ],
+        ["user", "install", "installed_apps", "chat", "manager",],
         "the manager is looked up (by object id) after the owner's card"
     );
     assert_eq!(
@@ -367,7 +361,8 @@ async fn a_failed_manager_lookup_never_fails_the_owners_reminder() {
 }
 
 #[tokio::test]
-async fn when_graph_has_no_chat_the_bot_connector_creates_the_conversation() {
+async fn with_bot_and_tenant_ids_the_bot_connector_creates_the_conversation_and_graph_chat_is_never_asked(
+) {
     let (graph, bot) = fakes().await;
     bot.expect_conversation_creation(BOT_APP_ID, TENANT_ID);
     let settings = DeliverySettings {
@@ -379,10 +374,13 @@ async fn when_graph_has_no_chat_the_bot_connector_creates_the_conversation() {
         .unwrap()
         .with_policy(fast_policy());
 
-    // 404 and 403 from the chat lookup both fall back to creating the conversation.
-    for (owner, status) in [("a@contoso.com", 404), ("b@contoso.com", 403)] {
+    // A new owner and one whose app is already installed (409) both get a created
+    // conversation: one Teams-endpoint call each, the install.
+    for (owner, preinstalled) in [("a@contoso.com", false), ("b@contoso.com", true)] {
         let user_id = graph.add_user(owner, None);
-        graph.fail_next("chat", status, 1, None, "NotFound");
+        if preinstalled {
+            graph.preinstall(owner);
+        }
 
         let d = teams.send(&reminder(owner)).await.unwrap();
 
@@ -394,6 +392,20 @@ async fn when_graph_has_no_chat_the_bot_connector_creates_the_conversation() {
         assert_eq!(bot.accepted().get(&created), Some(&1), "card posted there");
         assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), None);
     }
+    let routes: Vec<(&str, u16)> = graph
+        .requests()
+        .iter()
+        .map(|r| (r.route, r.status))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("user", 200),
+            ("install", 201),
+            ("user", 200),
+            ("install", 409)
+        ]
+    );
     let creations = bot.creations();
     assert_eq!(creations.len(), 2);
     for (body, status) in &creations {
@@ -565,6 +577,7 @@ fn escalating_run(
         verbose: false,
         lock_renew_every: Duration::from_secs(30),
         digest: None,
+        time_budget: None,
     }
 }
 

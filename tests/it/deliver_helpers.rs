@@ -56,6 +56,7 @@ pub fn settings(graph: &FakeGraph, bot: &FakeBot) -> DeliverySettings {
         sender_mailbox: Some(SENDER.into()),
         rate_per_second: 1000.0,
         graph_rate_per_second: 1000.0,
+        graph_teams_rate_per_second: 1000.0,
         mail_rate_per_second: 1000.0,
         ..Default::default()
     }

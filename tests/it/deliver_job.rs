@@ -52,6 +52,7 @@ async fn the_owner_cap_refuses_the_run_before_any_send_unless_forced() {
         verbose: false,
         lock_renew_every: Duration::from_secs(30),
         digest: None,
+        time_budget: None,
     };
     let mut req = RunRequest::new(Trigger::Cli);
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());

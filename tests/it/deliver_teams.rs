@@ -29,13 +29,8 @@ async fn the_bot_installs_its_app_finds_the_chat_and_posts_the_card_in_the_owner
     let routes: Vec<&str> = graph.requests().iter().map(|r| r.route).collect();
     assert_eq!(
         routes,
-        [
-            "user",
-            "installed_apps",
-            "install",
-            "installed_apps",
-            "chat"
-        ]
+        ["user", "install", "installed_apps", "chat"],
+        "install first (no listing before it), then Graph's chat: no tenant id for the bot connector"
     );
     assert!(
         graph.requests()[0]
@@ -198,11 +193,15 @@ async fn bot_not_in_conversation_roster_reinstalls_the_app_once_then_sends() {
 
     assert_eq!(d.attempts, 2);
     assert_eq!(bot.accepted().get(&chat), Some(&1));
-    assert_eq!(graph.requests_to("install").len(), 1, "one reinstall");
+    let installs: Vec<u16> = graph
+        .requests_to("install")
+        .iter()
+        .map(|r| r.status)
+        .collect();
     assert_eq!(
-        graph.requests_to("install")[0].status,
-        409,
-        "already installed counts as installed"
+        installs,
+        [409, 409],
+        "the first install, then one reinstall; already installed counts as installed"
     );
 }
 
@@ -261,4 +260,87 @@ async fn an_owner_without_teams_gets_the_email_instead() {
         owner
     );
     assert!(bot.requests().is_empty());
+}
+
+#[tokio::test]
+async fn new_owners_under_graphs_teams_limit_each_get_one_card_and_the_shared_pace_backs_off() {
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let (graph, bot) = fakes().await;
+    bot.expect_conversation_creation(BOT_APP_ID, TENANT);
+    // A tenant whose other apps leave only 5 requests/s of the Teams endpoints' 30.
+    graph.set_teams_rate_limit(5);
+    let owners: Vec<String> = (0..20).map(|i| format!("new{i}@contoso.com")).collect();
+    let ids: Vec<String> = owners.iter().map(|o| graph.add_user(o, None)).collect();
+    let s = lookout_reminders::config::DeliverySettings {
+        tenant_id: Some(TENANT.into()),
+        // The default ceiling: the documented 30/s.
+        graph_teams_rate_per_second: 30.0,
+        ..settings(&graph, &bot)
+    };
+    let limits = lookout_reminders::deliver::DeliveryLimits::from_settings(&s);
+    let teams = TeamsBotNotifier::new_with_limits(
+        &s,
+        identity_tokens().await,
+        reqwest::Client::new(),
+        &limits,
+    )
+    .unwrap()
+    .with_policy(fast_policy());
+
+    let results = futures::future::join_all(owners.iter().map(|o| {
+        let teams = &teams;
+        async move { teams.send(&reminder(o)).await }
+    }))
+    .await;
+
+    for (r, o) in results.iter().zip(&owners) {
+        assert!(r.is_ok(), "{o}: {r:?}");
+    }
+    for id in &ids {
+        let conversation = bot.created_conversation(id).expect("created");
+        assert_eq!(
+            bot.accepted().get(&conversation),
+            Some(&1),
+            "exactly one card"
+        );
+    }
+    assert_eq!(bot.accepted().len(), owners.len());
+    assert!(graph.teams_throttled() > 0, "the fake throttled");
+    assert!(limits.graph_teams.backoffs() > 0, "the pace backed off");
+    assert!(limits.graph_teams.current_rate() < 30.0);
+    // One Teams-endpoint call per owner plus the refused ones retried, nothing else.
+    assert_eq!(
+        graph.count("install"),
+        owners.len() as u64 + graph.teams_throttled()
+    );
+    assert_eq!(graph.count("installed_apps") + graph.count("chat"), 0);
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+    assert!(bot.violations().is_empty(), "{:?}", bot.violations());
+}
+
+#[tokio::test]
+async fn one_conversation_never_gets_more_than_its_documented_limit() {
+    let (graph, bot) = fakes().await;
+    let owner = "busy@contoso.com";
+    graph.add_user(owner, None);
+    let teams = TeamsBotNotifier::new(
+        &settings(&graph, &bot),
+        identity_tokens().await,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let mut msg = reminder(owner);
+    msg.cached_conversation = Some("19:busy@unq.gbl.spaces".into());
+
+    // Nine sends to one conversation at once: 7 go at once, the others wait their turn
+    // (8 per 2 s documented) instead of drawing 429s.
+    let results = futures::future::join_all((0..9).map(|_| teams.send(&msg))).await;
+
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(bot.accepted().get("19:busy@unq.gbl.spaces"), Some(&9));
+    assert_eq!(
+        bot.thread_throttled(),
+        0,
+        "the client paced the conversation"
+    );
 }

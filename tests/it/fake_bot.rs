@@ -1,8 +1,11 @@
 //! A fake Bot Connector (`{serviceUrl}/v3/conversations/{id}/activities`) that behaves like
 //! Teams': checks the bearer token (audience, and the app it was issued to: `appid` / `azp`
 //! must be the bot's app id, answered 401 otherwise), the activity (type, Adaptive Card 1.5 with a body,
-//! under 28 KB), enforces a requests-per-second limit answering 429 with `Retry-After`
-//! beyond it, and can inject 403 `BotNotInConversationRoster`, 404, 5xx and slow answers.
+//! under 28 KB), enforces a requests-per-second limit per app (every operation counted,
+//! conversation creation included) answering 429 with `Retry-After` beyond it, always
+//! enforces the documented per-conversation limits (7 / 1 s, 8 / 2 s, 60 / 30 s,
+//! 1,800 / 3,600 s, <https://learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit>),
+//! and can inject 403 `BotNotInConversationRoster`, 404, 5xx and slow answers.
 //!
 //! It also creates 1:1 conversations (`POST {serviceUrl}/v3/conversations`) once a test
 //! says which bot and tenant to expect, checking the body strictly; activities to an `a:`
@@ -74,6 +77,10 @@ struct State {
     started: Instant,
     limit: Option<(u32, RetryAfterStyle)>,
     window: (u64, u32),
+    /// Accepted requests per conversation in the last hour (the per-thread limits).
+    thread_times: HashMap<String, VecDeque<Duration>>,
+    /// 429s answered for a conversation's own limits.
+    thread_throttled: u64,
     delay: Option<Duration>,
     faults: VecDeque<Fault>,
     per_conversation_faults: HashMap<String, VecDeque<Fault>>,
@@ -125,6 +132,8 @@ impl FakeBot {
             started: Instant::now(),
             limit: None,
             window: (0, 0),
+            thread_times: HashMap::new(),
+            thread_throttled: 0,
             delay: None,
             faults: VecDeque::new(),
             per_conversation_faults: HashMap::new(),
@@ -160,7 +169,7 @@ impl FakeBot {
                     let state = state.clone();
                     move |headers: HeaderMap, body: Bytes| {
                         let state = state.clone();
-                        async move { create_conversation(state, headers, body) }
+                        async move { create_conversation(state, headers, body).await }
                     }
                 }),
             )
@@ -250,6 +259,11 @@ impl FakeBot {
     /// 429s answered.
     pub fn throttled(&self) -> u64 {
         self.state.lock().unwrap().throttled
+    }
+
+    /// 429s answered because one conversation went over its own limits.
+    pub fn thread_throttled(&self) -> u64 {
+        self.state.lock().unwrap().thread_throttled
     }
 
     /// Every request so far.
@@ -342,9 +356,84 @@ pub fn check_conversation_parameters(
     Ok(member.to_string())
 }
 
-fn create_conversation(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Documented per-thread limits: (window, requests allowed in it).
+pub const THREAD_LIMITS: [(Duration, usize); 4] = [
+    (Duration::from_secs(1), 7),
+    (Duration::from_secs(2), 8),
+    (Duration::from_secs(30), 60),
+    (Duration::from_secs(3600), 1800),
+];
+
+fn too_many(style: RetryAfterStyle) -> Response {
+    let mut r = bot_error(429, "TooManyRequests", "Too many requests");
+    let value = match style {
+        RetryAfterStyle::Seconds => "1".to_string(),
+        RetryAfterStyle::HttpDate => {
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(1))
+        }
+    };
+    r.headers_mut()
+        .insert("retry-after", value.parse().unwrap());
+    r
+}
+
+/// The per-app limit (requests per clock second), when set: a 429 beyond it.
+fn app_throttle(s: &mut State, at: Duration) -> Option<Response> {
+    let (limit, style) = s.limit?;
+    let second = at.as_secs();
+    if s.window.0 != second {
+        s.window = (second, 0);
+    }
+    if s.window.1 >= limit {
+        s.throttled += 1;
+        return Some(too_many(style));
+    }
+    s.window.1 += 1;
+    None
+}
+
+/// The per-conversation limits: a 429 when one more request would break any of them.
+fn thread_throttle(s: &mut State, conversation: &str, at: Duration) -> Option<Response> {
+    let times = s.thread_times.entry(conversation.to_string()).or_default();
+    while times
+        .front()
+        .is_some_and(|t| at.saturating_sub(*t) >= Duration::from_secs(3600))
+    {
+        times.pop_front();
+    }
+    let over = THREAD_LIMITS.iter().any(|(window, allowed)| {
+        times
+            .iter()
+            .rev()
+            .take_while(|t| at.saturating_sub(**t) < *window)
+            .count()
+            >= *allowed
+    });
+    if over {
+        s.throttled += 1;
+        s.thread_throttled += 1;
+        let style = s
+            .limit
+            .map(|(_, st)| st)
+            .unwrap_or(RetryAfterStyle::Seconds);
+        return Some(too_many(style));
+    }
+    times.push_back(at);
+    None
+}
+
+async fn create_conversation(
+    state: Arc<Mutex<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delay = state.lock().unwrap().delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
     let mut s = state.lock().unwrap();
+    let at = s.started.elapsed();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let response = (|| {
         if let Err(violation) = check_bearer(&mut s, authorization) {
@@ -352,6 +441,9 @@ fn create_conversation(state: Arc<Mutex<State>>, headers: HeaderMap, body: Bytes
                 s.violations.push(format!("create conversation: {v}"));
             }
             return unauthorized();
+        }
+        if let Some(r) = app_throttle(&mut s, at) {
+            return r;
         }
         let Some((bot, tenant)) = s.creation.clone() else {
             s.violations
@@ -490,25 +582,11 @@ async fn activity(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: 
             }
             return unauthorized();
         }
-        if let Some((limit, style)) = s.limit {
-            let second = at.as_secs();
-            if s.window.0 != second {
-                s.window = (second, 0);
-            }
-            if s.window.1 >= limit {
-                s.throttled += 1;
-                let mut r = bot_error(429, "TooManyRequests", "Too many requests");
-                let value = match style {
-                    RetryAfterStyle::Seconds => "1".to_string(),
-                    RetryAfterStyle::HttpDate => httpdate::fmt_http_date(
-                        std::time::SystemTime::now() + Duration::from_secs(1),
-                    ),
-                };
-                r.headers_mut()
-                    .insert("retry-after", value.parse().unwrap());
-                return r;
-            }
-            s.window.1 += 1;
+        if let Some(r) = app_throttle(&mut s, at) {
+            return r;
+        }
+        if let Some(r) = thread_throttle(&mut s, &conversation, at) {
+            return r;
         }
         let fault = s.faults.pop_front().or_else(|| {
             s.per_conversation_faults

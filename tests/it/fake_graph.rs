@@ -4,6 +4,11 @@
 //! It checks strictly what the real one would refuse or what we promise to send: a bearer
 //! token whose audience is Graph, the exact paths, `$select` / `$expand` / `$filter`, the
 //! install and mail bodies. Every request is recorded; faults can be injected per route.
+//!
+//! Like Graph, it can enforce the Microsoft Teams service limit on the Teams endpoints
+//! (`installed_apps`, `install`, `chat`): 30 requests per second per app per tenant, a token
+//! bucket, answered 429 with `Retry-After` beyond
+//! (<https://learn.microsoft.com/graph/throttling-limits#microsoft-teams-service-limits>).
 
 #![allow(dead_code)]
 
@@ -127,7 +132,16 @@ struct State {
     delay: Option<Duration>,
     /// Keep no request records (the benchmark).
     skip_recording: bool,
+    /// The Teams endpoints' token bucket: (requests per second, tokens, last refill).
+    teams_limit: Option<(f64, f64, std::time::Instant)>,
+    /// 429s answered by the Teams limit.
+    teams_throttled: u64,
+    /// Requests per route, recorded or not.
+    route_counts: HashMap<&'static str, u64>,
 }
+
+/// The routes Graph's Microsoft Teams service limits apply to.
+pub const TEAMS_ROUTES: &[&str] = &["installed_apps", "install", "chat"];
 
 /// A running fake Graph.
 #[derive(Clone)]
@@ -247,6 +261,29 @@ impl FakeGraph {
     /// Delays every answer.
     pub fn set_delay(&self, delay: Option<Duration>) {
         self.state.lock().unwrap().delay = delay;
+    }
+
+    /// Enforces the Teams service limit: `per_second` requests per second (burst of one
+    /// second's worth) on the Teams routes, 429 with `Retry-After: 1` beyond.
+    pub fn set_teams_rate_limit(&self, per_second: u32) {
+        let rate = f64::from(per_second.max(1));
+        self.state.lock().unwrap().teams_limit = Some((rate, rate, std::time::Instant::now()));
+    }
+
+    /// 429s answered by the Teams limit.
+    pub fn teams_throttled(&self) -> u64 {
+        self.state.lock().unwrap().teams_throttled
+    }
+
+    /// Requests received on `route` (counted even when not recording).
+    pub fn count(&self, route: &str) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .route_counts
+            .get(route)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Keeps no request records (the benchmark: 30,000 tokens would weigh on the memory).
@@ -387,6 +424,25 @@ async fn handle(
                 "InvalidAuthenticationToken",
                 "Access token validation failure. Invalid audience.",
             );
+        }
+        *s.route_counts.entry(route).or_insert(0) += 1;
+        if TEAMS_ROUTES.contains(&route) {
+            if let Some((rate, tokens, last)) = s.teams_limit {
+                let now = std::time::Instant::now();
+                let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate);
+                if tokens < 1.0 {
+                    s.teams_limit = Some((rate, tokens, now));
+                    s.teams_throttled += 1;
+                    let mut r = graph_error(
+                        429,
+                        "TooManyRequests",
+                        "Too many requests. Please retry after some time.",
+                    );
+                    r.headers_mut().insert("retry-after", "1".parse().unwrap());
+                    return r;
+                }
+                s.teams_limit = Some((rate, tokens - 1.0, now));
+            }
         }
         if let Some(f) = s.faults.get_mut(route).and_then(|q| q.pop_front()) {
             let mut r = graph_error(f.status, f.code, "injected fault");

@@ -154,7 +154,10 @@ fn local_settings_example_has_a_valid_default_schedule_and_settings_the_handler_
     assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "custom");
     assert_eq!(values["AzureWebJobsStorage"], "UseDevelopmentStorage=true");
     let schedule = values["REMINDER_SCHEDULE"].as_str().unwrap();
-    assert_eq!(schedule, "0 0 7 * * 1-5", "weekdays at 07:00");
+    assert_eq!(
+        schedule, "0 */20 7-8 * * 1-5",
+        "weekdays every 20 minutes from 07:00 to 08:40: a first run longer than one invocation's time budget completes the same morning"
+    );
     assert!(is_ncrontab(schedule));
     let env = Env(values
         .iter()

@@ -21,6 +21,8 @@ struct RecordingNotifier {
     sent: Mutex<Vec<String>>,
     fail_for: HashSet<String>,
     cancel_after: Option<(usize, CancellationToken)>,
+    /// How long each send takes.
+    delay: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -33,6 +35,9 @@ impl Notifier for RecordingNotifier {
     }
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let owner = msg.owner().to_string();
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
         if self.fail_for.contains(&owner) {
             return Err(DeliveryError::permanent("test", "user not found"));
         }
@@ -332,5 +337,87 @@ async fn an_export_whose_rows_are_all_rejected_is_refused_and_resolves_nothing()
     assert!(
         !ledger.contains("\"resolved\""),
         "issues were marked resolved"
+    );
+}
+
+#[tokio::test]
+async fn at_the_time_budget_no_new_send_starts_and_the_next_run_sends_the_rest_without_resending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = Arc::new(RecordingNotifier {
+        delay: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let mut d = deps(tmp.path(), slow.clone(), None, 2);
+    d.time_budget = Some(std::time::Duration::from_secs(1));
+    // The cap equals the day's owners: a continuation that counted the partial run's
+    // owners against it would be refused.
+    d.max_owners_per_run = 23;
+
+    let first = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap();
+
+    let incomplete = first
+        .incomplete
+        .clone()
+        .expect("the run says it is incomplete");
+    let sent_first = slow.sent.lock().unwrap().len();
+    assert_eq!(first.counts.sent, sent_first);
+    assert!(sent_first > 0 && sent_first < 23, "{sent_first}");
+    assert_eq!(incomplete.remaining, 23 - sent_first);
+    assert_eq!(incomplete.budget_seconds, 1);
+    assert!(first.summary.contains("incomplete"), "{}", first.summary);
+    let waiting = first
+        .reminders
+        .iter()
+        .filter(|l| {
+            l.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("time budget"))
+        })
+        .count();
+    assert_eq!(waiting, incomplete.remaining);
+
+    // The next invocation, same day, no budget pressure: only the rest is planned and sent.
+    d.time_budget = Some(std::time::Duration::from_secs(60));
+    let second = job::run(&d, request(), CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert!(second.incomplete.is_none());
+    assert_eq!(second.owners.planned, incomplete.remaining);
+    assert_eq!(second.counts.sent, incomplete.remaining);
+    let sent = slow.sent.lock().unwrap().clone();
+    let unique: HashSet<&String> = sent.iter().collect();
+    assert_eq!(sent.len(), 23, "every owner once");
+    assert_eq!(unique.len(), 23, "nobody twice: {sent:?}");
+}
+
+#[test]
+fn the_default_time_budget_is_the_shipped_host_timeout_minus_the_margin() {
+    let host =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("host.json")).unwrap();
+    let timeout = job::function_timeout(&host).expect("host.json sets functionTimeout");
+    assert_eq!(
+        job::default_time_budget(Some(&host)),
+        timeout - job::FUNCTION_TIMEOUT_MARGIN
+    );
+    assert!(job::default_time_budget(Some(&host)) >= std::time::Duration::from_secs(60));
+    // Unreadable or unbounded (-1): the Consumption plan's 10 minutes minus the margin.
+    for text in [
+        "",
+        "{}",
+        r#"{"functionTimeout": "-1"}"#,
+        r#"{"functionTimeout": "ten"}"#,
+    ] {
+        assert_eq!(
+            job::default_time_budget(Some(text)),
+            job::DEFAULT_FUNCTION_TIMEOUT - job::FUNCTION_TIMEOUT_MARGIN,
+            "{text}"
+        );
+    }
+    assert_eq!(
+        job::function_timeout(r#"{"functionTimeout": "00:05:30"}"#),
+        Some(std::time::Duration::from_secs(330))
     );
 }
