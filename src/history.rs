@@ -103,6 +103,57 @@ pub enum LedgerEvent {
         /// When it was learnt.
         at: DateTime<Utc>,
     },
+    /// A manager was e-mailed the summary of their escalated reports.
+    ManagerTold {
+        /// The manager's address.
+        manager: OwnerEmail,
+        /// The reports listed.
+        owners: Vec<OwnerEmail>,
+        /// The run's "today" (the manager cadence is counted in these days).
+        as_of: NaiveDate,
+        /// The first day of this round of summaries (daily, then weekly).
+        round_started: NaiveDate,
+        /// Wall-clock time of the send.
+        sent_at: DateTime<Utc>,
+        /// The run that sent it.
+        run_id: String,
+    },
+}
+
+/// When a manager was told about their escalated reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerHistory {
+    /// The run date of the first summary of the current round (daily, then weekly).
+    pub first_told: NaiveDate,
+    /// The run date of the last summary.
+    pub last_told: NaiveDate,
+}
+
+impl ManagerHistory {
+    /// When the manager is due a summary on `as_of`, the first day of its round; `None` when
+    /// not due. At most once a run day; daily for `daily_days` after the first summary of a
+    /// round, then every `every_days`. A gap longer than `every_days` (no escalated report
+    /// meanwhile) starts a new round.
+    pub fn due(
+        history: Option<&Self>,
+        as_of: NaiveDate,
+        daily_days: i64,
+        every_days: i64,
+    ) -> Option<NaiveDate> {
+        let every_days = every_days.max(1);
+        let Some(h) = history else {
+            return Some(as_of);
+        };
+        let since_last = (as_of - h.last_told).num_days();
+        if since_last <= 0 {
+            return None;
+        }
+        if since_last > every_days {
+            return Some(as_of);
+        }
+        let since_first = (as_of - h.first_told).num_days();
+        (since_first < daily_days || since_last >= every_days).then_some(h.first_told)
+    }
 }
 
 /// What the ledger knows about one owner/issue.
@@ -128,6 +179,8 @@ pub struct LedgerSnapshot {
     pub issues: HashMap<(OwnerEmail, IssueKey), IssueHistory>,
     /// Cached Teams conversation ids.
     pub conversations: HashMap<OwnerEmail, String>,
+    /// When each manager was told about their escalated reports.
+    pub managers: HashMap<OwnerEmail, ManagerHistory>,
     /// The latest recorded facts of each reminded issue, and whether it was ever escalated.
     pub facts: HashMap<(OwnerEmail, IssueKey), (IssueFacts, bool)>,
     /// The insight events (resolutions and daily aggregates), in ledger order.
@@ -194,6 +247,24 @@ impl LedgerSnapshot {
             } => {
                 self.conversations
                     .insert(owner.clone(), conversation_id.clone());
+            }
+            LedgerEvent::ManagerTold {
+                manager,
+                as_of,
+                round_started,
+                ..
+            } => {
+                let h = self
+                    .managers
+                    .entry(manager.clone())
+                    .or_insert(ManagerHistory {
+                        first_told: *round_started,
+                        last_told: *as_of,
+                    });
+                if *as_of >= h.last_told {
+                    h.first_told = *round_started;
+                    h.last_told = *as_of;
+                }
             }
         }
     }
@@ -315,4 +386,60 @@ pub struct DailyAggregate {
     /// Devices that cannot update, when the export says so (Lookout's export does not today).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cannot_update: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    /// Folds the summaries a manager would get from day 1 to day `last`, one run a day.
+    fn told_days(last: u32) -> Vec<u32> {
+        let manager = OwnerEmail::parse("boss@contoso.com").unwrap();
+        let mut snap = LedgerSnapshot::default();
+        let mut told = Vec::new();
+        for d in 1..=last {
+            for _second_run_same_day in 0..2 {
+                if let Some(round) = ManagerHistory::due(snap.managers.get(&manager), day(d), 3, 7)
+                {
+                    told.push(d);
+                    snap.apply(&LedgerEvent::ManagerTold {
+                        manager: manager.clone(),
+                        owners: vec![],
+                        as_of: day(d),
+                        round_started: round,
+                        sent_at: Utc::now(),
+                        run_id: format!("run-{d}"),
+                    });
+                }
+            }
+        }
+        told
+    }
+
+    #[test]
+    fn a_manager_is_told_daily_for_the_daily_days_then_weekly_and_once_a_day_at_most() {
+        assert_eq!(told_days(25), vec![1, 2, 3, 10, 17, 24]);
+    }
+
+    #[test]
+    fn after_a_quiet_spell_longer_than_a_week_a_new_daily_round_starts() {
+        let manager = OwnerEmail::parse("boss@contoso.com").unwrap();
+        let mut snap = LedgerSnapshot::default();
+        snap.apply(&LedgerEvent::ManagerTold {
+            manager: manager.clone(),
+            owners: vec![],
+            as_of: day(1),
+            round_started: day(1),
+            sent_at: Utc::now(),
+            run_id: "r".into(),
+        });
+        let h = snap.managers.get(&manager);
+        assert_eq!(ManagerHistory::due(h, day(12), 3, 7), Some(day(12)));
+        assert_eq!(ManagerHistory::due(h, day(1), 3, 7), None);
+        assert_eq!(ManagerHistory::due(h, day(2), 3, 7), Some(day(1)));
+    }
 }

@@ -3,10 +3,14 @@
 //! Shared by the CLI, the timer function and the HTTP function. The I/O parts come in
 //! through [`Deps`]; everything else is the pure core.
 
-use crate::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use crate::deliver::{
+    Delivery, DeliveryError, EscalatedReport, ManagerSummary, Notifier, OutgoingReminder,
+};
 use crate::domain::OwnerEmail;
 use crate::insights::{DailyAggregate, Insights, IssueFacts, Resolution, ResolvedHow};
-use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
+use crate::ledger::{
+    LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ManagerHistory, ReportStore, RunLock,
+};
 use crate::parse::{self, ParseError};
 use crate::plan::{self, Cadence, PlanOptions, PlannedReminder};
 use crate::policy::Rules;
@@ -18,7 +22,7 @@ use crate::report::{
 use crate::source::{Source, SourceError};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -527,7 +531,7 @@ async fn run_locked(
         report.resolved = events.len();
     }
 
-    let sent = send_all(
+    let sent = match send_all(
         deps,
         notifier,
         &plan.reminders,
@@ -538,7 +542,24 @@ async fn run_locked(
         deadline,
         &mut report,
     )
-    .await;
+    .await
+    {
+        Ok(escalations) => {
+            tell_managers(
+                deps,
+                notifier,
+                &plan.reminders,
+                escalations,
+                &ledger,
+                run_id,
+                as_of,
+                cancel,
+                &mut report,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     report.finish(Utc::now());
     match sent {
         Ok(()) => {
@@ -660,7 +681,7 @@ async fn send_all(
     cancel: &CancellationToken,
     deadline: Option<(tokio::time::Instant, Duration)>,
     report: &mut RunReport,
-) -> Result<(), JobError> {
+) -> Result<Vec<(usize, OwnerEmail)>, JobError> {
     let concurrency = deps.concurrency.max(1);
     // Stops new sends: shutdown, a lost lock (both through `cancel`) or a ledger failure.
     let stop = cancel.child_token();
@@ -701,6 +722,7 @@ async fn send_all(
         let mut lines: Vec<Option<ReminderReport>> = vec![None; reminders.len()];
         let mut ledger_error: Option<LedgerError> = None;
         let mut sent_total = 0usize;
+        let mut escalations: Vec<(usize, OwnerEmail)> = Vec::new();
         let mut progress = Progress {
             total: reminders.len(),
             ..Default::default()
@@ -727,6 +749,13 @@ async fn send_all(
             let mut events = Vec::new();
             for (i, outcome) in completed.drain(..) {
                 let r = &reminders[i];
+                if let Ok(Delivery {
+                    manager: Some(manager),
+                    ..
+                }) = &outcome
+                {
+                    escalations.push((i, manager.clone()));
+                }
                 let (report_line, new_events) =
                     outcome_line(deps, r, outcome, ledger, run_id, as_of);
                 progress.done += 1;
@@ -747,10 +776,10 @@ async fn send_all(
                 ledger_error.get_or_insert(e);
             }
         }
-        (lines, ledger_error, sent_total)
+        (lines, ledger_error, sent_total, escalations)
     };
 
-    let ((), (lines, ledger_error, sent_total)) = tokio::join!(producer, recorder);
+    let ((), (lines, ledger_error, sent_total, escalations)) = tokio::join!(producer, recorder);
     let budget_reached = out_of_time.load(std::sync::atomic::Ordering::Relaxed);
     let not_attempted = if ledger_error.is_some() {
         "not attempted: the ledger could not be written"
@@ -801,6 +830,102 @@ async fn send_all(
                 "run stopped before every reminder was sent"
             );
             return Err(JobError::Cancelled { sent: sent_total });
+        }
+    }
+    Ok(escalations)
+}
+
+/// Tells each manager ONCE, listing all their reports escalated in this run (`escalations`:
+/// reminder index and the manager its channel found), when the ledger's manager cadence says
+/// they are due: daily for `daily_after_deadline_days`, then every `remind_every_days`, at
+/// most once a run day. Each summary sent is recorded before the next starts, so a rerun
+/// never sends it twice. The outcome goes into each report's `escalated_to`.
+#[allow(clippy::too_many_arguments)]
+async fn tell_managers(
+    deps: &Deps,
+    notifier: &dyn Notifier,
+    reminders: &[PlannedReminder],
+    escalations: Vec<(usize, OwnerEmail)>,
+    ledger: &LedgerSnapshot,
+    run_id: &str,
+    as_of: NaiveDate,
+    cancel: &CancellationToken,
+    report: &mut RunReport,
+) -> Result<(), JobError> {
+    let mut by_manager: BTreeMap<OwnerEmail, Vec<usize>> = BTreeMap::new();
+    for (i, manager) in escalations {
+        by_manager.entry(manager).or_default().push(i);
+    }
+    let language = deps
+        .renderer
+        .languages()
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "en".into());
+    for (manager, indices) in by_manager {
+        let manager_log = manager.for_log(deps.verbose);
+        let due = ManagerHistory::due(
+            ledger.managers.get(&manager),
+            as_of,
+            deps.cadence.daily_after_deadline_days,
+            deps.cadence.remind_every_days,
+        );
+        let note = match due {
+            _ if cancel.is_cancelled() => "not told: the run was stopped".to_string(),
+            None => {
+                info!(manager = %manager_log, reports = indices.len(), "manager already told: not due today");
+                "not told today: already told (manager cadence)".to_string()
+            }
+            Some(round_started) => {
+                let summary = ManagerSummary {
+                    manager: manager.clone(),
+                    reports: indices
+                        .iter()
+                        .map(|&i| EscalatedReport {
+                            owner: reminders[i].owner.clone(),
+                            stage: reminders[i].stage,
+                            issues: reminders[i].issues().count(),
+                            days_left: reminders[i].min_days_left(),
+                        })
+                        .collect(),
+                    language: language.clone(),
+                };
+                match notifier.send_manager_summary(&summary).await {
+                    None => "not told: the channel cannot escalate".to_string(),
+                    Some(Ok(false)) => {
+                        "not told: no REMINDERS_SENDER_MAILBOX to send from".to_string()
+                    }
+                    Some(Ok(true)) => {
+                        info!(manager = %manager_log, reports = indices.len(), "manager's summary sent");
+                        deps.ledger
+                            .append(&[LedgerEvent::ManagerTold {
+                                manager: manager.clone(),
+                                owners: summary.reports.iter().map(|r| r.owner.clone()).collect(),
+                                as_of,
+                                round_started,
+                                sent_at: Utc::now(),
+                                run_id: run_id.to_string(),
+                            }])
+                            .await?;
+                        format!("summary e-mailed, {} report(s)", indices.len())
+                    }
+                    Some(Err(e)) => {
+                        warn!(manager = %manager_log, channel = %e.channel, "cannot send the manager's summary");
+                        format!("summary not sent: {}", e.reason)
+                    }
+                }
+            }
+        };
+        let owners: HashSet<String> = indices
+            .iter()
+            .map(|&i| reminders[i].owner.to_string())
+            .collect();
+        for l in report
+            .reminders
+            .iter_mut()
+            .filter(|l| l.status == ReminderStatus::Sent && owners.contains(&l.owner))
+        {
+            l.escalated_to = Some(format!("{manager} ({note})"));
         }
     }
     Ok(())

@@ -275,6 +275,26 @@ impl DeliverySettings {
                 _ => {}
             }
         }
+        // Only the Teams bot and e-mail channels look managers up; a reminder sent through
+        // the Workflows webhook or the outbox would go un-escalated without a word, so the
+        // combination is refused rather than quietly ignored. (Escalating through Workflows
+        // would need the team's flow to accept a second recipient: a flow change.)
+        if s.escalate_to_manager {
+            if let Some(kind) = s
+                .channels
+                .iter()
+                .find(|k| matches!(k, ChannelKind::Workflows | ChannelKind::Outbox))
+            {
+                return Err(ConfigError::invalid(
+                    "REMINDERS_ESCALATE_TO_MANAGER",
+                    "true",
+                    format!(
+                        "REMINDERS_CHANNEL includes {}, which cannot escalate to managers; use teams_bot or email, or turn escalation off",
+                        kind.as_str()
+                    ),
+                ));
+            }
+        }
         Ok(s)
     }
 }
@@ -369,8 +389,12 @@ mod tests {
 
     #[test]
     fn escalation_to_the_manager_is_a_flag_named_in_its_error() {
-        let s =
-            DeliverySettings::from_env(&env(&[("REMINDERS_ESCALATE_TO_MANAGER", "true")])).unwrap();
+        let s = DeliverySettings::from_env(&env(&[
+            ("REMINDERS_ESCALATE_TO_MANAGER", "true"),
+            ("REMINDERS_CHANNEL", "email"),
+            ("REMINDERS_SENDER_MAILBOX", "it@contoso.com"),
+        ]))
+        .unwrap();
         assert!(s.escalate_to_manager);
         let err = DeliverySettings::from_env(&env(&[("REMINDERS_ESCALATE_TO_MANAGER", "maybe")]))
             .unwrap_err();

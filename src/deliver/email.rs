@@ -5,14 +5,15 @@
 //! sends are paced by the mailbox's rate limiter and at most four are in flight, both shared
 //! (see [`DeliveryLimits`]) with the managers' copies the Teams bot e-mails.
 //!
-//! An escalated reminder copies the owner's manager (`ccRecipients`) when
-//! `REMINDERS_ESCALATE_TO_MANAGER` is on.
+//! When `REMINDERS_ESCALATE_TO_MANAGER` is on, an escalated reminder names the owner's
+//! manager, looked up by the owner's directory object id; the job then e-mails each manager
+//! one summary of all their escalated reports (see `escalation`).
 //!
 //! When the reminder is rendered in more than one language, the owner's Graph
 //! `preferredLanguage` picks the rendering, as the Teams bot does; the lookup is a Graph
 //! read, paced with the other Graph reads, and any failure means the default language.
 
-use super::escalation::{with_cc, Escalation, Escalator};
+use super::escalation::{Escalation, Escalator, ManagerSummary};
 use super::teams_bot::failure_for;
 use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
@@ -87,16 +88,25 @@ impl EmailNotifier {
         self
     }
 
-    /// The owner's Graph `preferredLanguage` (`en-US`), looked up only when the reminder
-    /// has a rendering to choose from. `None` (the default language) when the owner is not
-    /// in the directory, has no preference, or the lookup fails: the language is a nicety
-    /// and never stops the e-mail.
-    async fn preferred_language(&self, msg: &OutgoingReminder) -> Option<String> {
-        if msg.messages.len() < 2 {
-            return None;
-        }
+    /// The owner's directory entry: `preferredLanguage` (`en-US`) when the reminder has a
+    /// rendering to choose from, and the object id when the reminder escalates (the manager
+    /// is looked up by id, since the export's address may not be the sign-in name). Nothing
+    /// is looked up when neither is needed. The language is a nicety and never stops the
+    /// e-mail: a missing owner or failed lookup means the default language.
+    async fn owner_entry(
+        &self,
+        msg: &OutgoingReminder,
+        want_id: bool,
+    ) -> Result<OwnerEntry, String> {
+        let want_language = msg.messages.len() >= 2;
+        let select = match (want_id, want_language) {
+            (false, false) => return Ok(OwnerEntry::default()),
+            (true, true) => "id,preferredLanguage",
+            (true, false) => "id",
+            (false, true) => "preferredLanguage",
+        };
         let url = format!(
-            "{}/v1.0/users/{}?$select=preferredLanguage",
+            "{}/v1.0/users/{}?$select={select}",
             self.graph_base,
             encode_segment(msg.owner().as_str())
         );
@@ -107,26 +117,34 @@ impl EmailNotifier {
                 Some((self.tokens.as_ref(), self.graph_scope.as_str())),
             )
             .await
-            .and_then(|out| out.json::<UserLanguage>("graph"));
+            .and_then(|out| out.json::<OwnerEntry>("graph"));
         let owner = msg.owner().for_log(msg.verbose);
         match looked_up {
-            Ok(user) => user.preferred_language.filter(|l| !l.trim().is_empty()),
+            Ok(mut entry) => {
+                entry.preferred_language =
+                    entry.preferred_language.filter(|l| !l.trim().is_empty());
+                Ok(entry)
+            }
             Err(e) if e.status() == Some(404) => {
                 debug!(owner = %owner, "owner not in the directory: e-mail in the default language");
-                None
+                Err("the owner is not in the directory".into())
             }
             Err(e) => {
-                warn!(owner = %owner, error = %lookup_error(&e), "cannot look the owner's language up: e-mail in the default language");
-                None
+                let why = lookup_error(&e);
+                warn!(owner = %owner, error = %why, "cannot look the owner's language up: e-mail in the default language");
+                Err(format!("cannot look the owner up: {why}"))
             }
         }
     }
 }
 
-/// The fields of `GET /users/{upn}?$select=preferredLanguage` the channel reads.
-#[derive(Deserialize)]
+/// The fields of `GET /users/{upn}?$select=id,preferredLanguage` the channel reads.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UserLanguage {
+struct OwnerEntry {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
     preferred_language: Option<String>,
 }
 
@@ -170,16 +188,22 @@ impl Notifier for EmailNotifier {
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
-        let language = self.preferred_language(msg).await;
+        let escalator = self.escalator.as_ref().filter(|_| msg.reminder.escalate);
+        let entry = self.owner_entry(msg, escalator.is_some()).await;
+        let language = entry
+            .as_ref()
+            .ok()
+            .and_then(|e| e.preferred_language.clone());
         let rendered = msg.message_for(language.as_deref());
-        let mut body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
-        let escalation = match &self.escalator {
-            Some(e) => e.find(msg, msg.owner().as_str()).await,
-            None => None,
+        let body = mail_body(msg.owner().as_str(), &rendered.subject, &rendered.html);
+        let escalation = match (escalator, &entry) {
+            (None, _) => None,
+            (Some(e), Ok(OwnerEntry { id: Some(id), .. })) => e.find(msg, id).await,
+            (Some(_), Ok(_)) => Some(Escalation::Nobody(
+                "the directory gave no object id for the owner".into(),
+            )),
+            (Some(_), Err(why)) => Some(Escalation::Nobody(why.clone())),
         };
-        if let Some(Escalation::Manager(manager)) = &escalation {
-            body = with_cc(body, manager.as_str());
-        }
         let url = format!(
             "{}/v1.0/users/{}/sendMail",
             self.graph_base,
@@ -208,8 +232,25 @@ impl Notifier for EmailNotifier {
                 .map(|v| format!("request-id:{v}")),
             language: Some(rendered.language.clone()),
             attempts: out.attempts,
-            escalated_to: escalation.map(|e| e.report("cc")),
+            manager: match &escalation {
+                Some(Escalation::Manager(m)) => Some(m.clone()),
+                _ => None,
+            },
+            escalated_to: escalation.map(|e| e.report("told in the manager's summary")),
             ..Default::default()
         })
+    }
+
+    async fn send_manager_summary(
+        &self,
+        summary: &ManagerSummary,
+    ) -> Option<Result<bool, DeliveryError>> {
+        let escalator = self.escalator.as_ref()?;
+        Some(
+            escalator
+                .send_summary(summary)
+                .await
+                .map_err(|e| failure_for(CHANNEL, "cannot e-mail the manager's summary", &e)),
+        )
     }
 }

@@ -1,19 +1,21 @@
 //! Escalation to the owner's manager (`REMINDERS_ESCALATE_TO_MANAGER`): for a reminder the
-//! plan marks `escalate` (past the deadline or high risk), look the manager up in Graph and
-//! tell the channel whom to copy.
+//! plan marks `escalate` (past the deadline or high risk), the channel looks the manager up in
+//! Graph by the owner's directory object id (the export's address may differ from the sign-in
+//! name) and returns whom it found; after every owner is sent, the job e-mails each manager
+//! ONE summary listing all their escalated reports ([`ManagerSummary`]), at the ledger's
+//! manager cadence.
 //!
 //! Escalation is best effort: the owner's reminder is what matters, so a missing manager, a
-//! manager without a mailbox or a failed lookup or copy never fails the owner's delivery; the
-//! outcome is written in the report line (`escalated_to`) instead.
+//! manager without a mailbox or a failed lookup or summary never fails the owner's delivery;
+//! the outcome is written in the report line (`escalated_to`) instead.
 
 use super::{DeliveryLimits, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
 use crate::domain::OwnerEmail;
 use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
-use crate::render::RenderedMessage;
+use crate::plan::Stage;
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -128,22 +130,22 @@ impl Escalator {
         }
     }
 
-    /// For an escalated reminder, whom to copy (`user` is the owner's object id or UPN);
-    /// `None` when the reminder does not escalate.
-    pub(super) async fn find(&self, msg: &OutgoingReminder, user: &str) -> Option<Escalation> {
+    /// For an escalated reminder, whom to tell (`owner_id` is the owner's directory object
+    /// id, never the export's address); `None` when the reminder does not escalate.
+    pub(super) async fn find(&self, msg: &OutgoingReminder, owner_id: &str) -> Option<Escalation> {
         if !msg.reminder.escalate {
             return None;
         }
         let owner = msg.owner().for_log(msg.verbose);
         let mut held_back = false;
-        let outcome = match self.manager(user).await {
+        let outcome = match self.manager(owner_id).await {
             Ok(None) => Escalation::Nobody("no manager in the directory".into()),
             Ok(Some(m)) => match m.mail.as_deref().map(OwnerEmail::parse) {
                 None => Escalation::Nobody("the manager has no e-mail address".into()),
                 Some(Err(_)) => {
                     Escalation::Nobody("the manager's e-mail address is not valid".into())
                 }
-                Some(Ok(address)) if &address == msg.owner() => {
+                Some(Ok(address)) if &address == msg.owner() || m.id == owner_id => {
                     Escalation::Nobody("the owner is their own manager".into())
                 }
                 // The same allow-list as the owners': a wrong directory entry or a partner
@@ -159,13 +161,13 @@ impl Escalator {
                 Some(Ok(address)) => Escalation::Manager(address),
             },
             Err(e) => {
-                warn!(owner = %owner, error = %e, "cannot look the owner's manager up: sending without escalation");
+                warn!(owner = %owner, error = %e.reason(), "cannot look the owner's manager up: sending without escalation");
                 Escalation::Nobody(format!("cannot look the manager up: {}", e.reason()))
             }
         };
         match &outcome {
             Escalation::Manager(m) => {
-                info!(owner = %owner, manager = %m.for_log(msg.verbose), "escalating to the owner's manager")
+                info!(owner = %owner, manager = %m.for_log(msg.verbose), "the owner's manager will be told")
             }
             // The held-back reason names the manager: already logged with the pseudonym.
             Escalation::Nobody(_) if held_back => {}
@@ -174,73 +176,92 @@ impl Escalator {
         Some(outcome)
     }
 
-    /// E-mails `manager` a copy of the owner's message from the shared mailbox.
-    pub(super) async fn send_copy(
-        &self,
-        msg: &OutgoingReminder,
-        rendered: &RenderedMessage,
-        manager: &OwnerEmail,
-    ) -> Result<(), HttpError> {
+    /// E-mails `summary` to its manager from the shared mailbox; `Ok(false)` when there is
+    /// no mailbox to send from (the manager is then only named in the report).
+    pub(super) async fn send_summary(&self, summary: &ManagerSummary) -> Result<bool, HttpError> {
         let Some(sender) = &self.sender else {
-            return Ok(());
+            return Ok(false);
         };
-        let body = manager_copy(manager.as_str(), msg.owner().as_str(), rendered);
+        let body = summary_mail(summary);
         let url = format!(
             "{}/v1.0/users/{}/sendMail",
             self.graph_base,
             encode_segment(sender)
         );
-        // A closed semaphore only happens at shutdown; the copy then goes unthrottled
-        // rather than failing a reminder already delivered.
+        // A closed semaphore only happens at shutdown; the summary then goes unthrottled
+        // rather than failing after the owners' reminders are already delivered.
         let _permit = self.mail_in_flight.acquire().await.ok();
         self.mail
             .post_message(|| self.mail.client().post(&url).json(&body), self.auth())
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 
-/// Adds `cc` to a `sendMail` body built by [`super::mail_body`].
-pub fn with_cc(mut body: serde_json::Value, cc: &str) -> serde_json::Value {
-    body["message"]["ccRecipients"] = json!([{ "emailAddress": { "address": cc } }]);
-    body
+/// One escalated report in a manager's summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscalatedReport {
+    /// The owner (the export's address).
+    pub owner: OwnerEmail,
+    /// Their reminder's stage (`overdue`…).
+    pub stage: Stage,
+    /// Issues reminded about.
+    pub issues: usize,
+    /// Fewest days left before the deadline (negative: days overdue).
+    pub days_left: i64,
 }
 
-/// The subject prefix of a manager's copy, in the message's language.
-pub fn copy_prefix(language: &str) -> &'static str {
-    if language == "fr" {
-        "[Copie manager]"
-    } else {
-        "[Manager copy]"
-    }
+/// What one manager is told in a run: every escalated report of theirs, once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerSummary {
+    /// The manager's address.
+    pub manager: OwnerEmail,
+    /// Their reports, in the order of the run.
+    pub reports: Vec<EscalatedReport>,
+    /// The language of the summary (`en`, `fr`): the run's default language.
+    pub language: String,
 }
 
-/// The `sendMail` body of a manager's copy: the owner's subject with a prefix, and the
-/// owner's HTML with one line first saying whose reminder it is.
-pub fn manager_copy(manager: &str, owner: &str, rendered: &RenderedMessage) -> serde_json::Value {
-    let note = if rendered.language == "fr" {
-        format!(
-            "Copie pour information du rappel envoyé à {}.",
-            escape_html(owner)
-        )
+/// The `sendMail` body of a manager's summary: one line per report, most overdue first.
+pub fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
+    let fr = summary.language == "fr";
+    let mut reports = summary.reports.clone();
+    reports.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.owner.cmp(&b.owner)));
+    let n = reports.len();
+    let subject = if fr {
+        format!("[Copie manager] {n} collaborateur(s) n'ont pas mis leur téléphone à jour")
     } else {
-        format!(
-            "For your information: a copy of the reminder sent to {}.",
-            escape_html(owner)
-        )
+        format!("[Manager copy] {n} of your reports have not updated their phone")
     };
-    let note = format!("<p><em>{note}</em></p>\n");
-    let html = &rendered.html;
-    // After the `<body …>` tag when there is one, so the document stays well formed.
-    let at = html
-        .find("<body")
-        .and_then(|i| html[i..].find('>').map(|j| i + j + 1));
-    let content = match at {
-        Some(at) => format!("{}\n{note}{}", &html[..at], &html[at..]),
-        None => format!("{note}{html}"),
+    let intro = if fr {
+        "Pour information : ces collaborateurs ont reçu un rappel de mise à jour de leur appareil et ont dépassé l'échéance (ou présentent un risque élevé)."
+    } else {
+        "For your information: these people were reminded to update their device and are past the deadline (or at high risk)."
     };
-    let subject = format!("{} {}", copy_prefix(&rendered.language), rendered.subject);
-    super::mail_body(manager, &subject, &content)
+    let items: String = reports
+        .iter()
+        .map(|r| {
+            let when = match (fr, r.days_left) {
+                (true, d) if d < 0 => format!("en retard de {} jour(s)", -d),
+                (true, d) => format!("échéance dans {d} jour(s)"),
+                (false, d) if d < 0 => format!("{} day(s) overdue", -d),
+                (false, d) => format!("deadline in {d} day(s)"),
+            };
+            let issues = if fr {
+                format!("{} problème(s)", r.issues)
+            } else {
+                format!("{} issue(s)", r.issues)
+            };
+            format!(
+                "<li>{} — {when}, {issues}</li>\n",
+                escape_html(r.owner.as_str())
+            )
+        })
+        .collect();
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p>{intro}</p>\n<ul>\n{items}</ul>\n</body></html>"
+    );
+    super::mail_body(summary.manager.as_str(), &subject, &html)
 }
 
 fn escape_html(text: &str) -> String {
@@ -262,53 +283,44 @@ fn escape_html(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rendered(language: &str) -> RenderedMessage {
-        RenderedMessage {
-            language: language.into(),
-            subject: "Mise à jour requise".into(),
-            text: "Bonjour".into(),
-            html: "<!DOCTYPE html>\n<html><body style=\"x\"><p>Bonjour</p></body></html>".into(),
-            card: json!({}),
+    fn report(owner: &str, days_left: i64) -> EscalatedReport {
+        EscalatedReport {
+            owner: OwnerEmail::parse(owner).unwrap(),
+            stage: Stage::Overdue,
+            issues: 2,
+            days_left,
         }
     }
 
     #[test]
-    fn the_managers_copy_is_prefixed_and_says_whose_reminder_it_is() {
-        let body = manager_copy("boss@contoso.com", "a<b@contoso.com", &rendered("fr"));
+    fn a_managers_summary_lists_every_report_once_most_overdue_first() {
+        let summary = ManagerSummary {
+            manager: OwnerEmail::parse("boss@contoso.com").unwrap(),
+            reports: vec![report("a.b@contoso.com", -2), report("c@contoso.com", -9)],
+            language: "en".into(),
+        };
+        let body = summary_mail(&summary);
         let m = &body["message"];
-        assert_eq!(m["subject"], "[Copie manager] Mise à jour requise");
+        assert_eq!(
+            m["subject"],
+            "[Manager copy] 2 of your reports have not updated their phone"
+        );
         assert_eq!(
             m["toRecipients"][0]["emailAddress"]["address"],
             "boss@contoso.com"
         );
         let html = m["body"]["content"].as_str().unwrap();
-        assert!(
-            html.starts_with("<!DOCTYPE html>\n<html><body style=\"x\">\n<p><em>Copie"),
-            "{html}"
-        );
-        assert!(html.contains("a&lt;b@contoso.com"), "{html}");
-        assert!(html.ends_with("<p>Bonjour</p></body></html>"), "{html}");
-        let en = manager_copy("boss@contoso.com", "a@contoso.com", &rendered("en"));
-        assert!(en["message"]["subject"]
-            .as_str()
-            .unwrap()
-            .starts_with("[Manager copy] "));
-    }
-
-    #[test]
-    fn cc_is_added_to_a_mail_body() {
-        let body = with_cc(
-            super::super::mail_body("a@contoso.com", "s", "<p>x</p>"),
-            "boss@contoso.com",
-        );
-        assert_eq!(
-            body["message"]["ccRecipients"][0]["emailAddress"]["address"],
-            "boss@contoso.com"
-        );
-        assert_eq!(
-            body["message"]["toRecipients"][0]["emailAddress"]["address"],
-            "a@contoso.com"
-        );
+        let c = html.find("c@contoso.com — 9 day(s) overdue").expect(html);
+        let a = html.find("a.b@contoso.com — 2 day(s) overdue").expect(html);
+        assert!(c < a, "most overdue first: {html}");
+        assert_eq!(html.matches("<li>").count(), 2, "{html}");
+        let fr = summary_mail(&ManagerSummary {
+            language: "fr".into(),
+            ..summary
+        });
+        let html = fr["message"]["body"]["content"].as_str().unwrap();
+        assert!(html.contains("en retard de 9 jour(s)"), "{html}");
+        assert!(!html.contains("overdue"), "{html}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A primary channel with fallbacks: when the Teams bot cannot reach an owner (app not
 //! installable, blocked, no licence, throttled out of retries), the next channel tries.
 
-use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
+use super::{Delivery, DeliveryError, ManagerSummary, Notifier, OutgoingReminder};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -40,6 +40,20 @@ impl Notifier for FallbackNotifier {
             .map(|n| n.describe())
             .collect::<Vec<_>>()
             .join(", else ")
+    }
+
+    /// The first channel that escalates sends it, once: every escalating channel e-mails
+    /// from the same mailbox, so trying the next after a failure could send it twice.
+    async fn send_manager_summary(
+        &self,
+        summary: &ManagerSummary,
+    ) -> Option<Result<bool, DeliveryError>> {
+        for notifier in &self.chain {
+            if let Some(outcome) = notifier.send_manager_summary(summary).await {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {

@@ -19,7 +19,9 @@ pub use digest::{
     DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
 };
 pub use email::{mail_body, EmailNotifier};
-pub use escalation::{copy_prefix, manager_copy, with_cc, Escalation, Manager, MANAGER_SELECT};
+pub use escalation::{
+    summary_mail, EscalatedReport, Escalation, Manager, ManagerSummary, MANAGER_SELECT,
+};
 pub use fallback::FallbackNotifier;
 pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
 pub use outbox::OutboxNotifier;
@@ -93,6 +95,10 @@ pub struct Delivery {
     /// directory`). `None` when the reminder did not escalate or escalation is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_to: Option<String>,
+    /// The manager found for an escalated reminder, told once per run by
+    /// [`Notifier::send_manager_summary`] with all their other escalated reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<OwnerEmail>,
 }
 
 /// A failed send.
@@ -139,4 +145,13 @@ pub trait Notifier: Send + Sync {
     fn describe(&self) -> String;
     /// Sends one reminder.
     async fn send(&self, message: &OutgoingReminder) -> Result<Delivery, DeliveryError>;
+    /// E-mails one manager the summary of their escalated reports: `Some(Ok(true))` sent,
+    /// `Some(Ok(false))` nothing to send from (no sender mailbox), `None` when this channel
+    /// does not escalate.
+    async fn send_manager_summary(
+        &self,
+        _summary: &ManagerSummary,
+    ) -> Option<Result<bool, DeliveryError>> {
+        None
+    }
 }

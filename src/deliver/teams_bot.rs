@@ -8,14 +8,15 @@
 //! the activity. An owner whose conversation id is in the ledger costs the lookup and the
 //! activity. Without `REMINDERS_BOT_APP_ID` and `REMINDERS_TENANT_ID`, the conversation is
 //! Graph's 1:1 chat instead (installation listing + chat lookup: two more Teams calls).
-//! An escalated reminder is copied to the owner's manager by e-mail after the owner's
-//! message is posted (see `escalation`).
+//! An escalated reminder names the owner's manager (looked up by the owner's object id
+//! after the owner's message is posted); the job then e-mails each manager one summary of
+//! all their reports (see `escalation`).
 //!
 //! Each documented limit has its own limiter, from the run's [`DeliveryLimits`] shared with
 //! the other channels and escalation: Graph directory, Graph Teams, the Bot Connector per
 //! app and per conversation.
 
-use super::escalation::{Escalation, Escalator};
+use super::escalation::{Escalation, Escalator, ManagerSummary};
 use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::azure::AccessTokens;
 use crate::config::DeliverySettings;
@@ -293,34 +294,30 @@ impl TeamsBotNotifier {
         Ok(created.id.filter(|id| !id.is_empty()))
     }
 
-    /// After the owner's message: whom the escalation reached, for the report. The copy is
-    /// e-mailed only when a sender mailbox is configured; a failed copy is reported, never
-    /// an error (the owner's message is already sent).
+    /// After the owner's message: the manager to tell (by the owner's object id) and the
+    /// report text; the manager is told once per run in their summary, not here.
     async fn escalate(
         &self,
         msg: &OutgoingReminder,
         user_id: &str,
-        rendered: &crate::render::RenderedMessage,
-    ) -> Option<String> {
-        let escalator = self.escalator.as_ref()?;
-        let outcome = escalator.find(msg, user_id).await?;
-        let Escalation::Manager(manager) = &outcome else {
-            return Some(outcome.report(""));
+    ) -> (Option<String>, Option<crate::domain::OwnerEmail>) {
+        let Some(escalator) = self.escalator.as_ref() else {
+            return (None, None);
         };
-        if !escalator.can_mail() {
-            return Some(outcome.report("not copied: no REMINDERS_SENDER_MAILBOX to send from"));
-        }
-        match escalator.send_copy(msg, rendered, manager).await {
-            Ok(()) => Some(outcome.report("copy e-mailed")),
-            Err(e) => {
-                warn!(
-                    owner = %msg.owner().for_log(msg.verbose),
-                    manager = %manager.for_log(msg.verbose),
-                    error = %e,
-                    "cannot e-mail the manager's copy"
-                );
-                Some(outcome.report(&format!("copy not sent: {}", e.reason())))
+        match escalator.find(msg, user_id).await {
+            None => (None, None),
+            Some(Escalation::Manager(manager)) => {
+                let note = if escalator.can_mail() {
+                    "told in the manager's summary"
+                } else {
+                    "not told: no REMINDERS_SENDER_MAILBOX to send from"
+                };
+                (
+                    Some(Escalation::Manager(manager.clone()).report(note)),
+                    escalator.can_mail().then_some(manager),
+                )
             }
+            Some(nobody) => (Some(nobody.report("")), None),
         }
     }
 
@@ -408,6 +405,19 @@ impl Notifier for TeamsBotNotifier {
         CHANNEL
     }
 
+    async fn send_manager_summary(
+        &self,
+        summary: &ManagerSummary,
+    ) -> Option<Result<bool, DeliveryError>> {
+        let escalator = self.escalator.as_ref()?;
+        Some(
+            escalator
+                .send_summary(summary)
+                .await
+                .map_err(|e| failure_for("email", "cannot e-mail the manager's summary", &e)),
+        )
+    }
+
     fn describe(&self) -> String {
         format!(
             "Teams bot via {} (Teams app {})",
@@ -459,7 +469,7 @@ impl Notifier for TeamsBotNotifier {
             match self.post_activity(&conversation, &activity).await {
                 Ok((message_id, n)) => {
                     attempts += n;
-                    let escalated_to = self.escalate(msg, &user.id, rendered).await;
+                    let (escalated_to, manager) = self.escalate(msg, &user.id).await;
                     return Ok(Delivery {
                         channel: CHANNEL.into(),
                         message_id,
@@ -468,6 +478,7 @@ impl Notifier for TeamsBotNotifier {
                         fell_back: None,
                         attempts,
                         escalated_to,
+                        manager,
                     });
                 }
                 Err(e) => {

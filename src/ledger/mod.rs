@@ -10,7 +10,7 @@ mod local;
 pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
-pub use crate::history::{IssueHistory, LedgerEvent, LedgerSnapshot};
+pub use crate::history::{IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory};
 use crate::report::RunReport;
 use async_trait::async_trait;
 

@@ -7,11 +7,14 @@ use crate::fake_bot::FakeBot;
 use crate::fake_graph::{FakeGraph, MANAGER_SELECT};
 use chrono::NaiveDate;
 use lookout_reminders::config::DeliverySettings;
-use lookout_reminders::deliver::{EmailNotifier, Notifier, OutgoingReminder, TeamsBotNotifier};
+use lookout_reminders::config::{ChannelKind, Env};
+use lookout_reminders::deliver::{
+    EmailNotifier, EscalatedReport, ManagerSummary, Notifier, OutgoingReminder, TeamsBotNotifier,
+};
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, Deps, RunRequest};
 use lookout_reminders::ledger::LocalLedger;
-use lookout_reminders::plan::Cadence;
+use lookout_reminders::plan::{Cadence, Stage};
 use lookout_reminders::policy::Rules;
 use lookout_reminders::report::{ReminderStatus, Trigger};
 use lookout_reminders::source::LocalFileSource;
@@ -57,11 +60,12 @@ fn cc_of(mail: &serde_json::Value) -> Option<String> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_overdue_reminder_by_email_copies_the_owners_manager_and_logs_only_pseudonyms() {
+async fn an_overdue_reminder_by_email_names_the_manager_found_by_object_id_and_logs_only_pseudonyms(
+) {
     let (logs, _guard) = capture_logs();
     let (graph, bot) = fakes().await;
     let owner = "jean.dupont@contoso.com";
-    graph.add_user(owner, None);
+    let owner_id = graph.add_user(owner, None);
     graph.set_manager(owner, Some("Marie.Martin@contoso.com"));
     let email = EmailNotifier::new(
         &escalating(&graph, &bot, true),
@@ -76,11 +80,15 @@ async fn an_overdue_reminder_by_email_copies_the_owners_manager_and_logs_only_ps
     assert_eq!(d.channel, "email");
     assert_eq!(
         d.escalated_to.as_deref(),
-        Some("marie.martin@contoso.com (cc)")
+        Some("marie.martin@contoso.com (told in the manager's summary)")
+    );
+    assert_eq!(
+        d.manager.as_ref().map(|m| m.as_str()),
+        Some("marie.martin@contoso.com")
     );
     let lookups = graph.requests_to("manager");
     assert_eq!(lookups.len(), 1);
-    assert_eq!(lookups[0].path, format!("v1.0/users/{owner}/manager"));
+    assert_eq!(lookups[0].path, format!("v1.0/users/{owner_id}/manager"));
     assert_eq!(
         crate::fake_graph::query_pairs(&lookups[0].query)
             .get("$select")
@@ -91,7 +99,7 @@ async fn an_overdue_reminder_by_email_copies_the_owners_manager_and_logs_only_ps
     assert_eq!(
         mails.len(),
         1,
-        "one e-mail: the owner's, with the manager in cc"
+        "one e-mail: the owner's; the manager is told once per run, in a summary"
     );
     let m = &mails[0];
     assert_eq!(m["_sender"], SENDER);
@@ -99,14 +107,14 @@ async fn an_overdue_reminder_by_email_copies_the_owners_manager_and_logs_only_ps
         m["message"]["toRecipients"][0]["emailAddress"]["address"],
         owner
     );
-    assert_eq!(cc_of(m).as_deref(), Some("marie.martin@contoso.com"));
+    assert_eq!(cc_of(m), None);
     assert_eq!(m["message"]["subject"], msg.messages[0].subject.as_str());
     assert!(graph.violations().is_empty(), "{:?}", graph.violations());
 
     let text = logs.text();
     let manager = OwnerEmail::parse("marie.martin@contoso.com").unwrap();
     assert!(
-        text.contains("escalating to the owner's manager") && text.contains(&manager.pseudonym()),
+        text.contains("the owner's manager will be told") && text.contains(&manager.pseudonym()),
         "{text}"
     );
     assert!(
@@ -174,7 +182,7 @@ async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so(
     );
     assert_eq!(
         line(managed).escalated_to.as_deref(),
-        Some("boss@contoso.com (cc)")
+        Some("boss@contoso.com (summary e-mailed, 1 report(s))")
     );
     let json = serde_json::to_value(line(unmanaged)).unwrap();
     assert_eq!(json["escalated_to"], "no manager in the directory");
@@ -186,14 +194,17 @@ async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so(
     assert_eq!(lookups.len(), 2);
     assert!(lookups.iter().any(|r| r.status == 404));
     let mails = graph.mails();
-    assert_eq!(mails.len(), 2);
-    for m in &mails {
-        let to = m["message"]["toRecipients"][0]["emailAddress"]["address"]
-            .as_str()
-            .unwrap();
-        let expected_cc = (to == managed).then(|| "boss@contoso.com".to_string());
-        assert_eq!(cc_of(m), expected_cc, "cc of the mail to {to}");
-    }
+    let mut to: Vec<&str> = mails
+        .iter()
+        .map(|m| {
+            assert_eq!(cc_of(m), None);
+            m["message"]["toRecipients"][0]["emailAddress"]["address"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    to.sort();
+    assert_eq!(to, [managed, unmanaged, "boss@contoso.com"]);
     assert!(graph.violations().is_empty(), "{:?}", graph.violations());
 }
 
@@ -248,7 +259,7 @@ async fn a_reminder_that_does_not_escalate_looks_no_manager_up_even_with_escalat
 }
 
 #[tokio::test]
-async fn the_teams_bot_posts_the_card_to_the_owner_then_emails_the_manager_a_copy() {
+async fn the_teams_bot_posts_the_card_to_the_owner_then_names_the_manager_found_by_object_id() {
     let (graph, bot) = fakes().await;
     let owner = "jean.dupont@contoso.com";
     let owner_id = graph.add_user(owner, Some("fr-FR"));
@@ -266,7 +277,11 @@ async fn the_teams_bot_posts_the_card_to_the_owner_then_emails_the_manager_a_cop
     assert_eq!(d.channel, "teams_bot");
     assert_eq!(
         d.escalated_to.as_deref(),
-        Some("boss@contoso.com (copy e-mailed)")
+        Some("boss@contoso.com (told in the manager's summary)")
+    );
+    assert_eq!(
+        d.manager.as_ref().map(|m| m.as_str()),
+        Some("boss@contoso.com")
     );
     let chat = graph.chat_id_for(owner);
     assert_eq!(
@@ -277,44 +292,17 @@ async fn the_teams_bot_posts_the_card_to_the_owner_then_emails_the_manager_a_cop
     let routes: Vec<&str> = graph.requests().iter().map(|r| r.route).collect();
     assert_eq!(
         routes,
-        [
-            "user",
-            "install",
-            "installed_apps",
-            "chat",
-            "manager",
-            "send_mail"
-        ],
+        ["user", "install", "installed_apps", "chat", "manager",],
         "the manager is looked up (by object id) after the owner's card"
     );
     assert_eq!(
         graph.requests_to("manager")[0].path,
         format!("v1.0/users/{owner_id}/manager")
     );
-    let mails = graph.mails();
-    assert_eq!(mails.len(), 1);
-    let m = &mails[0];
-    assert_eq!(m["_sender"], SENDER);
-    assert_eq!(
-        m["message"]["toRecipients"][0]["emailAddress"]["address"],
-        "boss@contoso.com"
+    assert!(
+        graph.mails().is_empty(),
+        "no per-owner copy: the job sends one summary per manager"
     );
-    assert_eq!(cc_of(m), None);
-    let french = &msg.messages[0];
-    assert_eq!(french.language, "fr");
-    assert_eq!(
-        m["message"]["subject"],
-        format!("[Copie manager] {}", french.subject).as_str()
-    );
-    let html = m["message"]["body"]["content"].as_str().unwrap();
-    assert!(html.contains(owner), "the copy says whose reminder it is");
-    let owner_body = french
-        .html
-        .split_once("<body")
-        .and_then(|(_, rest)| rest.split_once('>'))
-        .map(|(_, body)| body)
-        .unwrap();
-    assert!(html.contains(owner_body), "the owner's HTML is in the copy");
     assert!(graph.violations().is_empty(), "{:?}", graph.violations());
     assert!(bot.violations().is_empty(), "{:?}", bot.violations());
 }
@@ -337,9 +325,13 @@ async fn without_a_sender_mailbox_the_teams_bot_only_reports_the_manager() {
     assert_eq!(bot.accepted().get(&graph.chat_id_for(owner)), Some(&1));
     let reported = d.escalated_to.unwrap();
     assert!(
-        reported.starts_with("boss@contoso.com (not copied")
+        reported.starts_with("boss@contoso.com (not told")
             && reported.contains("REMINDERS_SENDER_MAILBOX"),
         "{reported}"
+    );
+    assert_eq!(
+        d.manager, None,
+        "nothing to send the manager's summary from"
     );
     assert_eq!(graph.requests_to("manager").len(), 1);
     assert!(graph.mails().is_empty(), "no copy without a sender mailbox");
@@ -505,6 +497,23 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
         };
         assert_eq!(d.channel, expected, "{}", m.owner());
     }
+    // The managers' summaries go out through the same chain, on the same mailbox pace.
+    for (i, o) in reached.iter().enumerate() {
+        let summary = ManagerSummary {
+            manager: OwnerEmail::parse(&format!("boss{i}@contoso.com")).unwrap(),
+            reports: vec![EscalatedReport {
+                owner: OwnerEmail::parse(o).unwrap(),
+                stage: Stage::Overdue,
+                issues: 1,
+                days_left: -3,
+            }],
+            language: "fr".into(),
+        };
+        assert!(matches!(
+            notifier.send_manager_summary(&summary).await,
+            Some(Ok(true))
+        ));
+    }
     let mails = graph.mails();
     let copies = mails
         .iter()
@@ -581,12 +590,160 @@ async fn a_manager_outside_the_allowed_domains_gets_no_cc_and_no_copy_and_the_re
             "a partner manager got mail: {m}"
         );
     }
-    assert!(mails
-        .iter()
-        .any(|m| cc_of(m).as_deref() == Some("boss@contoso.com")));
+    // Managers are told by one summary per run from the job (never a cc): the in-house one
+    // is named above; the partner one is held back before anything could be sent.
     assert!(
         !logs.text().contains("boss@partner.example"),
         "address in logs: {}",
         logs.text()
     );
+}
+
+/// A job over an export of `owners` (all high risk, so each escalates) by e-mail.
+fn escalating_run(
+    graph: &FakeGraph,
+    bot: &FakeBot,
+    dir: &std::path::Path,
+    owners: &[&str],
+    tokens: Arc<dyn lookout_reminders::azure::AccessTokens>,
+) -> Deps {
+    let mut csv = format!("{HEADER}\n");
+    for (i, o) in owners.iter().enumerate() {
+        csv.push_str(&format!(
+            "{o},id-{i},mdm-{i},Work,SM-A528B,Android,Application,Chrome(com.android.chrome),Vulnerability,Active,High,2024-03-01T10:00:00Z,,,\n"
+        ));
+    }
+    let export = dir.join("export.csv");
+    std::fs::write(&export, csv).unwrap();
+    let email = EmailNotifier::new(
+        &escalating(graph, bot, true),
+        tokens,
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let ledger = Arc::new(LocalLedger::new(
+        dir.join("state"),
+        Duration::from_secs(600),
+    ));
+    Deps {
+        source: Arc::new(LocalFileSource::new(export, 1 << 20)),
+        notifier: Arc::new(email),
+        ledger: ledger.clone(),
+        reports: ledger,
+        renderer: Arc::new(renderer()),
+        rules: Rules::default(),
+        cadence: Cadence::default(),
+        concurrency: 4,
+        max_owners_per_run: 10,
+        verbose: false,
+        lock_renew_every: Duration::from_secs(30),
+        digest: None,
+        time_budget: None,
+    }
+}
+
+fn summaries(graph: &FakeGraph) -> Vec<serde_json::Value> {
+    graph
+        .mails()
+        .into_iter()
+        .filter(|m| {
+            m["message"]["toRecipients"][0]["emailAddress"]["address"] == "boss@contoso.com"
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn k_escalated_reports_of_one_manager_give_one_summary_listing_all_k_once_a_day() {
+    let (graph, bot) = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let owners = ["a@contoso.com", "b@contoso.com", "c@contoso.com"];
+    for o in owners {
+        graph.add_user(o, None);
+        graph.set_manager(o, Some("Boss@contoso.com"));
+    }
+    let deps = escalating_run(&graph, &bot, dir.path(), &owners, identity_tokens().await);
+    let run = |day: u32, force: bool| {
+        let mut req = RunRequest::new(Trigger::Cli);
+        req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, day).unwrap());
+        // A same-day rerun for the listed owners only: `resend` goes with `only`.
+        if force {
+            req.resend = true;
+            req.only = owners
+                .iter()
+                .map(|o| lookout_reminders::domain::OwnerEmail::parse(o).unwrap())
+                .collect();
+        }
+        job::run(&deps, req, CancellationToken::new())
+    };
+
+    let first = run(5, false).await.unwrap();
+
+    assert_eq!(first.counts.sent, 3, "{}", first.summary);
+    let sent = summaries(&graph);
+    assert_eq!(
+        sent.len(),
+        1,
+        "one summary for the manager, not one per report"
+    );
+    let html = sent[0]["message"]["body"]["content"].as_str().unwrap();
+    for o in owners {
+        assert_eq!(html.matches(o).count(), 1, "{o} listed once: {html}");
+    }
+    assert_eq!(html.matches("<li>").count(), 3, "{html}");
+    for l in &first.reminders {
+        assert_eq!(
+            l.escalated_to.as_deref(),
+            Some("boss@contoso.com (summary e-mailed, 3 report(s))"),
+            "{}",
+            l.owner
+        );
+    }
+
+    // The button pressed the same day (forced rerun): the owners are reminded again, the
+    // manager is not told twice in a day.
+    let again = run(5, true).await.unwrap();
+    assert_eq!(again.counts.sent, 3, "{}", again.summary);
+    assert_eq!(summaries(&graph).len(), 1, "no second summary the same day");
+    assert!(again.reminders.iter().all(|l| l
+        .escalated_to
+        .as_deref()
+        .unwrap()
+        .contains("already told")));
+
+    // The next day (still in the daily days after the deadline) the manager is told again.
+    let next = run(6, true).await.unwrap();
+    assert_eq!(next.counts.sent, 3, "{}", next.summary);
+    assert_eq!(summaries(&graph).len(), 2);
+    assert!(graph.violations().is_empty(), "{:?}", graph.violations());
+}
+
+#[test]
+fn workflows_with_escalation_is_refused_at_start_up_naming_the_setting() {
+    let url = "https://prod-01.westeurope.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sig=SIG";
+    for channels in ["workflows", "workflows,email", "email,workflows", "outbox"] {
+        let env = Env::from_pairs(&[
+            ("REMINDERS_CHANNEL", channels),
+            ("REMINDERS_WORKFLOWS_URL", url),
+            ("REMINDERS_SENDER_MAILBOX", SENDER),
+            ("REMINDERS_ESCALATE_TO_MANAGER", "true"),
+        ]);
+        let err = DeliverySettings::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("REMINDERS_ESCALATE_TO_MANAGER"),
+            "{channels}: {err}"
+        );
+        assert!(!err.contains("SIG"), "{err}");
+    }
+    let email = DeliverySettings::from_env(&Env::from_pairs(&[
+        ("REMINDERS_CHANNEL", "email"),
+        ("REMINDERS_SENDER_MAILBOX", SENDER),
+        ("REMINDERS_ESCALATE_TO_MANAGER", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(email.channels, vec![ChannelKind::Email]);
+    let off = DeliverySettings::from_env(&Env::from_pairs(&[
+        ("REMINDERS_CHANNEL", "workflows"),
+        ("REMINDERS_WORKFLOWS_URL", url),
+    ]));
+    assert!(off.is_ok(), "workflows without escalation stays allowed");
 }

@@ -482,7 +482,15 @@ async fn handle(
                         .push(format!("manager: $select {:?}", q.get("$select")));
                     return graph_error(400, "BadRequest", "unexpected $select");
                 }
-                // By object id or UPN, as Graph accepts both.
+                // Graph accepts an object id or a UPN here, but the project looks managers up
+                // by the owner's object id only: the export's address may not be the
+                // sign-in name (https://learn.microsoft.com/graph/api/user-list-manager).
+                if seg[2].contains('@') {
+                    s.violations.push(format!(
+                        "manager: looked up by address {}, not object id",
+                        seg[2]
+                    ));
+                }
                 let key = seg[2].to_lowercase();
                 let user_id = s.users.get(&key).map(|u| u.id.clone()).or_else(|| {
                     s.users
