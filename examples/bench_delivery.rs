@@ -43,11 +43,13 @@ fn planned(owner: &str) -> PlannedReminder {
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left: 10,
         due: true,
+        last_os: None,
     };
     PlannedReminder {
         owner: OwnerEmail::parse(owner).unwrap(),
         stage: Stage::First,
         escalate: false,
+        team_told: false,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
             platform: Platform::Android,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need (Node.js for
-# Azurite, the pinned Azurite from package-lock.json), checks formatting and lints, then
+# Azurite, the pinned Azurite and the official Adaptive Cards renderer from package-lock.json), checks formatting and lints, then
 # runs unit and integration tests. Used by `.ci/run` and by developers alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ if ! command -v openssl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
 fi
 
-step "installing Azurite (npm ci, version pinned in package-lock.json)"
+step "installing Azurite and the Adaptive Cards renderer (npm ci, versions pinned in package-lock.json)"
 npm ci --no-audit --no-fund --loglevel=error
 test -x node_modules/.bin/azurite-blob || { echo "azurite-blob was not installed" >&2; exit 1; }
 

@@ -32,6 +32,7 @@ pub fn renderer(config: &Config) -> Result<Renderer, RenderError> {
         MessageConstants {
             contact: config.message.contact_email.clone(),
             signature: config.message.signature.clone(),
+            by_language: config.message.by_language.clone(),
             grace_days: config.rules.grace_days,
             time_zone: config.rules.time_zone,
         },

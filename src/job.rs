@@ -344,6 +344,7 @@ async fn run_locked(
         counts: Default::default(),
         resolved: 0,
         warnings: parsed.notes.clone(),
+        team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
         summary: String::new(),
     };
     if deps.rules.allowed_domains.is_empty() {

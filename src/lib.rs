@@ -12,6 +12,7 @@ pub mod azure;
 pub mod config;
 pub mod deliver;
 pub mod domain;
+pub mod end_of_support;
 pub mod functions;
 pub mod http;
 pub mod job;

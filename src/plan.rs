@@ -75,8 +75,14 @@ pub struct Cadence {
     pub remind_every_days: i64,
     /// In the last N days before the deadline, remind daily.
     pub daily_in_last_days: i64,
-    /// Keep reminding (daily) after the deadline.
+    /// Keep reminding after the deadline.
     pub remind_after_deadline: bool,
+    /// After the deadline, remind daily for this many days, then every
+    /// `remind_every_days`: a daily message nobody acts on becomes noise.
+    pub daily_after_deadline_days: i64,
+    /// An owner overdue by more than this many days is listed for the security team (the
+    /// device may be blocked, lost, or not theirs), and their message says so.
+    pub team_action_after_days: i64,
 }
 
 impl Default for Cadence {
@@ -85,6 +91,8 @@ impl Default for Cadence {
             remind_every_days: 7,
             daily_in_last_days: 5,
             remind_after_deadline: true,
+            daily_after_deadline_days: 7,
+            team_action_after_days: 30,
         }
     }
 }
@@ -131,6 +139,10 @@ pub struct IssueLine {
     pub days_left: i64,
     /// Whether this issue is due by the cadence (or new).
     pub due: bool,
+    /// For an outdated OS on a model that can no longer install a current one: the last OS
+    /// it supports (`iOS 15`). The owner is told to ask for a replacement, not to update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_os: Option<String>,
 }
 
 /// One device and its issues in a reminder.
@@ -155,6 +167,10 @@ pub struct PlannedReminder {
     pub stage: Stage,
     /// Whether to escalate (past deadline, or high risk).
     pub escalate: bool,
+    /// Overdue beyond the team-action threshold: the owner is listed for the security team,
+    /// and the message says the team has been told.
+    #[serde(default)]
+    pub team_told: bool,
     /// Devices with their issues.
     pub devices: Vec<DeviceIssues>,
 }
@@ -207,6 +223,9 @@ pub struct Plan {
     pub not_remindable: BTreeMap<String, usize>,
     /// Issues in the ledger (not resolved) that are no longer remindable in the export.
     pub resolved: Vec<(OwnerEmail, IssueKey)>,
+    /// Owners (reminded or not due today) overdue beyond `team_action_after_days`: the
+    /// security team's to-do list.
+    pub team_action: Vec<OwnerEmail>,
 }
 
 /// Builds the plan.
@@ -253,6 +272,10 @@ pub fn build(
             deadline: verdict.deadline,
             days_left: verdict.days_left,
             due,
+            last_os: (verdict.kind == IssueKind::OsOutOfDate)
+                .then(|| rules.end_of_support.last_os(&f.device_model))
+                .flatten()
+                .map(str::to_string),
         });
     }
 
@@ -265,6 +288,7 @@ pub fn build(
 
     for (owner, mut lines) in by_owner {
         lines.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.row.cmp(&b.row)));
+        let lines = merge_same_issue(lines);
         if !opts.only.is_empty() && !opts.only.contains(owner) {
             plan.filtered_out += 1;
             continue;
@@ -280,6 +304,11 @@ pub fn build(
             });
             continue;
         }
+        let min_days = lines.iter().map(|l| l.days_left).min().unwrap_or(0);
+        let team_told = min_days < -opts.cadence.team_action_after_days;
+        if team_told {
+            plan.team_action.push(owner.clone());
+        }
         if !lines.iter().any(|l| l.due) {
             let reason = not_due_reason(ledger, owner, &lines, opts);
             plan.not_due.push(HeldBack {
@@ -289,7 +318,6 @@ pub fn build(
             });
             continue;
         }
-        let min_days = lines.iter().map(|l| l.days_left).min().unwrap_or(0);
         let reminded_before = lines
             .iter()
             .any(|l| ledger.history(owner, &l.key).is_some());
@@ -307,6 +335,7 @@ pub fn build(
             owner: owner.clone(),
             stage,
             escalate,
+            team_told,
             devices: group_by_device(lines),
         });
     }
@@ -335,7 +364,9 @@ fn is_due(
         return false;
     }
     if days_left < 0 {
-        return c.remind_after_deadline;
+        // Daily in the first days past the deadline, then at the normal rhythm.
+        return c.remind_after_deadline
+            && (-days_left <= c.daily_after_deadline_days || since >= c.remind_every_days);
     }
     if days_left <= c.daily_in_last_days {
         return true;
@@ -362,6 +393,29 @@ fn not_due_reason(
         }
         None => "not due".to_string(),
     }
+}
+
+/// Keeps one line per (device, kind, app): Lookout can detect the same app twice on one
+/// device, and the owner should read "Edge" once. `lines` come most urgent first, so the
+/// line kept has the earliest deadline, and its cadence decides whether the owner is due.
+fn merge_same_issue(lines: Vec<IssueLine>) -> Vec<IssueLine> {
+    let mut seen: HashSet<(String, IssueKind, String)> = HashSet::new();
+    lines
+        .into_iter()
+        .filter(|line| {
+            let device = match &line.lookout_id {
+                Some(id) => id.trim().to_lowercase(),
+                None => format!("model:{}", line.device_model.trim().to_lowercase()),
+            };
+            let app = line
+                .app_name
+                .as_deref()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase();
+            seen.insert((device, line.kind, app))
+        })
+        .collect()
 }
 
 fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
@@ -533,6 +587,88 @@ mod tests {
         assert!(plan.reminders[0].escalate);
     }
 
+    fn overdue_finding(days_overdue: i64) -> Finding {
+        // Deadline = detection + 30 days; as of 7 March 2024.
+        let mut f = finding("a@x.com", "dev1", "Chrome(com.android.chrome)", 1);
+        let deadline =
+            NaiveDate::from_ymd_opt(2024, 3, 7).unwrap() - chrono::Duration::days(days_overdue);
+        f.detected = Utc.from_utc_datetime(
+            &(deadline - chrono::Duration::days(30))
+                .and_hms_opt(10, 0, 0)
+                .unwrap(),
+        );
+        f
+    }
+
+    #[test]
+    fn past_the_deadline_reminders_are_daily_for_a_week_then_weekly() {
+        for (days_overdue, last_sent_days_ago, due) in [
+            (1, 1, true),
+            (7, 1, true),
+            (8, 1, false),
+            (8, 6, false),
+            (8, 7, true),
+            (400, 3, false),
+            (400, 7, true),
+        ] {
+            let f = overdue_finding(days_overdue);
+            let ledger = LedgerSnapshot::from_events(&[LedgerEvent::Sent {
+                owner: f.owner.clone(),
+                issue: IssueKey::of(&f),
+                lookout_id: None,
+                stage: Stage::Overdue,
+                as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap()
+                    - chrono::Duration::days(last_sent_days_ago),
+                sent_at: Utc::now(),
+                channel: "outbox".into(),
+                message_id: None,
+                run_id: "r".into(),
+            }]);
+            let plan = build(
+                std::slice::from_ref(&f),
+                &ledger,
+                &Rules::default(),
+                &opts(7),
+            );
+            assert_eq!(
+                plan.reminders.len() == 1,
+                due,
+                "{days_overdue} days overdue, last sent {last_sent_days_ago} days ago: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_overdue_beyond_the_threshold_is_listed_for_the_team_and_told_so() {
+        let plan = build(
+            &[overdue_finding(31)],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(plan.reminders[0].team_told);
+        assert_eq!(plan.team_action.len(), 1);
+        let plan = build(
+            &[overdue_finding(30)],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(!plan.reminders[0].team_told);
+        assert!(plan.team_action.is_empty());
+        // Not due today (reminded yesterday, weekly rhythm): still on the team's list.
+        let f = overdue_finding(100);
+        let ledger = LedgerSnapshot::from_events(&[sent(&f, 6)]);
+        let plan = build(
+            std::slice::from_ref(&f),
+            &ledger,
+            &Rules::default(),
+            &opts(7),
+        );
+        assert!(plan.reminders.is_empty());
+        assert_eq!(plan.team_action, vec![f.owner.clone()]);
+    }
+
     #[test]
     fn owners_outside_allowed_domains_are_excluded_and_reported() {
         let fs = [finding(
@@ -571,6 +707,66 @@ mod tests {
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
         let plan = build(&[], &ledger, &Rules::default(), &opts(7));
         assert_eq!(plan.resolved, vec![(f.owner.clone(), IssueKey::of(&f))]);
+    }
+
+    #[test]
+    fn the_same_app_detected_twice_on_a_device_is_one_line_with_the_earliest_deadline() {
+        let first = finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 1);
+        let mut again = finding("a@x.com", "DEV1", "Edge(com.microsoft.emmx)", 5);
+        again.issue = "Edge (com.microsoft.emmx)".into();
+        let other_device = finding("a@x.com", "dev2", "Edge(com.microsoft.emmx)", 3);
+        let plan = build(
+            &[again, first.clone(), other_device],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let r = &plan.reminders[0];
+        assert_eq!(r.devices.len(), 2, "{r:?}");
+        let dev1 = r
+            .devices
+            .iter()
+            .find(|d| d.lookout_id.as_deref() == Some("dev1"));
+        let dev1 = dev1.expect("dev1 listed");
+        assert_eq!(dev1.issues.len(), 1, "{dev1:?}");
+        assert_eq!(dev1.issues[0].key, IssueKey::of(&first));
+        assert_eq!(
+            dev1.issues[0].deadline,
+            NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_outdated_os_on_a_model_apple_no_longer_updates_carries_its_last_os() {
+        let mut os = finding("a@x.com", "dev1", "OS", 1);
+        os.device_model = "iPad Air 2".into();
+        os.platform = Platform::Ios;
+        os.issue_type = "OS".into();
+        os.classifications = "OS Out-of-date".into();
+        let mut app = finding("a@x.com", "dev1", "Chrome(com.google.chrome.ios)", 2);
+        app.device_model = "iPad Air 2".into();
+        let mut current = os.clone();
+        current.lookout_id = Some("dev2".into());
+        current.device_model = "iPad Pro 11".into();
+        let plan = build(
+            &[os, app, current],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let lines: Vec<_> = plan.reminders[0].issues().collect();
+        let last = |model: &str, kind| {
+            lines
+                .iter()
+                .find(|l| l.device_model == model && l.kind == kind)
+                .map(|l| l.last_os.clone())
+        };
+        assert_eq!(
+            last("iPad Air 2", IssueKind::OsOutOfDate),
+            Some(Some("iPadOS 15".into()))
+        );
+        assert_eq!(last("iPad Air 2", IssueKind::VulnerableApp), Some(None));
+        assert_eq!(last("iPad Pro 11", IssueKind::OsOutOfDate), Some(None));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct Rules {
     pub grace_days: i64,
     /// Time zone of the dates shown to people and of "today".
     pub time_zone: Tz,
+    /// Models that can no longer install a current OS (`REMINDERS_END_OF_SUPPORT_FILE`).
+    #[serde(default = "crate::end_of_support::EndOfSupport::builtin")]
+    pub end_of_support: crate::end_of_support::EndOfSupport,
 }
 
 impl Default for Rules {
@@ -106,6 +109,7 @@ impl Default for Rules {
             allowed_domains: Vec::new(),
             grace_days: 30,
             time_zone: chrono_tz::Europe::Paris,
+            end_of_support: crate::end_of_support::EndOfSupport::builtin(),
         }
     }
 }

@@ -131,6 +131,9 @@ pub struct ReportIssue {
     pub deadline: NaiveDate,
     /// Days left.
     pub days_left: i64,
+    /// The model can no longer install a current OS: the last one it supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_os: Option<String>,
 }
 
 impl From<&IssueLine> for ReportIssue {
@@ -145,6 +148,7 @@ impl From<&IssueLine> for ReportIssue {
             detected: l.detected,
             deadline: l.deadline,
             days_left: l.days_left,
+            last_os: l.last_os.clone(),
         }
     }
 }
@@ -215,6 +219,10 @@ pub struct RunReport {
     /// Warnings for the operator (no allowed domains set…).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
+    /// worked, the security team should act (device blocked? wrong owner? stale device?).
+    #[serde(default)]
+    pub team_action: Vec<String>,
     /// One human line (for a Power Automate button).
     pub summary: String,
 }

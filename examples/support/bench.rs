@@ -155,6 +155,7 @@ pub fn renderer() -> Renderer {
             contact: "help@contoso.com".into(),
             signature: "IT".into(),
             grace_days: 30,
+            by_language: Default::default(),
             time_zone: chrono_tz::Europe::Paris,
         },
     )

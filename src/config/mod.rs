@@ -129,8 +129,62 @@ pub struct MessageSettings {
     pub templates_dir: Option<PathBuf>,
     /// Help-desk address shown in the message.
     pub contact_email: String,
-    /// Signature line.
+    /// Signature line (default language).
     pub signature: String,
+    /// Contact and signature of each rendered language (`REMINDERS_CONTACT_EMAIL_EN`,
+    /// `REMINDERS_SIGNATURE_EN`…), so no message ends in another language's signature.
+    pub by_language: std::collections::BTreeMap<String, crate::render::LanguageConstants>,
+}
+
+/// Built-in signatures by language: the team's French one and its English translation.
+const BUILTIN_SIGNATURES: [(&str, &str); 2] = [
+    ("fr", "Votre support de proximité DGP/DCP/HQ/EHP/MyPower"),
+    ("en", "Your local IT support DGP/DCP/HQ/EHP/MyPower"),
+];
+
+/// The contact and signature of each language: `REMINDERS_SIGNATURE` is in the default
+/// language; another language takes `REMINDERS_SIGNATURE_<LANG>` or its built-in signature,
+/// and a language with neither is refused rather than signed in the wrong language.
+fn language_constants(
+    env: &Env,
+    default_language: &str,
+    languages: &[String],
+    contact: &str,
+    signature: &str,
+) -> Result<std::collections::BTreeMap<String, crate::render::LanguageConstants>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    for lang in languages {
+        let upper = lang.to_uppercase();
+        let contact = env
+            .get(&format!("REMINDERS_CONTACT_EMAIL_{upper}"))
+            .unwrap_or(contact)
+            .to_string();
+        let own = env.get(&format!("REMINDERS_SIGNATURE_{upper}"));
+        let builtin = BUILTIN_SIGNATURES
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map(|(_, s)| *s);
+        let signature = match (own, lang == default_language, builtin) {
+            (Some(own), _, _) => own.to_string(),
+            (None, true, _) => signature.to_string(),
+            (None, false, Some(builtin)) => builtin.to_string(),
+            (None, false, None) => {
+                return Err(ConfigError::invalid(
+                    &format!("REMINDERS_SIGNATURE_{upper}"),
+                    "",
+                    format!(
+                        "is required: messages in '{lang}' would otherwise end with the \
+                         signature of the default language '{default_language}'"
+                    ),
+                ))
+            }
+        };
+        out.insert(
+            lang.clone(),
+            crate::render::LanguageConstants { contact, signature },
+        );
+    }
+    Ok(out)
 }
 
 /// All settings.
@@ -212,6 +266,12 @@ impl Config {
             }
             rules.kinds.retain(|r: &KindRule| wanted.contains(&r.kind));
         }
+        if let Some(path) = env.get("REMINDERS_END_OF_SUPPORT_FILE") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::invalid("REMINDERS_END_OF_SUPPORT_FILE", path, e))?;
+            rules.end_of_support = crate::end_of_support::EndOfSupport::from_json(&text, path)
+                .map_err(|e| ConfigError::invalid("REMINDERS_END_OF_SUPPORT_FILE", path, e))?;
+        }
         if let Some(json) = env.get("REMINDERS_KIND_RULES") {
             rules.kinds = serde_json::from_str(json)
                 .map_err(|e| ConfigError::invalid("REMINDERS_KIND_RULES", json, e))?;
@@ -221,7 +281,27 @@ impl Config {
             remind_every_days: env.parse_or("REMINDERS_REMIND_EVERY_DAYS", 7i64)?,
             daily_in_last_days: env.parse_or("REMINDERS_DAILY_IN_LAST_DAYS", 5i64)?,
             remind_after_deadline: env.flag("REMINDERS_REMIND_AFTER_DEADLINE", true)?,
+            daily_after_deadline_days: env.parse_or("REMINDERS_DAILY_AFTER_DEADLINE_DAYS", 7i64)?,
+            team_action_after_days: env.parse_or("REMINDERS_TEAM_ACTION_AFTER_DAYS", 30i64)?,
         };
+        for (name, value) in [
+            (
+                "REMINDERS_DAILY_AFTER_DEADLINE_DAYS",
+                cadence.daily_after_deadline_days,
+            ),
+            (
+                "REMINDERS_TEAM_ACTION_AFTER_DAYS",
+                cadence.team_action_after_days,
+            ),
+        ] {
+            if value < 0 {
+                return Err(ConfigError::invalid(
+                    name,
+                    &value.to_string(),
+                    "must be 0 or more",
+                ));
+            }
+        }
         if cadence.remind_every_days < 1 {
             return Err(ConfigError::invalid(
                 "REMINDERS_REMIND_EVERY_DAYS",
@@ -242,18 +322,34 @@ impl Config {
                 languages.push(l);
             }
         }
+        let contact_email = env
+            .get("REMINDERS_CONTACT_EMAIL")
+            .unwrap_or("DGP-DSI-PROXIMITE@engie.com")
+            .to_string();
+        let signature = env
+            .get("REMINDERS_SIGNATURE")
+            .map(str::to_string)
+            .or_else(|| {
+                BUILTIN_SIGNATURES
+                    .iter()
+                    .find(|(l, _)| *l == default_language)
+                    .map(|(_, s)| s.to_string())
+            })
+            .unwrap_or_else(|| BUILTIN_SIGNATURES[0].1.to_string());
+        let by_language = language_constants(
+            env,
+            &default_language,
+            &languages,
+            &contact_email,
+            &signature,
+        )?;
         let message = MessageSettings {
             default_language,
             languages,
             templates_dir: env.get("REMINDERS_TEMPLATES_DIR").map(PathBuf::from),
-            contact_email: env
-                .get("REMINDERS_CONTACT_EMAIL")
-                .unwrap_or("DGP-DSI-PROXIMITE@engie.com")
-                .to_string(),
-            signature: env
-                .get("REMINDERS_SIGNATURE")
-                .unwrap_or("Votre support de proximité DGP/DCP/HQ/EHP/MyPower")
-                .to_string(),
+            contact_email,
+            signature,
+            by_language,
         };
 
         let azure = AzureSettings::from_env(env)?;
@@ -333,6 +429,92 @@ mod tests {
         assert_eq!(c.cadence.remind_every_days, 7);
         assert_eq!(c.message.languages, vec!["fr", "en"]);
         assert!(c.rules.allowed_domains.is_empty());
+    }
+
+    #[test]
+    fn the_english_message_is_signed_in_english_unless_configured() {
+        let c = Config::from_env_map(&env(&[(
+            "REMINDERS_SIGNATURE",
+            "Votre support de proximité",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.message.by_language["fr"].signature,
+            "Votre support de proximité"
+        );
+        assert_eq!(
+            c.message.by_language["en"].signature,
+            "Your local IT support DGP/DCP/HQ/EHP/MyPower"
+        );
+        let c = Config::from_env_map(&env(&[
+            ("REMINDERS_SIGNATURE_EN", "The mobile team"),
+            ("REMINDERS_CONTACT_EMAIL_EN", "help@example.com"),
+        ]))
+        .unwrap();
+        assert_eq!(c.message.by_language["en"].signature, "The mobile team");
+        assert_eq!(c.message.by_language["en"].contact, "help@example.com");
+        assert_eq!(
+            c.message.by_language["fr"].contact,
+            "DGP-DSI-PROXIMITE@engie.com"
+        );
+    }
+
+    #[test]
+    fn a_language_without_a_signature_of_its_own_is_refused() {
+        // Built with concat! so the settings-example check does not take this test's
+        // made-up language for a setting the deployment needs.
+        const SIGNATURE_DE: &str = concat!("REMINDERS_SIGNATURE", "_DE");
+        let err = Config::from_env_map(&env(&[("REMINDERS_LANGUAGES", "de")])).unwrap_err();
+        assert!(err.to_string().contains(SIGNATURE_DE), "{err}");
+        let c = Config::from_env_map(&env(&[
+            ("REMINDERS_LANGUAGES", "de"),
+            (SIGNATURE_DE, "Ihr IT-Support"),
+        ]))
+        .unwrap();
+        assert_eq!(c.message.by_language["de"].signature, "Ihr IT-Support");
+    }
+
+    #[test]
+    fn a_negative_post_deadline_window_is_refused() {
+        let err = Config::from_env_map(&env(&[("REMINDERS_DAILY_AFTER_DEADLINE_DAYS", "-1")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("REMINDERS_DAILY_AFTER_DEADLINE_DAYS"),
+            "{err}"
+        );
+        let c = Config::from_env_map(&env(&[("REMINDERS_TEAM_ACTION_AFTER_DAYS", "60")])).unwrap();
+        assert_eq!(c.cadence.team_action_after_days, 60);
+        assert_eq!(c.cadence.daily_after_deadline_days, 7);
+    }
+
+    #[test]
+    fn an_end_of_support_file_replaces_the_builtin_list_or_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("eos.json");
+        std::fs::write(
+            &file,
+            r#"{"models": [{"model": "Galaxy S8", "last_os": "Android 9"}]}"#,
+        )
+        .unwrap();
+        let path = file.display().to_string();
+        let c = Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &path)])).unwrap();
+        assert_eq!(
+            c.rules.end_of_support.last_os("galaxy s8"),
+            Some("Android 9")
+        );
+        assert_eq!(c.rules.end_of_support.last_os("iPhone 7"), None);
+        let missing = dir.path().join("nope.json").display().to_string();
+        let err =
+            Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &missing)])).unwrap_err();
+        assert!(
+            err.to_string().contains("REMINDERS_END_OF_SUPPORT_FILE"),
+            "{err}"
+        );
+        std::fs::write(&file, "{").unwrap();
+        let err =
+            Config::from_env_map(&env(&[("REMINDERS_END_OF_SUPPORT_FILE", &path)])).unwrap_err();
+        assert!(err.to_string().contains("eos.json"), "{err}");
     }
 
     #[test]

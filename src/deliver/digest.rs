@@ -112,6 +112,18 @@ pub struct DigestView {
     pub past_deadline: Vec<String>,
     /// Owners past the deadline not listed.
     pub past_deadline_more: usize,
+    /// Devices that can no longer install a current OS (`model (last OS), owner`).
+    pub unsupported_count: usize,
+    /// Those devices (first [`MAX_LISTED`]).
+    pub unsupported: Vec<String>,
+    /// Those not listed.
+    pub unsupported_more: usize,
+    /// Owners overdue beyond the team-action threshold.
+    pub team_action_count: usize,
+    /// Those owners (first [`MAX_LISTED`]), pseudonymised unless verbose.
+    pub team_action: Vec<String>,
+    /// Those not listed.
+    pub team_action_more: usize,
     /// The report's warnings.
     pub warnings: Vec<String>,
 }
@@ -124,10 +136,55 @@ fn owner_label(owner: &str, verbose: bool) -> String {
     }
 }
 
+/// What a person reads for a report name: `security_patch_out_of_date` → `Android security
+/// patch`. Unknown names are shown as they are.
+fn human_label(name: &str) -> String {
+    match name {
+        "vulnerable_app" => "Vulnerable app",
+        "os_out_of_date" => "OS out of date",
+        "security_patch_out_of_date" => "Android security patch",
+        "agent_out_of_date" => "Lookout app outdated",
+        "android" => "Android",
+        "ios" => "iOS / iPadOS",
+        "unknown" => "Unknown",
+        "high" => "High",
+        "moderate" => "Moderate",
+        "low" => "Low",
+        other => other,
+    }
+    .to_string()
+}
+
+/// One reason, said once: `HTTP 400 (HTTP 400)` → `HTTP 400`, `teams_bot: teams_bot: x` →
+/// `teams_bot: x`.
+fn one_reason(channel: Option<&str>, reason: &str) -> String {
+    let mut reason = reason.trim().to_string();
+    if let Some(open) = reason.rfind(" (") {
+        if reason.ends_with(')') {
+            let inner = reason[open + 2..reason.len() - 1].trim().to_string();
+            let outer = reason[..open].trim().to_string();
+            if outer.contains(&inner) || inner.contains(&outer) {
+                reason = if inner.len() > outer.len() {
+                    inner
+                } else {
+                    outer
+                };
+            }
+        }
+    }
+    match channel {
+        Some(ch) if !reason.starts_with(&format!("{ch}:")) => format!("{ch}: {reason}"),
+        _ => reason,
+    }
+}
+
 fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
     let mut v: Vec<Count> = map
         .into_iter()
-        .map(|(name, count)| Count { name, count })
+        .map(|(name, count)| Count {
+            name: human_label(&name),
+            count,
+        })
         .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
     v
@@ -173,6 +230,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let (mut kind, mut platform, mut risk) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut past: BTreeSet<String> = BTreeSet::new();
     let mut failures = Vec::new();
+    let mut unsupported: BTreeSet<String> = BTreeSet::new();
     for r in &report.reminders {
         for i in &r.issues {
             *kind.entry(i.kind.clone()).or_insert(0) += 1;
@@ -181,13 +239,19 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             if i.days_left < 0 {
                 past.insert(owner_label(&r.owner, verbose));
             }
+            if let Some(last_os) = &i.last_os {
+                unsupported.insert(format!(
+                    "{} ({last_os}), {}",
+                    i.device_model,
+                    owner_label(&r.owner, verbose)
+                ));
+            }
         }
         if r.status == ReminderStatus::Failed {
-            let reason = r.reason.clone().unwrap_or_else(|| "unknown".into());
-            let reason = match &r.channel {
-                Some(ch) => format!("{ch}: {reason}"),
-                None => reason,
-            };
+            let reason = one_reason(
+                r.channel.as_deref(),
+                r.reason.as_deref().unwrap_or("unknown"),
+            );
             failures.push(FailureLine {
                 owner: owner_label(&r.owner, verbose),
                 reason,
@@ -225,6 +289,17 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
         past_deadline_more: past_deadline_count - past_deadline.len(),
         past_deadline,
         past_deadline_count,
+        unsupported_count: unsupported.len(),
+        unsupported_more: unsupported.len().saturating_sub(MAX_LISTED),
+        unsupported: unsupported.into_iter().take(MAX_LISTED).collect(),
+        team_action_count: report.team_action.len(),
+        team_action: report
+            .team_action
+            .iter()
+            .take(MAX_LISTED)
+            .map(|o| owner_label(o, verbose))
+            .collect(),
+        team_action_more: report.team_action.len().saturating_sub(MAX_LISTED),
         warnings: report.warnings.clone(),
     }
 }
@@ -311,6 +386,7 @@ mod tests {
                 contact: "c".into(),
                 signature: "s".into(),
                 grace_days: 30,
+                by_language: Default::default(),
                 time_zone: chrono_tz::Europe::Paris,
             },
         )
@@ -321,5 +397,92 @@ mod tests {
             .len();
         assert!(size < 28 * 1024, "{size} bytes");
         assert_eq!(card["version"], "1.5");
+    }
+
+    #[test]
+    fn owners_overdue_beyond_the_threshold_are_listed_for_the_team_and_the_card_validates() {
+        let mut report = report_with_failures(2);
+        report.reminders[0].issues.push(crate::report::ReportIssue {
+            lookout_id: None,
+            device_model: "iPhone 7".into(),
+            platform: "ios".into(),
+            kind: "os_out_of_date".into(),
+            issue: "OS".into(),
+            risk: "moderate".into(),
+            detected: chrono::Utc::now(),
+            deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
+            days_left: 3,
+            last_os: Some("iOS 15".into()),
+        });
+        report.team_action = (0..40).map(|i| format!("late{i}@contoso.com")).collect();
+        let view = digest_view(&report, false);
+        assert_eq!(view.team_action_count, 40);
+        assert_eq!(view.team_action.len(), MAX_LISTED);
+        assert_eq!(view.team_action_more, 40 - MAX_LISTED);
+        assert!(view.team_action.iter().all(|o| o.starts_with("owner-")));
+        let renderer = crate::render::Renderer::new(
+            None,
+            &["fr".into()],
+            crate::render::MessageConstants {
+                contact: "c".into(),
+                signature: "s".into(),
+                grace_days: 30,
+                by_language: Default::default(),
+                time_zone: chrono_tz::Europe::Paris,
+            },
+        )
+        .unwrap();
+        let card = digest_card(&report, &renderer, false).unwrap();
+        let text = card.to_string();
+        assert!(text.contains("Needing the team's action"), "{text}");
+        assert!(text.contains("and 15 more"), "{text}");
+        assert_eq!(view.unsupported_count, 1);
+        assert!(
+            text.contains("Devices that can no longer be updated (replace them): 1"),
+            "{text}"
+        );
+        assert!(text.contains("iPhone 7 (iOS 15), owner-"), "{text}");
+        assert!(!text.contains("contoso.com"), "{text}");
+        let messages = crate::render::official_card_messages(&[card]);
+        assert!(messages[0].is_empty(), "{messages:?}");
+    }
+
+    #[test]
+    fn the_digest_shows_human_labels_and_one_reason_per_failure() {
+        assert_eq!(
+            one_reason(Some("workflows"), "HTTP 400 (HTTP 400)"),
+            "workflows: HTTP 400"
+        );
+        assert_eq!(
+            one_reason(Some("teams_bot"), "teams_bot: user not found"),
+            "teams_bot: user not found"
+        );
+        assert_eq!(
+            one_reason(None, "refused (HTTP 413 payload too large)"),
+            "refused (HTTP 413 payload too large)"
+        );
+        let mut report = report_with_failures(1);
+        report.reminders[0].reason = Some("HTTP 400 (HTTP 400)".into());
+        report.reminders[0].channel = Some("workflows".into());
+        report.reminders[0].issues.push(crate::report::ReportIssue {
+            lookout_id: None,
+            device_model: "SM-A528B".into(),
+            platform: "android".into(),
+            kind: "security_patch_out_of_date".into(),
+            issue: "ASPL".into(),
+            risk: "high".into(),
+            detected: chrono::Utc::now(),
+            deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
+            days_left: 3,
+            last_os: None,
+        });
+        let view = digest_view(&report, false);
+        assert_eq!(view.failures[0].reason, "workflows: HTTP 400");
+        let names: Vec<&str> = view
+            .groups
+            .iter()
+            .flat_map(|g| g.counts.iter().map(|c| c.name.as_str()))
+            .collect();
+        assert_eq!(names, ["Android security patch", "Android", "High"]);
     }
 }

@@ -112,6 +112,7 @@ mod tests {
                 owner: crate::domain::OwnerEmail::parse("a@contoso.com").unwrap(),
                 stage: Stage::First,
                 escalate: false,
+                team_told: false,
                 devices: vec![],
             },
             messages: vec![],

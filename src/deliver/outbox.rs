@@ -121,6 +121,7 @@ mod tests {
                 owner: OwnerEmail::parse(owner).unwrap(),
                 stage: Stage::First,
                 escalate: false,
+                team_told: false,
                 devices: Vec::new(),
             },
             messages: vec![RenderedMessage {

@@ -5,7 +5,9 @@ mod dates;
 mod templates;
 
 pub use dates::format_date;
-pub use templates::{escape_markdown, MessageConstants, RenderError, Renderer};
+pub use templates::{
+    clean_text, escape_markdown, LanguageConstants, MessageConstants, RenderError, Renderer,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,3 +25,8 @@ pub struct RenderedMessage {
     /// Adaptive Card JSON (Teams).
     pub card: serde_json::Value,
 }
+
+#[cfg(test)]
+mod cases;
+#[cfg(test)]
+pub(crate) use cases::official_card_messages;

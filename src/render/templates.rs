@@ -2,11 +2,12 @@
 //! file of the same name in the operator's templates folder.
 
 use super::{format_date, RenderedMessage};
-use crate::domain::{IssueKind, Platform};
+use crate::domain::{IssueKind, Platform, Risk};
 use crate::plan::{IssueLine, PlannedReminder};
 use chrono::NaiveDate;
 use minijinja::{context, Environment, Value};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Built-in templates, embedded so the binary works from any folder.
@@ -80,15 +81,41 @@ pub enum RenderError {
 /// Static values shown in every message.
 #[derive(Clone, Debug, Serialize)]
 pub struct MessageConstants {
-    /// Help-desk address.
+    /// Help-desk address (languages without their own in `by_language`).
     pub contact: String,
-    /// Signature.
+    /// Signature (languages without their own in `by_language`).
     pub signature: String,
+    /// Contact and signature per language (`en` → English signature), so an English
+    /// message never ends with the French signature.
+    #[serde(skip)]
+    pub by_language: BTreeMap<String, LanguageConstants>,
     /// Grace days (shown past the deadline).
     pub grace_days: i64,
     /// Time zone of the dates shown (detection dates are instants).
     #[serde(skip)]
     pub time_zone: chrono_tz::Tz,
+}
+
+/// The contact and signature of one language.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LanguageConstants {
+    /// Help-desk address.
+    pub contact: String,
+    /// Signature.
+    pub signature: String,
+}
+
+impl MessageConstants {
+    /// The contact and signature shown in `language`.
+    pub fn for_language(&self, language: &str) -> LanguageConstants {
+        self.by_language
+            .get(language)
+            .cloned()
+            .unwrap_or_else(|| LanguageConstants {
+                contact: self.contact.clone(),
+                signature: self.signature.clone(),
+            })
+    }
 }
 
 /// Renders reminders in the configured languages.
@@ -99,6 +126,30 @@ pub struct Renderer {
     constants: MessageConstants,
 }
 
+/// Issue lines shown in one message, most urgent first; the rest are counted ("and N more").
+/// Twenty lines keep a card far under Teams' limits (about 28 KB for a Workflows post, 40 KB
+/// for a bot message) whatever the number of issues, and stay readable on a phone.
+pub const MAX_LINES_SHOWN: usize = 20;
+
+/// Apps named in one store step before "and N more".
+pub const MAX_APPS_NAMED: usize = 10;
+
+/// Characters kept of one value from the export (model, app name): an absurd value cannot
+/// push a message past a channel's size limit.
+pub const MAX_VALUE_CHARS: usize = 80;
+
+/// [`clean_text`], then cut to [`MAX_VALUE_CHARS`] with an ellipsis.
+fn shown_value(text: &str) -> String {
+    let clean = clean_text(text);
+    let clean = clean.trim();
+    if clean.chars().count() <= MAX_VALUE_CHARS {
+        return clean.to_string();
+    }
+    let mut cut: String = clean.chars().take(MAX_VALUE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 #[derive(Serialize)]
 struct IssueView {
     kind: &'static str,
@@ -107,9 +158,14 @@ struct IssueView {
     issue: String,
     app: Option<String>,
     risk: &'static str,
+    high_risk: bool,
     detected: String,
     deadline: String,
     days_left: i64,
+    /// `later`, `tomorrow`, `today` or `passed`: which deadline sentence applies.
+    due: &'static str,
+    /// The model cannot install a current OS: the last one it supports.
+    last_os: Option<String>,
     lookout_id: Option<String>,
 }
 
@@ -121,28 +177,138 @@ struct DeviceView {
     issues: Vec<IssueView>,
 }
 
+/// One instruction of the message: a system update or app updates, on one platform.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct StepView {
+    /// `system` (OS / security patch) or `store` (App Store / Google Play).
+    action: &'static str,
+    /// `ios` or `android`.
+    platform: &'static str,
+    /// The apps to update from the store, in order of first mention (at most
+    /// [`MAX_APPS_NAMED`]).
+    apps: Vec<String>,
+    /// Apps not named.
+    apps_more: usize,
+}
+
+/// The deadline is the last day to act: `today` on that day, `passed` from the next day.
+fn due_word(days_left: i64) -> &'static str {
+    match days_left {
+        d if d < 0 => "passed",
+        0 => "today",
+        1 => "tomorrow",
+        _ => "later",
+    }
+}
+
+/// The name of the app an app issue is about, as the store shows it.
+fn app_of(line: &IssueLine) -> Option<String> {
+    match line.kind {
+        IssueKind::AgentOutOfDate => Some("Lookout for Work".into()),
+        IssueKind::VulnerableApp => Some(shown_value(
+            line.app_name.as_deref().unwrap_or(line.issue.as_str()),
+        )),
+        IssueKind::OsOutOfDate | IssueKind::SecurityPatchOutOfDate => None,
+    }
+}
+
+/// The instructions an owner needs, each once: system updates first (a current app may
+/// need the current system), then the store, each platform in the order its first device
+/// appears (most urgent first). A device of unknown platform gets both platforms' steps.
+fn steps_for(reminder: &PlannedReminder) -> Vec<StepView> {
+    let mut steps: Vec<StepView> = Vec::new();
+    for action in ["system", "store"] {
+        // A device that cannot install a current OS gets no system step: it would ask the
+        // impossible; the message asks for a replacement instead.
+        for line in reminder.issues().filter(|l| l.last_os.is_none()) {
+            let app = app_of(line);
+            if (action == "store") != app.is_some() {
+                continue;
+            }
+            let platforms: &[&'static str] = match line.platform {
+                Platform::Ios => &["ios"],
+                Platform::Android => &["android"],
+                Platform::Unknown => &["ios", "android"],
+            };
+            for &platform in platforms {
+                let step = match steps
+                    .iter_mut()
+                    .find(|s| s.action == action && s.platform == platform)
+                {
+                    Some(step) => step,
+                    None => {
+                        steps.push(StepView {
+                            action,
+                            platform,
+                            apps: Vec::new(),
+                            apps_more: 0,
+                        });
+                        steps.last_mut().expect("just pushed")
+                    }
+                };
+                if let Some(app) = &app {
+                    if step.apps.iter().any(|a| a.eq_ignore_ascii_case(app)) {
+                        continue;
+                    }
+                    if step.apps.len() < MAX_APPS_NAMED {
+                        step.apps.push(app.clone());
+                    } else {
+                        step.apps_more += 1;
+                    }
+                }
+            }
+        }
+    }
+    steps
+}
+
 fn labels(line: &IssueLine) -> (String, String) {
     match line.kind {
         IssueKind::VulnerableApp => {
-            let app = line.app_name.clone().unwrap_or_else(|| line.issue.clone());
+            let app = app_of(line).unwrap_or_default();
             (
                 format!("Application {app} à mettre à jour (vulnérabilité)"),
                 format!("{app} app to update (vulnerability)"),
             )
         }
+        IssueKind::OsOutOfDate if line.last_os.is_some() => (
+            "Version du système (OS) dépassée, ce modèle n'est plus mis à jour par Apple".into(),
+            "Operating system (OS) out of date, and Apple no longer updates this model".into(),
+        ),
         IssueKind::OsOutOfDate => (
             "Version du système (OS) à mettre à jour".into(),
-            "Operating system version out of date".into(),
+            "Operating system (OS) to update".into(),
         ),
         IssueKind::SecurityPatchOutOfDate => (
             "Correctif de sécurité Android à installer".into(),
-            "Android security patch level out of date".into(),
+            "Android security patch to install".into(),
         ),
         IssueKind::AgentOutOfDate => (
-            "Application Lookout (antivirus mobile) à mettre à jour".into(),
-            "Lookout app (mobile antivirus) out of date".into(),
+            "Application Lookout for Work (antivirus mobile) à mettre à jour".into(),
+            "Lookout for Work app (mobile antivirus) to update".into(),
         ),
     }
+}
+
+/// Removes what would change how a value from the export reads without being seen:
+/// bidirectional controls (an unclosed right-to-left override flips the words after it)
+/// and zero-width characters. Other control characters become spaces.
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| {
+            !matches!(
+                c,
+                '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{061C}'
+                    | '\u{FEFF}'
+                    | '\u{00AD}'
+            )
+        })
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Escapes text for the Adaptive Card markdown subset: it is shown, never interpreted.
@@ -255,15 +421,21 @@ impl Renderer {
         language: &str,
     ) -> Result<RenderedMessage, RenderError> {
         let _ = as_of;
-        let platforms = reminder.platforms();
+        // Devices come most urgent first, their lines too: the first lines are the ones to show.
+        let mut budget = MAX_LINES_SHOWN;
         let devices: Vec<DeviceView> = reminder
             .devices
             .iter()
-            .map(|d| DeviceView {
-                model: if d.device_model.is_empty() {
-                    "?".into()
-                } else {
-                    d.device_model.clone()
+            .map(|d| {
+                let shown = d.issues.len().min(budget);
+                budget -= shown;
+                (d, &d.issues[..shown])
+            })
+            .filter(|(_, lines)| !lines.is_empty())
+            .map(|(d, lines)| DeviceView {
+                model: match shown_value(&d.device_model).as_str() {
+                    "" => "?".into(),
+                    model => model.to_string(),
                 },
                 platform: d.platform.as_str(),
                 platform_label: match d.platform {
@@ -271,8 +443,7 @@ impl Renderer {
                     Platform::Ios => "iOS",
                     Platform::Unknown => "",
                 },
-                issues: d
-                    .issues
+                issues: lines
                     .iter()
                     .map(|i| {
                         let (label_fr, label_en) = labels(i);
@@ -280,9 +451,10 @@ impl Renderer {
                             kind: i.kind.as_str(),
                             label_fr,
                             label_en,
-                            issue: i.issue.clone(),
-                            app: i.app_name.clone(),
+                            issue: shown_value(&i.issue),
+                            app: app_of(i),
                             risk: i.risk.as_str(),
+                            high_risk: i.risk == Risk::High,
                             detected: format_date(
                                 i.detected
                                     .with_timezone(&self.constants.time_zone)
@@ -291,26 +463,45 @@ impl Renderer {
                             ),
                             deadline: format_date(i.deadline, language),
                             days_left: i.days_left,
+                            due: due_word(i.days_left),
+                            last_os: i.last_os.as_deref().map(shown_value),
                             lookout_id: i.lookout_id.clone(),
                         }
                     })
                     .collect(),
             })
             .collect();
+        let more_count = reminder.issues().count() - (MAX_LINES_SHOWN - budget);
+        let mut unsupported: Vec<BTreeMap<&str, String>> = Vec::new();
+        for d in &reminder.devices {
+            if let Some(last_os) = d.issues.iter().find_map(|i| i.last_os.as_deref()) {
+                if unsupported.len() < MAX_LINES_SHOWN {
+                    unsupported.push(BTreeMap::from([
+                        ("model", shown_value(&d.device_model)),
+                        ("last_os", shown_value(last_os)),
+                    ]));
+                }
+            }
+        }
         let earliest = reminder.issues().map(|i| i.deadline).min().unwrap_or(as_of);
+        let days_left = reminder.min_days_left();
+        let LanguageConstants { contact, signature } = self.constants.for_language(language);
         let ctx = context! {
             language => language,
             owner => reminder.owner.as_str(),
             stage => reminder.stage.as_str(),
             escalate => reminder.escalate,
+            team_told => reminder.team_told,
             devices => devices,
-            days_left => reminder.min_days_left(),
+            more_count => more_count,
+            unsupported => unsupported,
+            days_left => days_left,
+            due => due_word(days_left),
             deadline => format_date(earliest, language),
-            show_ios => platforms.iter().any(|p| matches!(p, Platform::Ios | Platform::Unknown)),
-            show_android => platforms.iter().any(|p| matches!(p, Platform::Android | Platform::Unknown)),
-            has_app_issue => reminder.issues().any(|i| i.kind == IssueKind::VulnerableApp),
-            contact => &self.constants.contact,
-            signature => &self.constants.signature,
+            steps => steps_for(reminder),
+            high_risk => reminder.issues().any(|i| i.risk == Risk::High),
+            contact => contact,
+            signature => signature,
             grace_days => self.constants.grace_days,
         };
         let subject = self
@@ -420,7 +611,7 @@ fn text_blocks(text: &str) -> Vec<Block> {
 
 /// A reminder with every feature, used to check templates at start-up.
 fn sample_reminder() -> PlannedReminder {
-    use crate::domain::{OwnerEmail, Risk};
+    use crate::domain::OwnerEmail;
     use crate::plan::{DeviceIssues, IssueKey, Stage};
     use chrono::{TimeZone, Utc};
     let line = |kind, days_left, platform| IssueLine {
@@ -437,11 +628,13 @@ fn sample_reminder() -> PlannedReminder {
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left,
         due: true,
+        last_os: None,
     };
     PlannedReminder {
         owner: OwnerEmail::parse("sample@example.com").unwrap(),
         stage: Stage::Final,
         escalate: true,
+        team_told: false,
         devices: vec![
             DeviceIssues {
                 device_model: "SM-A528B".into(),
@@ -472,6 +665,7 @@ mod tests {
             contact: "c".into(),
             signature: "s".into(),
             grace_days: 30,
+            by_language: Default::default(),
             time_zone: chrono_tz::Europe::Paris,
         }
     }
@@ -552,13 +746,13 @@ mod tests {
             .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr")
             .unwrap();
         for expected in [
-            "Nous avons une alerte sur nos serveurs indiquant que votre terminal mobile \"SM-A528B\" n'est pas à jour",
-            "l'antivirus mobile coupera les accès aux applications d'entreprise (okta, mail, contact, calendrier etc)",
-            "Pouvez vous suivre le mode opératoire suivant svp",
-            "Android Smartphone/Tablette : les mises à jour se font automatiquement entre 22H & 6H du matin.",
-            "n'hésitez pas à contacter la bal help@example.com",
+            "Nous avons une alerte sur nos serveurs indiquant que votre terminal mobile « SM-A528B » n'est pas à jour",
+            "l'antivirus mobile pourra couper, dès le lendemain, les accès aux applications d'entreprise (Okta, messagerie, contacts, calendrier, etc.)",
+            "Pouvez-vous suivre le mode opératoire suivant, s'il vous plaît :",
+            "Applications sur Android : ouvrir Google Play > votre photo de profil > Gérer les applications et l'appareil > mettre à jour : Chrome.",
+            "n'hésitez pas à écrire à help@example.com.",
             "En vous remerciant par avance pour votre action.",
-            "12 jours restants (avant le 31 mars 2024)",
+            "à faire d'ici le 31 mars 2024 inclus (12 jours restants)",
         ] {
             assert!(msg.text.contains(expected), "missing {expected:?} in:\n{}", msg.text);
         }
@@ -578,7 +772,7 @@ mod tests {
         let msg = renderer()
             .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr")
             .unwrap();
-        assert!(msg.text.contains("détectée le 4 mars 2024"), "{}", msg.text);
+        assert!(msg.text.contains("alerte du 4 mars 2024"), "{}", msg.text);
     }
 
     #[test]
@@ -621,6 +815,95 @@ mod tests {
             )
             .unwrap();
         assert_eq!(msg.subject, "Rappel : 2 terminal");
+    }
+
+    #[test]
+    fn each_step_is_shown_once_system_first_with_every_app_named() {
+        // Sample: an Android device with all four kinds, and a device of unknown platform
+        // with an outdated OS.
+        let msg = renderer()
+            .render(
+                &sample_reminder(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                "en",
+            )
+            .unwrap();
+        let steps: Vec<&str> = msg
+            .text
+            .lines()
+            .filter(|l| {
+                l.starts_with("Apple iPhone")
+                    || l.starts_with("Android")
+                    || l.starts_with("Apps on")
+            })
+            .collect();
+        assert_eq!(steps.len(), 3, "{}", msg.text);
+        assert!(
+            steps[0].starts_with("Android phone/tablet: updates install"),
+            "{steps:?}"
+        );
+        assert!(
+            steps[1].starts_with("Apple iPhone/iPad: go to SETTINGS"),
+            "{steps:?}"
+        );
+        assert!(
+            steps[2].ends_with("update: Chrome, Lookout for Work."),
+            "{steps:?}"
+        );
+    }
+
+    #[test]
+    fn bidi_controls_and_zero_width_characters_from_the_export_are_removed() {
+        let mut r = sample_reminder();
+        r.devices.truncate(1);
+        r.devices[0].device_model = "SM-\u{202E}A528B\u{200B}\u{2067}".into();
+        r.devices[0].issues[0].app_name = Some("Chr\u{200D}ome\u{202E}".into());
+        let msg = renderer()
+            .render(&r, NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), "fr")
+            .unwrap();
+        let all = format!("{}{}{}", msg.text, msg.html, msg.card);
+        for c in ['\u{202E}', '\u{200B}', '\u{2067}', '\u{200D}'] {
+            assert!(!all.contains(c), "{c:?} left in {all}");
+        }
+        assert!(msg.text.contains("« SM-A528B »"), "{}", msg.text);
+        assert!(
+            msg.text.contains("Application Chrome à mettre à jour"),
+            "{}",
+            msg.text
+        );
+    }
+
+    #[test]
+    fn the_email_has_a_maximum_width_and_wraps_long_values() {
+        let msg = renderer()
+            .render(
+                &sample_reminder(),
+                NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+                "en",
+            )
+            .unwrap();
+        assert!(msg.html.contains("max-width: 640px"), "{}", msg.html);
+        assert!(msg.html.contains("overflow-wrap: anywhere"), "{}", msg.html);
+    }
+
+    #[test]
+    fn each_language_gets_its_own_contact_and_signature() {
+        let mut c = constants();
+        c.by_language.insert(
+            "en".into(),
+            LanguageConstants {
+                contact: "help-en@example.com".into(),
+                signature: "Your support".into(),
+            },
+        );
+        let r = Renderer::new(None, &["fr".to_string(), "en".to_string()], c).unwrap();
+        let at = NaiveDate::from_ymd_opt(2024, 3, 7).unwrap();
+        let en = r.render(&sample_reminder(), at, "en").unwrap();
+        let fr = r.render(&sample_reminder(), at, "fr").unwrap();
+        assert!(en.text.ends_with("Your support\n"), "{}", en.text);
+        assert!(en.text.contains("help-en@example.com"), "{}", en.text);
+        assert!(fr.text.ends_with("\ns\n"), "{}", fr.text);
+        assert!(en.card.to_string().contains("Your support"));
     }
 
     #[test]

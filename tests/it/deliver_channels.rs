@@ -163,6 +163,7 @@ fn issue(kind: &str, platform: &str, risk: &str, days_left: i64) -> ReportIssue 
         detected: Utc::now(),
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left,
+        last_os: None,
     }
 }
 
@@ -228,6 +229,7 @@ fn report() -> RunReport {
         counts: Default::default(),
         resolved: 0,
         warnings: vec![],
+        team_action: vec![],
         summary: String::new(),
     };
     r.finish(Utc::now());
@@ -263,12 +265,12 @@ async fn the_digest_sums_up_the_run_with_pseudonymised_owners() {
         "{text}"
     );
     assert!(
-        text.contains(r#"{"title":"vulnerable_app","value":"2"}"#),
+        text.contains(r#"{"title":"Vulnerable app","value":"2"}"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"{"title":"android","value":"3"}"#)
-            && text.contains(r#"{"title":"high","value":"2"}"#),
+        text.contains(r#"{"title":"Android","value":"3"}"#)
+            && text.contains(r#"{"title":"High","value":"2"}"#),
         "{text}"
     );
     let pseudo = lookout_reminders::domain::OwnerEmail::parse("c@contoso.com")

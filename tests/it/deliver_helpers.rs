@@ -89,6 +89,7 @@ pub fn renderer() -> Renderer {
             contact: "help@contoso.com".into(),
             signature: "IT".into(),
             grace_days: 30,
+            by_language: Default::default(),
             time_zone: chrono_tz::Europe::Paris,
         },
     )
@@ -106,6 +107,7 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
             Stage::First
         },
         escalate: days_left < 0,
+        team_told: false,
         devices: vec![DeviceIssues {
             device_model: "SM-A528B".into(),
             platform: Platform::Android,
@@ -124,6 +126,7 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
                 deadline,
                 days_left,
                 due: true,
+                last_os: None,
             }],
         }],
     }
