@@ -113,12 +113,14 @@ async fn main() {
         lock_renew_every: Duration::from_secs(30),
         digest: None,
         time_budget: None,
+        page_publisher: None,
     };
     let budget: Option<u64> = std::env::var("BENCH_BUDGET_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok());
     let deps = Deps {
         time_budget: budget.map(Duration::from_secs),
+        page_publisher: None,
         ..deps
     };
     let mut req = RunRequest::new(Trigger::Cli);

@@ -353,6 +353,22 @@ pub fn digest(config: &Config) -> Result<Option<crate::deliver::DigestSender>, W
     ))
 }
 
+/// The insights page's publisher (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), `None` when unset.
+pub fn page_publisher_with(
+    config: &Config,
+    credentials: &Credentials,
+) -> Result<Option<Arc<dyn crate::ledger::PagePublisher>>, WiringError> {
+    if config.azure.report_sharepoint_folder.is_none() {
+        return Ok(None);
+    }
+    let publisher = crate::source::SharePointPagePublisher::from_settings_with(
+        &config.azure,
+        credentials.shared()?.access_tokens(),
+    )
+    .map_err(|e| WiringError::Other(e.to_string()))?;
+    Ok(publisher.map(|p| Arc::new(p) as Arc<dyn crate::ledger::PagePublisher>))
+}
+
 /// Builds everything. `source` is `None` when the caller supplies one per run (CLI `--export`).
 pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, WiringError> {
     // One credential for every Azure part of the run (issue 4).
@@ -386,5 +402,6 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
                 std::fs::read_to_string("host.json").ok().as_deref(),
             ),
         }),
+        page_publisher: page_publisher_with(config, &credentials)?,
     })
 }

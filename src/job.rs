@@ -62,6 +62,9 @@ pub struct Deps {
     /// (`REMINDERS_TIME_BUDGET_SECONDS`; default: the host's `functionTimeout` minus a
     /// margin, see [`default_time_budget`]). `None`: no limit.
     pub time_budget: Option<Duration>,
+    /// Where the insights page is published after a live run for the digest to link to
+    /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), if anywhere.
+    pub page_publisher: Option<Arc<dyn crate::ledger::PagePublisher>>,
 }
 
 /// Time kept between the budget and the host's `functionTimeout`: for the sends in flight
@@ -321,15 +324,30 @@ async fn run_inner(
         }
         // The insights page is for people: its failure never fails the run either.
         let insights = match save_insights_page(deps, &report).await {
-            Ok((location, insights)) => {
+            Ok((location, insights, html)) => {
                 info!(page = %location, "insights page saved");
+                // Published for the team to open; if that fails the digest says where the
+                // page is stored instead, and the run goes on.
+                let link = match &deps.page_publisher {
+                    Some(publisher) => match publisher.publish_page(&html).await {
+                        Ok(url) => {
+                            info!(page = %publisher.describe(), "insights page published");
+                            Some(url)
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "could not publish the insights page");
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 Some(crate::deliver::DigestInsights {
                     figures: insights
                         .digest_figures()
                         .into_iter()
                         .map(|(name, value)| crate::deliver::HeadlineFigure { name, value })
                         .collect(),
-                    link: None,
+                    link,
                     stored_at: Some(location),
                 })
             }
@@ -597,7 +615,7 @@ pub const INSIGHTS_PAGE_DAYS: i64 = 90;
 async fn save_insights_page(
     deps: &Deps,
     report: &RunReport,
-) -> Result<(String, Insights), LedgerError> {
+) -> Result<(String, Insights, String), LedgerError> {
     let snapshot = deps.ledger.load().await?;
     let since = report.as_of - chrono::Duration::days(INSIGHTS_PAGE_DAYS);
     let insights = Insights::compute(&snapshot.insights, Some(report), since, deps.verbose);
@@ -606,7 +624,7 @@ async fn save_insights_page(
         &report.finished_at.format("%Y-%m-%d %H:%M UTC").to_string(),
     );
     let location = deps.reports.save_report_page(report, &html).await?;
-    Ok((location, insights))
+    Ok((location, insights, html))
 }
 
 /// The resolution of an issue the ledger reminded about, measured from its recorded facts

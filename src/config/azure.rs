@@ -94,6 +94,10 @@ pub struct AzureSettings {
     pub sharepoint_library: Option<String>,
     /// File path inside the library (`REMINDERS_SHAREPOINT_FILE_PATH`).
     pub sharepoint_file_path: Option<String>,
+    /// Folder of the same library the insights page is published to after each live run
+    /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`, e.g. `General/Power Automate/reports`);
+    /// only with `REMINDERS_SOURCE=sharepoint`. Trimmed of `/` at both ends.
+    pub report_sharepoint_folder: Option<String>,
 }
 
 /// Where the Blob export is, validated.
@@ -277,6 +281,7 @@ impl AzureSettings {
             sharepoint_site_id: owned("REMINDERS_SHAREPOINT_SITE_ID"),
             sharepoint_library: owned("REMINDERS_SHAREPOINT_LIBRARY"),
             sharepoint_file_path: owned("REMINDERS_SHAREPOINT_FILE_PATH"),
+            report_sharepoint_folder: report_sharepoint_folder(env, source)?,
         };
         validate_container("REMINDERS_STATE_CONTAINER", &settings.state_container)?;
         parse_base_url("REMINDERS_GRAPH_BASE_URL", &settings.graph_base_url, false)?;
@@ -533,6 +538,42 @@ fn validate_container(name: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `REMINDERS_REPORT_SHAREPOINT_FOLDER`, validated: only with the SharePoint source (the
+/// page goes to the library the export comes from, with the same site grant), a folder path
+/// without `..`, `\\` or characters SharePoint refuses in names.
+fn report_sharepoint_folder(
+    env: &Env,
+    source: SourceKind,
+) -> Result<Option<String>, ConfigError> {
+    const NAME: &str = "REMINDERS_REPORT_SHAREPOINT_FOLDER";
+    let Some(raw) = env.get(NAME) else {
+        return Ok(None);
+    };
+    let folder = raw.trim().trim_matches('/').to_string();
+    if folder.is_empty() {
+        return Ok(None);
+    }
+    if source != SourceKind::SharePoint {
+        return Err(ConfigError::invalid(
+            NAME,
+            raw,
+            "the insights page is published to the SharePoint library of the export: set REMINDERS_SOURCE=sharepoint, or leave this setting empty",
+        ));
+    }
+    // SharePoint refuses these in file and folder names; `..` would leave the folder.
+    let refused = ['"', '*', ':', '<', '>', '?', '\\', '|', '#', '%'];
+    if folder.chars().any(|c| refused.contains(&c) || c.is_control())
+        || folder.split('/').any(|s| s.trim().is_empty() || s == "." || s == "..")
+    {
+        return Err(ConfigError::invalid(
+            NAME,
+            raw,
+            "expected a folder path in the library such as 'General/Power Automate/reports' (no '..', empty segments or \" * : < > ? \\ | # %)",
+        ));
+    }
+    Ok(Some(folder))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +604,45 @@ mod tests {
             s.describe_credential(),
             "user-assigned managed identity, client id abc"
         );
+    }
+
+    #[test]
+    fn the_report_folder_is_refused_naming_it_unless_the_source_is_sharepoint() {
+        for source in ["local", "blob"] {
+            let err = AzureSettings::from_env(&env(&[
+                ("REMINDERS_SOURCE", source),
+                ("REMINDERS_BLOB_ACCOUNT_URL", "http://acct.blob.core.windows.net"),
+                ("REMINDERS_EXPORT_CONTAINER", "exports"),
+                ("REMINDERS_EXPORT_BLOB", "x.csv"),
+                ("REMINDERS_REPORT_SHAREPOINT_FOLDER", "General/reports"),
+            ]))
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("REMINDERS_REPORT_SHAREPOINT_FOLDER")
+                    && err.to_string().contains("REMINDERS_SOURCE=sharepoint"),
+                "{source}: {err}"
+            );
+        }
+        let sharepoint = |folder: &str| {
+            AzureSettings::from_env(&env(&[
+                ("REMINDERS_SOURCE", "sharepoint"),
+                ("REMINDERS_SHAREPOINT_SITE_URL", "https://contoso.sharepoint.com/sites/M"),
+                ("REMINDERS_SHAREPOINT_FILE_PATH", "a.xlsx"),
+                ("REMINDERS_REPORT_SHAREPOINT_FOLDER", folder),
+            ]))
+        };
+        assert_eq!(
+            sharepoint(" /General/Power Automate/reports/ ")
+                .unwrap()
+                .report_sharepoint_folder
+                .as_deref(),
+            Some("General/Power Automate/reports")
+        );
+        assert_eq!(sharepoint("  ").unwrap().report_sharepoint_folder, None);
+        for bad in ["General/../secret", "a//b", "re:ports", "a\\b"] {
+            let err = sharepoint(bad).unwrap_err().to_string();
+            assert!(err.contains("REMINDERS_REPORT_SHAREPOINT_FOLDER"), "{bad}: {err}");
+        }
     }
 
     #[test]

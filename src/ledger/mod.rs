@@ -65,6 +65,17 @@ pub trait LedgerStore: Send + Sync {
     async fn append(&self, events: &[LedgerEvent]) -> Result<(), LedgerError>;
 }
 
+/// Where the insights page is published for people to open (a SharePoint library), apart
+/// from where it is stored: publishing is optional and its failure never fails a run.
+#[async_trait]
+pub trait PagePublisher: Send + Sync {
+    /// Where pages go, for logs and the digest (`sharepoint://host/site/library/folder`).
+    fn describe(&self) -> String;
+    /// Uploads `html` as the page, replacing the previous one; returns the link people open
+    /// (the item's `webUrl`), or why not, naming the step.
+    async fn publish_page(&self, html: &str) -> Result<String, String>;
+}
+
 /// Where the run reports are kept (beside the ledger, in the same folder or container).
 ///
 /// Its own seam, apart from [`LedgerStore`]: the job reads and writes the ledger under the run

@@ -7,7 +7,7 @@ mod sharepoint;
 
 pub use blob::BlobSource;
 pub use local::{confined_path, LocalFileSource};
-pub use sharepoint::SharePointSource;
+pub use sharepoint::{SharePointPagePublisher, SharePointSource, PUBLISHED_PAGE_NAME};
 
 pub use crate::report::SourceOrigin;
 use async_trait::async_trait;

@@ -500,3 +500,117 @@ impl Source for SharePointSource {
         })
     }
 }
+
+/// The file name of the published insights page: one file, replaced after each live run, so
+/// the digest's link stays the same from day to day.
+pub const PUBLISHED_PAGE_NAME: &str = "lookout-insights.html";
+
+/// Publishes the insights page to a folder of the export's library
+/// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), through the source's own site / library
+/// resolution, token and retries. Needs a `write` grant on the site (`Sites.Selected`).
+///
+/// One `PUT {graph}/v1.0/drives/{drive}/root:/{folder}/{file}:/content` with
+/// `Content-Type: text/html`: the simple upload, for files up to 250 MB
+/// (<https://learn.microsoft.com/graph/api/driveitem-put-content>); the page is far smaller
+/// than the 4 MB above which an upload session is advised. Graph creates missing folders of
+/// the path. Replaying the PUT is safe: it replaces the same file with the same bytes.
+#[derive(Debug)]
+pub struct SharePointPagePublisher {
+    source: SharePointSource,
+    folder: String,
+}
+
+#[derive(Deserialize)]
+struct UploadedItem {
+    #[serde(default, rename = "webUrl")]
+    web_url: Option<String>,
+}
+
+impl SharePointPagePublisher {
+    /// Publishes to `folder` (a path in the library of `source`).
+    pub fn new(source: SharePointSource, folder: &str) -> Self {
+        Self {
+            source,
+            folder: folder.trim().trim_matches('/').to_string(),
+        }
+    }
+
+    /// The publisher of `settings` (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), `None` when unset.
+    pub fn from_settings_with(
+        settings: &crate::config::AzureSettings,
+        tokens: Arc<dyn AccessTokens>,
+    ) -> Result<Option<Self>, crate::azure::BuildError> {
+        let Some(folder) = &settings.report_sharepoint_folder else {
+            return Ok(None);
+        };
+        // The size cap is the download's; the publisher downloads nothing.
+        let source = SharePointSource::from_settings_with(settings, tokens, 0)?;
+        Ok(Some(Self::new(source, folder)))
+    }
+
+    async fn upload(&self, html: &str) -> Result<String, SourceError> {
+        let site = self.source.site_id().await?;
+        let drive = self.source.drive_id(&site).await?;
+        let step = "uploading the insights page";
+        let target = format!("{PUBLISHED_PAGE_NAME}:");
+        let mut segments = vec!["drives", drive.as_str(), "root:"];
+        segments.extend(self.folder.split('/').filter(|s| !s.is_empty()));
+        segments.push(&target);
+        segments.push("content");
+        let url = self.source.graph_url(segments);
+        let body = bytes::Bytes::copy_from_slice(html.as_bytes());
+        let graph = &self.source.graph;
+        let uploaded = graph
+            .send(
+                || {
+                    graph
+                        .client()
+                        .put(url.clone())
+                        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                        .body(body.clone())
+                },
+                Some((self.source.tokens.as_ref(), GRAPH_SCOPE)),
+            )
+            .await
+            .map_err(|e| match e.status() {
+                Some(status @ (401 | 403)) => self.source.failed(
+                    step,
+                    format!("HTTP {status}: publishing needs a write grant (not read) on this site for Sites.Selected; see scripts/grant-permissions.sh ({e})"),
+                ),
+                _ => self.source.graph_failure(step, "folder", e),
+            })?;
+        let item: UploadedItem = uploaded
+            .json("graph")
+            .map_err(|e| self.source.failed(step, e.to_string()))?;
+        item.web_url
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .ok_or_else(|| self.source.failed(step, "graph: the uploaded item has no webUrl"))
+    }
+}
+
+#[async_trait]
+impl crate::ledger::PagePublisher for SharePointPagePublisher {
+    fn describe(&self) -> String {
+        let site = match &self.source.settings.site {
+            SiteRef::Path { hostname, path } => format!("{hostname}{path}"),
+            SiteRef::Id(id) => format!("site {id}"),
+        };
+        let library = self
+            .source
+            .settings
+            .library
+            .as_deref()
+            .unwrap_or("(default library)");
+        format!(
+            "sharepoint://{site}/{library}/{}/{PUBLISHED_PAGE_NAME}",
+            self.folder
+        )
+    }
+
+    async fn publish_page(&self, html: &str) -> Result<String, String> {
+        self.upload(html).await.map_err(|e| {
+            // The source's errors name the export's file; say which file this was.
+            format!("publishing {}: {e}", crate::ledger::PagePublisher::describe(self))
+        })
+    }
+}

@@ -165,6 +165,7 @@ async fn without_a_manager_the_email_goes_without_cc_and_the_run_report_says_so(
         lock_renew_every: Duration::from_secs(30),
         digest: None,
         time_budget: None,
+        page_publisher: None,
     };
     let mut req = RunRequest::new(Trigger::Cli);
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());
@@ -639,6 +640,7 @@ fn escalating_run(
         lock_renew_every: Duration::from_secs(30),
         digest: None,
         time_budget: None,
+        page_publisher: None,
     }
 }
 

@@ -54,6 +54,7 @@ async fn the_owner_cap_refuses_the_run_before_any_send_unless_forced() {
         lock_renew_every: Duration::from_secs(30),
         digest: None,
         time_budget: None,
+        page_publisher: None,
     };
     let mut req = RunRequest::new(Trigger::Cli);
     req.as_of = Some(NaiveDate::from_ymd_opt(2024, 3, 5).unwrap());
@@ -142,6 +143,7 @@ async fn a_maybe_delivered_post_is_recorded_as_sent_and_never_sent_again_on_any_
         lock_renew_every: Duration::from_secs(30),
         digest: None,
         time_budget: None,
+        page_publisher: None,
     };
     // The first post is stored by Teams, then a gateway loses the answer.
     bot.accept_then_fail(502, 1);
