@@ -541,10 +541,7 @@ fn validate_container(name: &str, value: &str) -> Result<(), ConfigError> {
 /// `REMINDERS_REPORT_SHAREPOINT_FOLDER`, validated: only with the SharePoint source (the
 /// page goes to the library the export comes from, with the same site grant), a folder path
 /// without `..`, `\\` or characters SharePoint refuses in names.
-fn report_sharepoint_folder(
-    env: &Env,
-    source: SourceKind,
-) -> Result<Option<String>, ConfigError> {
+fn report_sharepoint_folder(env: &Env, source: SourceKind) -> Result<Option<String>, ConfigError> {
     const NAME: &str = "REMINDERS_REPORT_SHAREPOINT_FOLDER";
     let Some(raw) = env.get(NAME) else {
         return Ok(None);
@@ -562,8 +559,12 @@ fn report_sharepoint_folder(
     }
     // SharePoint refuses these in file and folder names; `..` would leave the folder.
     let refused = ['"', '*', ':', '<', '>', '?', '\\', '|', '#', '%'];
-    if folder.chars().any(|c| refused.contains(&c) || c.is_control())
-        || folder.split('/').any(|s| s.trim().is_empty() || s == "." || s == "..")
+    if folder
+        .chars()
+        .any(|c| refused.contains(&c) || c.is_control())
+        || folder
+            .split('/')
+            .any(|s| s.trim().is_empty() || s == "." || s == "..")
     {
         return Err(ConfigError::invalid(
             NAME,
@@ -611,14 +612,18 @@ mod tests {
         for source in ["local", "blob"] {
             let err = AzureSettings::from_env(&env(&[
                 ("REMINDERS_SOURCE", source),
-                ("REMINDERS_BLOB_ACCOUNT_URL", "http://acct.blob.core.windows.net"),
+                (
+                    "REMINDERS_BLOB_ACCOUNT_URL",
+                    "http://acct.blob.core.windows.net",
+                ),
                 ("REMINDERS_EXPORT_CONTAINER", "exports"),
                 ("REMINDERS_EXPORT_BLOB", "x.csv"),
                 ("REMINDERS_REPORT_SHAREPOINT_FOLDER", "General/reports"),
             ]))
             .unwrap_err();
             assert!(
-                err.to_string().contains("REMINDERS_REPORT_SHAREPOINT_FOLDER")
+                err.to_string()
+                    .contains("REMINDERS_REPORT_SHAREPOINT_FOLDER")
                     && err.to_string().contains("REMINDERS_SOURCE=sharepoint"),
                 "{source}: {err}"
             );
@@ -626,7 +631,10 @@ mod tests {
         let sharepoint = |folder: &str| {
             AzureSettings::from_env(&env(&[
                 ("REMINDERS_SOURCE", "sharepoint"),
-                ("REMINDERS_SHAREPOINT_SITE_URL", "https://contoso.sharepoint.com/sites/M"),
+                (
+                    "REMINDERS_SHAREPOINT_SITE_URL",
+                    "https://contoso.sharepoint.com/sites/M",
+                ),
                 ("REMINDERS_SHAREPOINT_FILE_PATH", "a.xlsx"),
                 ("REMINDERS_REPORT_SHAREPOINT_FOLDER", folder),
             ]))
@@ -641,7 +649,10 @@ mod tests {
         assert_eq!(sharepoint("  ").unwrap().report_sharepoint_folder, None);
         for bad in ["General/../secret", "a//b", "re:ports", "a\\b"] {
             let err = sharepoint(bad).unwrap_err().to_string();
-            assert!(err.contains("REMINDERS_REPORT_SHAREPOINT_FOLDER"), "{bad}: {err}");
+            assert!(
+                err.contains("REMINDERS_REPORT_SHAREPOINT_FOLDER"),
+                "{bad}: {err}"
+            );
         }
     }
 

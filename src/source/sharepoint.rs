@@ -584,7 +584,10 @@ impl SharePointPagePublisher {
             .map_err(|e| self.source.failed(step, e.to_string()))?;
         item.web_url
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-            .ok_or_else(|| self.source.failed(step, "graph: the uploaded item has no webUrl"))
+            .ok_or_else(|| {
+                self.source
+                    .failed(step, "graph: the uploaded item has no webUrl")
+            })
     }
 }
 
@@ -610,7 +613,10 @@ impl crate::ledger::PagePublisher for SharePointPagePublisher {
     async fn publish_page(&self, html: &str) -> Result<String, String> {
         self.upload(html).await.map_err(|e| {
             // The source's errors name the export's file; say which file this was.
-            format!("publishing {}: {e}", crate::ledger::PagePublisher::describe(self))
+            format!(
+                "publishing {}: {e}",
+                crate::ledger::PagePublisher::describe(self)
+            )
         })
     }
 }

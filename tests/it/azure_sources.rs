@@ -6,7 +6,7 @@
 use crate::azurite::Azurite;
 use crate::fake_identity::{bearer_audience, FakeIdentity};
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use lookout_reminders::azure::{self, sdk_client_options, storage};
@@ -289,6 +289,10 @@ struct GraphState {
     /// Download requests: whether an Authorization header came along.
     downloads: Vec<bool>,
     file: Vec<u8>,
+    /// Uploads accepted (`PUT …:/content`): decoded path, content type, body.
+    uploads: Vec<(String, String, Vec<u8>)>,
+    /// Answer the next N uploads with 500 (after the auth check, like Graph).
+    upload_failures: usize,
 }
 
 struct FakeGraph {
@@ -324,8 +328,10 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn graph(
     state: axum::extract::State<Arc<Mutex<GraphState>>>,
+    method: Method,
     headers: HeaderMap,
     uri: Uri,
+    body: axum::body::Bytes,
 ) -> Response {
     let auth = headers
         .get("authorization")
@@ -392,6 +398,16 @@ async fn graph(
         );
     }
     let path = decode(&raw);
+    if method == Method::PUT {
+        return graph_upload(&mut s, &path, &headers, body);
+    }
+    if method != Method::GET {
+        return graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalidRequest",
+            "method not allowed",
+        );
+    }
     let file_path = "/v1.0/drives/b!docs/root:/General/Power Automate/issues-export1.xlsx";
     match path.as_str() {
         "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility" => axum::Json(serde_json::json!({"id": SITE_ID, "name": "Mobility"})).into_response(),
@@ -416,6 +432,66 @@ async fn graph(
         p if p.starts_with("/v1.0/sites/") && p.contains(':') => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site could not be found"),
         _ => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
     }
+}
+
+/// `PUT /drives/{drive}/root:/{path}:/content`, the simple upload
+/// (<https://learn.microsoft.com/graph/api/driveitem-put-content>): a known drive, a path
+/// ending `:/content`, a body of at most 250 MB; answers 201 with the driveItem and its
+/// `webUrl` (the SharePoint address of the file).
+fn graph_upload(
+    s: &mut GraphState,
+    path: &str,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(item) = path
+        .strip_prefix("/v1.0/drives/b!docs/root:/")
+        .and_then(|p| p.strip_suffix(":/content"))
+    else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            "The resource could not be found.",
+        );
+    };
+    if item.split('/').any(|seg| seg.is_empty() || seg == "..") {
+        return graph_error(StatusCode::BAD_REQUEST, "invalidRequest", "Invalid path");
+    }
+    if body.len() > 250 << 20 {
+        return graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "maxFileSizeExceeded",
+            "too large",
+        );
+    }
+    if s.upload_failures > 0 {
+        s.upload_failures -= 1;
+        return graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "injected",
+        );
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    s.uploads
+        .push((path.to_string(), content_type, body.to_vec()));
+    let name = item.rsplit('/').next().unwrap_or(item);
+    let web_url = format!(
+        "https://contoso.sharepoint.com/sites/Mobility/Shared%20Documents/{}",
+        item.replace(' ', "%20")
+    );
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({
+            "id": "01PAGE", "name": name, "size": body.len(), "webUrl": web_url,
+            "file": {"mimeType": "text/html"}
+        })),
+    )
+        .into_response()
 }
 
 async fn download(
@@ -848,4 +924,197 @@ async fn a_run_configured_for_blob_source_and_blob_ledger_sends_once_and_records
         .map(|r| r.resource)
         .collect();
     assert_eq!(mine, vec![STORAGE.to_string()]);
+}
+
+// ---------------------------------------------------------------------------------------
+// The insights page published to the SharePoint library (issue 13 item 4).
+
+/// The decoded upload path of the page in `General/Power Automate/reports`.
+const PAGE_UPLOAD_PATH: &str =
+    "/v1.0/drives/b!docs/root:/General/Power Automate/reports/lookout-insights.html:/content";
+
+/// Deps for a live run reading the export from `graph`, ledger and outbox in `dir`, the
+/// digest posted to `hook`, with `extra` settings.
+async fn sharepoint_run_deps(
+    graph: &FakeGraph,
+    dir: &std::path::Path,
+    hook: &crate::deliver_channels::FakeWebhook,
+    extra: &[(&str, &str)],
+) -> job::Deps {
+    let identity = FakeIdentity::shared().await;
+    let mut pairs: Vec<(String, String)> = identity.env();
+    for (k, v) in [
+        ("REMINDERS_SOURCE", "sharepoint"),
+        ("REMINDERS_CREDENTIAL", "managed_identity"),
+        ("REMINDERS_GRAPH_BASE_URL", graph.base.as_str()),
+        (
+            "REMINDERS_SHAREPOINT_SITE_URL",
+            "https://contoso.sharepoint.com/sites/Mobility",
+        ),
+        (
+            "REMINDERS_SHAREPOINT_FILE_PATH",
+            "General/Power Automate/issues-export1.xlsx",
+        ),
+        ("REMINDERS_AZURE_MAX_RETRIES", "2"),
+        ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        pairs.push((k.into(), v.into()));
+    }
+    pairs.push((
+        "REMINDERS_STATE_DIR".into(),
+        dir.join("state").display().to_string(),
+    ));
+    pairs.push((
+        "REMINDERS_OUTBOX_DIR".into(),
+        dir.join("outbox").display().to_string(),
+    ));
+    let config = lookout_reminders::config::Config::from_env_map(&env_of(pairs)).unwrap();
+    let mut deps = lookout_reminders::app::deps(&config, None).unwrap();
+    deps.digest = Some(Arc::new(lookout_reminders::deliver::DigestSender::new(
+        lookout_reminders::config::Secret::new(hook.url.clone()),
+        false,
+        reqwest::Client::new(),
+    )));
+    deps
+}
+
+async fn live_run(deps: &job::Deps) -> lookout_reminders::report::RunReport {
+    let mut req = job::RunRequest::new(lookout_reminders::report::Trigger::Timer);
+    req.as_of = Some(chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap());
+    job::run(deps, req, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// The digest card's insights text (the only digest posted).
+fn only_digest(hook: &crate::deliver_channels::FakeWebhook) -> String {
+    let bodies = hook.bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 1, "one digest: {bodies:?}");
+    bodies[0]["attachments"][0]["content"].to_string()
+}
+
+#[tokio::test]
+async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_digest_links_its_web_url(
+) {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(
+        &graph,
+        tmp.path(),
+        &hook,
+        &[(
+            "REMINDERS_REPORT_SHAREPOINT_FOLDER",
+            "/General/Power Automate/reports/",
+        )],
+    )
+    .await;
+    let report = live_run(&deps).await;
+    assert!(report.counts.sent > 0, "{}", report.summary);
+
+    let stored = std::fs::read(tmp.path().join("state/reports/latest.html")).unwrap();
+    {
+        let s = graph.state.lock().unwrap();
+        assert_eq!(s.uploads.len(), 1, "exactly one upload");
+        let (path, content_type, body) = &s.uploads[0];
+        assert_eq!(path, PAGE_UPLOAD_PATH);
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        assert_eq!(body, &stored, "the upload is the stored page");
+        assert!(
+            String::from_utf8_lossy(body).contains("<html"),
+            "not a page"
+        );
+        // Every Graph call, the upload included, carried a Graph token.
+        assert!(
+            s.requests
+                .iter()
+                .all(|(_, aud)| aud.as_deref() == Some(GRAPH)),
+            "{:?}",
+            s.requests
+        );
+    }
+    let digest = only_digest(&hook);
+    assert!(
+        digest.contains(
+            "https://contoso.sharepoint.com/sites/Mobility/Shared%20Documents/General/Power%20Automate/reports/lookout-insights.html"
+        ) && digest.contains("Open the insights report"),
+        "{digest}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_report_folder_nothing_is_uploaded_and_the_digest_says_where_the_page_is_stored(
+) {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(&graph, tmp.path(), &hook, &[]).await;
+    assert!(deps.page_publisher.is_none());
+    let report = live_run(&deps).await;
+    assert!(report.counts.sent > 0, "{}", report.summary);
+    assert!(graph.state.lock().unwrap().uploads.is_empty());
+    let digest = only_digest(&hook);
+    assert!(
+        digest.contains("Insights report: ") && !digest.contains("Open the insights report"),
+        "{digest}"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_that_fails_with_5xx_never_fails_the_run_and_the_digest_shows_the_stored_page() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    // More failures than attempts (two retries after the first).
+    graph.state.lock().unwrap().upload_failures = 10;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(
+        &graph,
+        tmp.path(),
+        &hook,
+        &[(
+            "REMINDERS_REPORT_SHAREPOINT_FOLDER",
+            "General/Power Automate/reports",
+        )],
+    )
+    .await;
+    let report = live_run(&deps).await;
+    assert!(report.counts.sent > 0, "{}", report.summary);
+    {
+        let s = graph.state.lock().unwrap();
+        assert!(s.uploads.is_empty());
+        assert_eq!(s.upload_failures, 7, "three attempts, then given up");
+    }
+    let digest = only_digest(&hook);
+    assert!(
+        digest.contains("Insights report: ")
+            && digest.contains("reports")
+            && !digest.contains("Open the insights report"),
+        "{digest}"
+    );
+    assert!(tmp.path().join("state/reports/latest.html").exists());
+}
+
+#[tokio::test]
+async fn a_dry_run_publishes_nothing() {
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(
+        &graph,
+        tmp.path(),
+        &hook,
+        &[("REMINDERS_REPORT_SHAREPOINT_FOLDER", "reports")],
+    )
+    .await;
+    let mut req = job::RunRequest::new(lookout_reminders::report::Trigger::Cli);
+    req.as_of = Some(chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap());
+    req.dry_run = true;
+    job::run(&deps, req, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(graph.state.lock().unwrap().uploads.is_empty());
+    assert!(hook.bodies.lock().unwrap().is_empty());
 }

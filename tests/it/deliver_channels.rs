@@ -20,13 +20,13 @@ const SIG: &str = "Zx9SuperSecretSignature0123";
 
 /// A fake Power Automate trigger: checks the signature, records bodies, can fail.
 #[derive(Clone)]
-struct FakeWebhook {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
+pub(crate) struct FakeWebhook {
+    pub(crate) url: String,
+    pub(crate) bodies: Arc<Mutex<Vec<Value>>>,
     fail: Arc<Mutex<VecDeque<u16>>>,
 }
 
-async fn webhook() -> FakeWebhook {
+pub(crate) async fn webhook() -> FakeWebhook {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hook = FakeWebhook {
