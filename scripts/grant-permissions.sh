@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the Bicep templates cannot do, after `azd up`: grants the Function App's user-assigned
 # managed identity the Microsoft Graph application roles its configured channels need (and no
-# others), the Sites.Selected read grant on the one SharePoint site, uploads the Teams app to the
+# others), the Sites.Selected grant on the one SharePoint site (read; write when the insights
+# page is published there, REMINDERS_REPORT_SHAREPOINT_FOLDER), uploads the Teams app to the
 # org catalog, and prints the Exchange Online commands that scope e-mail to the sender mailbox.
 # Idempotent: every grant is looked up first and only made when missing.
 #
@@ -12,6 +13,8 @@
 #   --channels LIST         e.g. teams_bot,email                         (azd: REMINDERS_CHANNEL)
 #   --source blob|sharepoint                                             (azd: REMINDERS_SOURCE)
 #   --site-url URL          SharePoint site of the export                (azd: REMINDERS_SHAREPOINT_SITE_URL)
+#   --report-folder PATH    folder the insights page is published to: the site grant becomes write
+#                                                                        (azd: REMINDERS_REPORT_SHAREPOINT_FOLDER)
 #   --sender MAILBOX        shared mailbox sending the e-mails           (azd: REMINDERS_SENDER_MAILBOX)
 #   --resource-group RG / --app NAME   the Function App                  (azd: AZURE_RESOURCE_GROUP / AZURE_FUNCTION_APP_NAME)
 #   --developer-name, --website-url, --privacy-url, --terms-url          Teams app manifest fields
@@ -34,6 +37,7 @@ flag_to_key() {
     --channels) echo REMINDERS_CHANNEL ;;
     --source) echo REMINDERS_SOURCE ;;
     --site-url) echo REMINDERS_SHAREPOINT_SITE_URL ;;
+    --report-folder) echo REMINDERS_REPORT_SHAREPOINT_FOLDER ;;
     --sender) echo REMINDERS_SENDER_MAILBOX ;;
     --resource-group) echo AZURE_RESOURCE_GROUP ;;
     --app) echo AZURE_FUNCTION_APP_NAME ;;
@@ -47,7 +51,7 @@ flag_to_key() {
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=true; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *)
       key=$(flag_to_key "$1") || { echo "grant-permissions.sh: unknown argument '$1' (see --help)" >&2; exit 2; }
       [ $# -ge 2 ] || { echo "grant-permissions.sh: $1 needs a value" >&2; exit 2; }
@@ -70,6 +74,8 @@ channels=$(get REMINDERS_CHANNEL teams_bot,email)
 source_kind=$(get REMINDERS_SOURCE sharepoint)
 site_url=$(get REMINDERS_SHAREPOINT_SITE_URL 'https://<tenant>.sharepoint.com/sites/<site>')
 sender="${cfg[REMINDERS_SENDER_MAILBOX]:-}"
+# Publishing the insights page uploads to the site's library: write instead of read.
+site_role=read; [ -n "${cfg[REMINDERS_REPORT_SHAREPOINT_FOLDER]:-}" ] && site_role=write
 for required in principal client_id channels; do
   [ -n "${!required}" ] || { echo "grant-permissions.sh: no $required: pass it as a flag or run after azd up (azd env get-values)" >&2; exit 2; }
 done
@@ -118,22 +124,30 @@ if [ ${#roles[@]} -gt 0 ]; then
   done
 fi
 
-# ---- Sites.Selected: read on the one site --------------------------------------------------
+# ---- Sites.Selected: read (or write, to publish the page) on the one site ----------------------
 if [ "$source_kind" = sharepoint ]; then
   [ -n "$site_url" ] || { echo "grant-permissions.sh: --site-url (REMINDERS_SHAREPOINT_SITE_URL) is required for the SharePoint source" >&2; exit 2; }
   host=$(sed -E 's#^https://([^/]+).*#\1#' <<<"$site_url")
   path=$(sed -E 's#^https://[^/]+(/[^?]*)?.*#\1#' <<<"$site_url"); path="${path%/}"
-  say "== Sites.Selected read grant on $site_url"
+  say "== Sites.Selected $site_role grant on $site_url"
   site_id=$(query "<site-id>" az rest --method get --uri "$GRAPH/sites/$host:$path" --query id -o tsv)
   granted=$(query "" az rest --method get --uri "$GRAPH/sites/$site_id/permissions" \
     --query "value[?grantedToIdentitiesV2[?application.id=='$client_id']].id | [0]" -o tsv)
   if [ -n "$granted" ]; then
-    say "   already granted ($granted)"
+    roles_now=$(query "" az rest --method get --uri "$GRAPH/sites/$site_id/permissions/$granted" --query "roles" -o tsv)
+    if [ "$site_role" = write ] && ! grep -qwE 'write|fullcontrol' <<<"$roles_now"; then
+      # An earlier read grant: raised to write (PATCH of the permission's roles).
+      run az rest --method patch --uri "$GRAPH/sites/$site_id/permissions/$granted" \
+        --headers "Content-Type=application/json" --body '{"roles":["write"]}' >/dev/null
+      say "   write $done_word (was: $roles_now)"
+    else
+      say "   already granted ($granted)"
+    fi
   else
     run az rest --method post --uri "$GRAPH/sites/$site_id/permissions" \
       --headers "Content-Type=application/json" \
-      --body "{\"roles\":[\"read\"],\"grantedToIdentities\":[{\"application\":{\"id\":\"$client_id\",\"displayName\":\"lookout-reminders\"}}]}" >/dev/null
-    say "   read $done_word"
+      --body "{\"roles\":[\"$site_role\"],\"grantedToIdentities\":[{\"application\":{\"id\":\"$client_id\",\"displayName\":\"lookout-reminders\"}}]}" >/dev/null
+    say "   $site_role $done_word"
   fi
 fi
 

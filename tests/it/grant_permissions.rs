@@ -135,6 +135,31 @@ fn the_site_grant_targets_the_configured_site() {
 }
 
 #[test]
+fn the_site_grant_is_read_and_becomes_write_only_when_the_page_is_published_there() {
+    let read = dry_run(&["--channels", "teams_bot"]);
+    assert!(
+        read.output.contains(r#"roles\":\[\"read\"\]"#)
+            && !read.output.contains(r#"\"write\""#),
+        "{}",
+        read.output
+    );
+    let write = dry_run(&[
+        "--channels",
+        "teams_bot",
+        "--report-folder",
+        "General/Power Automate/reports",
+    ]);
+    assert!(
+        write.output.contains(r#"roles\":\[\"write\"\]"#)
+            && !write.output.contains(r#"\"read\""#),
+        "{}",
+        write.output
+    );
+    assert!(write.output.contains("== Sites.Selected write grant on"));
+    assert_eq!(write.calls, "");
+}
+
+#[test]
 fn an_unknown_argument_is_refused_by_name() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
