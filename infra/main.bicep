@@ -68,6 +68,9 @@ param sharePointLibrary string = ''
 @description('SharePoint source: path of the export in the library, e.g. General/issues-export.xlsx.')
 param sharePointFilePath string = ''
 
+@description('SharePoint source: folder of the same library the insights page is published to after each live run (e.g. General/Power Automate/reports); its webUrl becomes the digest link. Empty = not published. Needs the Sites.Selected write grant (scripts/grant-permissions.sh --report-folder).')
+param reportSharePointFolder string = ''
+
 @description('Teams bot: catalog id of the Teams app. Empty on the first `azd up`; scripts/grant-permissions.sh uploads the app and stores the id in the azd environment (REMINDERS_TEAMS_APP_ID).')
 param teamsAppId string = ''
 
@@ -117,6 +120,7 @@ module resources 'resources.bicep' = {
     sharePointSiteUrl: sharePointSiteUrl
     sharePointLibrary: sharePointLibrary
     sharePointFilePath: sharePointFilePath
+    reportSharePointFolder: reportSharePointFolder
     teamsAppId: teamsAppId
     senderMailbox: senderMailbox
     workflowsUrl: workflowsUrl

@@ -43,6 +43,7 @@ param exportPrefix string = 'lookout/'
 param sharePointSiteUrl string = ''
 param sharePointLibrary string = ''
 param sharePointFilePath string = ''
+param reportSharePointFolder string = ''
 param teamsAppId string = ''
 param senderMailbox string = ''
 
@@ -438,6 +439,7 @@ var settingsSharePointSource = {
   REMINDERS_SHAREPOINT_SITE_URL: sharePointSiteUrl
   REMINDERS_SHAREPOINT_LIBRARY: sharePointLibrary
   REMINDERS_SHAREPOINT_FILE_PATH: sharePointFilePath
+  REMINDERS_REPORT_SHAREPOINT_FOLDER: reportSharePointFolder
 }
 
 var settingsTeamsBot = {

@@ -138,8 +138,7 @@ fn the_site_grant_targets_the_configured_site() {
 fn the_site_grant_is_read_and_becomes_write_only_when_the_page_is_published_there() {
     let read = dry_run(&["--channels", "teams_bot"]);
     assert!(
-        read.output.contains(r#"roles\":\[\"read\"\]"#)
-            && !read.output.contains(r#"\"write\""#),
+        read.output.contains(r#"roles\":\[\"read\"\]"#) && !read.output.contains(r#"\"write\""#),
         "{}",
         read.output
     );
@@ -150,8 +149,7 @@ fn the_site_grant_is_read_and_becomes_write_only_when_the_page_is_published_ther
         "General/Power Automate/reports",
     ]);
     assert!(
-        write.output.contains(r#"roles\":\[\"write\"\]"#)
-            && !write.output.contains(r#"\"read\""#),
+        write.output.contains(r#"roles\":\[\"write\"\]"#) && !write.output.contains(r#"\"read\""#),
         "{}",
         write.output
     );

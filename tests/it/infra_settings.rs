@@ -310,6 +310,57 @@ fn every_channel_and_source_the_template_offers_passes_start_up_validation() {
 }
 
 #[test]
+fn the_report_folder_the_operator_sets_reaches_the_sharepoint_deployment_and_passes_validation() {
+    let bicep = read("infra/resources.bicep");
+    let entries = &settings_blocks(&bicep)["settingsSharePointSource"];
+    assert!(
+        entries
+            .iter()
+            .any(|(name, expr)| name == "REMINDERS_REPORT_SHAREPOINT_FOLDER"
+                && expr == "reportSharePointFolder"),
+        "{entries:?}"
+    );
+    // Unset (the template's default): valid, nothing published.
+    let env = deployed_env(
+        &bicep,
+        &[
+            "settingsCore",
+            "settingsSharePointSource",
+            "settingsWorkflows",
+        ],
+        &[
+            ("REMINDERS_CHANNEL", "workflows"),
+            ("REMINDERS_SOURCE", "sharepoint"),
+        ],
+    );
+    assert_eq!(validate(&env).unwrap().azure.report_sharepoint_folder, None);
+    let env = deployed_env(
+        &bicep,
+        &[
+            "settingsCore",
+            "settingsSharePointSource",
+            "settingsWorkflows",
+        ],
+        &[
+            ("REMINDERS_CHANNEL", "workflows"),
+            ("REMINDERS_SOURCE", "sharepoint"),
+            (
+                "REMINDERS_REPORT_SHAREPOINT_FOLDER",
+                "General/Power Automate/reports",
+            ),
+        ],
+    );
+    assert_eq!(
+        validate(&env)
+            .unwrap()
+            .azure
+            .report_sharepoint_folder
+            .as_deref(),
+        Some("General/Power Automate/reports")
+    );
+}
+
+#[test]
 fn a_channel_block_missing_its_required_setting_is_caught() {
     let bicep = read("infra/resources.bicep");
     for (line, channels, setting) in [
