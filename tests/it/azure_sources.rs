@@ -1,7 +1,8 @@
 //! The Blob source on Azurite (real SDK client, real managed-identity credential fed by the
 //! fake identity endpoint) and the SharePoint source against a fake Microsoft Graph that
 //! checks the Graph audience and redirects downloads to another port that refuses any
-//! Authorization header.
+//! Authorization header; the same fake takes the insights page's upload (`PUT …:/content`),
+//! recording its path, content type and body.
 
 use crate::azurite::Azurite;
 use crate::fake_identity::{bearer_audience, FakeIdentity};
@@ -293,6 +294,8 @@ struct GraphState {
     uploads: Vec<(String, String, Vec<u8>)>,
     /// Answer the next N uploads with 500 (after the auth check, like Graph).
     upload_failures: usize,
+    /// Refuse uploads with 403, as Graph does for a `Sites.Selected` read-only grant.
+    upload_forbidden: bool,
 }
 
 struct FakeGraph {
@@ -463,6 +466,9 @@ fn graph_upload(
             "maxFileSizeExceeded",
             "too large",
         );
+    }
+    if s.upload_forbidden {
+        return graph_error(StatusCode::FORBIDDEN, "accessDenied", "Access denied");
     }
     if s.upload_failures > 0 {
         s.upload_failures -= 1;
@@ -1117,4 +1123,28 @@ async fn a_dry_run_publishes_nothing() {
         .unwrap();
     assert!(graph.state.lock().unwrap().uploads.is_empty());
     assert!(hook.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_grant() {
+    use lookout_reminders::ledger::PagePublisher;
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    graph.state.lock().unwrap().upload_forbidden = true;
+    let settings = graph
+        .settings(&[("REMINDERS_REPORT_SHAREPOINT_FOLDER", "reports")])
+        .await;
+    let publisher = lookout_reminders::source::SharePointPagePublisher::from_settings_with(
+        &settings,
+        Arc::new(azure::CredentialTokens::from_settings(&settings).unwrap()),
+    )
+    .unwrap()
+    .expect("the folder is set");
+    let err = publisher.publish_page("<html></html>").await.unwrap_err();
+    assert!(
+        err.contains("write grant")
+            && err.contains("HTTP 403")
+            && err.contains("reports/lookout-insights.html"),
+        "{err}"
+    );
+    assert!(graph.state.lock().unwrap().uploads.is_empty());
 }
