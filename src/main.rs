@@ -7,8 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lookout_reminders::config::{Config, Env};
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, JobError, RunRequest};
+use lookout_reminders::ledger::LedgerError;
 use lookout_reminders::report::{ReminderStatus, RunReport, Trigger};
-use lookout_reminders::source::{LocalFileSource, Source};
+use lookout_reminders::source::{LocalFileSource, Source, SourceError};
 use lookout_reminders::{app, plan, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -436,6 +437,10 @@ fn job_error_code(e: &JobError) -> u8 {
     eprintln!("error: {e}");
     match e {
         JobError::Busy(_) => exit::BUSY,
+        // A credential that gets no token is configuration, whichever step meets it first
+        // (a dry run fetching the export, a live run taking the lock).
+        JobError::Source(SourceError::Credential { .. })
+        | JobError::Ledger(LedgerError::Credential { .. }) => exit::USAGE,
         JobError::Source(_) | JobError::Unusable(_) => exit::UNUSABLE_EXPORT,
         JobError::TooManyOwners { .. }
         | JobError::AsOfInFuture { .. }

@@ -348,7 +348,7 @@ fn is_due(
     since >= c.remind_every_days
 }
 
-fn sent_on_the_real_day(h: &crate::ledger::IssueHistory, opts: &PlanOptions) -> bool {
+fn sent_on_the_real_day(h: &crate::history::IssueHistory, opts: &PlanOptions) -> bool {
     opts.sent_today
         .is_some_and(|(today, tz)| h.last_sent_at.with_timezone(&tz).date_naive() >= today)
 }

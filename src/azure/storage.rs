@@ -58,6 +58,13 @@ pub fn status(e: &azure_core::Error) -> Option<u16> {
     e.http_status().map(u16::from)
 }
 
+/// Whether the call failed getting a token (identity refused, unreachable, misconfigured)
+/// rather than at the service: a configuration problem, told apart so every step that meets
+/// it reports it the same way.
+pub fn is_credential(e: &azure_core::Error) -> bool {
+    matches!(e.kind(), ErrorKind::Credential)
+}
+
 /// The service's error code (`BlobNotFound`, `LeaseAlreadyPresent`…), when it gave one.
 pub fn error_code(e: &azure_core::Error) -> Option<&str> {
     match e.kind() {

@@ -77,7 +77,8 @@ pub struct CalledPath(pub String);
 /// typed it (`/api/Function_Http/`), so the path is lower-cased (our routes carry no
 /// case-sensitive parameters) and a trailing slash dropped. A forwarded HTTP call under
 /// another route prefix (`routePrefix` in `host.json`, e.g. `/reminders/function_http`) is
-/// routed as `/api/function_http`; `/function_http` alone stays the wrapped form.
+/// routed as `/api/function_http`; `/function_http` alone is left to [`normalise_request`],
+/// which tells the wrapped form from a call forwarded with an empty prefix.
 pub fn normalise_path(path: &str) -> (String, String) {
     let mut called = path.to_ascii_lowercase();
     while called.len() > 1 && called.ends_with('/') {
@@ -93,8 +94,36 @@ pub fn normalise_path(path: &str) -> (String, String) {
 
 /// Rewrites the request's path to its [`normalise_path`] form before routing (the query is
 /// kept as sent) and records the [`CalledPath`].
-async fn normalise_request(mut req: Request) -> Request {
-    let (routed, called) = normalise_path(req.uri().path());
+///
+/// With `extensions.http.routePrefix: ""` in `host.json` the host forwards HTTP calls to
+/// `/function_http`, the wrapped form's path too. The wrapped form is always a `POST` whose
+/// body is the host's invocation payload (a JSON object with `Data`), which no forwarded
+/// call's body can be (a run request has no `Data` field), so the body tells them apart:
+/// any other request at `/function_http` is routed as a forwarded call.
+async fn normalise_request(mut req: Request) -> Result<Request, Response> {
+    let (mut routed, called) = normalise_path(req.uri().path());
+    if routed == WRAPPED_HTTP_ROUTE {
+        if req.method() == Method::POST {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, HOST_PAYLOAD_LIMIT)
+                .await
+                .map_err(|_| {
+                    ApiResponse::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the request body is unreadable or over the limit of {HOST_PAYLOAD_LIMIT} bytes"
+                        ),
+                    )
+                    .into_response()
+                })?;
+            if !is_invocation_payload(&bytes) {
+                routed = http::ROUTE.to_string();
+            }
+            req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        } else {
+            routed = http::ROUTE.to_string();
+        }
+    }
     if routed != req.uri().path() {
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{routed}?{q}"),
@@ -109,7 +138,15 @@ async fn normalise_request(mut req: Request) -> Request {
         }
     }
     req.extensions_mut().insert(CalledPath(called));
-    req
+    Ok(req)
+}
+
+/// Whether a body is the host's invocation payload (`{"Data": {...}, "Metadata": {...}}`).
+fn is_invocation_payload(body: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<Value>(body),
+        Ok(Value::Object(map)) if map.contains_key("Data")
+    )
 }
 
 /// The wrapped HTTP function's route (the host's `POST /<function name>`).
@@ -580,6 +617,58 @@ mod tests {
             inner["error"].as_str().unwrap().contains("bogus"),
             "{inner}"
         );
+    }
+
+    /// `extensions.http.routePrefix: ""`: the host forwards the caller's request to
+    /// `/function_http` as sent, the wrapped form's path.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_an_empty_route_prefix_forwarded_calls_at_the_bare_route_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        // The host's forwarded copy of `GET /function_http?code=…` (health).
+        let get = axum::http::Request::get("/function_http?code=k")
+            .header(
+                "x-azure-functions-invocationid",
+                "0f4a3a8e-8f5e-4c8b-9a57-0b7c2a1e5d11",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(&s, get).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ok", "{body}");
+        let get = axum::http::Request::get("/Function_Http/?runId=no-such-run")
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(&s, get).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("no-such-run"));
+        // A forwarded POST: the caller's run request, answered as a report, not refused as
+        // a malformed invocation payload.
+        let (status, body) = call(
+            &s,
+            post(
+                "/function_http?code=k",
+                r#"{"dryRun": true, "asOf": "2024-03-07"}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["counts"]["planned"], 23, "{body}");
+        assert!(body.get("Outputs").is_none(), "{body}");
+        // A forwarded body with an unknown field is the forwarded route's 400, said plainly.
+        let (status, body) = call(&s, post("/function_http", r#"{"bogus": 1}"#)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("bogus"), "{body}");
+        assert!(body.get("Outputs").is_none(), "{body}");
+        // The wrapped payload at the same path is still the wrapped form.
+        let payload = json!({
+            "Data": { "req": { "Url": "http://localhost:7071/function_http", "Method": "GET", "Query": {},
+                "Headers": {}, "Params": {}, "Identities": [], "Body": "" } },
+            "Metadata": {}
+        });
+        let (status, body) = call(&s, post("/function_http", &payload.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["Outputs"]["res"]["statusCode"], 200, "{body}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use super::{is_unreachable, DailyAggregate, Resolution};
 use crate::domain::{IssueKind, OwnerEmail};
-use crate::ledger::LedgerEvent;
+use crate::history::LedgerEvent;
 use crate::report::RunReport;
 use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};

@@ -158,6 +158,13 @@ impl BlobLedger {
     }
 
     fn storage_error(&self, name: &str, operation: &str, e: &azure_core::Error) -> LedgerError {
+        if storage::is_credential(e) {
+            return LedgerError::Credential {
+                location: self.at(name),
+                operation: operation.into(),
+                detail: storage::describe(e),
+            };
+        }
         let mut detail = storage::describe(e);
         if storage::status(e) == Some(403) {
             detail.push_str(
@@ -182,6 +189,11 @@ impl BlobLedger {
                         Ok(())
                     }
                     Err(e) if matches!(storage::status(&e), Some(409) | Some(403)) => Ok(()),
+                    Err(e) if storage::is_credential(&e) => Err(LedgerError::Credential {
+                        location: self.location.clone(),
+                        operation: "creating the state container".into(),
+                        detail: storage::describe(&e),
+                    }),
                     Err(e) => Err(LedgerError::Storage {
                         location: self.location.clone(),
                         operation: "creating the state container".into(),

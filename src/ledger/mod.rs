@@ -31,6 +31,16 @@ pub enum LedgerError {
         /// What is wrong.
         detail: String,
     },
+    /// The app's Azure credential got no token: a configuration problem, not the storage's.
+    #[error("{location}: {operation}: the app's Azure credential got no token (check REMINDERS_CREDENTIAL, REMINDERS_MANAGED_IDENTITY_CLIENT_ID and the identity): {detail}")]
+    Credential {
+        /// File / blob / container.
+        location: String,
+        /// What was being done.
+        operation: String,
+        /// The credential's message.
+        detail: String,
+    },
     /// Storage failed.
     #[error("{location}: {operation}: {detail}")]
     Storage {

@@ -143,6 +143,41 @@ impl HeaderMap {
         }
     }
 
+    /// What a header candidate held, told in the project's own column names only: the
+    /// file's cells are never quoted, so a wrong file (a password file, a key, a private
+    /// spreadsheet) cannot leak its content into an error, a log or an HTTP answer.
+    pub fn describe_cells<'a>(cells: impl IntoIterator<Item = &'a str>) -> String {
+        let cells: Vec<&str> = cells.into_iter().filter(|c| !c.trim().is_empty()).collect();
+        let mut recognised: Vec<Column> = Vec::new();
+        for col in cells.iter().filter_map(|c| Column::from_header(c)) {
+            if !recognised.contains(&col) {
+                recognised.push(col);
+            }
+        }
+        let titles = |cols: &[Column]| {
+            cols.iter()
+                .map(|c| format!("'{}'", c.title()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let count = match cells.len() {
+            1 => "1 cell".to_string(),
+            n => format!("{n} cells"),
+        };
+        if recognised.is_empty() {
+            return format!("{count}, none of them a known column");
+        }
+        let missing: Vec<Column> = Column::REQUIRED
+            .into_iter()
+            .filter(|c| !recognised.contains(c))
+            .collect();
+        format!(
+            "{count}, of which {} known; missing {}",
+            titles(&recognised),
+            titles(&missing)
+        )
+    }
+
     /// The required columns as a readable list, for error messages.
     pub fn expected() -> String {
         Column::REQUIRED

@@ -12,7 +12,7 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
     let mut header = find_header(text).ok_or_else(|| ParseError::NoHeader {
         name: name.into(),
         expected: HeaderMap::expected(),
-        found: first_line_summary(text),
+        found: header_search_summary(text),
     })?;
     header.map = std::mem::take(&mut header.map).in_zone(zone);
 
@@ -216,19 +216,29 @@ fn split_line(line: &str, delimiter: u8) -> Vec<String> {
     }
 }
 
-/// The first non-blank line, shortened, for the "no header" message.
-fn first_line_summary(text: &str) -> String {
-    const MAX: usize = 80;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let shown: String = line.chars().take(MAX).collect();
-    if line.chars().count() > MAX {
-        format!("'{shown}…' on the first line")
-    } else {
-        format!("'{shown}' on the first line")
+/// Describes the header candidate nearest to an export's (the line of the search window
+/// with the most known columns, else the first non-blank one) by column names only.
+fn header_search_summary(text: &str) -> String {
+    let mut best: Option<(usize, usize, Vec<String>)> = None;
+    for (index, line) in text.lines().take(HEADER_SEARCH_LINES).enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cells = split_line(line, detect_delimiter(line));
+        let known = cells
+            .iter()
+            .filter(|c| super::columns::Column::from_header(c).is_some())
+            .count();
+        if best.as_ref().is_none_or(|(k, _, _)| known > *k) {
+            best = Some((known, index + 1, cells));
+        }
+    }
+    match best {
+        None => "no text".into(),
+        Some((_, line, cells)) => format!(
+            "line {line} has {}",
+            HeaderMap::describe_cells(cells.iter().map(String::as_str))
+        ),
     }
 }
 
@@ -414,15 +424,45 @@ mod tests {
         assert!(matches!(err, ParseError::NoHeader { .. }));
         assert!(msg.starts_with("notes.csv: "), "{msg}");
         assert!(msg.contains("'Device Owner'"), "{msg}");
-        assert!(msg.contains("'hello,world'"), "{msg}");
+        assert!(
+            msg.contains("line 1 has 2 cells, none of them a known column"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hello"), "{msg}");
     }
 
     #[test]
-    fn a_long_first_line_is_shortened_in_the_error() {
+    fn a_long_first_line_is_not_quoted_in_the_error() {
         let line = "x".repeat(500);
         let msg = parse(&line, "f.csv").unwrap_err().to_string();
         assert!(msg.len() < 300, "{msg}");
-        assert!(msg.contains('…'), "{msg}");
+        assert!(!msg.contains("xxx"), "{msg}");
+    }
+
+    #[test]
+    fn a_password_file_is_refused_naming_the_columns_without_quoting_it() {
+        let text =
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+        let msg = parse(text, "passwd").unwrap_err().to_string();
+        assert!(msg.starts_with("passwd: no header row"), "{msg}");
+        assert!(
+            msg.contains("'Device Owner', 'Issue', 'Status', 'Date Detected'"),
+            "{msg}"
+        );
+        for secret in ["root", "daemon", "/bin/bash", ":x:"] {
+            assert!(!msg.contains(secret), "{secret} leaked: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_near_miss_header_names_the_known_and_missing_columns_but_no_other_cell() {
+        let text = "Device Owner,Issue,api_key=s3cret\nbob@example.com,Outdated OS,1\n";
+        let msg = parse(text, "f.csv").unwrap_err().to_string();
+        assert!(
+            msg.contains("line 1 has 3 cells, of which 'Device Owner', 'Issue' known; missing 'Status', 'Date Detected'"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret") && !msg.contains("api_key"), "{msg}");
     }
 
     #[test]

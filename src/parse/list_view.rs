@@ -40,6 +40,25 @@ pub(super) fn looks_like_list_view(text: &str) -> bool {
         .all(|want| cells.iter().any(|c| c == want))
 }
 
+/// Describes the first non-blank line by the list view's own column names only, never
+/// quoting the file (it may be anything a caller pointed the run at).
+fn list_header_summary(text: &str) -> String {
+    let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else {
+        return "no text".into();
+    };
+    let cells: Vec<String> = first.split('\t').map(normalise).collect();
+    let missing: Vec<String> = [STATUS, ISSUE, DEVICE, DETECTED]
+        .iter()
+        .filter(|want| !cells.iter().any(|c| c == *want))
+        .map(|want| format!("'{want}'"))
+        .collect();
+    format!(
+        "a first line of {} tab-separated cells without {}",
+        cells.len(),
+        missing.join(", ")
+    )
+}
+
 fn normalise(cell: &str) -> String {
     cell.trim().trim_start_matches('\u{feff}').to_uppercase()
 }
@@ -99,15 +118,7 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
         .ok_or_else(|| ParseError::NoHeader {
             name: name.into(),
             expected: "'STATUS', 'ISSUE', 'DEVICE', 'DETECTED' (tab-separated)".into(),
-            found: format!(
-                "'{}' on the first line",
-                text.lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(80)
-                    .collect::<String>()
-            ),
+            found: list_header_summary(text),
         })?;
     let map = HeaderMap::from_headers(EXPORT_COLUMNS)
         .expect("the export columns map themselves")

@@ -95,7 +95,7 @@ pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, 
         }
     }
     let found = match first_row_seen {
-        Some((sheet, row)) => format!("sheet '{sheet}' starts with '{}'", shorten(&row)),
+        Some((sheet, row)) => format!("sheet '{}' starts with a row of {row}", shorten(&sheet)),
         None if sheets.is_empty() => "no worksheet".into(),
         None => "only empty sheets".into(),
     };
@@ -116,8 +116,10 @@ fn bad(name: &str, e: impl std::fmt::Display) -> ParseError {
     }
 }
 
+/// A sheet name as an error may show it: Excel caps names at 31 characters, a hand-made
+/// package may not.
 fn shorten(text: &str) -> String {
-    const MAX: usize = 80;
+    const MAX: usize = 31;
     if text.chars().count() > MAX {
         format!("{}…", text.chars().take(MAX).collect::<String>())
     } else {
@@ -417,7 +419,10 @@ struct Target {
 
 enum SheetHeader {
     Found(Target),
-    NotFound { first_row: Option<String> },
+    /// `first_row`: the sheet's first non-blank row described by column names only.
+    NotFound {
+        first_row: Option<String>,
+    },
 }
 
 /// Looks for a header row among the sheet's first rows.
@@ -442,7 +447,7 @@ fn find_sheet_header(
             }
         }
         if first_row.is_none() {
-            *first_row = Some(line.join(" | "));
+            *first_row = Some(HeaderMap::describe_cells(line.iter().map(String::as_str)));
         }
         let map = HeaderMap::from_headers(line.iter().map(String::as_str)).ok()?;
         Some(Target {
@@ -808,7 +813,9 @@ mod tests {
         assert!(msg.starts_with("book.xlsx: "), "{msg}");
         assert!(msg.contains("'Device Owner'"), "{msg}");
         assert!(
-            msg.contains("sheet 'Feuil1' starts with 'Budget | 2024'"),
+            msg.contains(
+                "sheet 'Feuil1' starts with a row of 2 cells, none of them a known column"
+            ),
             "{msg}"
         );
     }

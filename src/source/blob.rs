@@ -110,6 +110,13 @@ impl BlobSource {
     }
 
     fn failure(&self, location: String, step: &str, e: &azure_core::Error) -> SourceError {
+        if storage::is_credential(e) {
+            return SourceError::Credential {
+                location,
+                step: step.into(),
+                detail: storage::describe(e),
+            };
+        }
         match storage::status(e) {
             Some(404) => SourceError::NotFound {
                 location,

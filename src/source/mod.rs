@@ -52,6 +52,16 @@ pub enum SourceError {
         /// The cap.
         limit: u64,
     },
+    /// The app's Azure credential got no token: a configuration problem, not the export's.
+    #[error("{location}: {step}: the app's Azure credential got no token (check REMINDERS_CREDENTIAL, REMINDERS_MANAGED_IDENTITY_CLIENT_ID and the identity): {detail}")]
+    Credential {
+        /// What was looked for.
+        location: String,
+        /// The step that needed the token.
+        step: String,
+        /// The credential's message.
+        detail: String,
+    },
     /// Anything else (network, service error…), with the step that failed.
     #[error("{location}: {step}: {detail}")]
     Failed {

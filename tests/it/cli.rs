@@ -724,3 +724,44 @@ fn the_report_command_refuses_a_period_it_cannot_read_and_works_on_an_empty_ledg
     assert_eq!(j["headline"]["open_now"], Value::Null);
     assert_eq!(j["trend"].as_array().unwrap().len(), 0);
 }
+
+/// A managed identity the token endpoint refuses (wrong `IDENTITY_HEADER`): a configuration
+/// problem, so exit 2 whether the run is a dry run (which meets it fetching the export) or a
+/// live one (which meets it first taking the lock in the state container).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_managed_identity_exits_2_on_a_dry_run_and_on_a_live_run() {
+    let identity = crate::fake_identity::FakeIdentity::shared().await;
+    let d = dirs();
+    let endpoint = identity.endpoint();
+    let env = [
+        ("REMINDERS_SOURCE", "blob"),
+        ("REMINDERS_LEDGER", "blob"),
+        (
+            "REMINDERS_BLOB_ACCOUNT_URL",
+            "https://127.0.0.1:9/devstoreaccount1",
+        ),
+        ("REMINDERS_EXPORT_CONTAINER", "exports"),
+        ("REMINDERS_EXPORT_BLOB", "latest.csv"),
+        ("REMINDERS_STATE_CONTAINER", "state"),
+        ("REMINDERS_CREDENTIAL", "managed_identity"),
+        ("REMINDERS_AZURE_MAX_RETRIES", "1"),
+        ("REMINDERS_AZURE_RETRY_DELAY_MS", "50"),
+        ("REMINDERS_OUTBOX_DIR", d.outbox.as_str()),
+        ("IDENTITY_ENDPOINT", endpoint.as_str()),
+        ("IDENTITY_HEADER", "not-the-secret"),
+    ];
+    let rejected_before = identity.rejected();
+    let args = ["run", "--source", "blob", "--as-of", "2024-03-07"];
+    let dry_args = [&args[..], &["--dry-run"]].concat();
+    let dry = tokio::task::block_in_place(|| cli(&dry_args, &env));
+    let live = tokio::task::block_in_place(|| cli(&args, &env));
+    for (what, out) in [("dry", &dry), ("live", &live)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what} run: {stderr}");
+        assert!(stderr.contains("credential"), "{what} run: {stderr}");
+    }
+    assert!(
+        identity.rejected() > rejected_before,
+        "the endpoint was never asked"
+    );
+}

@@ -157,6 +157,7 @@ pub(crate) async fn run_sixty_days(state: &Path) -> Arc<LocalLedger> {
     .unwrap();
     deps.notifier = Arc::new(TestNotifier);
     deps.ledger = ledger.clone();
+    deps.reports = ledger.clone();
     for day in 0..60 {
         std::fs::write(&export, export_on(day)).unwrap();
         let mut req = RunRequest::new(Trigger::Timer);

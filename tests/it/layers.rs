@@ -9,7 +9,15 @@ use std::path::{Path, PathBuf};
 
 /// The pure core: no clock, no environment, no I/O, so none of the modules that do I/O.
 const CORE: &[&str] = &[
-    "domain", "history", "parse", "policy", "plan", "report", "render",
+    "domain",
+    "end_of_support",
+    "history",
+    "insights",
+    "parse",
+    "policy",
+    "plan",
+    "report",
+    "render",
 ];
 
 /// Modules that read settings, touch storage or the network, or wire and run the job.

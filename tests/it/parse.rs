@@ -260,7 +260,11 @@ fn a_csv_without_the_export_header_names_what_was_expected_and_found() {
         msg.contains("'Device Owner', 'Issue', 'Status', 'Date Detected'"),
         "{msg}"
     );
-    assert!(msg.contains("'Name,Phone'"), "{msg}");
+    assert!(
+        msg.contains("line 1 has 2 cells, none of them a known column"),
+        "{msg}"
+    );
+    assert!(!msg.contains("Phone"), "{msg}");
 }
 
 #[test]
@@ -339,4 +343,31 @@ fn an_xlsx_with_its_table_on_the_second_sheet_is_read() {
         "{:?}",
         p.notes
     );
+}
+
+#[test]
+fn a_password_file_given_as_the_export_is_refused_without_quoting_it() {
+    let passwd = b"root:x:0:0:root:/root:/bin/bash\nbin:x:1:1:bin:/bin:/sbin/nologin\n";
+    let err = parse_export(passwd, "/etc/passwd").unwrap_err();
+    assert!(matches!(err, ParseError::NoHeader { .. }));
+    let msg = err.to_string();
+    assert!(msg.starts_with("/etc/passwd: no header row"), "{msg}");
+    assert!(
+        msg.contains("'Device Owner', 'Issue', 'Status', 'Date Detected'"),
+        "{msg}"
+    );
+    assert!(!msg.contains("root:x") && !msg.contains("nologin"), "{msg}");
+}
+
+#[test]
+fn a_binary_blob_given_as_the_export_is_refused_without_quoting_it() {
+    // Bytes no format sniffer knows, with a secret-looking line buried in them.
+    let mut blob: Vec<u8> = (0u8..=255).rev().cycle().take(700).collect();
+    blob.splice(40..40, b"root:x:0:0:root:/root:/bin/bash".iter().copied());
+    let err = parse_export(&blob, "dump.bin").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("dump.bin: "), "{msg}");
+    assert!(msg.contains("'Device Owner'"), "{msg}");
+    assert!(!msg.contains("root:x") && !msg.contains("bash"), "{msg}");
+    assert!(msg.len() < 300, "{msg}");
 }
