@@ -75,7 +75,7 @@ source_kind=$(get REMINDERS_SOURCE sharepoint)
 site_url=$(get REMINDERS_SHAREPOINT_SITE_URL 'https://<tenant>.sharepoint.com/sites/<site>')
 sender="${cfg[REMINDERS_SENDER_MAILBOX]:-}"
 # Publishing the insights page uploads to the site's library: write instead of read.
-site_role=read; [ -n "${cfg[REMINDERS_REPORT_SHAREPOINT_FOLDER]:-}" ] && site_role=write
+site_role="read"; [ -n "${cfg[REMINDERS_REPORT_SHAREPOINT_FOLDER]:-}" ] && site_role="write"
 for required in principal client_id channels; do
   [ -n "${!required}" ] || { echo "grant-permissions.sh: no $required: pass it as a flag or run after azd up (azd env get-values)" >&2; exit 2; }
 done

@@ -329,3 +329,39 @@ mod scrub_tests {
         assert_eq!(scrub_addresses("no address @ here"), "no address @ here");
     }
 }
+
+/// Replaces every occurrence of `address` (any ASCII case) in `text` with `shown` (a pseudonym):
+/// a channel's error for one owner often quotes that owner's address.
+pub fn replace_address(text: &str, address: &str, shown: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let needle = address.to_ascii_lowercase();
+    if needle.is_empty() || !lower.contains(&needle) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    // ASCII lower-casing keeps byte offsets, so positions in `lower` are positions in `text`.
+    for (at, _) in lower.match_indices(&needle) {
+        out.push_str(&text[rest..at]);
+        out.push_str(shown);
+        rest = at + needle.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
+/// Escapes text for HTML element content and attribute values (export data is never markup).
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -995,25 +995,6 @@ impl Progress {
     }
 }
 
-/// Replaces every occurrence of `address` (any ASCII case) in `text` with `pseudonym`.
-fn scrub_address(text: &str, address: &str, pseudonym: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let needle = address.to_ascii_lowercase();
-    if needle.is_empty() || !lower.contains(&needle) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
-    // ASCII lower-casing keeps byte offsets, so positions in `lower` are positions in `text`.
-    for (at, _) in lower.match_indices(&needle) {
-        out.push_str(&text[rest..at]);
-        out.push_str(pseudonym);
-        rest = at + needle.len();
-    }
-    out.push_str(&text[rest..]);
-    out
-}
-
 type SendFuture<'a> =
     Pin<Box<dyn Future<Output = (usize, Option<Result<Delivery, DeliveryError>>)> + Send + 'a>>;
 
@@ -1103,7 +1084,7 @@ fn outcome_line(
             let reason_log = if deps.verbose {
                 e.reason.clone()
             } else {
-                scrub_address(&e.reason, r.owner.as_str(), &owner_log)
+                crate::domain::replace_address(&e.reason, r.owner.as_str(), &owner_log)
             };
             warn!(owner = %owner_log, channel = %e.channel, reason = %reason_log, "reminder maybe delivered: recorded as sent, not re-sent");
             let now = Utc::now();
@@ -1149,7 +1130,7 @@ fn outcome_line(
             let reason_log = if deps.verbose {
                 e.reason.clone()
             } else {
-                scrub_address(&e.reason, r.owner.as_str(), &owner_log)
+                crate::domain::replace_address(&e.reason, r.owner.as_str(), &owner_log)
             };
             warn!(owner = %owner_log, channel = %e.channel, reason = %reason_log, "reminder not sent");
             let reason = match &e.code {
@@ -1192,11 +1173,11 @@ mod tests {
     fn addresses_in_service_messages_are_replaced_by_the_pseudonym() {
         let text = "Resource 'JM6453@Engie.com' does not exist (jm6453@engie.com)";
         assert_eq!(
-            scrub_address(text, "jm6453@engie.com", "owner-abc"),
+            crate::domain::replace_address(text, "jm6453@engie.com", "owner-abc"),
             "Resource 'owner-abc' does not exist (owner-abc)"
         );
         assert_eq!(
-            scrub_address("user not found", "a@b.c", "p"),
+            crate::domain::replace_address("user not found", "a@b.c", "p"),
             "user not found"
         );
     }

@@ -254,7 +254,7 @@ pub fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
             };
             format!(
                 "<li>{} — {when}, {issues}</li>\n",
-                escape_html(r.owner.as_str())
+                crate::domain::escape_html(r.owner.as_str())
             )
         })
         .collect();
@@ -262,21 +262,6 @@ pub fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
         "<!DOCTYPE html>\n<html><body>\n<p>{intro}</p>\n<ul>\n{items}</ul>\n</body></html>"
     );
     super::mail_body(summary.manager.as_str(), &subject, &html)
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

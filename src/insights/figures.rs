@@ -229,25 +229,6 @@ fn owner_shown(owner: &str, verbose: bool) -> String {
     }
 }
 
-/// Replaces `address` (any ASCII case) in `text` by `shown`.
-fn scrub(text: &str, address: &str, shown: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    let needle = address.to_ascii_lowercase();
-    if needle.is_empty() || !lower.contains(&needle) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = 0;
-    // ASCII lower-casing keeps byte offsets.
-    for (at, _) in lower.match_indices(&needle) {
-        out.push_str(&text[rest..at]);
-        out.push_str(shown);
-        rest = at + needle.len();
-    }
-    out.push_str(&text[rest..]);
-    out
-}
-
 impl Insights {
     /// Computes the figures from the ledger's events (any order of kinds; ledger order within
     /// a day decides which run of the day counts) and the latest live run's report.
@@ -508,7 +489,7 @@ fn unreachable_owners(report: &RunReport, verbose: bool) -> Vec<UnreachableOwner
                 reason: if verbose {
                     reason
                 } else {
-                    scrub(&reason, &r.owner, &shown)
+                    crate::domain::replace_address(&reason, &r.owner, &shown)
                 },
                 owner: shown,
                 channel: r.channel.clone().unwrap_or_default(),
@@ -538,7 +519,7 @@ mod tests {
     #[test]
     fn addresses_quoted_in_reasons_are_replaced_unless_verbose() {
         assert_eq!(
-            scrub("user 'A@B.com' not found", "a@b.com", "owner-x"),
+            crate::domain::replace_address("user 'A@B.com' not found", "a@b.com", "owner-x"),
             "user 'owner-x' not found"
         );
         assert_eq!(owner_shown("not an address", false), "owner-unknown");

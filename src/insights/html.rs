@@ -3,26 +3,11 @@
 //! backend.
 
 use super::figures::{Insights, TrendPoint};
+use crate::domain::escape_html;
 use crate::domain::IssueKind;
 use chrono::Duration;
 use plotters::prelude::*;
 use std::fmt::Write;
-
-/// Escapes text for HTML element content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A kind's label on the page.
 pub(crate) fn kind_label(kind: &str) -> &str {
@@ -180,9 +165,9 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
          <title>Lookout reminders: fleet insights {as_of}</title><style>{STYLE}</style></head><body>\
          <h1>Is the fleet getting safer?</h1>\
          <p class=\"sub\">Latest run {as_of}; period from {since}; generated {generated}</p>",
-        as_of = esc(&as_of),
+        as_of = escape_html(&as_of),
         since = insights.since,
-        generated = esc(generated),
+        generated = escape_html(generated),
     );
 
     out.push_str("<div class=\"cards\">");
@@ -198,12 +183,12 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
                     "<div class=\"card\"><div class=\"v {class}\">{} {}</div><div class=\"l\">{} (was {then})</div></div>",
                     trend_arrow(c),
                     signed(c),
-                    esc(label)
+                    escape_html(label)
                 )
             }
             _ => format!(
                 "<div class=\"card\"><div class=\"v flat\">–</div><div class=\"l\">{} (not enough history)</div></div>",
-                esc(label)
+                escape_html(label)
             ),
         }
     };
@@ -244,8 +229,8 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
         let _ = write!(
             out,
             "<div class=\"card\"><div class=\"v\">{}</div><div class=\"l\">{}</div></div>",
-            esc(&value),
-            esc(label)
+            escape_html(&value),
+            escape_html(label)
         );
     }
     out.push_str("</div>");
@@ -260,7 +245,7 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
         let _ = write!(
             out,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(kind_label(&k.kind)),
+            escape_html(kind_label(&k.kind)),
             k.open_now,
             k.resolved,
             days(k.median_days_to_remediate),
@@ -283,7 +268,7 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
             let _ = write!(
                 out,
                 "<p class=\"empty\">The chart could not be drawn: {}</p>",
-                esc(&e)
+                escape_html(&e)
             );
         }
     }
@@ -307,7 +292,7 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
                 let _ = write!(
                     out,
                     "<li>{}: {} {}</li>",
-                    esc(kind_label(kind)),
+                    escape_html(kind_label(kind)),
                     trend_arrow(*delta),
                     signed(*delta)
                 );
@@ -330,12 +315,12 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
-                esc(&l.owner),
-                esc(&l.device_model),
-                esc(&l.platform),
-                esc(kind_label(&l.kind)),
-                esc(&l.issue),
-                esc(&l.risk),
+                escape_html(&l.owner),
+                escape_html(&l.device_model),
+                escape_html(&l.platform),
+                escape_html(kind_label(&l.kind)),
+                escape_html(&l.issue),
+                escape_html(&l.risk),
                 l.deadline,
                 l.days_overdue
             );
@@ -356,9 +341,9 @@ pub fn render_html(insights: &Insights, generated: &str) -> String {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
-                esc(&u.owner),
-                esc(&u.channel),
-                esc(&u.reason),
+                escape_html(&u.owner),
+                escape_html(&u.channel),
+                escape_html(&u.reason),
                 u.issues
             );
         }
@@ -376,7 +361,7 @@ mod tests {
     #[test]
     fn text_from_the_export_is_escaped() {
         assert_eq!(
-            esc("<script>\"a\"&'b'</script>"),
+            escape_html("<script>\"a\"&'b'</script>"),
             "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
         );
     }
