@@ -1,8 +1,8 @@
 //! Report: what a run did, as JSON (versioned), CSV and a one-line summary. The same struct
 //! is printed by the CLI, returned by the HTTP function and stored beside the ledger.
 
-use crate::parse::RejectedRow;
-use crate::plan::{IssueLine, Stage};
+use crate::parse::{ParsedExport, RejectedRow};
+use crate::plan::{HeldBack, IssueLine, Plan, PlannedReminder, Stage};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -362,6 +362,250 @@ impl RunReport {
             }
         }
         String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+/// Who ran what, when: the parts of a report known before the export is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunMeta {
+    /// Unique run id.
+    pub run_id: String,
+    /// The host's invocation id, when run as a function.
+    pub invocation_id: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Nothing sent, nothing recorded.
+    pub dry_run: bool,
+    /// The run's "today".
+    pub as_of: NaiveDate,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a delivery channel answered for a reminder it sent (the report's part of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The channel that delivered it.
+    pub channel: String,
+    /// Why an earlier channel of the chain was not used, if one was skipped.
+    pub fell_back: Option<String>,
+    /// Message id from the channel.
+    pub message_id: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The manager's copy, or why nobody was copied.
+    pub escalated_to: Option<String>,
+}
+
+/// Warning added when no mail domain restricts who may be messaged.
+pub const NO_ALLOWED_DOMAINS_WARNING: &str =
+    "no allowed mail domains configured (REMINDERS_ALLOWED_DOMAINS): every owner may be messaged";
+
+impl RunReport {
+    /// The report of a run that has planned and sent nothing yet: the export's counts, the
+    /// owners held back (one skipped line each) and the parse notes as warnings.
+    /// `domains_restricted` is false when `REMINDERS_ALLOWED_DOMAINS` is empty.
+    pub fn begin(
+        meta: &RunMeta,
+        source: SourceReport,
+        parsed: &ParsedExport,
+        plan: &Plan,
+        domains_restricted: bool,
+    ) -> Self {
+        let mut warnings = parsed.notes.clone();
+        if !domains_restricted {
+            warnings.push(NO_ALLOWED_DOMAINS_WARNING.into());
+        }
+        Self {
+            schema: SCHEMA.into(),
+            run_id: meta.run_id.clone(),
+            invocation_id: meta.invocation_id.clone(),
+            trigger: meta.trigger,
+            dry_run: meta.dry_run,
+            as_of: meta.as_of,
+            started_at: meta.started_at,
+            finished_at: meta.started_at,
+            source,
+            rows: RowCounts {
+                total: parsed.total_rows,
+                rejected: parsed.rejected.len(),
+                remindable: plan.remindable,
+                not_remindable: plan.not_remindable.values().sum(),
+            },
+            rejected: parsed.rejected.clone(),
+            owners: OwnerCounts {
+                planned: plan.reminders.len(),
+                not_due: plan.not_due.len(),
+                excluded: plan.excluded.len(),
+            },
+            reminders: plan
+                .not_due
+                .iter()
+                .chain(plan.excluded.iter())
+                .map(ReminderReport::held_back)
+                .collect(),
+            counts: ReminderCounts::default(),
+            resolved: 0,
+            warnings,
+            incomplete: None,
+            team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
+            summary: String::new(),
+        }
+    }
+}
+
+impl ReminderReport {
+    /// The line of a reminder with `status`; no channel answer on it.
+    fn of(
+        r: &PlannedReminder,
+        status: ReminderStatus,
+        reason: Option<String>,
+        channel: Option<String>,
+    ) -> Self {
+        Self {
+            owner: r.owner.to_string(),
+            status,
+            reason,
+            channel,
+            stage: Some(r.stage),
+            message_id: None,
+            attempts: None,
+            escalated_to: None,
+            issues: r.issues().map(ReportIssue::from).collect(),
+        }
+    }
+
+    /// An owner the plan held back (not due, excluded domain): skipped, with the reason.
+    pub fn held_back(h: &HeldBack) -> Self {
+        Self {
+            owner: h.owner.to_string(),
+            status: ReminderStatus::Skipped,
+            reason: Some(h.reason.clone()),
+            channel: None,
+            stage: None,
+            message_id: None,
+            attempts: None,
+            escalated_to: None,
+            issues: h.issues.iter().map(ReportIssue::from).collect(),
+        }
+    }
+
+    /// A dry run's reminder: what `channel` would send.
+    pub fn planned(r: &PlannedReminder, channel: &str) -> Self {
+        Self::of(r, ReminderStatus::Planned, None, Some(channel.into()))
+    }
+
+    /// A reminder the channel accepted.
+    pub fn sent(r: &PlannedReminder, receipt: &Receipt) -> Self {
+        Self {
+            message_id: receipt.message_id.clone(),
+            attempts: Some(receipt.attempts),
+            escalated_to: receipt.escalated_to.clone(),
+            ..Self::of(
+                r,
+                ReminderStatus::Sent,
+                receipt.fell_back.clone(),
+                Some(receipt.channel.clone()),
+            )
+        }
+    }
+
+    /// A post that failed in a way that may have delivered it (recorded as sent).
+    pub fn maybe_delivered(r: &PlannedReminder, channel: &str, reason: &str) -> Self {
+        Self::of(
+            r,
+            ReminderStatus::MaybeDelivered,
+            Some(reason.into()),
+            Some(channel.into()),
+        )
+    }
+
+    /// A reminder the channel refused: `skipped` when deliberately not sent (disabled
+    /// account…), else failed. The service's code, if any, follows the reason.
+    pub fn not_sent(
+        r: &PlannedReminder,
+        channel: &str,
+        reason: &str,
+        code: Option<&str>,
+        skipped: bool,
+    ) -> Self {
+        let status = if skipped {
+            ReminderStatus::Skipped
+        } else {
+            ReminderStatus::Failed
+        };
+        let reason = match code {
+            Some(code) => format!("{reason} ({code})"),
+            None => reason.to_string(),
+        };
+        Self::of(r, status, Some(reason), Some(channel.into()))
+    }
+
+    /// A reminder whose send never started (stop, time budget, ledger failure): skipped.
+    pub fn not_attempted(r: &PlannedReminder, why: &str) -> Self {
+        Self::of(r, ReminderStatus::Skipped, Some(why.into()), None)
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    /// The CLI's human report: header, row counts, rejected rows, one line per owner with
+    /// their issues, warnings, then the summary.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} run {} as of {} — source {} ({}, {} bytes)",
+            if self.dry_run { "Dry" } else { "Live" },
+            self.run_id,
+            self.as_of,
+            self.source.location,
+            self.source.format.as_deref().unwrap_or("?"),
+            self.source.bytes
+        )?;
+        writeln!(
+            f,
+            "Rows: {} total, {} rejected, {} remindable, {} not remindable",
+            self.rows.total, self.rows.rejected, self.rows.remindable, self.rows.not_remindable
+        )?;
+        for r in &self.rejected {
+            writeln!(
+                f,
+                "  rejected row {}: column '{}': {}",
+                r.row, r.field, r.reason
+            )?;
+        }
+        writeln!(f)?;
+        for r in &self.reminders {
+            let status = match r.status {
+                ReminderStatus::Planned => "PLANNED",
+                ReminderStatus::Sent => "SENT",
+                ReminderStatus::Skipped => "SKIPPED",
+                ReminderStatus::Failed => "FAILED",
+                ReminderStatus::MaybeDelivered => "MAYBE",
+            };
+            let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
+            writeln!(
+                f,
+                "{status:<8} {:<32} {stage:<8} {}",
+                r.owner,
+                r.reason.as_deref().unwrap_or("")
+            )?;
+            for i in &r.issues {
+                let what = if i.kind == "vulnerable_app" {
+                    format!("{} ({})", i.kind, i.issue)
+                } else {
+                    i.kind.clone()
+                };
+                writeln!(
+                    f,
+                    "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
+                    i.device_model, i.platform, what, i.deadline, i.days_left
+                )?;
+            }
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        write!(f, "\n{}", self.summary)
     }
 }
 
