@@ -192,7 +192,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    telemetry::init_with_writer(telemetry::LogFormat::from_env(), || progress_bar::StderrAroundBar);
+    telemetry::init_with_writer(telemetry::LogFormat::from_env(), || {
+        progress_bar::StderrAroundBar
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -618,3 +618,214 @@ fn status_name(s: ReminderStatus) -> &'static str {
         ReminderStatus::MaybeDelivered => "maybe_delivered",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
+    use crate::plan::{DeviceIssues, IssueKey};
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 3, d).unwrap()
+    }
+
+    fn issue(kind: IssueKind, text: &str) -> IssueLine {
+        IssueLine {
+            key: IssueKey(format!("k-{text}")),
+            row: 2,
+            lookout_id: Some("L1".into()),
+            device_model: "iPhone 12".into(),
+            platform: Platform::Ios,
+            kind,
+            issue: text.into(),
+            app_name: None,
+            risk: Risk::High,
+            detected: day(1).and_hms_opt(9, 0, 0).unwrap().and_utc(),
+            deadline: day(31),
+            days_left: 24,
+            due: true,
+            last_os: None,
+        }
+    }
+
+    fn reminder(owner: &str) -> PlannedReminder {
+        PlannedReminder {
+            owner: OwnerEmail::parse(owner).unwrap(),
+            stage: Stage::Repeat,
+            escalate: false,
+            team_told: false,
+            devices: vec![DeviceIssues {
+                device_model: "iPhone 12".into(),
+                platform: Platform::Ios,
+                lookout_id: Some("L1".into()),
+                issues: vec![
+                    issue(IssueKind::OsOutOfDate, "OS"),
+                    issue(IssueKind::VulnerableApp, "Chrome"),
+                ],
+            }],
+        }
+    }
+
+    fn meta(dry_run: bool) -> RunMeta {
+        RunMeta {
+            run_id: "r1".into(),
+            invocation_id: Some("inv".into()),
+            trigger: Trigger::Timer,
+            dry_run,
+            as_of: day(7),
+            started_at: day(7).and_hms_opt(6, 0, 0).unwrap().and_utc(),
+        }
+    }
+
+    fn held(owner: &str, reason: &str) -> HeldBack {
+        HeldBack {
+            owner: OwnerEmail::parse(owner).unwrap(),
+            reason: reason.into(),
+            issues: vec![issue(IssueKind::AgentOutOfDate, "agent")],
+        }
+    }
+
+    #[test]
+    fn a_begun_report_counts_the_export_and_the_plan_and_lists_the_owners_held_back() {
+        let parsed = ParsedExport {
+            total_rows: 5,
+            rejected: vec![RejectedRow {
+                row: 4,
+                field: "Date Detected".into(),
+                reason: "not a date: 'x'".into(),
+            }],
+            notes: vec!["sheet 'Issues' used".into()],
+            ..Default::default()
+        };
+        let plan = Plan {
+            reminders: vec![reminder("a@contoso.com")],
+            not_due: vec![held("b@contoso.com", "reminded on 2024-03-05")],
+            excluded: vec![held("c@gmail.com", "domain gmail.com not allowed")],
+            remindable: 3,
+            not_remindable: [("resolved".to_string(), 1), ("kind".to_string(), 2)]
+                .into_iter()
+                .collect(),
+            team_action: vec![OwnerEmail::parse("b@contoso.com").unwrap()],
+            ..Default::default()
+        };
+        let r = RunReport::begin(&meta(false), SourceReport::default(), &parsed, &plan, true);
+        assert_eq!(
+            (r.run_id.as_str(), r.trigger, r.dry_run),
+            ("r1", Trigger::Timer, false)
+        );
+        assert_eq!(r.invocation_id.as_deref(), Some("inv"));
+        assert_eq!(r.finished_at, r.started_at, "not finished yet");
+        assert_eq!(
+            r.rows,
+            RowCounts {
+                total: 5,
+                rejected: 1,
+                remindable: 3,
+                not_remindable: 3
+            }
+        );
+        assert_eq!(
+            r.owners,
+            OwnerCounts {
+                planned: 1,
+                not_due: 1,
+                excluded: 1
+            }
+        );
+        assert_eq!(r.rejected, parsed.rejected);
+        assert_eq!(r.team_action, vec!["b@contoso.com".to_string()]);
+        // The owners held back are the report's first lines; the planned one is not there yet.
+        let owners: Vec<_> = r.reminders.iter().map(|l| l.owner.as_str()).collect();
+        assert_eq!(owners, ["b@contoso.com", "c@gmail.com"]);
+        assert!(r
+            .reminders
+            .iter()
+            .all(|l| l.status == ReminderStatus::Skipped));
+        assert_eq!(
+            r.reminders[1].reason.as_deref(),
+            Some("domain gmail.com not allowed")
+        );
+        assert_eq!(r.warnings, vec!["sheet 'Issues' used".to_string()]);
+
+        let open = RunReport::begin(&meta(true), SourceReport::default(), &parsed, &plan, false);
+        assert!(open.dry_run);
+        assert_eq!(
+            open.warnings.last().map(String::as_str),
+            Some(NO_ALLOWED_DOMAINS_WARNING)
+        );
+    }
+
+    #[test]
+    fn each_outcome_gives_its_status_channel_reason_and_every_issue() {
+        let r = reminder("a@contoso.com");
+        let planned = ReminderReport::planned(&r, "outbox");
+        assert_eq!(planned.status, ReminderStatus::Planned);
+        assert_eq!(planned.channel.as_deref(), Some("outbox"));
+        assert_eq!(planned.stage, Some(Stage::Repeat));
+        assert_eq!(planned.issues.len(), 2);
+        assert_eq!(planned.issues[1].kind, "vulnerable_app");
+
+        let receipt = Receipt {
+            channel: "email".into(),
+            fell_back: Some("teams_bot: no Teams licence".into()),
+            message_id: Some("m1".into()),
+            attempts: 2,
+            escalated_to: Some("boss@contoso.com (cc)".into()),
+        };
+        let sent = ReminderReport::sent(&r, &receipt);
+        assert_eq!(sent.status, ReminderStatus::Sent);
+        assert_eq!(sent.channel.as_deref(), Some("email"));
+        assert_eq!(sent.reason.as_deref(), Some("teams_bot: no Teams licence"));
+        assert_eq!(
+            (sent.message_id.as_deref(), sent.attempts),
+            (Some("m1"), Some(2))
+        );
+        assert_eq!(sent.escalated_to.as_deref(), Some("boss@contoso.com (cc)"));
+
+        let maybe = ReminderReport::maybe_delivered(&r, "teams_bot", "timed out after writing");
+        assert_eq!(maybe.status, ReminderStatus::MaybeDelivered);
+        assert_eq!(maybe.message_id, None);
+
+        let failed =
+            ReminderReport::not_sent(&r, "email", "mailbox full", Some("ErrorQuota"), false);
+        assert_eq!(failed.status, ReminderStatus::Failed);
+        assert_eq!(failed.reason.as_deref(), Some("mailbox full (ErrorQuota)"));
+        let skipped = ReminderReport::not_sent(&r, "email", "account disabled", None, true);
+        assert_eq!(skipped.status, ReminderStatus::Skipped);
+        assert_eq!(skipped.reason.as_deref(), Some("account disabled"));
+
+        let stopped = ReminderReport::not_attempted(&r, "not attempted: stopped");
+        assert_eq!(stopped.status, ReminderStatus::Skipped);
+        assert_eq!(stopped.channel, None, "no channel was tried");
+        assert_eq!(stopped.issues.len(), 2);
+    }
+
+    #[test]
+    fn the_printed_report_lists_each_owner_with_issues_then_warnings_and_the_summary() {
+        let plan = Plan {
+            reminders: vec![reminder("a@contoso.com")],
+            ..Default::default()
+        };
+        let mut report = RunReport::begin(
+            &meta(true),
+            SourceReport::default(),
+            &ParsedExport::default(),
+            &plan,
+            false,
+        );
+        report
+            .reminders
+            .push(ReminderReport::planned(&plan.reminders[0], "outbox"));
+        report.finish(day(7).and_hms_opt(6, 1, 0).unwrap().and_utc());
+        let text = report.to_string();
+        assert!(text.starts_with("Dry run r1 as of 2024-03-07"), "{text}");
+        assert!(text.contains("PLANNED  a@contoso.com"), "{text}");
+        assert!(text.contains("vulnerable_app (Chrome)"), "{text}");
+        assert!(
+            text.contains(&format!("warning: {NO_ALLOWED_DOMAINS_WARNING}")),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!("\n\n{}", report.summary)), "{text}");
+        assert_eq!(report.counts.planned, 1);
+    }
+}

@@ -216,10 +216,7 @@ impl AppState {
         }
         {
             let mut runs = self.inner.runs.lock().expect("runs lock");
-            runs.push_back((
-                run_id.clone(),
-                RunState::Running(RunProgress(progress_rx)),
-            ));
+            runs.push_back((run_id.clone(), RunState::Running(RunProgress(progress_rx))));
             // Forget the oldest finished runs; running ones stay whatever their age.
             while runs.len() > KEPT_RUNS {
                 match runs

@@ -222,7 +222,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<RunReport, JobError> {
     let run = Run::new(deps, &req, cancel)?;
-    let span = tracing::info_span!("run", run_id = %run.id, trigger = ?req.trigger, dry_run = req.dry_run);
+    let span =
+        tracing::info_span!("run", run_id = %run.id, trigger = ?req.trigger, dry_run = req.dry_run);
     run.execute_locked().instrument(span).await
 }
 
@@ -485,8 +486,7 @@ impl<'a> Run<'a> {
         report.resolved = self.record_resolved(&plan, &parsed, &ledger).await?;
         let sent = match send::send_all(self, &plan.reminders, &ledger, &mut report).await {
             Ok(escalations) => {
-                send::tell_managers(self, &plan.reminders, escalations, &ledger, &mut report)
-                    .await
+                send::tell_managers(self, &plan.reminders, escalations, &ledger, &mut report).await
             }
             Err(e) => Err(e),
         };
@@ -539,7 +539,10 @@ impl<'a> Run<'a> {
             .iter()
             .filter_map(|f| {
                 let at = f.resolved?;
-                Some(((f.owner.clone(), plan::IssueKey::of(f)), rules.local_date(at)))
+                Some((
+                    (f.owner.clone(), plan::IssueKey::of(f)),
+                    rules.local_date(at),
+                ))
             })
             .collect();
         let events: Vec<LedgerEvent> = plan

@@ -2,9 +2,7 @@
 //! recorded in the ledger while sending goes on, and escalated owners' managers are told once.
 
 use super::{JobError, Run};
-use crate::deliver::{
-    Delivery, DeliveryError, EscalatedReport, ManagerSummary, OutgoingReminder,
-};
+use crate::deliver::{Delivery, DeliveryError, EscalatedReport, ManagerSummary, OutgoingReminder};
 use crate::domain::OwnerEmail;
 use crate::insights::IssueFacts;
 use crate::ledger::{LedgerError, LedgerEvent, LedgerSnapshot, ManagerHistory};
@@ -362,7 +360,8 @@ fn outcome_line(
         }
         Err(e) => {
             warn!(owner = %owner_log, channel = %e.channel, reason = %reason_log(&e.reason), "reminder not sent");
-            let line = ReminderReport::not_sent(r, &e.channel, &e.reason, e.code.as_deref(), e.skip);
+            let line =
+                ReminderReport::not_sent(r, &e.channel, &e.reason, e.code.as_deref(), e.skip);
             (line, Vec::new())
         }
     }
@@ -509,6 +508,9 @@ mod tests {
         assert_eq!(j["perSecond"], 5.0);
         assert_eq!(j["etaSeconds"], 12);
         let j = Progress::default().to_json();
-        assert!(j["etaSeconds"].is_null(), "no pace before the first send: {j}");
+        assert!(
+            j["etaSeconds"].is_null(),
+            "no pace before the first send: {j}"
+        );
     }
 }
