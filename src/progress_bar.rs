@@ -47,7 +47,7 @@ impl Write for StderrAroundBar {
 
 /// A bar fed by a run's progress, or nothing when hidden.
 pub struct SendBar {
-    shown: Option<(ProgressBar, ProgressSender, tokio::task::JoinHandle<()>)>,
+    shown: Option<(ProgressBar, ProgressSender, tokio::task::JoinHandle<bool>)>,
 }
 
 impl SendBar {
@@ -57,21 +57,33 @@ impl SendBar {
             return Self { shown: None };
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
+        // A spinner until the plan says how many sends there are, then the bar.
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message("reading the export and planning");
+        let sending = ProgressStyle::with_template(
             "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} · {msg} · {per_sec} · ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.set_message("reading the export and planning");
         bar.enable_steady_tick(Duration::from_millis(200));
         let (tx, mut rx) = watch::channel(Progress::default());
         let fed = bar.clone();
         let task = tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
+            // A run that stops before sending (refused export, owner cap) shows no bar.
+            if rx.changed().await.is_err() {
+                return false;
+            }
+            fed.set_style(sending);
+            loop {
                 let p = *rx.borrow_and_update();
                 fed.set_length(p.total as u64);
                 fed.set_position(p.done as u64);
                 fed.set_message(figures(&p));
+                if rx.changed().await.is_err() {
+                    return true;
+                }
             }
         });
         if let Ok(mut active) = ACTIVE.lock() {
@@ -87,18 +99,22 @@ impl SendBar {
         self.shown.as_ref().map(|(_, tx, _)| tx.clone())
     }
 
-    /// Draws the last figures and leaves the bar on screen. Call after the run returned
-    /// (it holds the other end of the sender).
+    /// Draws the last figures and leaves the bar on screen (or clears the spinner of a run
+    /// that sent nothing). Call after the run returned (it holds the other end of the sender).
     pub async fn finish(self) {
         let Some((bar, tx, task)) = self.shown else {
             return;
         };
         drop(tx);
-        let _ = task.await;
+        let sending_began = task.await.unwrap_or(false);
         if let Ok(mut active) = ACTIVE.lock() {
             *active = None;
         }
-        bar.finish();
+        if sending_began {
+            bar.finish();
+        } else {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -275,3 +275,31 @@ impl AppState {
             .is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_shows_no_progress_before_its_sends_begin_then_the_latest_figures() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let seen = RunProgress(rx);
+        assert_eq!(seen.latest(), None, "still reading the export and planning");
+        let first = Progress {
+            total: 40,
+            ..Default::default()
+        };
+        tx.send_replace(first);
+        assert_eq!(seen.latest(), Some(first), "0 of 40 is progress too");
+        let later = Progress {
+            done: 12,
+            sent: 11,
+            failed: 1,
+            ..first
+        };
+        tx.send_replace(later);
+        // Every poll reads the latest figures; reading never marks them seen.
+        assert_eq!(seen.clone().latest(), Some(later));
+        assert_eq!(seen.latest(), Some(later));
+    }
+}

@@ -173,3 +173,18 @@ fn the_bar_is_hidden_when_stderr_is_not_a_terminal() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("23 reminders sent"));
 }
+
+#[test]
+fn a_run_refused_before_sending_leaves_no_bar_on_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = live_run_args(tmp.path(), false);
+    args.extend(["--max-owners".to_string(), "1".to_string()]);
+    let out = on_a_terminal(&args);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{screen}");
+    assert!(screen.contains("refusing to message 23 owners"), "{screen}");
+    assert!(
+        !screen.contains("remaining"),
+        "a bar of no sends:\n{screen}"
+    );
+}
