@@ -16,6 +16,7 @@ pub mod domain;
 pub mod end_of_support;
 pub mod fsutil;
 pub mod functions;
+pub mod graph;
 pub mod history;
 pub mod http;
 pub mod insights;

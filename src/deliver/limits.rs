@@ -52,6 +52,18 @@ pub struct DeliveryLimits {
 }
 
 impl DeliveryLimits {
+    /// The Graph limiters among these (the same `Arc`s), for the run's [`GraphClient`].
+    ///
+    /// [`GraphClient`]: crate::graph::GraphClient
+    pub fn graph_limits(&self) -> crate::graph::GraphLimits {
+        crate::graph::GraphLimits {
+            directory: self.graph.clone(),
+            teams: self.graph_teams.clone(),
+            mail: self.mail.clone(),
+            mail_in_flight: self.mail_in_flight.clone(),
+        }
+    }
+
     /// Fresh limits at the configured rates.
     pub fn from_settings(settings: &DeliverySettings) -> Self {
         Self {
@@ -90,5 +102,10 @@ mod tests {
         assert_eq!(a.graph_teams.rate(), 30.0);
         assert_eq!(a.bot.rate(), 50.0);
         assert_eq!(a.mail.rate(), 2.0);
+        let graph = a.graph_limits();
+        assert!(Arc::ptr_eq(&graph.directory, &b.graph));
+        assert!(Arc::ptr_eq(&graph.teams, &b.graph_teams));
+        assert!(Arc::ptr_eq(&graph.mail, &b.mail));
+        assert!(Arc::ptr_eq(&graph.mail_in_flight, &b.mail_in_flight));
     }
 }
