@@ -37,7 +37,7 @@ impl GraphSettings {
             .get("REMINDERS_GRAPH_SCOPE")
             .unwrap_or(DEFAULT_GRAPH_SCOPE)
             .trim();
-        if scope.is_empty() || scope.contains(char::is_whitespace) {
+        if scope.contains(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "REMINDERS_GRAPH_SCOPE",
                 scope,
@@ -110,7 +110,8 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(g.scope, "https://graph.microsoft.us/.default");
-        for bad in ["", "  ", "a b"] {
+        // (An empty setting is an unset one: the default.)
+        for bad in ["a b", "https://graph.microsoft.com/.default https://x/.default"] {
             let err = GraphSettings::from_env(&env(&[("REMINDERS_GRAPH_SCOPE", bad)]))
                 .unwrap_err()
                 .to_string();
