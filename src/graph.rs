@@ -105,7 +105,7 @@ impl GraphCall {
 /// A Graph call that failed for good: which call, and the HTTP layer's error (status, the
 /// service's code, attempts; no URL, no token, addresses scrubbed from Graph's message).
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("graph {}: {}", call.as_str(), source.reason())]
+#[error("graph {}: {}{}", call.as_str(), source.reason(), source.code().map(|c| format!(" ({c})")).unwrap_or_default())]
 pub struct GraphError {
     /// The call that failed.
     pub call: GraphCall,
@@ -501,6 +501,47 @@ mod tests {
             url.query(),
             Some("$select=id,preferredLanguage&$filter=teamsApp%2Fid%20eq%20%27a%26b%3Dc%27")
         );
+    }
+
+    struct FixedToken;
+
+    #[async_trait]
+    impl AccessTokens for FixedToken {
+        async fn token(&self, _scope: &str) -> Result<String, TokenError> {
+            Ok("t0k3n-secret".into())
+        }
+        fn invalidate(&self, _scope: &str) {}
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_names_the_call_status_and_code_but_neither_the_address_nor_the_token() {
+        // Graph quotes the address it was asked for in its message.
+        let app = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"error": {
+                    "code": "Authorization_RequestDenied",
+                    "message": "Insufficient privileges for 'jean.dupont@contoso.com'."
+                }})),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut g = client(&base);
+        g.tokens = Arc::new(FixedToken);
+        let err = g.manager("jean.dupont@contoso.com").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("graph manager lookup: HTTP 403")
+                && text.ends_with("(Authorization_RequestDenied)"),
+            "{text}"
+        );
+        assert!(!text.contains("jean.dupont") && !text.contains("t0k3n"), "{text}");
+        assert!(!err.is_not_found());
+        // A 403 is not retried, and not a "maybe delivered".
+        assert_eq!(err.http().attempts(), 1);
+        assert!(!err.http().maybe_delivered());
     }
 
     #[tokio::test]
