@@ -30,6 +30,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use url::Url;
 
+/// Exchange Online's concurrent request limit per mailbox: `sendMail` requests in flight
+/// at once from the shared mailbox.
+pub const MAX_CONCURRENT_SENDS: usize = 4;
+
 /// The documented limit a call counts against, and so the limiter that paces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pace {
@@ -63,7 +67,7 @@ impl GraphLimits {
             directory: Arc::new(RateLimiter::new(settings.graph_rate_per_second, 1)),
             teams: Arc::new(RateLimiter::new(settings.graph_teams_rate_per_second, 1)),
             mail: Arc::new(RateLimiter::new(settings.mail_rate_per_second, 1)),
-            mail_in_flight: Arc::new(Semaphore::new(crate::deliver::MAX_CONCURRENT_SENDS)),
+            mail_in_flight: Arc::new(Semaphore::new(MAX_CONCURRENT_SENDS)),
         }
     }
 }
@@ -537,7 +541,10 @@ mod tests {
                 && text.ends_with("(Authorization_RequestDenied)"),
             "{text}"
         );
-        assert!(!text.contains("jean.dupont") && !text.contains("t0k3n"), "{text}");
+        assert!(
+            !text.contains("jean.dupont") && !text.contains("t0k3n"),
+            "{text}"
+        );
         assert!(!err.is_not_found());
         // A 403 is not retried, and not a "maybe delivered".
         assert_eq!(err.http().attempts(), 1);

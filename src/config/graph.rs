@@ -111,7 +111,10 @@ mod tests {
         .unwrap();
         assert_eq!(g.scope, "https://graph.microsoft.us/.default");
         // (An empty setting is an unset one: the default.)
-        for bad in ["a b", "https://graph.microsoft.com/.default https://x/.default"] {
+        for bad in [
+            "a b",
+            "https://graph.microsoft.com/.default https://x/.default",
+        ] {
             let err = GraphSettings::from_env(&env(&[("REMINDERS_GRAPH_SCOPE", bad)]))
                 .unwrap_err()
                 .to_string();

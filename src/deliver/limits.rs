@@ -20,8 +20,7 @@ use crate::http::{KeyedRateLimiter, RateLimiter};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Exchange Online's concurrent request limit per mailbox.
-pub const MAX_CONCURRENT_SENDS: usize = 4;
+pub use crate::graph::MAX_CONCURRENT_SENDS;
 
 /// Bot Connector requests one conversation may take at once (7 per second documented).
 pub const CONVERSATION_BURST: u32 = 7;
