@@ -423,3 +423,87 @@ pub fn stores(config: &Config) -> Result<Stores, WiringError> {
 pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, WiringError> {
     Wiring::new(config.clone()).deps(source)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::graph::Pace;
+    use crate::http::TokenError;
+
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl AccessTokens for NoTokens {
+        async fn token(&self, scope: &str) -> Result<String, TokenError> {
+            Err(TokenError {
+                scope: scope.into(),
+                detail: "none in unit tests".into(),
+            })
+        }
+        fn invalidate(&self, _scope: &str) {}
+    }
+
+    fn wiring(pairs: &[(&str, &str)]) -> Wiring {
+        let config = Config::from_env_map(&Env::from_pairs(pairs)).unwrap();
+        Wiring::with_tokens(config, Arc::new(NoTokens))
+    }
+
+    #[test]
+    fn the_wiring_builds_one_graph_client_over_its_limits_for_every_caller() {
+        let w = wiring(&[
+            ("REMINDERS_CHANNEL", "email"),
+            ("REMINDERS_SENDER_MAILBOX", "reminders@contoso.com"),
+        ]);
+        let first = w.graph().unwrap();
+        // A request's own channel choice, built later, gets the same client: same counters.
+        w.notifier(&[ChannelKind::Email]).unwrap();
+        let again = w.graph().unwrap();
+        for pace in [Pace::Directory, Pace::Teams, Pace::Mail] {
+            assert!(
+                std::ptr::eq(first.http(pace).stats(), again.http(pace).stats()),
+                "{pace:?}"
+            );
+        }
+        assert_eq!(
+            first.base_url().as_str(),
+            "https://graph.microsoft.com/",
+            "one Graph setting"
+        );
+    }
+
+    #[test]
+    fn a_callers_source_choice_is_refused_naming_the_request_field() {
+        let w = wiring(&[]);
+        for (choice, field) in [
+            (SourceOverride::Blob("../x.csv".into()), "source.blob"),
+            (
+                SourceOverride::SharePointPath(" / ".into()),
+                "source.sharepointPath",
+            ),
+        ] {
+            match w.source(Some(&choice)) {
+                Err(WiringError::SourceChoice { field: f, .. }) => assert_eq!(f, field),
+                Err(other) => panic!("{choice:?}: {other}"),
+                Ok(_) => panic!("{choice:?} accepted"),
+            }
+        }
+        let blob = wiring(&[
+            ("REMINDERS_SOURCE", "blob"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://contoso.blob.core.windows.net",
+            ),
+            ("REMINDERS_EXPORT_CONTAINER", "exports"),
+            ("REMINDERS_EXPORT_BLOB", "issues.csv"),
+        ]);
+        let err = blob
+            .source(Some(&SourceOverride::Path("issues.csv".into())))
+            .err()
+            .expect("a local path with a Blob source");
+        assert_eq!(
+            err.to_string(),
+            "source.path: only accepted when REMINDERS_SOURCE=local"
+        );
+    }
+}

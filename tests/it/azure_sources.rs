@@ -1169,3 +1169,35 @@ async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_
     );
     assert!(graph.state.lock().unwrap().uploads.is_empty());
 }
+
+#[tokio::test]
+async fn the_sharepoint_source_asks_for_the_configured_graph_scope_like_the_channels() {
+    // A national cloud's Graph: the source once hard-coded the public cloud's scope and
+    // ignored REMINDERS_GRAPH_SCOPE, which the channels honoured.
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(
+        &graph,
+        tmp.path(),
+        &hook,
+        &[(
+            "REMINDERS_GRAPH_SCOPE",
+            "https://graph.microsoft.us/.default",
+        )],
+    )
+    .await;
+    let err = deps.source.fetch().await.unwrap_err();
+    // The fake Graph, like the public cloud's, refuses another cloud's token: the token the
+    // source sent was for the configured scope, not the hard-coded public one.
+    assert!(
+        matches!(err, SourceError::PermissionDenied { .. })
+            && err.to_string().contains("Invalid audience"),
+        "{err}"
+    );
+    assert!(FakeIdentity::shared()
+        .await
+        .requests()
+        .iter()
+        .any(|r| r.resource == "https://graph.microsoft.us"));
+}
