@@ -120,7 +120,7 @@ pub struct GraphError {
 
 impl GraphError {
     /// The HTTP layer's error (status, code, attempts, transient or not).
-    pub fn http(&self) -> &HttpError {
+    pub(crate) fn http(&self) -> &HttpError {
         &self.source
     }
 
@@ -135,25 +135,21 @@ impl GraphError {
     }
 }
 
-/// The manager fields Graph returns.
+/// The manager fields the escalation reads. [`MANAGER_SELECT`] also names `displayName` and
+/// `userPrincipalName`, as it always has (the fake Graph holds the lookup to that list); no
+/// code reads them, so they are not kept.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Manager {
+pub(crate) struct Manager {
     /// Entra object id.
     pub id: String,
     /// Primary SMTP address; absent for accounts without a mailbox.
     #[serde(default)]
     pub mail: Option<String>,
-    /// Display name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// UPN.
-    #[serde(default)]
-    pub user_principal_name: Option<String>,
 }
 
 /// The `$select` of the manager lookup.
-pub const MANAGER_SELECT: &[&str] = &["id", "mail", "displayName", "userPrincipalName"];
+pub(crate) const MANAGER_SELECT: &[&str] = &["id", "mail", "displayName", "userPrincipalName"];
 
 #[derive(Deserialize)]
 struct IdOnly {
@@ -230,7 +226,7 @@ impl GraphClient {
     /// crate's path rule (so `/`, `?`, `#` and `%` in an address or a file name never
     /// change the shape of the URL, while SharePoint's `root:` and `:/content` stay as
     /// Graph wants them), each query value by [`encode_segment`] (`,` kept, for `$select`).
-    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().push("v1.0").extend(segments);
@@ -250,7 +246,7 @@ impl GraphClient {
 
     /// Sends the request `build` makes with `url` (called again for each attempt), with the
     /// Graph token, paced by `pace`, under `replay`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         call: GraphCall,
         pace: Pace,
@@ -268,7 +264,7 @@ impl GraphClient {
     }
 
     /// Like [`send`](Self::send) for a read whose body the caller streams (a download).
-    pub async fn send_streaming(
+    pub(crate) async fn send_streaming(
         &self,
         call: GraphCall,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
@@ -283,7 +279,7 @@ impl GraphClient {
     }
 
     /// `GET {segments}?{query}` as JSON, paced by `pace`.
-    pub async fn get<T: DeserializeOwned>(
+    pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         call: GraphCall,
         pace: Pace,
@@ -301,7 +297,7 @@ impl GraphClient {
     /// `GET /users/{user}?$select=…` (`user` an object id or a UPN); a user the directory
     /// does not have is an error that [`GraphError::is_not_found`] tells apart (its code,
     /// `Request_ResourceNotFound`, goes into the report).
-    pub async fn user<T: DeserializeOwned>(
+    pub(crate) async fn user<T: DeserializeOwned>(
         &self,
         user: &str,
         select: &[&str],
@@ -317,7 +313,7 @@ impl GraphClient {
     }
 
     /// `GET /users/{user}/manager`; `None` when the user has no manager (404).
-    pub async fn manager(&self, user: &str) -> Result<Option<Manager>, GraphError> {
+    pub(crate) async fn manager(&self, user: &str) -> Result<Option<Manager>, GraphError> {
         let select = MANAGER_SELECT.join(",");
         not_found_is_none(
             self.get(
@@ -332,7 +328,7 @@ impl GraphClient {
 
     /// `POST /users/{from}/sendMail`: paced by the mailbox's limiter, at most four in flight,
     /// never sent again once it may have been delivered.
-    pub async fn send_mail(
+    pub(crate) async fn send_mail(
         &self,
         from: &str,
         body: &serde_json::Value,
@@ -352,7 +348,11 @@ impl GraphClient {
 
     /// `POST /users/{user_id}/teamwork/installedApps`: 201 installed, 409 already there,
     /// both `Ok` (one call on the throttled Teams endpoints instead of a listing first).
-    pub async fn install_app(&self, user_id: &str, teams_app_id: &str) -> Result<(), GraphError> {
+    pub(crate) async fn install_app(
+        &self,
+        user_id: &str,
+        teams_app_id: &str,
+    ) -> Result<(), GraphError> {
         let url = self.url(&["users", user_id, "teamwork", "installedApps"], &[]);
         let catalog = self.url(&["appCatalogs", "teamsApps", teams_app_id], &[]);
         let body = serde_json::json!({ "teamsApp@odata.bind": catalog.as_str() });
@@ -369,7 +369,7 @@ impl GraphClient {
     }
 
     /// The id of the installation of `teams_app_id` for `user_id`, if any.
-    pub async fn installation(
+    pub(crate) async fn installation(
         &self,
         user_id: &str,
         teams_app_id: &str,
@@ -392,7 +392,7 @@ impl GraphClient {
     }
 
     /// The id of the 1:1 chat of an installation; `None` when Graph gives none.
-    pub async fn chat(
+    pub(crate) async fn chat(
         &self,
         user_id: &str,
         installation_id: &str,

@@ -13,7 +13,6 @@ mod token;
 pub use build::BuildError;
 pub(crate) use build::SharedCredential;
 pub use credential::{credential, CredentialError};
-pub use http::{http_client_builder, sdk_client_options, HttpClientError};
 pub(crate) use http::http_client;
+pub use http::{http_client_builder, sdk_client_options, HttpClientError};
 pub use token::{AccessTokens, CredentialTokens, TokenError};
-
