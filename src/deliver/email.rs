@@ -126,7 +126,7 @@ struct OwnerEntry {
 }
 
 /// The `sendMail` body for one recipient.
-pub fn mail_body(to: &str, subject: &str, html: &str) -> serde_json::Value {
+pub(crate) fn mail_body(to: &str, subject: &str, html: &str) -> serde_json::Value {
     json!({
         "message": {
             "subject": subject,

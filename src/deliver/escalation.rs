@@ -147,7 +147,7 @@ pub struct ManagerSummary {
 }
 
 /// The `sendMail` body of a manager's summary: one line per report, most overdue first.
-pub fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
+pub(crate) fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
     let fr = summary.language == "fr";
     let mut reports = summary.reports.clone();
     reports.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.owner.cmp(&b.owner)));

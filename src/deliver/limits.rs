@@ -54,7 +54,7 @@ impl DeliveryLimits {
     /// The Graph limiters among these (the same `Arc`s), for the run's [`GraphClient`].
     ///
     /// [`GraphClient`]: crate::graph::GraphClient
-    pub fn graph_limits(&self) -> crate::graph::GraphLimits {
+    pub(crate) fn graph_limits(&self) -> crate::graph::GraphLimits {
         crate::graph::GraphLimits {
             directory: self.graph.clone(),
             teams: self.graph_teams.clone(),

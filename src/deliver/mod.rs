@@ -18,8 +18,9 @@ pub use digest::{
     digest_card, digest_card_with, digest_view, send_digest, send_digest_with, DigestInsights,
     DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
 };
-pub use email::{mail_body, EmailNotifier};
-pub use escalation::{summary_mail, EscalatedReport, Escalation, ManagerSummary};
+pub(crate) use email::mail_body;
+pub use email::EmailNotifier;
+pub use escalation::{EscalatedReport, Escalation, ManagerSummary};
 pub use fallback::FallbackNotifier;
 pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
 pub use outbox::OutboxNotifier;

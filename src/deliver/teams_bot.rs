@@ -163,7 +163,7 @@ impl TeamsBotNotifier {
 
     /// `GET /users/{upn}` with the fields the bot needs.
     #[instrument(skip_all)]
-    pub async fn resolve_user(&self, upn: &str) -> Result<GraphUser, GraphError> {
+    pub(crate) async fn resolve_user(&self, upn: &str) -> Result<GraphUser, GraphError> {
         self.graph.user(upn, USER_SELECT).await
     }
 

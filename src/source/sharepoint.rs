@@ -168,19 +168,6 @@ impl SharePointSource {
         }
     }
 
-    /// The same site and library, another file (a per-run choice).
-    pub fn with_file_path(&self, path: &str) -> Self {
-        let mut settings = self.settings.clone();
-        settings.file_path = path.trim().trim_matches('/').to_string();
-        Self {
-            graph: self.graph.clone(),
-            download: self.download.clone(),
-            settings,
-            max_bytes: self.max_bytes,
-            download_deadline: self.download_deadline,
-        }
-    }
-
     fn location(&self) -> String {
         let site = match &self.settings.site {
             SiteRef::Path { hostname, path } => format!("{hostname}{path}"),
@@ -521,7 +508,7 @@ struct UploadedItem {
 
 impl SharePointPagePublisher {
     /// Publishes to `folder` (a path in the library of `source`).
-    pub fn new(source: SharePointSource, folder: &str) -> Self {
+    pub(crate) fn new(source: SharePointSource, folder: &str) -> Self {
         Self {
             source,
             folder: folder.trim().trim_matches('/').to_string(),
