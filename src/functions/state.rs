@@ -4,6 +4,7 @@
 //! Every run is a task of its own, never the request's future: a caller that hangs up (or
 //! the host timing out) must not abort a run half-way with the lock still held.
 
+use crate::app::Wiring;
 use crate::config::Config;
 use crate::job::{self, Deps, JobError, Progress, RunRequest};
 use crate::report::RunReport;
@@ -100,7 +101,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Config,
+    wiring: Wiring,
     deps: Deps,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -110,11 +111,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over built dependencies; `cancel` stops runs between batches at shutdown.
-    pub fn new(config: Config, deps: Deps, cancel: CancellationToken) -> Self {
+    /// State over the process's `wiring` and the run dependencies it built once at start;
+    /// `cancel` stops runs between batches at shutdown.
+    pub fn new(wiring: Wiring, deps: Deps, cancel: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config,
+                wiring,
                 deps,
                 cancel,
                 tasks: TaskTracker::new(),
@@ -127,7 +129,13 @@ impl AppState {
 
     /// The settings.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.inner.wiring.config()
+    }
+
+    /// The process's wiring: per-request choices of source or channel are built from it,
+    /// sharing its credential, limits and Graph client.
+    pub fn wiring(&self) -> &Wiring {
+        &self.inner.wiring
     }
 
     /// The run's dependencies.
