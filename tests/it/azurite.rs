@@ -232,7 +232,11 @@ impl Azurite {
                 }
                 panic!(
                     "azurite-blob never said it was listening ({}; exit {status:?}): {err}",
-                    if outcome.is_err() { "60 s" } else { "stdout closed" }
+                    if outcome.is_err() {
+                        "60 s"
+                    } else {
+                        "stdout closed"
+                    }
                 );
             }
         }

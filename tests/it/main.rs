@@ -15,6 +15,8 @@ mod deliver_teams;
 mod fake_bot;
 mod fake_graph;
 mod fake_identity;
+mod fake_sharepoint;
+mod fake_webhook;
 mod functions_files;
 mod functions_host;
 mod functions_requests;
