@@ -9,6 +9,7 @@ use crate::fake_identity::FakeIdentity;
 use crate::fake_sharepoint::{FakeSharePoint, SITE_ID};
 use lookout_reminders::azure::{self, sdk_client_options, storage};
 use lookout_reminders::config::{AzureSettings, Env};
+use lookout_reminders::http::Waits;
 use lookout_reminders::job;
 use lookout_reminders::source::{BlobSource, SharePointSource, Source, SourceError};
 use std::sync::Arc;
@@ -236,9 +237,30 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_fails_fast_and_clearly_when_storage_is_down() {
-    let mut azurite = Azurite::start().await;
-    let settings = blob_settings(&azurite, "down", &[("REMINDERS_EXPORT_BLOB", "a.csv")]).await;
-    azurite.stop();
+    // Storage that is down: a port that takes connections and closes them at once (bound
+    // here and kept, so no other process can take it meanwhile), with the shared
+    // emulator's CA and identity settings.
+    let azurite = Azurite::shared().await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_url = format!(
+        "https://{}/{}",
+        down.local_addr().unwrap(),
+        crate::azurite::ACCOUNT
+    );
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = down.accept().await {
+            drop(conn);
+        }
+    });
+    let settings = blob_settings(
+        azurite,
+        "down",
+        &[
+            ("REMINDERS_EXPORT_BLOB", "a.csv"),
+            ("REMINDERS_BLOB_ACCOUNT_URL", down_url.as_str()),
+        ],
+    )
+    .await;
     let started = std::time::Instant::now();
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
@@ -382,35 +404,58 @@ async fn the_sharepoint_source_waits_out_throttling_and_server_errors_within_bou
     let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().throttle = 1;
     graph.state.lock().unwrap().unavailable = 2;
-    let started = std::time::Instant::now();
-    graph.source(&[]).await.fetch().await.unwrap();
-    // One Retry-After of 1 s was honoured.
+    let waits = Waits::recorded();
+    graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap();
+    // The Retry-After of 1 s was honoured; the two 503s (no Retry-After) were backed off
+    // from the 20 ms base (REMINDERS_AZURE_RETRY_DELAY_MS), never near a second.
+    let taken = waits.taken();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert_eq!(taken[0], Duration::from_secs(1), "{taken:?}");
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
+        taken[1..].iter().all(|d| *d < Duration::from_millis(500)),
+        "{taken:?}"
     );
 
     graph.state.lock().unwrap().throttle = 100;
-    let err = graph.source(&[]).await.fetch().await.unwrap_err();
+    let waits = Waits::recorded();
+    let err = graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("throttled by Graph (HTTP 429)"),
         "{err}"
     );
+    // REMINDERS_AZURE_MAX_RETRIES=3: three waits of the asked second, then given up.
+    assert_eq!(waits.taken(), [Duration::from_secs(1); 3]);
 }
 
 #[tokio::test]
 async fn the_sharepoint_source_honours_a_retry_after_given_as_an_http_date() {
     let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().throttle_until_date = 1;
-    let started = std::time::Instant::now();
-    graph.source(&[]).await.fetch().await.unwrap();
-    // The date is two seconds on at one-second resolution: at least a second was waited,
-    // where the 20 ms backoff alone would have retried at once.
-    let waited = started.elapsed();
+    let waits = Waits::recorded();
+    graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap();
+    // The date is two seconds on at one-second resolution: the wait is what is left of it
+    // (over a second less the time since the answer), where the 20 ms backoff alone would
+    // have retried at once.
+    let taken = waits.taken();
+    assert_eq!(taken.len(), 1, "{taken:?}");
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
-        "{waited:?}"
+        taken[0] >= Duration::from_millis(500) && taken[0] <= Duration::from_secs(2),
+        "{taken:?}"
     );
     assert_eq!(graph.paths().len(), 5, "{:?}", graph.paths());
 }

@@ -15,11 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use lookout_reminders::azure;
 use lookout_reminders::config::{AzureSettings, Env};
+use lookout_reminders::http::{RetryPolicy, Waits};
 use lookout_reminders::source::SharePointSource;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const GRAPH: &str = "https://graph.microsoft.com";
+
+/// The source's own download deadline (`source::sharepoint::DOWNLOAD_DEADLINE`, 10 min).
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 fn env_of(pairs: Vec<(String, String)>) -> Env {
     Env(pairs.into_iter().collect())
@@ -369,6 +373,16 @@ impl FakeSharePoint {
 
     /// A source built by hand, with a download deadline of `deadline`.
     pub async fn source_with_deadline(&self, deadline: Duration) -> SharePointSource {
+        self.source_built(deadline, Waits::default()).await
+    }
+
+    /// A source whose waits between attempts (Retry-After, backoff) are `waits`: a test
+    /// passes [`Waits::recorded`] and asserts what was waited for, without the clock.
+    pub async fn source_waiting(&self, waits: Waits) -> SharePointSource {
+        self.source_built(DOWNLOAD_DEADLINE, waits).await
+    }
+
+    async fn source_built(&self, deadline: Duration, waits: Waits) -> SharePointSource {
         let settings = self.settings(&[]).await;
         let client = azure::http_client_builder(&settings)
             .unwrap()
@@ -380,7 +394,10 @@ impl FakeSharePoint {
             Arc::new(azure::CredentialTokens::from_settings(&settings).unwrap()),
             settings.sharepoint().unwrap(),
             50 << 20,
-            SharePointSource::retry_policy(&settings),
+            RetryPolicy {
+                waits,
+                ..SharePointSource::retry_policy(&settings)
+            },
             deadline,
         )
     }
