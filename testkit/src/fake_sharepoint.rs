@@ -6,8 +6,6 @@
 //! <https://learn.microsoft.com/graph/api/driveitem-get-content>,
 //! <https://learn.microsoft.com/graph/api/site-getbypath>.
 
-#![allow(dead_code)]
-
 use crate::fake_identity::{bearer_audience, FakeIdentity};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

@@ -6,8 +6,6 @@
 //! Like the real trigger it takes any path under its URL and needs no auth header (the
 //! `sig` query parameter is the secret), and the body must name its `recipient`.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

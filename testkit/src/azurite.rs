@@ -9,8 +9,6 @@
 //! Tests share one in-memory emulator per test binary ([`Azurite::shared`]), each in
 //! containers of its own; only a test that stops or restarts the emulator starts its own.
 
-#![allow(dead_code)]
-
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -34,7 +32,10 @@ pub struct Azurite {
 
 /// The emulator's executable, or a failure telling how to install it.
 pub fn azurite_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The main crate's folder, where `npm ci` installs it (this crate sits in `testkit/`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits inside the main crate");
     let bin = root.join("node_modules").join(".bin").join("azurite-blob");
     assert!(
         bin.exists(),
