@@ -579,10 +579,12 @@ async fn get_run(state: &AppState, run_id: &str, path: &str, correlation: &str) 
         return ApiResponse::error(StatusCode::BAD_REQUEST, "runId: not a run id");
     }
     match state.run_state(run_id) {
-        Some(RunState::Running) => {
+        Some(RunState::Running(progress)) => {
+            // `progress` is null while the export is read and planned.
+            let progress = progress.latest().map(|p| p.to_json());
             let mut res = ApiResponse::new(
                 StatusCode::ACCEPTED,
-                json!({ "runId": run_id, "status": "running", "note": STATUS_URL_NOTE }),
+                json!({ "runId": run_id, "status": "running", "progress": progress, "note": STATUS_URL_NOTE }),
             );
             res.location = Some(status_url(path, run_id));
             res

@@ -5,7 +5,7 @@
 //! the host timing out) must not abort a run half-way with the lock still held.
 
 use crate::config::Config;
-use crate::job::{self, Deps, JobError, RunRequest};
+use crate::job::{self, Deps, JobError, Progress, RunRequest};
 use crate::report::RunReport;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,10 +28,26 @@ pub type Outcome = Result<Arc<RunReport>, Arc<JobError>>;
 /// Where a run is.
 #[derive(Clone)]
 pub enum RunState {
-    /// Still going.
-    Running,
+    /// Still going; how far its sends are.
+    Running(RunProgress),
     /// Ended (report or error).
     Finished(Outcome),
+}
+
+/// How far a run in progress is, as its sends publish it.
+#[derive(Clone)]
+pub struct RunProgress(watch::Receiver<Progress>);
+
+impl RunProgress {
+    /// The latest figures, or `None` while the run still reads the export and plans (no
+    /// send has started).
+    pub fn latest(&self) -> Option<Progress> {
+        // The run publishes once when sending begins: before that the value is unchanged.
+        match self.0.has_changed() {
+            Ok(false) => None,
+            _ => Some(*self.0.borrow()),
+        }
+    }
 }
 
 /// A run was refused before it started.
@@ -196,6 +212,9 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         req.run_id = Some(run_id.clone());
+        // The run publishes its progress here for `GET ?runId=` while it runs.
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        req.progress = Some(Arc::new(progress_tx));
         let real = !req.dry_run;
         if real {
             let mut active = self.inner.active.lock().expect("active lock");
@@ -206,7 +225,7 @@ impl AppState {
         }
         {
             let mut runs = self.inner.runs.lock().expect("runs lock");
-            runs.push_back((run_id.clone(), RunState::Running));
+            runs.push_back((run_id.clone(), RunState::Running(RunProgress(progress_rx))));
             // Forget the oldest finished runs; running ones stay whatever their age.
             while runs.len() > KEPT_RUNS {
                 match runs
@@ -265,5 +284,33 @@ impl AppState {
         tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_shows_no_progress_before_its_sends_begin_then_the_latest_figures() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let seen = RunProgress(rx);
+        assert_eq!(seen.latest(), None, "still reading the export and planning");
+        let first = Progress {
+            total: 40,
+            ..Default::default()
+        };
+        tx.send_replace(first);
+        assert_eq!(seen.latest(), Some(first), "0 of 40 is progress too");
+        let later = Progress {
+            done: 12,
+            sent: 11,
+            failed: 1,
+            ..first
+        };
+        tx.send_replace(later);
+        // Every poll reads the latest figures; reading never marks them seen.
+        assert_eq!(seen.clone().latest(), Some(later));
+        assert_eq!(seen.latest(), Some(later));
     }
 }

@@ -348,7 +348,7 @@ async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_t
 }
 
 /// A handler on a generated export of `owners` owners, posting one at a time to `hook`.
-async fn app_posting_to(
+pub(crate) async fn app_posting_to(
     root: std::sync::Arc<Root>,
     owners: usize,
     hook: &HoldingWebhook,
