@@ -8,14 +8,7 @@
 //! Knobs: `BENCH_OWNERS`, `BENCH_RATE`, `BENCH_CONCURRENCY`, `BENCH_NAIVE_OWNERS`,
 //! `BENCH_UNPACED_OWNERS`, `BENCH_BOT_LATENCY_MS`, `BENCH_GRAPH_LATENCY_MS`.
 
-#[path = "support/bench.rs"]
-mod bench;
-#[path = "../tests/it/fake_bot.rs"]
-mod fake_bot;
-#[path = "../tests/it/fake_graph.rs"]
-mod fake_graph;
-#[path = "../tests/it/fake_identity.rs"]
-mod fake_identity;
+use testkit::bench;
 
 use bench::{env_or, peak_rss_mb, planned, Fakes, Knobs};
 use chrono::NaiveDate;

@@ -20,14 +20,7 @@
 //! Knobs: `BENCH_OWNERS`, `BENCH_OLD_OWNERS`, `BENCH_CONCURRENCY`, `BENCH_BOT_LATENCY_MS`,
 //! `BENCH_GRAPH_LATENCY_MS`.
 
-#[path = "support/bench.rs"]
-mod bench;
-#[path = "../tests/it/fake_bot.rs"]
-mod fake_bot;
-#[path = "../tests/it/fake_graph.rs"]
-mod fake_graph;
-#[path = "../tests/it/fake_identity.rs"]
-mod fake_identity;
+use testkit::{bench, fake_bot, fake_graph, fake_identity};
 
 use bench::{env_or, owner, peak_rss_mb, planned, APP};
 use chrono::NaiveDate;

@@ -17,14 +17,7 @@
 //! `BENCH_BUDGET_SECONDS` (each invocation's time budget: invocations follow one another
 //! until one completes; duplicates and losses counted over all of them).
 
-#[path = "support/bench.rs"]
-mod bench;
-#[path = "../tests/it/fake_bot.rs"]
-mod fake_bot;
-#[path = "../tests/it/fake_graph.rs"]
-mod fake_graph;
-#[path = "../tests/it/fake_identity.rs"]
-mod fake_identity;
+use testkit::bench;
 
 use bench::{env_or, owner, peak_rss_mb, Fakes, Knobs};
 use chrono::NaiveDate;

@@ -106,6 +106,8 @@ struct Inner {
     cancel: CancellationToken,
     tasks: TaskTracker,
     active: Mutex<Option<String>>,
+    /// Told when a real run of this process ends (a waiting timer starts at once).
+    real_run_ended: tokio::sync::Notify,
     runs: Mutex<VecDeque<(String, RunState)>>,
     dry_runs: Arc<Semaphore>,
 }
@@ -121,6 +123,7 @@ impl AppState {
                 cancel,
                 tasks: TaskTracker::new(),
                 active: Mutex::new(None),
+                real_run_ended: tokio::sync::Notify::new(),
                 runs: Mutex::new(VecDeque::new()),
                 dry_runs: Arc::new(Semaphore::new(MAX_DRY_RUNS)),
             }),
@@ -151,6 +154,12 @@ impl AppState {
     /// The run in progress in this process, if any.
     pub fn active_run(&self) -> Option<String> {
         self.inner.active.lock().expect("active lock").clone()
+    }
+
+    /// Resolves when a real run of this process ends after this call (registered at once,
+    /// before it is awaited, so an end between a refused start and the wait is not missed).
+    pub fn real_run_ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.real_run_ended.notified()
     }
 
     /// Where a run known to this process is.
@@ -265,6 +274,8 @@ impl AppState {
                 if active.as_deref() == Some(id.as_str()) {
                     *active = None;
                 }
+                drop(active);
+                state.inner.real_run_ended.notify_waiters();
             }
             // Give the dry run's place back before anyone learns the run ended.
             drop(slot);

@@ -72,6 +72,9 @@ pub async fn invoke(
     let outcome = loop {
         let mut req = RunRequest::new(Trigger::Timer);
         req.invocation_id = invocation_id.clone();
+        // Registered before the attempt: a run of this process ending after it wakes the wait.
+        let ended = state.real_run_ended();
+        let mut in_this_process = false;
         let busy = match state.start(req) {
             Ok(ticket) => {
                 let run_id = ticket.run_id.clone();
@@ -80,7 +83,10 @@ pub async fn invoke(
                     other => break (run_id, other),
                 }
             }
-            Err(refused @ Refused::InProgress(_)) => refused.to_string(),
+            Err(refused @ Refused::InProgress(_)) => {
+                in_this_process = true;
+                refused.to_string()
+            }
             Err(Refused::ShuttingDown) => {
                 logs.push("the handler is shutting down; the run did not start".into());
                 return (
@@ -100,7 +106,17 @@ pub async fn invoke(
             ));
             waited = true;
         }
-        tokio::time::sleep(LOCK_POLL.min(give_up_at - tokio::time::Instant::now())).await;
+        // Another instance's lock (the ledger's) is polled; a run of this process wakes the
+        // timer when it ends (the timer's own failed attempt also "ended": not waited on).
+        let poll = tokio::time::sleep(LOCK_POLL.min(give_up_at - tokio::time::Instant::now()));
+        if in_this_process {
+            tokio::select! {
+                () = ended => {}
+                () = poll => {}
+            }
+        } else {
+            poll.await;
+        }
     };
     let (run_id, outcome) = outcome;
     logs.push(format!("run {run_id} started"));

@@ -5,17 +5,14 @@
 //! recording its path, content type and body.
 
 use crate::azurite::Azurite;
-use crate::fake_identity::{bearer_audience, FakeIdentity};
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use crate::fake_identity::FakeIdentity;
+use crate::fake_sharepoint::{FakeSharePoint, SITE_ID};
 use lookout_reminders::azure::{self, sdk_client_options, storage};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
-use lookout_reminders::graph::{GraphClient, GraphLimits};
+use lookout_reminders::config::{AzureSettings, Env};
+use lookout_reminders::http::Waits;
 use lookout_reminders::job;
 use lookout_reminders::source::{BlobSource, SharePointSource, Source, SourceError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const GRAPH: &str = "https://graph.microsoft.com";
@@ -240,9 +237,30 @@ async fn the_blob_source_refuses_bad_input_with_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blob_source_fails_fast_and_clearly_when_storage_is_down() {
-    let mut azurite = Azurite::start().await;
-    let settings = blob_settings(&azurite, "down", &[("REMINDERS_EXPORT_BLOB", "a.csv")]).await;
-    azurite.stop();
+    // Storage that is down: a port that takes connections and closes them at once (bound
+    // here and kept, so no other process can take it meanwhile), with the shared
+    // emulator's CA and identity settings.
+    let azurite = Azurite::shared().await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_url = format!(
+        "https://{}/{}",
+        down.local_addr().unwrap(),
+        crate::azurite::ACCOUNT
+    );
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = down.accept().await {
+            drop(conn);
+        }
+    });
+    let settings = blob_settings(
+        azurite,
+        "down",
+        &[
+            ("REMINDERS_EXPORT_BLOB", "a.csv"),
+            ("REMINDERS_BLOB_ACCOUNT_URL", down_url.as_str()),
+        ],
+    )
+    .await;
     let started = std::time::Instant::now();
     let err = BlobSource::from_settings(&settings, 1 << 20)
         .unwrap()
@@ -262,383 +280,12 @@ async fn the_blob_source_fails_fast_and_clearly_when_storage_is_down() {
 }
 
 // ---------------------------------------------------------------------------------------
-// SharePoint through a fake Graph.
-
-const SITE_ID: &str = "contoso.sharepoint.com,2f1e2d3c-0000-4000-8000-000000000001,7a6b5c4d-0000-4000-8000-000000000002";
-
-#[derive(Default)]
-struct GraphState {
-    /// Raw request paths with the audience of their token.
-    requests: Vec<(String, Option<String>)>,
-    /// Answer the next N Graph calls with 429 + Retry-After: 1.
-    throttle: usize,
-    /// Answer the next N Graph calls with 503 (no Retry-After).
-    unavailable: usize,
-    /// Answer every call with 403.
-    forbidden: bool,
-    /// Answer the next N Graph calls with 429 + Retry-After as an HTTP date two seconds on.
-    throttle_until_date: usize,
-    /// Answer the next N Graph calls with 408 Request Timeout.
-    request_timeout: usize,
-    /// Answer the next N Graph calls with 501 Not Implemented.
-    not_implemented: usize,
-    /// The download host answers with this status instead of the file.
-    download_status: Option<u16>,
-    /// The download host sends one byte every 100 ms, forever.
-    download_trickles: bool,
-    /// The download port.
-    download_port: u16,
-    /// Download requests: whether an Authorization header came along.
-    downloads: Vec<bool>,
-    file: Vec<u8>,
-    /// Uploads accepted (`PUT …:/content`): decoded path, content type, body.
-    uploads: Vec<(String, String, Vec<u8>)>,
-    /// Answer the next N uploads with 500 (after the auth check, like Graph).
-    upload_failures: usize,
-    /// Refuse uploads with 403, as Graph does for a `Sites.Selected` read-only grant.
-    upload_forbidden: bool,
-}
-
-struct FakeGraph {
-    base: String,
-    state: Arc<Mutex<GraphState>>,
-}
-
-fn decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&raw[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
-fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-async fn graph(
-    state: axum::extract::State<Arc<Mutex<GraphState>>>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    body: axum::body::Bytes,
-) -> Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let audience = bearer_audience(auth);
-    let raw = uri.path().to_string();
-    let mut s = state.lock().unwrap();
-    s.requests.push((raw.clone(), audience.clone()));
-    if audience.as_deref() != Some(GRAPH) {
-        return graph_error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token validation failure. Invalid audience.",
-        );
-    }
-    if s.throttle > 0 {
-        s.throttle -= 1;
-        let mut r = graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "activityLimitReached",
-            "throttled",
-        );
-        r.headers_mut().insert("retry-after", "1".parse().unwrap());
-        return r;
-    }
-    if s.throttle_until_date > 0 {
-        s.throttle_until_date -= 1;
-        let mut r = graph_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "activityLimitReached",
-            "throttled",
-        );
-        let at = std::time::SystemTime::now() + Duration::from_secs(2);
-        r.headers_mut()
-            .insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
-        return r;
-    }
-    if s.request_timeout > 0 {
-        s.request_timeout -= 1;
-        return graph_error(StatusCode::REQUEST_TIMEOUT, "timeout", "request timed out");
-    }
-    if s.not_implemented > 0 {
-        s.not_implemented -= 1;
-        return graph_error(
-            StatusCode::NOT_IMPLEMENTED,
-            "notSupported",
-            "not implemented",
-        );
-    }
-    if s.unavailable > 0 {
-        s.unavailable -= 1;
-        return graph_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "try later",
-        );
-    }
-    if s.forbidden {
-        return graph_error(
-            StatusCode::FORBIDDEN,
-            "accessDenied",
-            "Either scp or roles claim need to be present in the token.",
-        );
-    }
-    let path = decode(&raw);
-    if method == Method::PUT {
-        return graph_upload(&mut s, &path, &headers, body);
-    }
-    if method != Method::GET {
-        return graph_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalidRequest",
-            "method not allowed",
-        );
-    }
-    let file_path = "/v1.0/drives/b!docs/root:/General/Power Automate/issues-export1.xlsx";
-    match path.as_str() {
-        "/v1.0/sites/contoso.sharepoint.com:/sites/Mobility" => axum::Json(serde_json::json!({"id": SITE_ID, "name": "Mobility"})).into_response(),
-        p if p == format!("/v1.0/sites/{SITE_ID}/drive") => {
-            axum::Json(serde_json::json!({"id": "b!docs", "name": "Documents", "driveType": "documentLibrary"})).into_response()
-        }
-        p if p == format!("/v1.0/sites/{SITE_ID}/drives") => axum::Json(serde_json::json!({"value": [
-            {"id": "b!docs", "name": "Documents", "driveType": "documentLibrary"},
-            {"id": "b!exports", "name": "Lookout Exports", "driveType": "documentLibrary"}
-        ]}))
-        .into_response(),
-        p if p == file_path => axum::Json(serde_json::json!({
-            "id": "01ABC", "name": "issues-export1.xlsx", "size": s.file.len(),
-            "eTag": "\"{1234},5\"", "lastModifiedDateTime": "2024-03-08T06:00:00Z", "file": {"mimeType": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
-        }))
-        .into_response(),
-        p if p == format!("{file_path}:/content") => {
-            // Graph answers with a 302 to a pre-authenticated URL on another host.
-            let location = format!("http://127.0.0.1:{}/download/01ABC?tempauth=pre-authenticated", s.download_port);
-            Response::builder().status(StatusCode::FOUND).header("location", location).body(Body::empty()).unwrap()
-        }
-        p if p.starts_with("/v1.0/sites/") && p.contains(':') => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "Requested site could not be found"),
-        _ => graph_error(StatusCode::NOT_FOUND, "itemNotFound", "The resource could not be found."),
-    }
-}
-
-/// `PUT /drives/{drive}/root:/{path}:/content`, the simple upload
-/// (<https://learn.microsoft.com/graph/api/driveitem-put-content>): a known drive, a path
-/// ending `:/content`, a body of at most 250 MB; answers 201 with the driveItem and its
-/// `webUrl` (the SharePoint address of the file).
-fn graph_upload(
-    s: &mut GraphState,
-    path: &str,
-    headers: &HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(item) = path
-        .strip_prefix("/v1.0/drives/b!docs/root:/")
-        .and_then(|p| p.strip_suffix(":/content"))
-    else {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "itemNotFound",
-            "The resource could not be found.",
-        );
-    };
-    if item.split('/').any(|seg| seg.is_empty() || seg == "..") {
-        return graph_error(StatusCode::BAD_REQUEST, "invalidRequest", "Invalid path");
-    }
-    if body.len() > 250 << 20 {
-        return graph_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "maxFileSizeExceeded",
-            "too large",
-        );
-    }
-    if s.upload_forbidden {
-        return graph_error(StatusCode::FORBIDDEN, "accessDenied", "Access denied");
-    }
-    if s.upload_failures > 0 {
-        s.upload_failures -= 1;
-        return graph_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "generalException",
-            "injected",
-        );
-    }
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    s.uploads
-        .push((path.to_string(), content_type, body.to_vec()));
-    let name = item.rsplit('/').next().unwrap_or(item);
-    let web_url = format!(
-        "https://contoso.sharepoint.com/sites/Mobility/Shared%20Documents/{}",
-        item.replace(' ', "%20")
-    );
-    (
-        StatusCode::CREATED,
-        axum::Json(serde_json::json!({
-            "id": "01PAGE", "name": name, "size": body.len(), "webUrl": web_url,
-            "file": {"mimeType": "text/html"}
-        })),
-    )
-        .into_response()
-}
-
-async fn download(
-    state: axum::extract::State<Arc<Mutex<GraphState>>>,
-    headers: HeaderMap,
-) -> Response {
-    let mut s = state.lock().unwrap();
-    let with_auth = headers.contains_key("authorization");
-    s.downloads.push(with_auth);
-    if with_auth {
-        // The real download host rejects bearer tokens it did not issue.
-        return (
-            StatusCode::BAD_REQUEST,
-            "Authorization header not allowed on a pre-authenticated URL",
-        )
-            .into_response();
-    }
-    if let Some(status) = s.download_status {
-        return (
-            StatusCode::from_u16(status).unwrap(),
-            "the pre-authenticated URL has expired",
-        )
-            .into_response();
-    }
-    if s.download_trickles {
-        // Never silent long enough for a read timeout, never done.
-        let trickle = futures::stream::unfold((), |()| async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Some((
-                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x")),
-                (),
-            ))
-        });
-        return Response::new(Body::from_stream(trickle));
-    }
-    (StatusCode::OK, s.file.clone()).into_response()
-}
-
-impl FakeGraph {
-    async fn start(file: Vec<u8>) -> FakeGraph {
-        let state = Arc::new(Mutex::new(GraphState {
-            file,
-            ..Default::default()
-        }));
-        let dl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        state.lock().unwrap().download_port = dl.local_addr().unwrap().port();
-        let dl_app = Router::new()
-            .route("/download/{id}", axum::routing::get(download))
-            .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(dl, dl_app).await.unwrap() });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = Router::new().fallback(graph).with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeGraph { base, state }
-    }
-
-    async fn settings(&self, extra: &[(&str, &str)]) -> AzureSettings {
-        let identity = FakeIdentity::shared().await;
-        let mut pairs: Vec<(String, String)> = identity.env();
-        for (k, v) in [
-            ("REMINDERS_SOURCE", "sharepoint"),
-            ("REMINDERS_CREDENTIAL", "managed_identity"),
-            ("REMINDERS_GRAPH_BASE_URL", self.base.as_str()),
-            (
-                "REMINDERS_SHAREPOINT_SITE_URL",
-                "https://contoso.sharepoint.com/sites/Mobility",
-            ),
-            (
-                "REMINDERS_SHAREPOINT_FILE_PATH",
-                "General/Power Automate/issues-export1.xlsx",
-            ),
-            ("REMINDERS_AZURE_MAX_RETRIES", "3"),
-            ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
-        ]
-        .into_iter()
-        .chain(extra.iter().copied())
-        {
-            pairs.push((k.into(), v.into()));
-        }
-        AzureSettings::from_env(&env_of(pairs)).unwrap()
-    }
-
-    /// Graph at this fake, with the default scope.
-    fn graph_settings(&self) -> GraphSettings {
-        GraphSettings::at(&self.base).unwrap()
-    }
-
-    /// A Graph client at this fake with the credential of `settings`, as the wiring builds it.
-    fn graph_client(&self, settings: &AzureSettings) -> GraphClient {
-        GraphClient::new(
-            &self.graph_settings(),
-            Arc::new(azure::CredentialTokens::from_settings(settings).unwrap()),
-            SharePointSource::client(settings).unwrap(),
-            GraphLimits::from_settings(&DeliverySettings::default()),
-        )
-    }
-
-    async fn source(&self, extra: &[(&str, &str)]) -> SharePointSource {
-        SharePointSource::from_settings(
-            &self.settings(extra).await,
-            &self.graph_settings(),
-            50 << 20,
-        )
-        .unwrap()
-    }
-
-    /// A source built by hand, with a download deadline of `deadline`.
-    async fn source_with_deadline(&self, deadline: Duration) -> SharePointSource {
-        let settings = self.settings(&[]).await;
-        let client = azure::http_client_builder(&settings)
-            .unwrap()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        SharePointSource::new(
-            self.graph_client(&settings),
-            client,
-            settings.sharepoint().unwrap(),
-            50 << 20,
-            SharePointSource::retry_policy(&settings),
-            deadline,
-        )
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect()
-    }
-}
+// SharePoint through a fake Graph (crate::fake_sharepoint).
 
 #[tokio::test]
 async fn the_sharepoint_source_resolves_site_library_and_file_and_downloads_without_the_token() {
     let xlsx = fixture("issues-export1.xlsx");
-    let graph = FakeGraph::start(xlsx.clone()).await;
+    let graph = FakeSharePoint::start(xlsx.clone()).await;
     let fetched = graph.source(&[]).await.fetch().await.unwrap();
     assert_eq!(fetched.bytes, xlsx);
     assert_eq!(fetched.name, "issues-export1.xlsx");
@@ -686,7 +333,7 @@ async fn the_sharepoint_source_resolves_site_library_and_file_and_downloads_with
 
 #[tokio::test]
 async fn the_sharepoint_source_finds_a_library_by_name_and_names_the_missing_one() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph
         .source(&[("REMINDERS_SHAREPOINT_LIBRARY", "documents")])
         .await
@@ -713,7 +360,7 @@ async fn the_sharepoint_source_finds_a_library_by_name_and_names_the_missing_one
 
 #[tokio::test]
 async fn the_sharepoint_source_says_which_step_was_not_found_or_forbidden() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let err = graph
         .source(&[(
             "REMINDERS_SHAREPOINT_SITE_URL",
@@ -754,52 +401,75 @@ async fn the_sharepoint_source_says_which_step_was_not_found_or_forbidden() {
 
 #[tokio::test]
 async fn the_sharepoint_source_waits_out_throttling_and_server_errors_within_bounds() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().throttle = 1;
     graph.state.lock().unwrap().unavailable = 2;
-    let started = std::time::Instant::now();
-    graph.source(&[]).await.fetch().await.unwrap();
-    // One Retry-After of 1 s was honoured.
+    let waits = Waits::recorded();
+    graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap();
+    // The Retry-After of 1 s was honoured; the two 503s (no Retry-After) were backed off
+    // from the 20 ms base (REMINDERS_AZURE_RETRY_DELAY_MS), never near a second.
+    let taken = waits.taken();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    assert_eq!(taken[0], Duration::from_secs(1), "{taken:?}");
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
+        taken[1..].iter().all(|d| *d < Duration::from_millis(500)),
+        "{taken:?}"
     );
 
     graph.state.lock().unwrap().throttle = 100;
-    let err = graph.source(&[]).await.fetch().await.unwrap_err();
+    let waits = Waits::recorded();
+    let err = graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("throttled by Graph (HTTP 429)"),
         "{err}"
     );
+    // REMINDERS_AZURE_MAX_RETRIES=3: three waits of the asked second, then given up.
+    assert_eq!(waits.taken(), [Duration::from_secs(1); 3]);
 }
 
 #[tokio::test]
 async fn the_sharepoint_source_honours_a_retry_after_given_as_an_http_date() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().throttle_until_date = 1;
-    let started = std::time::Instant::now();
-    graph.source(&[]).await.fetch().await.unwrap();
-    // The date is two seconds on at one-second resolution: at least a second was waited,
-    // where the 20 ms backoff alone would have retried at once.
-    let waited = started.elapsed();
+    let waits = Waits::recorded();
+    graph
+        .source_waiting(waits.clone())
+        .await
+        .fetch()
+        .await
+        .unwrap();
+    // The date is two seconds on at one-second resolution: the wait is what is left of it
+    // (over a second less the time since the answer), where the 20 ms backoff alone would
+    // have retried at once.
+    let taken = waits.taken();
+    assert_eq!(taken.len(), 1, "{taken:?}");
     assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
-        "{waited:?}"
+        taken[0] >= Duration::from_millis(500) && taken[0] <= Duration::from_secs(2),
+        "{taken:?}"
     );
     assert_eq!(graph.paths().len(), 5, "{:?}", graph.paths());
 }
 
 #[tokio::test]
 async fn the_sharepoint_source_retries_a_408_but_not_a_501() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().request_timeout = 1;
     graph.source(&[]).await.fetch().await.unwrap();
     let paths = graph.paths();
     assert_eq!(paths.len(), 5, "{paths:?}");
     assert_eq!(paths[0], paths[1], "the 408 was not retried: {paths:?}");
 
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().not_implemented = 1;
     let err = graph.source(&[]).await.fetch().await.unwrap_err();
     let text = err.to_string();
@@ -813,7 +483,7 @@ async fn the_sharepoint_source_retries_a_408_but_not_a_501() {
 
 #[tokio::test]
 async fn a_stalled_sharepoint_download_stops_at_the_deadline() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().download_trickles = true;
     let source = graph.source_with_deadline(Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
@@ -836,7 +506,7 @@ async fn a_stalled_sharepoint_download_stops_at_the_deadline() {
 #[tokio::test]
 async fn a_refused_download_url_is_not_blamed_on_the_graph_permission() {
     for status in [401, 403] {
-        let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+        let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
         graph.state.lock().unwrap().download_status = Some(status);
         let err = graph.source(&[]).await.fetch().await.unwrap_err();
         let text = err.to_string();
@@ -859,7 +529,7 @@ async fn a_refused_download_url_is_not_blamed_on_the_graph_permission() {
 
 #[tokio::test]
 async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let settings = graph.settings(&[]).await;
     let err = SharePointSource::from_settings(&settings, &graph.graph_settings(), 100)
         .unwrap()
@@ -963,7 +633,7 @@ const PAGE_UPLOAD_PATH: &str =
 /// Deps for a live run reading the export from `graph`, ledger and outbox in `dir`, the
 /// digest posted to `hook`, with `extra` settings.
 async fn sharepoint_run_deps(
-    graph: &FakeGraph,
+    graph: &FakeSharePoint,
     dir: &std::path::Path,
     hook: &crate::deliver_channels::FakeWebhook,
     extra: &[(&str, &str)],
@@ -1026,7 +696,7 @@ fn only_digest(hook: &crate::deliver_channels::FakeWebhook) -> String {
 #[tokio::test]
 async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_digest_links_its_web_url(
 ) {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let hook = crate::deliver_channels::webhook().await;
     let tmp = tempfile::tempdir().unwrap();
     let deps = sharepoint_run_deps(
@@ -1075,7 +745,7 @@ async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_di
 #[tokio::test]
 async fn without_the_report_folder_nothing_is_uploaded_and_the_digest_says_where_the_page_is_stored(
 ) {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let hook = crate::deliver_channels::webhook().await;
     let tmp = tempfile::tempdir().unwrap();
     let deps = sharepoint_run_deps(&graph, tmp.path(), &hook, &[]).await;
@@ -1092,7 +762,7 @@ async fn without_the_report_folder_nothing_is_uploaded_and_the_digest_says_where
 
 #[tokio::test]
 async fn an_upload_that_fails_with_5xx_never_fails_the_run_and_the_digest_shows_the_stored_page() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     // More failures than attempts (two retries after the first).
     graph.state.lock().unwrap().upload_failures = 10;
     let hook = crate::deliver_channels::webhook().await;
@@ -1126,7 +796,7 @@ async fn an_upload_that_fails_with_5xx_never_fails_the_run_and_the_digest_shows_
 
 #[tokio::test]
 async fn a_dry_run_publishes_nothing() {
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let hook = crate::deliver_channels::webhook().await;
     let tmp = tempfile::tempdir().unwrap();
     let deps = sharepoint_run_deps(
@@ -1149,7 +819,7 @@ async fn a_dry_run_publishes_nothing() {
 #[tokio::test]
 async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_grant() {
     use lookout_reminders::ledger::PagePublisher;
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     graph.state.lock().unwrap().upload_forbidden = true;
     let settings = graph
         .settings(&[("REMINDERS_REPORT_SHAREPOINT_FOLDER", "reports")])
@@ -1174,7 +844,7 @@ async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_
 async fn the_sharepoint_source_asks_for_the_configured_graph_scope_like_the_channels() {
     // A national cloud's Graph: the source once hard-coded the public cloud's scope and
     // ignored REMINDERS_GRAPH_SCOPE, which the channels honoured.
-    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
     let hook = crate::deliver_channels::webhook().await;
     let tmp = tempfile::tempdir().unwrap();
     let deps = sharepoint_run_deps(

@@ -244,6 +244,10 @@ async fn a_429_storm_never_sends_a_reminder_twice_nor_loses_one() {
     bot.fail_next(429, 30, "TooManyRequests", Some("1"));
     let policy = RetryPolicy {
         max_attempts: 10,
+        // The attempt timeout is a safety net here, not under test: on a loaded machine a
+        // post to the local fake can take over fast_policy's 2 s (seen under `stress`), and
+        // a timed-out post is rightly "maybe delivered", which is not this test's subject.
+        timeout: Duration::from_secs(60),
         ..fast_policy()
     };
     let teams = TeamsBotNotifier::new(

@@ -1,24 +1,12 @@
 //! Runs through the handler: overlapping invocations, the run lock, background runs,
 //! partial failures, an unusable export, and a SIGTERM in the middle of a run.
 
+use crate::fake_sharepoint::FakeSharePoint;
+use crate::fake_webhook::HoldingWebhook;
 use crate::functions_host::TIMER_PAYLOAD;
 use crate::helpers::{assert_each_once, fixture, spawn_app, write_export, Root, Spawn};
 use serde_json::json;
 use std::time::Duration;
-
-/// A handler on a generated export of `owners` owners, sending one at a time (slow on purpose).
-async fn slow_app(root: std::sync::Arc<Root>, owners: usize) -> crate::helpers::TestApp {
-    let export = root.path().join("big-export.csv");
-    if !export.exists() {
-        write_export(&export, owners);
-    }
-    Spawn::new()
-        .env("REMINDERS_EXPORT_PATH", export.display().to_string())
-        .env("REMINDERS_CONCURRENCY", "1")
-        .env("REMINDERS_MAX_OWNERS_PER_RUN", "100000")
-        .start_in(root)
-        .await
-}
 
 #[tokio::test]
 async fn two_timer_invocations_on_the_same_day_send_each_reminder_once() {
@@ -49,36 +37,67 @@ async fn two_timer_invocations_on_the_same_day_send_each_reminder_once() {
     assert_each_once(&outbox, "outbox");
 }
 
+/// Where the timer logs that it waits for the run in progress (a known point of the race).
+const TIMER_WAITS: &str = "a run is in progress: the timer waits for it";
+
 #[tokio::test]
 async fn a_timer_and_an_http_run_at_the_same_time_never_send_twice_and_the_timer_is_not_lost() {
-    let app = slow_app(Root::new(), 300).await;
-    let body = json!({ "dryRun": false });
-    let (timer, http) = tokio::join!(app.timer(TIMER_PAYLOAD), app.run(&body));
-    // The timer either ran first (the button is told a run is in progress) or waited for
-    // the button's run and then ran: it is never the one that gives the day up.
+    const OWNERS: usize = 30;
+    // Either may win the lock; both orders are played, each held at a known point.
+    // 1. The button's run holds the lock (its 5th send held): the timer waits, then runs.
+    let hook = HoldingWebhook::start(5).await;
+    let app = app_posting_to(Root::new(), OWNERS, &hook).await;
+    let http = app.run(&json!({ "dryRun": false, "wait": false })).await;
+    assert_eq!(http.status, 202, "{}", http.text);
+    hook.wait_held().await;
+    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
+        app.wait_logged(TIMER_WAITS).await;
+        hook.release();
+    });
     assert_eq!(timer.status, 200, "{}", timer.text);
     assert_eq!(
         timer.json["ReturnValue"]["status"], "done",
         "{}",
         timer.text
     );
-    assert!(
-        http.status == 200 || http.status == 409,
-        "{} {}",
-        http.status,
-        http.text
-    );
-    if http.status == 409 {
+    assert!(timer.text.contains("waiting up to"), "{}", timer.text);
+    let done = app
+        .wait_for_run(
+            http.json["runId"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(done.json["counts"]["sent"], OWNERS as u64, "{}", done.text);
+    assert_sent_once(&app, &hook, OWNERS);
+
+    // 2. The timer's run holds the lock: the button is told a run is in progress.
+    let hook = HoldingWebhook::start(5).await;
+    let app = app_posting_to(Root::new(), OWNERS, &hook).await;
+    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
+        hook.wait_held().await;
+        let http = app.run(&json!({ "dryRun": false })).await;
+        assert_eq!(http.status, 409, "{}", http.text);
         assert_eq!(http.json["status"], "in_progress", "{}", http.text);
-    } else {
-        assert!(timer.text.contains("waiting up to"), "{}", timer.text);
-    }
-    let outbox = app.outbox_messages();
-    assert_eq!(outbox.len(), 300);
-    assert_each_once(&outbox, "outbox");
-    let owners: Vec<String> = app.ledger_sent().into_iter().map(|(o, _)| o).collect();
-    assert_eq!(owners.len(), 300);
-    assert_each_once(&owners, "ledger");
+        hook.release();
+    });
+    assert_eq!(timer.status, 200, "{}", timer.text);
+    assert_eq!(
+        timer.json["ReturnValue"]["status"], "done",
+        "{}",
+        timer.text
+    );
+    assert_eq!(timer.json["ReturnValue"]["counts"]["sent"], OWNERS as u64);
+    assert_sent_once(&app, &hook, OWNERS);
+}
+
+/// Each of `owners` owners was posted and recorded exactly once, and the lock is free.
+fn assert_sent_once(app: &crate::helpers::TestApp, hook: &HoldingWebhook, owners: usize) {
+    let posted = hook.accepted();
+    assert_eq!(posted.len(), owners, "{posted:?}");
+    assert_each_once(&posted, "webhook");
+    let recorded: Vec<String> = app.ledger_sent().into_iter().map(|(o, _)| o).collect();
+    assert_eq!(recorded.len(), owners);
+    assert_each_once(&recorded, "ledger");
     assert!(!app.lock_held(), "the run lock was not released");
 }
 
@@ -92,7 +111,7 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
     )
     .unwrap();
     let app = Spawn::new()
-        .env("REMINDERS_TIMER_LOCK_WAIT_SECONDS", "3")
+        .env("REMINDERS_TIMER_LOCK_WAIT_SECONDS", "1")
         .start_in(root)
         .await;
     let http = app.run(&json!({ "dryRun": false })).await;
@@ -106,7 +125,7 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
     let started = std::time::Instant::now();
     let timer = app.timer(TIMER_PAYLOAD).await;
     assert!(
-        started.elapsed() >= Duration::from_secs(3),
+        started.elapsed() >= Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
@@ -125,22 +144,34 @@ async fn a_run_lock_held_by_another_instance_is_a_409_and_an_in_progress_timer_o
 
 #[tokio::test]
 async fn a_button_press_for_one_owner_does_not_cost_the_timer_its_day() {
-    let app = slow_app(Root::new(), 300).await;
-    // A live run for one owner holds the lock while the timer fires.
+    const OWNERS: usize = 30;
+    // A live run for one owner holds the lock (its one send held) while the timer fires.
+    let hook = HoldingWebhook::start(1).await;
+    let app = app_posting_to(Root::new(), OWNERS, &hook).await;
     let one = app
         .run(&json!({ "dryRun": false, "wait": false, "only": ["u000007@engie.com"] }))
         .await;
     assert_eq!(one.status, 202, "{}", one.text);
-    let timer = app.timer(TIMER_PAYLOAD).await;
+    hook.wait_held().await;
+    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
+        app.wait_logged(TIMER_WAITS).await;
+        hook.release();
+    });
     assert_eq!(timer.status, 200, "{}", timer.text);
     assert_eq!(
         timer.json["ReturnValue"]["status"], "done",
         "{}",
         timer.text
     );
-    let outbox = app.outbox_messages();
-    assert_eq!(outbox.len(), 300, "every owner reminded that day");
-    assert_each_once(&outbox, "outbox");
+    assert_eq!(
+        timer.json["ReturnValue"]["counts"]["sent"],
+        (OWNERS - 1) as u64,
+        "{}",
+        timer.text
+    );
+    assert_eq!(hook.accepted()[0], "u000007@engie.com");
+    // Every owner reminded that day, once.
+    assert_sent_once(&app, &hook, OWNERS);
 }
 
 #[tokio::test]
@@ -166,29 +197,34 @@ async fn the_timer_function_has_a_retry_policy_that_fits_the_morning() {
 
 #[tokio::test]
 async fn wait_false_answers_202_with_the_run_id_and_the_report_is_fetched_later() {
-    let app = slow_app(Root::new(), 200).await;
+    const OWNERS: usize = 30;
+    let hook = HoldingWebhook::start(5).await;
+    let app = app_posting_to(Root::new(), OWNERS, &hook).await;
     let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     let run_id = started.json["runId"].as_str().unwrap().to_string();
     let location = format!("/api/function_http?runId={run_id}");
     assert_eq!(started.headers["location"], location.as_str());
     assert_eq!(started.json["statusUrl"], location.as_str());
-    // While it runs, another real run is refused and health names the run in progress.
+    // While it runs (its 5th send held), another real run is refused naming the one in
+    // progress, and polling says it is still running.
+    hook.wait_held().await;
     let again = app.run(&json!({ "dryRun": false })).await;
-    if again.status == 409 {
-        assert_eq!(again.json["runId"], run_id.as_str());
-    }
-    let done = app.wait_for_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.json["runId"], run_id.as_str(), "{}", again.text);
+    assert_eq!(app.run_report(&run_id).await.status, 202);
+    hook.release();
+    let done = app.wait_for_run(&run_id, Duration::from_secs(120)).await;
     assert_eq!(done.status, 200, "{}", done.text);
     assert_eq!(done.json["run_id"], run_id.as_str());
-    assert_eq!(done.json["counts"]["sent"], 200);
+    assert_eq!(done.json["counts"]["sent"], OWNERS as u64);
     // Real runs are stored: the report is still there after a restart.
     let root = app.root.clone();
     drop(app);
     let app = Spawn::new().start_in(root).await;
     let stored = app.run_report(&run_id).await;
     assert_eq!(stored.status, 200, "{}", stored.text);
-    assert_eq!(stored.json["counts"]["sent"], 200);
+    assert_eq!(stored.json["counts"]["sent"], OWNERS as u64);
 }
 
 #[tokio::test]
@@ -311,61 +347,6 @@ async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_t
     assert!(a.text.contains("export's folder"), "{}", a.text);
 }
 
-/// A fake Workflows trigger that accepts the first `hold_at - 1` posts and holds every later
-/// one until [`HoldingWebhook::release`]: the test knows where the run is instead of hoping
-/// the machine is slow enough for a signal to land mid-run.
-#[derive(Clone)]
-pub(crate) struct HoldingWebhook {
-    url: String,
-    accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    pub(crate) holding: std::sync::Arc<tokio::sync::Notify>,
-    released: tokio::sync::watch::Sender<bool>,
-}
-
-impl HoldingWebhook {
-    pub(crate) async fn start(hold_at: usize) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let hook = HoldingWebhook {
-            url: format!(
-                "http://{}/workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=s3cret",
-                listener.local_addr().unwrap()
-            ),
-            accepted: Default::default(),
-            holding: Default::default(),
-            released: tokio::sync::watch::channel(false).0,
-        };
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let h = hook.clone();
-        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-            let (h, seen) = (h.clone(), seen.clone());
-            async move {
-                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                if n >= hold_at {
-                    let mut released = h.released.subscribe();
-                    h.holding.notify_one();
-                    let _ = released.wait_for(|r| *r).await;
-                }
-                let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                let recipient = body["recipient"].as_str().expect("a recipient").to_string();
-                h.accepted.lock().unwrap().push(recipient.to_lowercase());
-                axum::http::StatusCode::ACCEPTED
-            }
-        });
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        hook
-    }
-
-    pub(crate) fn release(&self) {
-        self.released.send_replace(true);
-    }
-
-    pub(crate) fn accepted(&self) -> Vec<String> {
-        self.accepted.lock().unwrap().clone()
-    }
-}
-
 /// A handler on a generated export of `owners` owners, posting one at a time to `hook`.
 pub(crate) async fn app_posting_to(
     root: std::sync::Arc<Root>,
@@ -379,7 +360,7 @@ pub(crate) async fn app_posting_to(
     Spawn::new()
         .env("REMINDERS_EXPORT_PATH", export.display().to_string())
         .env("REMINDERS_CHANNEL", "workflows")
-        .env("REMINDERS_WORKFLOWS_URL", hook.url.clone())
+        .env("REMINDERS_WORKFLOWS_URL", hook.url())
         .env("REMINDERS_CONCURRENCY", "1")
         .env("REMINDERS_MAX_OWNERS_PER_RUN", "100000")
         .start_in(root)
@@ -396,20 +377,10 @@ async fn sigterm_during_a_run_exits_cleanly_and_a_rerun_sends_each_owner_once() 
     let started = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(started.status, 202, "{}", started.text);
     // The 21st send is in flight and held: stop the instance as the platform does.
-    tokio::time::timeout(Duration::from_secs(60), hook.holding.notified())
-        .await
-        .unwrap_or_else(|_| panic!("the run never reached send {HELD}:\n{}", app.logs()));
+    hook.wait_held().await;
     app.sigterm();
     // Only once the handler logs that the run is told to stop does the held send answer.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !app.logs().contains("shutdown requested") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGTERM never reached the handler:\n{}",
-            app.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    app.wait_logged("shutdown requested").await;
     hook.release();
     let status = app.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(
@@ -533,20 +504,29 @@ async fn the_status_url_follows_the_callers_path_and_never_carries_the_key() {
 
 #[tokio::test]
 async fn dry_runs_at_once_are_bounded_and_the_one_over_is_told_to_retry() {
-    let app = slow_app(Root::new(), 20_000).await;
-    let body = json!({ "wait": false, "dryRun": true, "maxOwners": 100000 });
-    let mut started = Vec::new();
-    let mut refused = Vec::new();
-    for _ in 0..4 {
-        let a = app.run(&body).await;
-        match a.status {
-            202 => started.push(a.json["runId"].as_str().unwrap().to_string()),
-            429 => refused.push(a),
-            other => panic!("unexpected {other}: {}", a.text),
-        }
+    // The export comes from SharePoint, whose download host holds every download: the dry
+    // runs that start stay in progress (fetching) until the test lets them go.
+    let graph = FakeSharePoint::start(
+        std::fs::read(fixture("issues-export1.xlsx")).expect("the sample workbook"),
+    )
+    .await;
+    let release = graph.hold_downloads();
+    let mut spawn = Spawn::new();
+    for (k, v) in graph.app_env().await {
+        spawn = spawn.env(&k, v);
     }
-    assert!(!refused.is_empty(), "4 dry runs ran at once: {started:?}");
-    for a in &refused {
+    let app = spawn.start().await;
+    let body = json!({ "wait": false, "dryRun": true });
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        let a = app.run(&body).await;
+        assert_eq!(a.status, 202, "{}", a.text);
+        started.push(a.json["runId"].as_str().unwrap().to_string());
+    }
+    graph.wait_downloads_held(2).await;
+    for _ in 0..2 {
+        let a = app.run(&body).await;
+        assert_eq!(a.status, 429, "{}", a.text);
         assert_eq!(a.headers["retry-after"], "5");
         assert!(
             a.json["error"]
@@ -557,6 +537,7 @@ async fn dry_runs_at_once_are_bounded_and_the_one_over_is_told_to_retry() {
             a.text
         );
     }
+    release.send_replace(true);
     for run_id in &started {
         let done = app.wait_for_run(run_id, Duration::from_secs(120)).await;
         assert_eq!(done.status, 200, "{}", done.text);

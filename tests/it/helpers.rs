@@ -365,6 +365,20 @@ impl TestApp {
         matches!(client.get(self.url("/")).send().await, Ok(r) if r.status().is_success())
     }
 
+    /// Returns once the handler has logged `text`: a known point in a run (the log is the
+    /// handler's own account of where it is). The bound is a safety net, not a speed target.
+    pub async fn wait_logged(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.logs().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the handler never logged {text:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends SIGTERM, as the platform does when it stops an instance.
     pub fn sigterm(&self) {
         let ok = Command::new("kill")

@@ -1,7 +1,8 @@
 //! Progress people can see (issue 10 item 5): the HTTP status of a run in the background
 //! carries its figures while it runs, and the CLI's bar shows on a terminal only.
 
-use crate::functions_runs::{app_posting_to, HoldingWebhook};
+use crate::fake_webhook::HoldingWebhook;
+use crate::functions_runs::app_posting_to;
 use crate::helpers::{assert_each_once, Root};
 use serde_json::json;
 use std::path::Path;
@@ -18,9 +19,7 @@ async fn the_status_of_a_background_run_shows_sent_failed_remaining_pace_and_eta
     assert_eq!(started.status, 202, "{}", started.text);
     let run_id = started.json["runId"].as_str().unwrap().to_string();
     // One send at a time: when the 11th is held, 10 have been answered.
-    tokio::time::timeout(Duration::from_secs(60), hook.holding.notified())
-        .await
-        .unwrap_or_else(|_| panic!("the run never reached send {HELD}:\n{}", app.logs()));
+    hook.wait_held().await;
     // The recorder publishes once it has recorded them; the run cannot go further, so
     // this waits for a state, not for time to pass.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,8 +1,11 @@
-//! Integration tests: one binary, one module per area.
+//! Integration tests: one binary, one module per area. The fakes and the Azurite harness
+//! live in the `testkit` crate (shared with the benchmark examples) and are named here as
+//! `crate::fake_bot`, `crate::azurite`… like the test modules.
+
+use testkit::{azurite, fake_bot, fake_graph, fake_identity, fake_sharepoint, fake_webhook};
 
 mod azure_ledger;
 mod azure_sources;
-mod azurite;
 mod chromium;
 mod cli;
 mod deliver_channels;
@@ -12,9 +15,6 @@ mod deliver_faults;
 mod deliver_helpers;
 mod deliver_job;
 mod deliver_teams;
-mod fake_bot;
-mod fake_graph;
-mod fake_identity;
 mod functions_files;
 mod functions_host;
 mod functions_requests;

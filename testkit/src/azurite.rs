@@ -9,13 +9,10 @@
 //! Tests share one in-memory emulator per test binary ([`Azurite::shared`]), each in
 //! containers of its own; only a test that stops or restarts the emulator starts its own.
 
-#![allow(dead_code)]
-
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +32,10 @@ pub struct Azurite {
 
 /// The emulator's executable, or a failure telling how to install it.
 pub fn azurite_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The main crate's folder, where `npm ci` installs it (this crate sits in `testkit/`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits inside the main crate");
     let bin = root.join("node_modules").join(".bin").join("azurite-blob");
     assert!(
         bin.exists(),
@@ -46,13 +46,8 @@ pub fn azurite_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// Azurite's start-up line on stdout, which names the address it bound (port 0 included).
+const LISTENING: &str = "Azurite Blob service successfully listens on https://127.0.0.1:";
 
 /// Writes `ca.pem`, `leaf.pem`, `leaf.key` into `dir`.
 fn make_certificates(dir: &Path) {
@@ -138,7 +133,9 @@ impl Azurite {
         make_certificates(dir.path());
         let mut azurite = Azurite {
             child: None,
-            port: free_port(),
+            // Port 0: Azurite binds a free port itself and prints it (no pick-then-bind
+            // race with other processes); a restart re-binds the port it was given.
+            port: 0,
             dir,
             in_memory,
             shared,
@@ -189,41 +186,65 @@ impl Azurite {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         if self.in_memory {
             cmd.arg("--inMemoryPersistence");
         } else {
             cmd.arg("--location").arg(&data);
         }
-        let child = cmd.spawn().expect("start azurite-blob (run `npm ci`)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+        let mut child = cmd.spawn().expect("start azurite-blob (run `npm ci`)");
+        // Azurite prints its address once listening, then an access log line per request:
+        // a thread reads the first and drains the rest so the pipe never fills.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<u16>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut bound_tx = Some(bound_tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split(LISTENING).nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let (Some(tx), Ok(port)) = (bound_tx.take(), digits.parse()) {
+                        let _ = tx.send(port);
+                    }
+                }
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+        });
+        self.child = Some(child);
+        // A safety net for a hung start, not a speed requirement.
+        match tokio::time::timeout(Duration::from_secs(60), bound_rx).await {
+            Ok(Ok(port)) => {
+                assert!(
+                    self.port == 0 || self.port == port,
+                    "azurite-blob bound {port}, not the requested {}",
+                    self.port
+                );
+                self.port = port;
+            }
+            outcome => {
+                let child = self.child.as_mut().unwrap();
+                let status = child.try_wait().ok().flatten();
+                let _ = child.kill();
                 let mut err = String::new();
-                if let Some(mut e) = self.child.as_mut().unwrap().stderr.take() {
+                if let Some(mut e) = child.stderr.take() {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!("azurite-blob exited at start-up ({status}): {err}");
+                panic!(
+                    "azurite-blob never said it was listening ({}; exit {status:?}): {err}",
+                    if outcome.is_err() {
+                        "60 s"
+                    } else {
+                        "stdout closed"
+                    }
+                );
             }
-            assert!(
-                Instant::now() < deadline,
-                "azurite-blob did not listen on port {} within 30 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Kills the emulator (a storage outage); the port stays reserved for [`Azurite::restart`].
+    /// Kills the emulator (a storage outage); [`Azurite::restart`] binds the same port again
+    /// (the account URL the test handed out must stay valid).
     ///
     /// SIGTERM first: Azurite keeps its metadata in memory and saves it on a clean exit, so a
     /// SIGKILL would lose acknowledged writes, which real Blob Storage never does.

@@ -10,8 +10,6 @@
 //! fake Graph / Bot servers check the audience with [`bearer_audience`] (the Bot Connector
 //! also the app id, with [`bearer_app_id`]).
 
-#![allow(dead_code)]
-
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

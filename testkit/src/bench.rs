@@ -4,13 +4,7 @@
 //! managed-identity tokens from the fake identity endpoint, the Teams settings, the renderer,
 //! and the measures (duplicates, losses, peak RSS).
 //!
-//! Included with `#[path = "support/bench.rs"] mod bench;` next to the three
-//! `#[path = "../tests/it/fake_*.rs"]` modules, which must sit at the example's root because
-//! they name each other through `crate::`. Not an example target itself: it has no `main`
-//! and is not `examples/<name>/main.rs`.
-
-// Each benchmark uses a part of this set-up.
-#![allow(dead_code)]
+//! `testkit::bench`, used by the examples beside `testkit::fake_*`.
 
 use crate::fake_bot::{FakeBot, RetryAfterStyle};
 use crate::fake_graph::FakeGraph;

@@ -23,8 +23,6 @@
 //! It counts accepted activities per conversation, so tests and the benchmark can prove that
 //! no reminder was sent twice and none was lost.
 
-#![allow(dead_code)]
-
 use crate::fake_identity::{bearer_app_id, bearer_audience, SYSTEM_ASSIGNED_ID};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};

@@ -10,8 +10,6 @@
 //! bucket, answered 429 with `Retry-After` beyond
 //! (<https://learn.microsoft.com/graph/throttling-limits#microsoft-teams-service-limits>).
 
-#![allow(dead_code)]
-
 use crate::fake_identity::bearer_audience;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
