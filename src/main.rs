@@ -331,7 +331,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             match job::run(&deps, req, cancel).await {
                 Ok(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&report)?);
+                        // Streamed: the report of a large export is tens of megabytes.
+                        report.write_json(std::io::stdout().lock())?;
                     } else {
                         print_report(&report);
                     }

@@ -1,7 +1,10 @@
 //! The Lookout console's CSV export: header found among the first lines, `,` `;` or tab
 //! detected from it, quoted fields, CRLF or LF, rows turned into findings one by one.
 
-use super::{columns::HeaderMap, ExportFormat, ParseError, ParsedExport};
+use super::{
+    columns::{HeaderMap, RowTexts},
+    ExportFormat, ParseError, ParsedExport,
+};
 use chrono_tz::Tz;
 
 /// How many lines may precede the header (an "Export 27 items" title, a `sep=;` hint…).
@@ -48,6 +51,7 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
     let mut lines = LineCounter::new(body, header.line);
 
     let mut record = csv::StringRecord::new();
+    let mut texts = RowTexts::default();
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
@@ -83,10 +87,9 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
             });
         }
         export.total_rows += 1;
-        match header
-            .map
-            .finding(row, record.len(), |i| record.get(i).unwrap_or(""))
-        {
+        match header.map.finding_in(&mut texts, row, record.len(), |i| {
+            record.get(i).unwrap_or("")
+        }) {
             Ok(finding) => export.findings.push(finding),
             Err(rejected) => export.rejected.push(rejected),
         }
