@@ -237,6 +237,8 @@ pub fn build(
     let mut owner_index: FxHashMap<&OwnerEmail, usize> = FxHashMap::default();
     let mut by_owner: Vec<(&OwnerEmail, Vec<IssueLine>)> = Vec::new();
     let mut seen: FxHashSet<(&OwnerEmail, IssueKey)> = FxHashSet::default();
+    // The end-of-support list is searched once per model, not once per outdated-OS row.
+    let mut last_os_by_model: FxHashMap<&str, Option<&str>> = FxHashMap::default();
 
     for f in findings {
         let verdict = match policy::evaluate(f, opts.as_of, rules) {
@@ -281,7 +283,11 @@ pub fn build(
             days_left: verdict.days_left,
             due,
             last_os: (verdict.kind == IssueKind::OsOutOfDate)
-                .then(|| rules.end_of_support.last_os(&f.device_model))
+                .then(|| {
+                    *last_os_by_model
+                        .entry(f.device_model.as_str())
+                        .or_insert_with(|| rules.end_of_support.last_os(&f.device_model))
+                })
                 .flatten()
                 .map(str::to_string),
         });
