@@ -902,6 +902,35 @@ mod tests {
     }
 
     #[test]
+    fn without_device_ids_the_same_app_on_one_model_is_one_line_and_other_models_keep_theirs() {
+        let mut first = finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 1);
+        first.lookout_id = None;
+        let mut again = first.clone();
+        again.device_model = " sm-a528b ".into();
+        again.detected = Utc.with_ymd_and_hms(2024, 3, 4, 10, 0, 0).unwrap();
+        let mut other_model = first.clone();
+        other_model.device_model = "SM-A136B".into();
+        let mut with_id = first.clone();
+        with_id.lookout_id = Some("dev9".into());
+        let plan = build(
+            &[again, first.clone(), other_model, with_id],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let lines: Vec<_> = plan.reminders[0].issues().collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let kept = lines
+            .iter()
+            .find(|l| l.lookout_id.is_none() && l.device_model == "SM-A528B");
+        assert_eq!(
+            kept.expect("the earliest line kept").key,
+            IssueKey::of(&first)
+        );
+        assert!(lines.iter().any(|l| l.device_model == "SM-A136B"));
+    }
+
+    #[test]
     fn the_same_app_detected_twice_on_a_device_is_one_line_with_the_earliest_deadline() {
         let first = finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 1);
         let mut again = finding("a@x.com", "DEV1", "Edge(com.microsoft.emmx)", 5);

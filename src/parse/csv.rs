@@ -291,6 +291,38 @@ mod tests {
     }
 
     #[test]
+    fn rows_sharing_a_value_share_one_copy_and_each_bad_owner_is_named_on_its_own_row() {
+        let other = ROW
+            .replace("JM6453@engie.com", " jm6453@ENGIE.com ")
+            .replace("c4b6f57b", "d5c7a68c");
+        let bad = ROW.replace("JM6453@engie.com", "not-an-address");
+        let p = parse_ok(&format!("{HEADER}\n{ROW}\n{other}\n{bad}\n{ROW}\n{bad}\n"));
+        assert_eq!(p.findings.len(), 3);
+        let (a, b) = (&p.findings[0], &p.findings[1]);
+        // Two spellings of one address are one owner; the values are one copy each.
+        assert_eq!(a.owner, b.owner);
+        assert_eq!(a.owner.as_str(), "jm6453@engie.com");
+        assert!(std::ptr::eq(a.owner.as_str(), b.owner.as_str()));
+        assert!(std::ptr::eq(
+            a.device_model.as_str(),
+            b.device_model.as_str()
+        ));
+        assert!(std::ptr::eq(a.issue.as_str(), b.issue.as_str()));
+        assert!(std::ptr::eq(a.status.as_str(), b.status.as_str()));
+        assert_eq!(a.lookout_id.as_deref(), Some("c4b6f57b"));
+        assert_eq!(b.lookout_id.as_deref(), Some("d5c7a68c"));
+        // The owner cell is parsed once, yet every bad row is rejected with its own number.
+        let rows: Vec<(usize, &str)> = p
+            .rejected
+            .iter()
+            .map(|r| (r.row, r.field.as_str()))
+            .collect();
+        assert_eq!(rows, vec![(4, "Device Owner"), (6, "Device Owner")]);
+        assert_eq!(p.rejected[0].reason, p.rejected[1].reason);
+        assert!(p.rejected[0].reason.contains("not-an-address"));
+    }
+
+    #[test]
     fn a_comma_separated_export_gives_one_finding_per_row() {
         let p = parse_ok(&format!("{HEADER}\n{ROW}\n"));
         assert_eq!(p.format, Some(ExportFormat::Csv));
