@@ -140,8 +140,9 @@ impl RowTexts {
 #[derive(Clone, Debug, Default)]
 pub struct HeaderMap {
     positions: Vec<(Column, usize)>,
-    /// `positions` by column (`Column as usize`), for the per-cell lookups of every row.
-    by_column: [Option<usize>; Column::ALL.len()],
+    /// `positions` by column (`Column as usize`), for the per-cell lookups of every row
+    /// (`u32`: a header row never has 4 billion cells, and the map stays small).
+    by_column: [Option<u32>; Column::ALL.len()],
     /// The zone of zone-less dates in the rows (UTC unless [`HeaderMap::in_zone`]).
     zone: Tz,
 }
@@ -166,7 +167,7 @@ impl HeaderMap {
         }
         let mut by_column = [None; Column::ALL.len()];
         for (col, i) in &positions {
-            by_column[*col as usize] = Some(*i);
+            by_column[*col as usize] = u32::try_from(*i).ok();
         }
         let map = Self {
             positions,
@@ -230,7 +231,7 @@ impl HeaderMap {
 
     /// Index of a column in the row.
     pub fn index(&self, col: Column) -> Option<usize> {
-        self.by_column[col as usize]
+        self.by_column[col as usize].map(|i| i as usize)
     }
 
     /// Number of cells a row needs to reach every mapped column.
