@@ -3,18 +3,26 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::Arc;
 
 /// A device owner's e-mail address, trimmed and lower-cased.
 ///
 /// `Display` and `Debug` print the full address: use [`OwnerEmail::pseudonym`] in logs.
+/// Shared, not copied: an owner's many rows, issues and report lines hold one address.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct OwnerEmail(String);
+pub struct OwnerEmail(Arc<str>);
 
 impl OwnerEmail {
     /// Validates and normalises an address (`" JM6453@Engie.com "` → `jm6453@engie.com`).
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim().to_lowercase();
+        let trimmed = raw.trim();
+        // Addresses are ASCII nearly always: lower-casing them needs no Unicode tables.
+        let email = if trimmed.is_ascii() {
+            trimmed.to_ascii_lowercase()
+        } else {
+            trimmed.to_lowercase()
+        };
         if email.is_empty() {
             return Err("empty e-mail address".into());
         }
@@ -29,7 +37,7 @@ impl OwnerEmail {
         {
             return Err(format!("not an e-mail address: '{}'", raw.trim()));
         }
-        Ok(Self(email))
+        Ok(Self(email.into()))
     }
 
     /// The address as text.
@@ -54,7 +62,7 @@ impl OwnerEmail {
     /// The address in logs: the pseudonym, or the address itself in verbose mode.
     pub fn for_log(&self, verbose: bool) -> String {
         if verbose {
-            self.0.clone()
+            self.0.to_string()
         } else {
             self.pseudonym()
         }
@@ -70,7 +78,7 @@ impl TryFrom<String> for OwnerEmail {
 
 impl From<OwnerEmail> for String {
     fn from(value: OwnerEmail) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 
@@ -84,6 +92,130 @@ impl fmt::Debug for OwnerEmail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OwnerEmail({})", self.pseudonym())
     }
+}
+
+/// Text read from an export, shared rather than copied: the values that repeat over many
+/// rows (a model, an issue, a status, a device id) are one allocation each, and a finding,
+/// its plan line and its report line hold the same one. Reads as a `&str`; serialised as a
+/// plain JSON string.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Text {
+    fn from(value: &str) -> Self {
+        Self(value.into())
+    }
+}
+
+impl From<String> for Text {
+    fn from(value: String) -> Self {
+        Self(value.into())
+    }
+}
+
+impl From<&String> for Text {
+    fn from(value: &String) -> Self {
+        Self(value.as_str().into())
+    }
+}
+
+impl From<Text> for String {
+    fn from(value: Text) -> Self {
+        value.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Text> for &str {
+    fn eq(&self, other: &Text) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<Text> for String {
+    fn eq(&self, other: &Text) -> bool {
+        **self == *other.0
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::from)
+    }
+}
+
+/// Whether `hay` contains the lower-case ASCII `needle`, ignoring ASCII case, without
+/// allocating (called for every row). The same answer as `hay.to_lowercase().contains(needle)`:
+/// the only non-ASCII characters that lower-case into ASCII letters are the Kelvin sign (`k`,
+/// in no needle) and `İ` (`i` followed by a combining dot, which breaks the match either way).
+pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    needle.is_empty()
+        || hay
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Lookout's risk level of an issue.
@@ -104,12 +236,12 @@ impl Risk {
     /// Reads `High`, `Moderate`/`Medium`, `Low`, case-insensitively, also inside longer
     /// text such as the list view's `Active Low Risk`.
     pub fn parse(raw: &str) -> Self {
-        let text = raw.to_lowercase();
-        if text.contains("high") || text.contains("critical") {
+        let text = raw;
+        if contains_ignore_case(text, "high") || contains_ignore_case(text, "critical") {
             Risk::High
-        } else if text.contains("moderate") || text.contains("medium") {
+        } else if contains_ignore_case(text, "moderate") || contains_ignore_case(text, "medium") {
             Risk::Moderate
-        } else if text.contains("low") {
+        } else if contains_ignore_case(text, "low") {
             Risk::Low
         } else {
             Risk::Unknown
@@ -142,10 +274,13 @@ pub enum Platform {
 impl Platform {
     /// Reads the export's `Device Platform` (`Android`, `iOS`, `iPadOS`).
     pub fn parse(raw: &str) -> Self {
-        let text = raw.trim().to_lowercase();
-        if text.contains("android") {
+        let text = raw.trim();
+        if contains_ignore_case(text, "android") {
             Platform::Android
-        } else if text.contains("ios") || text.contains("ipados") || text.contains("apple") {
+        } else if contains_ignore_case(text, "ios")
+            || contains_ignore_case(text, "ipados")
+            || contains_ignore_case(text, "apple")
+        {
             Platform::Ios
         } else {
             Platform::Unknown
@@ -154,15 +289,19 @@ impl Platform {
 
     /// Guesses the platform from a device model when the export has no platform column.
     pub fn infer_from_model(model: &str) -> Self {
-        let m = model.trim().to_lowercase();
+        let m = model.trim().as_bytes();
         const APPLE: [&str; 3] = ["iphone", "ipad", "ipod"];
         const ANDROID: [&str; 14] = [
             "sm-", "galaxy", "pixel", "moto", "redmi", "xiaomi", "huawei", "oneplus", "nokia",
             "oppo", "vivo", "honor", "xperia", "cph",
         ];
-        if APPLE.iter().any(|p| m.starts_with(p)) {
+        let starts_with = |p: &&str| {
+            m.get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+        };
+        if APPLE.iter().any(starts_with) {
             Platform::Ios
-        } else if ANDROID.iter().any(|p| m.starts_with(p)) {
+        } else if ANDROID.iter().any(starts_with) {
             Platform::Android
         } else {
             Platform::Unknown
@@ -244,6 +383,42 @@ mod tests {
         assert_eq!(a.pseudonym(), b.pseudonym());
         assert!(!a.pseudonym().contains("jm6453"));
         assert!(!format!("{a:?}").contains("jm6453"));
+    }
+
+    #[test]
+    fn case_blind_search_agrees_with_lower_casing_on_any_text() {
+        let hays = [
+            "",
+            "HIGH",
+            "hIgH risk",
+            "Yellow",
+            "İOS",
+            "\u{212A}ritical",
+            "ANDROÏD",
+            "iPadOS 17",
+            "ŞAMSUNG Android",
+            "Ωhigh",
+            "hig",
+            "ApPlE",
+        ];
+        for hay in hays {
+            for needle in ["high", "critical", "low", "ios", "android", "apple", ""] {
+                assert_eq!(
+                    contains_ignore_case(hay, needle),
+                    hay.to_lowercase().contains(needle),
+                    "{hay:?} / {needle:?}"
+                );
+            }
+        }
+        assert_eq!(Platform::parse("  İOS "), Platform::Unknown);
+        assert_eq!(Platform::parse("IPADOS"), Platform::Ios);
+        assert_eq!(Platform::infer_from_model(" IPHONE 7"), Platform::Ios);
+        assert_eq!(Platform::infer_from_model("Sm-A528B"), Platform::Android);
+        assert_eq!(Platform::infer_from_model("İphone"), Platform::Unknown);
+        assert_eq!(
+            OwnerEmail::parse("ÉLODIE@Engie.COM").unwrap().as_str(),
+            "élodie@engie.com"
+        );
     }
 
     #[test]

@@ -344,7 +344,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
             match result {
                 Ok(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&report)?);
+                        // Streamed: the report of a large export is tens of megabytes.
+                        report.write_json(std::io::stdout().lock())?;
                     } else {
                         println!("{report}");
                     }

@@ -9,28 +9,53 @@ pub use crate::history::{IssueKey, Stage};
 use crate::parse::Finding;
 use crate::policy::{self, NotRemindable, Rules};
 use chrono::{DateTime, NaiveDate, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 
 impl IssueKey {
     /// Derives the key of a finding.
+    ///
+    /// Runs once per remindable row, so it hashes straight from the finding's fields into
+    /// one reused buffer: the key (stored in ledgers) is the same as hashing the lower-cased
+    /// parts one by one, each followed by a NUL.
     pub fn of(f: &Finding) -> Self {
-        let device = match &f.lookout_id {
-            Some(id) => id.to_lowercase(),
-            None => format!("{}|{}", f.owner.as_str(), f.device_model.to_lowercase()),
-        };
         let mut h = Sha256::new();
-        for part in [
-            device.as_str(),
-            &f.issue_type.to_lowercase(),
-            &f.issue.to_lowercase(),
-            &f.classifications.to_lowercase(),
-            &f.detected.timestamp().to_string(),
-        ] {
-            h.update(part.as_bytes());
+        let part = |text: &str, h: &mut Sha256| {
+            if text.is_ascii() {
+                // Lower-cased in chunks on the stack: no allocation for ASCII text.
+                for chunk in text.as_bytes().chunks(64) {
+                    let mut buf = [0u8; 64];
+                    let buf = &mut buf[..chunk.len()];
+                    buf.copy_from_slice(chunk);
+                    buf.make_ascii_lowercase();
+                    h.update(&*buf);
+                }
+            } else {
+                h.update(text.to_lowercase().as_bytes());
+            }
+        };
+        match &f.lookout_id {
+            Some(id) => part(id.as_str(), &mut h),
+            None => {
+                h.update(f.owner.as_str().as_bytes());
+                h.update(b"|");
+                part(f.device_model.as_str(), &mut h);
+            }
+        }
+        h.update([0u8]);
+        for text in [&f.issue_type, &f.issue, &f.classifications] {
+            part(text.as_str(), &mut h);
             h.update([0u8]);
         }
+        let mut timestamp = [0u8; 24];
+        let mut cursor = std::io::Cursor::new(&mut timestamp[..]);
+        let _ = write!(cursor, "{}", f.detected.timestamp());
+        let written = cursor.position() as usize;
+        h.update(&timestamp[..written]);
+        h.update([0u8]);
         IssueKey(hex::encode(&h.finalize()[..10]))
     }
 }
@@ -207,8 +232,13 @@ pub fn build(
     opts: &PlanOptions,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut by_owner: BTreeMap<&OwnerEmail, Vec<IssueLine>> = BTreeMap::new();
-    let mut seen: HashSet<(OwnerEmail, IssueKey)> = HashSet::new();
+    // Owners in first-seen order with their lines, found through a fast (non-SipHash) index:
+    // the export is trusted input and this runs once per row. Sorted by owner below.
+    let mut owner_index: FxHashMap<&OwnerEmail, usize> = FxHashMap::default();
+    let mut by_owner: Vec<(&OwnerEmail, Vec<IssueLine>)> = Vec::new();
+    let mut seen: FxHashSet<(&OwnerEmail, IssueKey)> = FxHashSet::default();
+    // The end-of-support list is searched once per model, not once per outdated-OS row.
+    let mut last_os_by_model: FxHashMap<&str, Option<&str>> = FxHashMap::default();
 
     for f in findings {
         let verdict = match policy::evaluate(f, opts.as_of, rules) {
@@ -218,25 +248,34 @@ pub fn build(
                     NotRemindable::NotActive => "not_active",
                     NotRemindable::NotAnUpdateIssue => "not_an_update_issue",
                 };
-                *plan.not_remindable.entry(name.to_string()).or_default() += 1;
+                match plan.not_remindable.get_mut(name) {
+                    Some(count) => *count += 1,
+                    None => {
+                        plan.not_remindable.insert(name.to_string(), 1);
+                    }
+                }
                 continue;
             }
         };
         let key = IssueKey::of(f);
         // The same issue twice in one export (a copy-paste) is one issue.
-        if !seen.insert((f.owner.clone(), key.clone())) {
+        if !seen.insert((&f.owner, key.clone())) {
             continue;
         }
         plan.remindable += 1;
         let due = opts.force || is_due(ledger, &f.owner, &key, verdict.days_left, opts);
-        by_owner.entry(&f.owner).or_default().push(IssueLine {
+        let slot = *owner_index.entry(&f.owner).or_insert_with(|| {
+            by_owner.push((&f.owner, Vec::new()));
+            by_owner.len() - 1
+        });
+        by_owner[slot].1.push(IssueLine {
             key,
             row: f.row,
-            lookout_id: f.lookout_id.clone(),
-            device_model: f.device_model.clone(),
+            lookout_id: f.lookout_id.as_deref().map(str::to_string),
+            device_model: f.device_model.to_string(),
             platform: f.platform,
             kind: verdict.kind,
-            issue: f.issue.clone(),
+            issue: f.issue.to_string(),
             app_name: verdict.app_name,
             risk: f.risk,
             detected: f.detected,
@@ -244,18 +283,25 @@ pub fn build(
             days_left: verdict.days_left,
             due,
             last_os: (verdict.kind == IssueKind::OsOutOfDate)
-                .then(|| rules.end_of_support.last_os(&f.device_model))
+                .then(|| {
+                    *last_os_by_model
+                        .entry(f.device_model.as_str())
+                        .or_insert_with(|| rules.end_of_support.last_os(&f.device_model))
+                })
                 .flatten()
                 .map(str::to_string),
         });
     }
 
     for ((owner, key), history) in &ledger.issues {
-        if !history.resolved && !seen.contains(&(owner.clone(), key.clone())) {
+        if !history.resolved && !seen.contains(&(owner, key.clone())) {
             plan.resolved.push((owner.clone(), key.clone()));
         }
     }
     plan.resolved.sort();
+    drop(seen);
+    drop(owner_index);
+    by_owner.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
     for (owner, mut lines) in by_owner {
         lines.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.row.cmp(&b.row)));
@@ -291,7 +337,7 @@ pub fn build(
         }
         let reminded_before = lines
             .iter()
-            .any(|l| ledger.history(owner, &l.key).is_some());
+            .any(|l| history_of(ledger, owner, &l.key).is_some());
         let stage = if min_days < 0 {
             Stage::Overdue
         } else if min_days <= opts.cadence.daily_in_last_days {
@@ -310,12 +356,24 @@ pub fn build(
             devices: group_by_device(lines),
         });
     }
-    plan.reminders.sort_by(|a, b| {
-        a.min_days_left()
-            .cmp(&b.min_days_left())
-            .then(a.owner.cmp(&b.owner))
-    });
+    // Pushed in owner order, so a stable sort on the days left orders by urgency then owner.
+    plan.reminders
+        .sort_by_cached_key(PlannedReminder::min_days_left);
     plan
+}
+
+/// The ledger's history of an issue. A first run's ledger is empty: no lookup (which copies
+/// the owner and key) is made for each of its rows.
+fn history_of<'l>(
+    ledger: &'l LedgerSnapshot,
+    owner: &OwnerEmail,
+    key: &IssueKey,
+) -> Option<&'l crate::history::IssueHistory> {
+    if ledger.issues.is_empty() {
+        None
+    } else {
+        ledger.history(owner, key)
+    }
 }
 
 fn is_due(
@@ -325,7 +383,7 @@ fn is_due(
     days_left: i64,
     opts: &PlanOptions,
 ) -> bool {
-    let Some(h) = ledger.history(owner, key) else {
+    let Some(h) = history_of(ledger, owner, key) else {
         return true;
     };
     if sent_on_the_real_day(h, opts) {
@@ -362,7 +420,7 @@ fn not_due_reason(
     if let Some((today, _)) = opts.sent_today {
         if lines
             .iter()
-            .filter_map(|l| ledger.history(owner, &l.key))
+            .filter_map(|l| history_of(ledger, owner, &l.key))
             .any(|h| sent_on_the_real_day(h, opts))
         {
             return format!("already reminded today ({today})");
@@ -370,7 +428,7 @@ fn not_due_reason(
     }
     let last = lines
         .iter()
-        .filter_map(|l| ledger.history(owner, &l.key))
+        .filter_map(|l| history_of(ledger, owner, &l.key))
         .map(|h| h.last_sent)
         .max();
     match last {
@@ -386,24 +444,36 @@ fn not_due_reason(
 /// Keeps one line per (device, kind, app): Lookout can detect the same app twice on one
 /// device, and the owner should read "Edge" once. `lines` come most urgent first, so the
 /// line kept has the earliest deadline, and its cadence decides whether the owner is due.
+///
+/// An owner has a handful of lines: each is compared with the lines kept, case-blind and
+/// without building lower-cased copies (this runs for every remindable row).
 fn merge_same_issue(lines: Vec<IssueLine>) -> Vec<IssueLine> {
-    let mut seen: HashSet<(String, IssueKind, String)> = HashSet::new();
-    lines
-        .into_iter()
-        .filter(|line| {
-            let device = match &line.lookout_id {
-                Some(id) => id.trim().to_lowercase(),
-                None => format!("model:{}", line.device_model.trim().to_lowercase()),
-            };
-            let app = line
-                .app_name
-                .as_deref()
-                .unwrap_or_default()
-                .trim()
-                .to_lowercase();
-            seen.insert((device, line.kind, app))
-        })
-        .collect()
+    let mut kept: Vec<IssueLine> = Vec::with_capacity(lines.len());
+    for line in lines {
+        if !kept.iter().any(|k| same_issue(k, &line)) {
+            kept.push(line);
+        }
+    }
+    kept
+}
+
+/// Whether two lines are the same (device, kind, app): the device is its trimmed Lookout id,
+/// else `model:` and its trimmed model; the app its trimmed name; all compared lower-cased.
+fn same_issue(a: &IssueLine, b: &IssueLine) -> bool {
+    fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
+        text.trim().chars().flat_map(char::to_lowercase)
+    }
+    fn device(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+        let (prefix, text) = match &line.lookout_id {
+            Some(id) => ("", id.as_str()),
+            None => ("model:", line.device_model.as_str()),
+        };
+        prefix.chars().chain(lower(text))
+    }
+    fn app(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+        lower(line.app_name.as_deref().unwrap_or_default())
+    }
+    a.kind == b.kind && device(a).eq(device(b)) && app(a).eq(app(b))
 }
 
 fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
@@ -471,6 +541,104 @@ mod tests {
             maybe_delivered: false,
             facts: None,
         }
+    }
+
+    /// The key as earlier versions derived it (and stored it in ledgers), allocation by
+    /// allocation: the faster derivation must give the very same keys.
+    fn key_as_stored_by_earlier_versions(f: &Finding) -> IssueKey {
+        let device = match &f.lookout_id {
+            Some(id) => id.to_lowercase(),
+            None => format!("{}|{}", f.owner.as_str(), f.device_model.to_lowercase()),
+        };
+        let mut h = Sha256::new();
+        for part in [
+            device.as_str(),
+            &f.issue_type.to_lowercase(),
+            &f.issue.to_lowercase(),
+            &f.classifications.to_lowercase(),
+            &f.detected.timestamp().to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        IssueKey(hex::encode(&h.finalize()[..10]))
+    }
+
+    #[test]
+    fn issue_keys_stay_the_ones_stored_in_existing_ledgers() {
+        let mut base = finding("a@x.com", "C4B6F57B-DEV", "Chrome(com.android.chrome)", 4);
+        // A fixed value: a change here would make every ledger forget what it sent.
+        assert_eq!(
+            IssueKey::of(&base).0,
+            key_as_stored_by_earlier_versions(&base).0
+        );
+        let golden = IssueKey::of(&base).0;
+        assert_eq!(golden.len(), 20);
+        let mut variants = vec![base.clone()];
+        base.lookout_id = None;
+        base.device_model = "iPhone SE (2nd generation)".into();
+        variants.push(base.clone());
+        base.device_model = "ÉCRAN ΣΟΦΟΣ İstanbul".into();
+        base.issue = "Navigateur Σ(ÉDGE)".into();
+        base.classifications = "Vulnérabilité".into();
+        variants.push(base.clone());
+        base.issue = ("x".repeat(200) + "Ä").into();
+        base.issue_type = "A".repeat(130).into();
+        base.lookout_id = Some("ID-".repeat(40).into());
+        variants.push(base.clone());
+        base.detected = Utc.with_ymd_and_hms(1969, 7, 20, 20, 17, 40).unwrap();
+        base.issue_type = Default::default();
+        variants.push(base);
+        for f in &variants {
+            assert_eq!(
+                IssueKey::of(f),
+                key_as_stored_by_earlier_versions(f),
+                "{f:?}"
+            );
+        }
+        let distinct: HashSet<_> = variants.iter().map(IssueKey::of).collect();
+        assert_eq!(distinct.len(), variants.len());
+    }
+
+    #[test]
+    fn owners_come_out_sorted_by_urgency_then_address_whatever_the_row_order() {
+        let fs = [
+            finding("c@x.com", "d3", "Chrome(com.android.chrome)", 1),
+            finding("B@x.com", "d2", "Chrome(com.android.chrome)", 1),
+            finding("a@x.com", "d1", "Chrome(com.android.chrome)", 2),
+            finding("b@x.com", "d2", "Edge(com.microsoft.emmx)", 3),
+            finding("d@x.com", "d4", "Chrome(com.android.chrome)", 1),
+        ];
+        let plan = build(
+            &fs,
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(20),
+        );
+        let order: Vec<(&str, i64)> = plan
+            .reminders
+            .iter()
+            .map(|r| (r.owner.as_str(), r.min_days_left()))
+            .collect();
+        let days = |d: u32| {
+            plan.reminders.iter().find_map(|r| {
+                r.issues()
+                    .find(|i| i.row == d as usize)
+                    .map(|i| i.days_left)
+            })
+        };
+        let (day1, day2) = (days(1).unwrap(), days(2).unwrap());
+        assert_eq!(
+            order,
+            vec![
+                ("b@x.com", day1),
+                ("c@x.com", day1),
+                ("d@x.com", day1),
+                ("a@x.com", day2)
+            ]
+        );
+        // b's two rows (one written in capitals) are one owner with two issues.
+        assert_eq!(plan.reminders[0].issues().count(), 2);
     }
 
     #[test]
@@ -731,6 +899,35 @@ mod tests {
         let ledger = LedgerSnapshot::from_events(&[sent(&f, 2)]);
         let plan = build(&[], &ledger, &Rules::default(), &opts(7));
         assert_eq!(plan.resolved, vec![(f.owner.clone(), IssueKey::of(&f))]);
+    }
+
+    #[test]
+    fn without_device_ids_the_same_app_on_one_model_is_one_line_and_other_models_keep_theirs() {
+        let mut first = finding("a@x.com", "dev1", "Edge(com.microsoft.emmx)", 1);
+        first.lookout_id = None;
+        let mut again = first.clone();
+        again.device_model = " sm-a528b ".into();
+        again.detected = Utc.with_ymd_and_hms(2024, 3, 4, 10, 0, 0).unwrap();
+        let mut other_model = first.clone();
+        other_model.device_model = "SM-A136B".into();
+        let mut with_id = first.clone();
+        with_id.lookout_id = Some("dev9".into());
+        let plan = build(
+            &[again, first.clone(), other_model, with_id],
+            &LedgerSnapshot::default(),
+            &Rules::default(),
+            &opts(7),
+        );
+        let lines: Vec<_> = plan.reminders[0].issues().collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let kept = lines
+            .iter()
+            .find(|l| l.lookout_id.is_none() && l.device_model == "SM-A528B");
+        assert_eq!(
+            kept.expect("the earliest line kept").key,
+            IssueKey::of(&first)
+        );
+        assert!(lines.iter().any(|l| l.device_model == "SM-A136B"));
     }
 
     #[test]

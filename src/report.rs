@@ -5,6 +5,7 @@ use crate::parse::{ParsedExport, RejectedRow};
 use crate::plan::{HeldBack, IssueLine, Plan, PlannedReminder, Stage};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use std::io::Write as _;
 
 /// The report's schema id; bump on breaking changes.
 pub const SCHEMA: &str = "lookout-reminders/run-report/v1";
@@ -309,6 +310,15 @@ impl RunReport {
             self.rows.total,
             self.rows.rejected
         )
+    }
+
+    /// Writes the report as pretty-printed JSON and a newline, streamed through a buffer
+    /// (a 100k-row export makes a report of tens of megabytes: no `String` of it is built).
+    pub fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        serde_json::to_writer_pretty(&mut out, self)?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// Whether some reminders failed (exit code 4 / HTTP 207).
@@ -827,5 +837,93 @@ mod tests {
         );
         assert!(text.ends_with(&format!("\n\n{}", report.summary)), "{text}");
         assert_eq!(report.counts.planned, 1);
+    }
+}
+
+/// The streamed report JSON (issue 9, lean core).
+#[cfg(test)]
+mod streaming_tests {
+    use super::*;
+    use crate::domain::{IssueKind, Platform, Risk};
+    use crate::plan::IssueKey;
+
+    fn report() -> RunReport {
+        let day = NaiveDate::from_ymd_opt(2024, 3, 7).unwrap();
+        let at = day.and_hms_opt(6, 0, 0).unwrap().and_utc();
+        let line = IssueLine {
+            key: IssueKey("k".into()),
+            row: 2,
+            lookout_id: Some("dev-1".into()),
+            device_model: "SM-A528B \"quoted\" é".into(),
+            platform: Platform::Android,
+            kind: IssueKind::VulnerableApp,
+            issue: "Chrome(com.android.chrome)".into(),
+            app_name: Some("Chrome".into()),
+            risk: Risk::Moderate,
+            detected: at,
+            deadline: day,
+            days_left: -3,
+            due: true,
+            last_os: None,
+        };
+        let mut report = RunReport {
+            schema: SCHEMA.into(),
+            run_id: "run-1".into(),
+            invocation_id: None,
+            trigger: Trigger::Cli,
+            dry_run: true,
+            as_of: day,
+            started_at: at,
+            finished_at: at,
+            source: SourceReport::default(),
+            rows: RowCounts::default(),
+            rejected: vec![RejectedRow {
+                row: 3,
+                field: "Device Owner".into(),
+                reason: "not an e-mail address: 'x'".into(),
+            }],
+            owners: OwnerCounts::default(),
+            reminders: vec![ReminderReport {
+                owner: "a@engie.com".into(),
+                status: ReminderStatus::Planned,
+                reason: None,
+                channel: Some("outbox".into()),
+                stage: Some(Stage::Overdue),
+                message_id: None,
+                attempts: None,
+                escalated_to: None,
+                issues: vec![ReportIssue::from(&line)],
+            }],
+            counts: ReminderCounts::default(),
+            resolved: 0,
+            warnings: vec![],
+            incomplete: None,
+            team_action: vec!["b@engie.com".into()],
+            summary: String::new(),
+        };
+        report.finish(at);
+        report
+    }
+
+    #[test]
+    fn the_streamed_json_is_the_pretty_printed_report_and_a_newline() {
+        let report = report();
+        let mut streamed = Vec::new();
+        report.write_json(&mut streamed).unwrap();
+        let expected = format!("{}\n", serde_json::to_string_pretty(&report).unwrap());
+        assert_eq!(String::from_utf8(streamed).unwrap(), expected);
+        let back: RunReport = serde_json::from_str(&expected).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn report_issues_name_platform_kind_and_risk_as_before() {
+        let json = serde_json::to_value(report()).unwrap();
+        let issue = &json["reminders"][0]["issues"][0];
+        assert_eq!(issue["platform"], "android");
+        assert_eq!(issue["kind"], "vulnerable_app");
+        assert_eq!(issue["risk"], "moderate");
+        assert_eq!(issue["lookout_id"], "dev-1");
+        assert_eq!(issue["days_left"], -3);
     }
 }

@@ -204,10 +204,23 @@ pub async fn fetch_and_parse(
     zone: chrono_tz::Tz,
 ) -> Result<(SourceReport, parse::ParsedExport), JobError> {
     let fetched = source.fetch().await?;
-    let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
-    let parsed = parse::parse_export_in(&fetched.bytes, &fetched.name, zone)?;
-    source_report.format = parsed.format.map(|f| f.as_str().to_string());
-    Ok((source_report, parsed))
+    // Hashing and parsing a large export is CPU work for a good fraction of a second: it runs
+    // on the blocking pool so the runtime's workers keep answering the host meanwhile.
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut source_report = SourceReport::new(&fetched.origin, &fetched.bytes);
+        let parsed = parse::parse_export_in(&fetched.bytes, &fetched.name, zone)?;
+        source_report.format = parsed.format.map(|f| f.as_str().to_string());
+        Ok((source_report, parsed))
+    })
+    .await;
+    match parsed {
+        Ok(result) => result,
+        // A panic in the parser stays a panic, as when it ran on this task.
+        Err(join) => match join.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(join) => panic!("the export parser was cancelled: {join}"),
+        },
+    }
 }
 
 /// Today in the rules' time zone.
@@ -733,6 +746,69 @@ mod tests {
         // An issue reminded before facts were recorded has no measured resolution.
         let other = plan::IssueKey("old".into());
         assert!(measure_resolution(&ledger, &owner, &other, day(9), None).is_none());
+    }
+
+    /// A source whose export is ready at once: any wait in `fetch_and_parse` is the parse's.
+    struct InMemory(Vec<u8>);
+
+    #[async_trait::async_trait]
+    impl Source for InMemory {
+        fn describe(&self) -> String {
+            "in memory".into()
+        }
+        async fn fetch(&self) -> Result<crate::source::FetchedExport, crate::source::SourceError> {
+            Ok(crate::source::FetchedExport {
+                bytes: self.0.clone(),
+                name: "memory.csv".into(),
+                origin: Default::default(),
+            })
+        }
+    }
+
+    #[test]
+    fn parsing_an_export_leaves_the_async_worker_free() {
+        // One async worker and one blocking thread, the latter held busy by a gate: parsed on
+        // the blocking pool, the export waits for the gate and the worker is handed back;
+        // parsed on the worker, it would be done in the first poll whatever the gate.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut csv = String::from("Device Owner,Lookout ID,Issue,Status,Date Detected\n");
+            for i in 0..2_000 {
+                csv.push_str(&format!(
+                    "u{i}@engie.com,dev{i},Agent,Active,2024-03-04T14:52:00Z\n"
+                ));
+            }
+            let source = InMemory(csv.into_bytes());
+            let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+            let held = tokio::task::spawn_blocking(move || gate.recv());
+            let parse = fetch_and_parse(&source, chrono_tz::Tz::UTC);
+            tokio::pin!(parse);
+            assert!(
+                futures::poll!(&mut parse).is_pending(),
+                "fetch_and_parse parsed on the async worker"
+            );
+            open_gate.send(()).unwrap();
+            let (source_report, parsed) = parse.await.unwrap();
+            held.await.unwrap().unwrap();
+            assert_eq!(parsed.findings.len(), 2_000);
+            assert_eq!(source_report.format.as_deref(), Some("csv"));
+            assert_eq!(source_report.bytes as usize, source.0.len());
+        });
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unusable_export_is_still_an_error_after_the_blocking_pool() {
+        let source = InMemory(b"%PDF-1.7 not an export".to_vec());
+        let err = fetch_and_parse(&source, chrono_tz::Tz::UTC)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, JobError::Unusable(ParseError::NotAnExport { .. })),
+            "{err}"
+        );
     }
 
     /// Compiles only if `run`'s future is `Send` (the server spawns it on the runtime).

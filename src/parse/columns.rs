@@ -2,8 +2,9 @@
 //! [`Finding`], shared by the CSV and Excel readers.
 
 use super::{dates::parse_date_in, Finding, RejectedRow};
-use crate::domain::{OwnerEmail, Platform, Risk};
+use crate::domain::{OwnerEmail, Platform, Risk, Text};
 use chrono_tz::Tz;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// The columns of a Lookout issues export that the product reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,7 +36,8 @@ pub enum Column {
 }
 
 impl Column {
-    /// Every column read, in the export's order.
+    /// Every column read, in the export's order (the order of the variants: `col as usize`
+    /// indexes this array).
     pub const ALL: [Column; 12] = [
         Column::DeviceOwner,
         Column::LookoutId,
@@ -102,10 +104,45 @@ fn normalise_header(cell: &str) -> String {
         .collect()
 }
 
+/// The texts of an export's rows read so far: a value repeated on many rows (a model, an
+/// issue, a status, a device id, an owner) is stored and validated once, and every finding
+/// holding it shares that one copy. Lives as long as one parse.
+#[derive(Default)]
+pub(crate) struct RowTexts {
+    texts: FxHashSet<Text>,
+    /// Owner cells as written (trimmed), with what [`OwnerEmail::parse`] made of them.
+    owners: FxHashMap<Text, Result<OwnerEmail, String>>,
+}
+
+impl RowTexts {
+    /// The shared copy of `value`.
+    fn text(&mut self, value: &str) -> Text {
+        if let Some(text) = self.texts.get(value) {
+            return text.clone();
+        }
+        let text = Text::from(value);
+        self.texts.insert(text.clone());
+        text
+    }
+
+    /// The owner written `raw`, parsed once per distinct spelling.
+    fn owner(&mut self, raw: &str) -> Result<OwnerEmail, String> {
+        if let Some(parsed) = self.owners.get(raw) {
+            return parsed.clone();
+        }
+        let parsed = OwnerEmail::parse(raw);
+        self.owners.insert(Text::from(raw), parsed.clone());
+        parsed
+    }
+}
+
 /// Where each known column sits in a header row. Unknown columns are ignored.
 #[derive(Clone, Debug, Default)]
 pub struct HeaderMap {
     positions: Vec<(Column, usize)>,
+    /// `positions` by column (`Column as usize`), for the per-cell lookups of every row
+    /// (`u32`: a header row never has 4 billion cells, and the map stays small).
+    by_column: [Option<u32>; Column::ALL.len()],
     /// The zone of zone-less dates in the rows (UTC unless [`HeaderMap::in_zone`]).
     zone: Tz,
 }
@@ -128,8 +165,13 @@ impl HeaderMap {
                 }
             }
         }
+        let mut by_column = [None; Column::ALL.len()];
+        for (col, i) in &positions {
+            by_column[*col as usize] = u32::try_from(*i).ok();
+        }
         let map = Self {
             positions,
+            by_column,
             zone: Tz::UTC,
         };
         let missing: Vec<Column> = Column::REQUIRED
@@ -189,10 +231,7 @@ impl HeaderMap {
 
     /// Index of a column in the row.
     pub fn index(&self, col: Column) -> Option<usize> {
-        self.positions
-            .iter()
-            .find(|(c, _)| *c == col)
-            .map(|(_, i)| *i)
+        self.by_column[col as usize].map(|i| i as usize)
     }
 
     /// Number of cells a row needs to reach every mapped column.
@@ -218,18 +257,30 @@ impl HeaderMap {
         cell_count: usize,
         cell: impl Fn(usize) -> &'a str,
     ) -> Result<Finding, RejectedRow> {
+        self.finding_in(&mut RowTexts::default(), row, cell_count, cell)
+    }
+
+    /// [`HeaderMap::finding`] for one row of many: the texts come from (and go into)
+    /// `texts`, so the rows of one export share their repeated values.
+    pub(crate) fn finding_in<'a>(
+        &self,
+        texts: &mut RowTexts,
+        row: usize,
+        cell_count: usize,
+        cell: impl Fn(usize) -> &'a str,
+    ) -> Result<Finding, RejectedRow> {
         let reject = |col: Column, reason: String| RejectedRow {
             row,
             field: col.title().to_string(),
             reason,
         };
-        if cell_count < self.required_width() {
+        let required_width = self.required_width();
+        if cell_count < required_width {
             return Err(RejectedRow {
                 row,
                 field: "row".into(),
                 reason: format!(
-                    "too few fields: {cell_count} found, at least {} expected",
-                    self.required_width()
+                    "too few fields: {cell_count} found, at least {required_width} expected"
                 ),
             });
         }
@@ -239,16 +290,14 @@ impl HeaderMap {
                 _ => "",
             }
         };
-        let opt = |col: Column| -> Option<String> {
-            let v = get(col);
-            (!v.is_empty()).then(|| v.to_string())
-        };
 
         let owner_raw = get(Column::DeviceOwner);
         if owner_raw.is_empty() {
             return Err(reject(Column::DeviceOwner, "no owner e-mail".into()));
         }
-        let owner = OwnerEmail::parse(owner_raw).map_err(|e| reject(Column::DeviceOwner, e))?;
+        let owner = texts
+            .owner(owner_raw)
+            .map_err(|e| reject(Column::DeviceOwner, e))?;
 
         let detected_raw = get(Column::DateDetected);
         if detected_raw.is_empty() {
@@ -263,22 +312,28 @@ impl HeaderMap {
         // A bad resolution date does not make the row unusable: it is only informative.
         let resolved = parse_date_in(get(Column::DateResolved), self.zone);
 
-        let device_model = get(Column::DeviceModel).to_string();
+        let device_model = get(Column::DeviceModel);
         let platform = match Platform::parse(get(Column::DevicePlatform)) {
-            Platform::Unknown => Platform::infer_from_model(&device_model),
+            Platform::Unknown => Platform::infer_from_model(device_model),
             known => known,
         };
+        let mut opt = |col: Column| -> Option<Text> {
+            let v = get(col);
+            (!v.is_empty()).then(|| texts.text(v))
+        };
+        let lookout_id = opt(Column::LookoutId);
+        let mdm_device_id = opt(Column::MdmDeviceId);
         Ok(Finding {
             row,
             owner,
-            lookout_id: opt(Column::LookoutId),
-            mdm_device_id: opt(Column::MdmDeviceId),
-            device_model,
+            lookout_id,
+            mdm_device_id,
+            device_model: texts.text(device_model),
             platform,
-            issue_type: get(Column::IssueType).to_string(),
-            issue: get(Column::Issue).to_string(),
-            classifications: get(Column::Classifications).to_string(),
-            status: get(Column::Status).to_string(),
+            issue_type: texts.text(get(Column::IssueType)),
+            issue: texts.text(get(Column::Issue)),
+            classifications: texts.text(get(Column::Classifications)),
+            status: texts.text(get(Column::Status)),
             risk: Risk::parse(get(Column::Risk)),
             detected,
             resolved,
@@ -305,6 +360,18 @@ mod tests {
         assert_eq!(map.index(Column::Issue), Some(3));
         assert_eq!(map.index(Column::Status), Some(4));
         assert_eq!(map.index(Column::Risk), None);
+    }
+
+    #[test]
+    fn every_column_indexes_its_own_place_in_the_list_of_columns() {
+        for (i, col) in Column::ALL.into_iter().enumerate() {
+            assert_eq!(col as usize, i, "{col:?}");
+        }
+        let titles: Vec<&str> = Column::ALL.iter().rev().map(|c| c.title()).collect();
+        let map = HeaderMap::from_headers(titles).unwrap();
+        for (i, col) in Column::ALL.into_iter().rev().enumerate() {
+            assert_eq!(map.index(col), Some(i), "{col:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The Lookout console's CSV export: header found among the first lines, `,` `;` or tab
 //! detected from it, quoted fields, CRLF or LF, rows turned into findings one by one.
 
-use super::{columns::HeaderMap, ExportFormat, ParseError, ParsedExport};
+use super::{
+    columns::{HeaderMap, RowTexts},
+    ExportFormat, ParseError, ParsedExport,
+};
 use chrono_tz::Tz;
 
 /// How many lines may precede the header (an "Export 27 items" title, a `sep=;` hint…).
@@ -48,6 +51,7 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
     let mut lines = LineCounter::new(body, header.line);
 
     let mut record = csv::StringRecord::new();
+    let mut texts = RowTexts::default();
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
@@ -83,10 +87,9 @@ pub(super) fn parse(text: &str, name: &str, zone: Tz) -> Result<ParsedExport, Pa
             });
         }
         export.total_rows += 1;
-        match header
-            .map
-            .finding(row, record.len(), |i| record.get(i).unwrap_or(""))
-        {
+        match header.map.finding_in(&mut texts, row, record.len(), |i| {
+            record.get(i).unwrap_or("")
+        }) {
             Ok(finding) => export.findings.push(finding),
             Err(rejected) => export.rejected.push(rejected),
         }
@@ -285,6 +288,39 @@ mod tests {
 
     fn parse_ok(text: &str) -> ParsedExport {
         parse(text, "issues.csv").unwrap()
+    }
+
+    #[test]
+    fn rows_sharing_a_value_share_one_copy_and_each_bad_owner_is_named_on_its_own_row() {
+        let other = ROW
+            .replace("JM6453@engie.com", " jm6453@ENGIE.com ")
+            .replace("c4b6f57b", "d5c7a68c");
+        let bad = ROW.replace("JM6453@engie.com", "not-an-address");
+        let p = parse_ok(&format!("{HEADER}\n{ROW}\n{other}\n{bad}\n{ROW}\n{bad}\n"));
+        assert_eq!(p.findings.len(), 3);
+        let (a, b, same) = (&p.findings[0], &p.findings[1], &p.findings[2]);
+        // Two spellings of one address are one owner; a spelling seen again is the same copy,
+        // and so are the values the rows share.
+        assert_eq!(a.owner, b.owner);
+        assert_eq!(a.owner.as_str(), "jm6453@engie.com");
+        assert!(std::ptr::eq(a.owner.as_str(), same.owner.as_str()));
+        assert!(std::ptr::eq(
+            a.device_model.as_str(),
+            b.device_model.as_str()
+        ));
+        assert!(std::ptr::eq(a.issue.as_str(), b.issue.as_str()));
+        assert!(std::ptr::eq(a.status.as_str(), b.status.as_str()));
+        assert_eq!(a.lookout_id.as_deref(), Some("c4b6f57b"));
+        assert_eq!(b.lookout_id.as_deref(), Some("d5c7a68c"));
+        // The owner cell is parsed once, yet every bad row is rejected with its own number.
+        let rows: Vec<(usize, &str)> = p
+            .rejected
+            .iter()
+            .map(|r| (r.row, r.field.as_str()))
+            .collect();
+        assert_eq!(rows, vec![(4, "Device Owner"), (6, "Device Owner")]);
+        assert_eq!(p.rejected[0].reason, p.rejected[1].reason);
+        assert!(p.rejected[0].reason.contains("not-an-address"));
     }
 
     #[test]

@@ -14,12 +14,13 @@ mod xlsx;
 pub use columns::{Column, HeaderMap};
 pub use dates::{parse_date, parse_date_in};
 
-use crate::domain::{OwnerEmail, Platform, Risk};
+use crate::domain::{OwnerEmail, Platform, Risk, Text};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-/// One issue row of an export, validated.
+/// One issue row of an export, validated. Its texts are shared with the export's other rows
+/// holding the same value (see [`Text`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Where the row starts in the source: the 1-based line (CSV, list view) or sheet row
@@ -28,21 +29,21 @@ pub struct Finding {
     /// Device owner.
     pub owner: OwnerEmail,
     /// Lookout's device id (one per device, shared by that device's issues).
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// MDM device id.
-    pub mdm_device_id: Option<String>,
+    pub mdm_device_id: Option<Text>,
     /// Device model as exported (`SM-A528B`, `iPhone 7`), verbatim.
-    pub device_model: String,
+    pub device_model: Text,
     /// Operating system family.
     pub platform: Platform,
     /// `Issue Type` (`Application`, `Configuration`, `Network`…), verbatim.
-    pub issue_type: String,
+    pub issue_type: Text,
     /// `Issue` (`Chrome(com.android.chrome)`, `Operating System Version`…), verbatim.
-    pub issue: String,
+    pub issue: Text,
     /// `Classifications` (`Vulnerability`, `OS Out-Of-Date`, `ASPL`…), verbatim.
-    pub classifications: String,
+    pub classifications: Text,
     /// `Status` (`Active`, `Resolved`…), verbatim.
-    pub status: String,
+    pub status: Text,
     /// Risk level.
     pub risk: Risk,
     /// When Lookout detected the issue.

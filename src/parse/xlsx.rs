@@ -8,7 +8,7 @@
 //! relationship targets are absolute paths (as openpyxl writes them).
 
 use super::{
-    columns::{Column, HeaderMap},
+    columns::{Column, HeaderMap, RowTexts},
     dates::excel_serial_value,
     ExportFormat, ParseError, ParsedExport,
 };
@@ -506,12 +506,13 @@ fn read_rows(
     let mut current: Option<u32> = None;
     let mut non_empty = false;
 
+    let mut shared = RowTexts::default();
     let mut flush = |row: u32, texts: &mut Vec<String>, non_empty: bool| {
         if non_empty {
             export.total_rows += 1;
             match target
                 .map
-                .finding(row as usize + 1, width, |i| texts[i].as_str())
+                .finding_in(&mut shared, row as usize + 1, width, |i| texts[i].as_str())
             {
                 Ok(finding) => export.findings.push(finding),
                 Err(rejected) => export.rejected.push(rejected),

@@ -47,9 +47,9 @@ fn essence(p: &ParsedExport) -> Vec<(String, String, String, String, String)> {
         .map(|f| {
             (
                 f.owner.to_string(),
-                f.issue.clone(),
-                f.classifications.clone(),
-                f.status.clone(),
+                f.issue.to_string(),
+                f.classifications.to_string(),
+                f.status.to_string(),
                 f.detected.to_rfc3339(),
             )
         })
