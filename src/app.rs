@@ -207,20 +207,26 @@ pub fn stores(config: &Config) -> Result<Stores, WiringError> {
 pub fn stores_with(config: &Config, credentials: &Credentials) -> Result<Stores, WiringError> {
     match config.azure.ledger {
         LedgerKind::Local => {
-            let local = Arc::new(LocalLedger::new(
-                config.state_dir.clone(),
-                Duration::from_secs(config.lock_ttl_minutes * 60),
-            ));
+            let local = Arc::new(
+                LocalLedger::new(
+                    config.state_dir.clone(),
+                    Duration::from_secs(config.lock_ttl_minutes * 60),
+                )
+                .with_retention_days(config.ledger_retention_days),
+            );
             Ok(Stores {
                 ledger: local.clone(),
                 reports: local,
             })
         }
         LedgerKind::Blob => {
-            let blob = Arc::new(crate::ledger::BlobLedger::from_settings_with(
-                &config.azure,
-                credentials.shared()?.credential,
-            )?);
+            let blob = Arc::new(
+                crate::ledger::BlobLedger::from_settings_with(
+                    &config.azure,
+                    credentials.shared()?.credential,
+                )?
+                .with_retention_days(config.ledger_retention_days),
+            );
             Ok(Stores {
                 ledger: blob.clone(),
                 reports: blob,

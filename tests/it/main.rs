@@ -25,6 +25,7 @@ mod infra_settings;
 mod insights;
 mod job;
 mod layers;
+mod ledger_checkpoint;
 mod local_ledger;
 mod package;
 mod parse;
