@@ -653,6 +653,97 @@ mod tests {
         assert_eq!(told_days(25), vec![1, 2, 3, 10, 17, 24]);
     }
 
+    fn sent(owner: &OwnerEmail, issue: &str, d: u32) -> LedgerEvent {
+        LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: IssueKey(issue.into()),
+            lookout_id: None,
+            stage: Stage::First,
+            as_of: day(d),
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: format!("run-{d}"),
+            maybe_delivered: d % 2 == 0,
+            facts: Some(IssueFacts {
+                detected_on: day(1),
+                deadline: day(20),
+                kind: IssueKind::VulnerableApp,
+                platform: Platform::Ios,
+                risk: Risk::Low,
+                escalated: d > 3,
+            }),
+        }
+    }
+
+    fn resolved(owner: &OwnerEmail, issue: &str, d: u32) -> LedgerEvent {
+        LedgerEvent::Resolved {
+            owner: owner.clone(),
+            issue: IssueKey(issue.into()),
+            as_of: day(d),
+            run_id: format!("run-{d}"),
+            resolution: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_written_as_checkpoint_rows_and_restored_is_the_same_snapshot() {
+        let jane = OwnerEmail::parse("jane@contoso.com").unwrap();
+        let events = [
+            sent(&jane, "a", 1),
+            sent(&jane, "b", 2),
+            sent(&jane, "a", 4),
+            resolved(&jane, "b", 5),
+            LedgerEvent::Daily(DailyAggregate {
+                as_of: day(5),
+                ..Default::default()
+            }),
+            LedgerEvent::Conversation {
+                owner: jane.clone(),
+                conversation_id: "a:1".into(),
+                at: Utc::now(),
+            },
+        ];
+        let snap = LedgerSnapshot::from_events(&events);
+        let mut back = LedgerSnapshot::default();
+        for row in snap.checkpoint_rows() {
+            // Through JSON, as a checkpoint stores it.
+            let line = serde_json::to_string(&row).unwrap();
+            back.restore(serde_json::from_str(&line).unwrap());
+        }
+        assert_eq!(back, snap);
+        assert_eq!(
+            back.history(&jane, &IssueKey("b".into())).unwrap().resolved_on,
+            Some(day(5))
+        );
+    }
+
+    #[test]
+    fn pruning_drops_only_issues_resolved_before_the_window() {
+        let jane = OwnerEmail::parse("jane@contoso.com").unwrap();
+        let events = [
+            sent(&jane, "old", 1),
+            resolved(&jane, "old", 2),
+            sent(&jane, "recent", 1),
+            resolved(&jane, "recent", 20),
+            sent(&jane, "open", 1),
+            // Resolved, then reminded again (it came back): open, kept.
+            sent(&jane, "back", 1),
+            resolved(&jane, "back", 2),
+            sent(&jane, "back", 3),
+        ];
+        let mut snap = LedgerSnapshot::from_events(&events);
+        let pruned = snap.prune(day(25), 10);
+        assert_eq!(pruned.issues, 1);
+        let mut kept: Vec<&str> = snap.issues.keys().map(|(_, k)| k.0.as_str()).collect();
+        kept.sort();
+        assert_eq!(kept, ["back", "open", "recent"]);
+        assert!(!snap.facts.contains_key(&(jane.clone(), IssueKey("old".into()))));
+        // Resolutions of the window's days kept, older ones dropped.
+        assert_eq!(pruned.insights, 2);
+        assert_eq!(snap.insights.len(), 1);
+    }
+
     #[test]
     fn after_a_quiet_spell_longer_than_a_week_a_new_daily_round_starts() {
         let manager = OwnerEmail::parse("boss@contoso.com").unwrap();

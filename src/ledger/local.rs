@@ -930,11 +930,20 @@ fn checkpoint_blocking(
         return Ok(Some(done));
     }
 
-    // 5. Older checkpoints.
+    // 5. Older checkpoints, and what a crash while writing one left.
     for n in layout.checkpoints.keys().filter(|n| **n < through) {
         let old = dir.join(checkpoint_file(*n));
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!(checkpoint = %old.display(), error = %e, "could not delete an older ledger checkpoint");
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("checkpoint-") && name.ends_with(".jsonl.tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
     sync_dir(dir)?;
