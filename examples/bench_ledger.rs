@@ -347,7 +347,12 @@ async fn prepare(scenario: &Scenario, days: u64, checkpoints: bool) -> (u64, Nai
             for m in 0..20 {
                 events.push(LedgerEvent::ManagerTold {
                     manager: OwnerEmail::parse(&format!("manager{m}@engie.com")).unwrap(),
-                    owners: issues.iter().skip(m).step_by(100).map(|i| i.0.clone()).collect(),
+                    owners: issues
+                        .iter()
+                        .skip(m)
+                        .step_by(100)
+                        .map(|i| i.0.clone())
+                        .collect(),
                     as_of,
                     round_started: as_of,
                     sent_at,

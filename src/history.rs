@@ -287,6 +287,13 @@ impl LedgerSnapshot {
     }
 }
 
+/// How many days resolved issues and past runs' figures stay in the ledger
+/// (`REMINDERS_LEDGER_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 120;
+/// The shortest retention accepted: the insights page written after each run covers the last
+/// 90 days (`job::INSIGHTS_PAGE_DAYS`), and its figures must not change after a checkpoint.
+pub const MIN_RETENTION_DAYS: u32 = 90;
+
 /// The first line of a checkpoint: what it was written from and which ledger bytes it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointHeader {
@@ -400,12 +407,9 @@ impl LedgerSnapshot {
                 manager: manager.clone(),
                 history: *history,
             });
-        let insights = self
-            .insights
-            .iter()
-            .map(|event| CheckpointRow::Insight {
-                event: event.clone(),
-            });
+        let insights = self.insights.iter().map(|event| CheckpointRow::Insight {
+            event: event.clone(),
+        });
         issues
             .chain(orphan_facts)
             .chain(conversations)
@@ -484,7 +488,9 @@ impl LedgerSnapshot {
             let i = index;
             index += 1;
             match e {
-                LedgerEvent::Daily(d) => d.as_of >= cutoff || last_before.is_some_and(|(_, at)| at == i),
+                LedgerEvent::Daily(d) => {
+                    d.as_of >= cutoff || last_before.is_some_and(|(_, at)| at == i)
+                }
                 LedgerEvent::Resolved {
                     as_of, resolution, ..
                 } => {
@@ -713,7 +719,9 @@ mod tests {
         }
         assert_eq!(back, snap);
         assert_eq!(
-            back.history(&jane, &IssueKey("b".into())).unwrap().resolved_on,
+            back.history(&jane, &IssueKey("b".into()))
+                .unwrap()
+                .resolved_on,
             Some(day(5))
         );
     }
@@ -738,7 +746,9 @@ mod tests {
         let mut kept: Vec<&str> = snap.issues.keys().map(|(_, k)| k.0.as_str()).collect();
         kept.sort();
         assert_eq!(kept, ["back", "open", "recent"]);
-        assert!(!snap.facts.contains_key(&(jane.clone(), IssueKey("old".into()))));
+        assert!(!snap
+            .facts
+            .contains_key(&(jane.clone(), IssueKey("old".into()))));
         // Resolutions of the window's days kept, older ones dropped.
         assert_eq!(pruned.insights, 2);
         assert_eq!(snap.insights.len(), 1);

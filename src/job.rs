@@ -606,7 +606,9 @@ async fn run_locked(
                         "ledger checkpoint written"
                     ),
                     Ok(None) => {}
-                    Err(e) => warn!(error = %e, "could not write a ledger checkpoint; the next run tries again"),
+                    Err(e) => {
+                        warn!(error = %e, "could not write a ledger checkpoint; the next run tries again")
+                    }
                 }
             }
             info!(summary = %report.summary, "run done");

@@ -389,16 +389,16 @@ impl Config {
             // checkpoint; past ten years it is no longer a window.
             ledger_retention_days: match env.parse_or(
                 "REMINDERS_LEDGER_RETENTION_DAYS",
-                crate::ledger::DEFAULT_RETENTION_DAYS,
+                crate::history::DEFAULT_RETENTION_DAYS,
             )? {
-                d if !(crate::ledger::MIN_RETENTION_DAYS..=3650).contains(&d) => {
+                d if !(crate::history::MIN_RETENTION_DAYS..=3650).contains(&d) => {
                     return Err(ConfigError::invalid(
                         "REMINDERS_LEDGER_RETENTION_DAYS",
                         &d.to_string(),
                         &format!(
                             "must be from {} (the insights page covers the last {} days) to 3650 (days)",
-                            crate::ledger::MIN_RETENTION_DAYS,
-                            crate::ledger::MIN_RETENTION_DAYS
+                            crate::history::MIN_RETENTION_DAYS,
+                            crate::history::MIN_RETENTION_DAYS
                         ),
                     ))
                 }

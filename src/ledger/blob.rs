@@ -54,9 +54,9 @@ use azure_core::http::{ClientOptions, RequestContent};
 use azure_storage_blob::models::{
     AppendBlobClientAppendBlockOptions, AppendBlobClientAppendBlockResultHeaders,
     AppendBlobClientCreateOptions, BlobClientAcquireLeaseOptions,
-    BlobClientAcquireLeaseResultHeaders, BlobClientDownloadOptions,
+    BlobClientAcquireLeaseResultHeaders, BlobClientDeleteOptions, BlobClientDownloadOptions,
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
-    BlobClientDeleteOptions, BlockBlobClientUploadOptions, HttpRange,
+    BlockBlobClientUploadOptions, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient};
 use chrono::{Datelike, NaiveDate, Utc};

@@ -526,7 +526,11 @@ impl ReportStore for LocalLedger {
             return Ok(None);
         }
         // The index names the dated path the report was saved under: one read, no walk.
-        let index = self.dir.join("reports").join("by-id").join(format!("{run_id}.txt"));
+        let index = self
+            .dir
+            .join("reports")
+            .join("by-id")
+            .join(format!("{run_id}.txt"));
         let relative = match tokio::fs::read_to_string(&index).await {
             Ok(text) => text.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -670,10 +674,12 @@ fn read_checkpoint(
         }
         number += 1;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        reader.line(number, text).map_err(|detail| LedgerError::Corrupt {
-            location: path.display().to_string(),
-            detail,
-        })?;
+        reader
+            .line(number, text)
+            .map_err(|detail| LedgerError::Corrupt {
+                location: path.display().to_string(),
+                detail,
+            })?;
     }
     let (header, snapshot) = reader.finish().map_err(|detail| LedgerError::Corrupt {
         location: path.display().to_string(),
@@ -910,7 +916,11 @@ fn checkpoint_blocking(
     //    (under the same file lock appends take); what stays is replayed from its offset.
     for (n, end) in &covers {
         let seg = dir.join(segment_file(*n));
-        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&seg) else {
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+        else {
             continue;
         };
         if file.lock().is_err() {

@@ -14,19 +14,13 @@ pub use local::LocalLedger;
 
 pub use crate::history::{
     CheckpointHeader, CheckpointRow, IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory,
-    Pruned,
+    Pruned, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde::Serialize;
 
-/// How many days resolved issues and past runs' figures stay in the ledger
-/// (`REMINDERS_LEDGER_RETENTION_DAYS`).
-pub const DEFAULT_RETENTION_DAYS: u32 = 120;
-/// The shortest retention accepted: the insights page written after each run covers the last
-/// 90 days (`job::INSIGHTS_PAGE_DAYS`), and its figures must not change after a checkpoint.
-pub const MIN_RETENTION_DAYS: u32 = 90;
 /// A checkpoint is written once the events after the last one reach this many bytes and a
 /// quarter of the checkpoint's own size: a run then reads at most about 1.25× the folded state
 /// plus this, whatever the number of past runs, and the checkpoint is not rewritten for a
@@ -142,8 +136,8 @@ impl CheckpointReader {
             return Err(format!("line {number}: rows after the end line"));
         }
         if self.header.is_none() {
-            let header: CheckpointHeader = serde_json::from_slice(line)
-                .map_err(|e| format!("line {number} (header): {e}"))?;
+            let header: CheckpointHeader =
+                serde_json::from_slice(line).map_err(|e| format!("line {number} (header): {e}"))?;
             if header.checkpoint != 1 {
                 return Err(format!(
                     "line {number}: checkpoint format {} is not known to this version",
@@ -176,10 +170,7 @@ impl CheckpointReader {
         match (self.header, self.ended) {
             (Some(header), true) => Ok((header, self.snapshot)),
             (None, _) => Err("empty: no header line".into()),
-            (Some(_), false) => Err(format!(
-                "cut short: no end line after {} rows",
-                self.rows
-            )),
+            (Some(_), false) => Err(format!("cut short: no end line after {} rows", self.rows)),
         }
     }
 }

@@ -563,7 +563,12 @@ async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_and_its_rerun_sends_
                     .is_some_and(|d| d.through_segment >= 2),
             ),
         };
-        assert_eq!(checkpoints, 1, "{}: the run left a checkpoint", backend.name());
+        assert_eq!(
+            checkpoints,
+            1,
+            "{}: the run left a checkpoint",
+            backend.name()
+        );
         let second = job::run(&deps, request(), CancellationToken::new())
             .await
             .unwrap();
