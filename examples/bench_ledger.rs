@@ -27,7 +27,7 @@ use lookout_reminders::config::Config;
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::history::{DailyAggregate, IssueFacts, Resolution, ResolvedHow};
 use lookout_reminders::job::{self, RunRequest};
-use lookout_reminders::ledger::{LedgerEvent, LedgerStore};
+use lookout_reminders::ledger::LedgerEvent;
 use lookout_reminders::plan::{IssueKey, Stage};
 use lookout_reminders::report::Trigger;
 use std::collections::BTreeMap;
@@ -75,7 +75,7 @@ fn write_export(path: &Path, owners: usize) {
             csv,
             "u{i:06}@engie.com,00000000-0000-4000-8000-{i:012},m-{i},Work,SM-A528B,Android,Application,Chrome(com.android.chrome),Vulnerability,Active,Moderate,{detected}T10:00:00Z,,,\r\n"
         );
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let _ = write!(
                 csv,
                 "u{i:06}@engie.com,00000000-0000-4000-8000-{i:012},m-{i},Work,SM-A528B,Android,OS,Android 12,OS Out of Date,Active,High,{detected}T11:00:00Z,,,\r\n"
@@ -272,7 +272,7 @@ async fn prepare(scenario: &Scenario, days: u64, checkpoints: bool) -> (u64, Nai
         let run_id = uuid::Uuid::new_v4().to_string();
         let mut events = Vec::new();
         for (i, (owner, issue, facts)) in issues.iter().enumerate() {
-            let weekly = (i as u64 + d) % 7 == 0;
+            let weekly = (i as u64 + d).is_multiple_of(7);
             let daily = i % 7 == 3;
             if weekly || daily {
                 events.push(LedgerEvent::Sent {
@@ -343,7 +343,7 @@ async fn prepare(scenario: &Scenario, days: u64, checkpoints: bool) -> (u64, Nai
                 });
             }
         }
-        if d % 7 == 0 {
+        if d.is_multiple_of(7) {
             for m in 0..20 {
                 events.push(LedgerEvent::ManagerTold {
                     manager: OwnerEmail::parse(&format!("manager{m}@engie.com")).unwrap(),

@@ -670,7 +670,7 @@ mod tests {
             channel: "outbox".into(),
             message_id: None,
             run_id: format!("run-{d}"),
-            maybe_delivered: d % 2 == 0,
+            maybe_delivered: d.is_multiple_of(2),
             facts: Some(IssueFacts {
                 detected_on: day(1),
                 deadline: day(20),

@@ -395,7 +395,7 @@ impl Config {
                     return Err(ConfigError::invalid(
                         "REMINDERS_LEDGER_RETENTION_DAYS",
                         &d.to_string(),
-                        &format!(
+                        format!(
                             "must be from {} (the insights page covers the last {} days) to 3650 (days)",
                             crate::history::MIN_RETENTION_DAYS,
                             crate::history::MIN_RETENTION_DAYS

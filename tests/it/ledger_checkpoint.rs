@@ -47,7 +47,7 @@ impl Ledger {
 /// Makes independent instances over one storage (like two function instances).
 enum Backend {
     Local(tempfile::TempDir),
-    Blob(lookout_reminders::config::AzureSettings),
+    Blob(Box<lookout_reminders::config::AzureSettings>),
 }
 
 impl Backend {
@@ -56,7 +56,7 @@ impl Backend {
     }
 
     async fn blob() -> Self {
-        Backend::Blob(blob_settings(Azurite::shared().await, &[]).await)
+        Backend::Blob(Box::new(blob_settings(Azurite::shared().await, &[]).await))
     }
 
     fn name(&self) -> &'static str {
@@ -120,7 +120,7 @@ fn simulated_history(days: i64, owners: usize) -> Vec<Vec<LedgerEvent>> {
         for (i, (generation, detected, sent)) in open.iter_mut().enumerate() {
             let issue = IssueKey(format!("dev-{i}/os/{generation}"));
             // A few a day resolved, replaced by a new issue on the same phone.
-            if *sent > 0 && (i + d as usize) % 97 == 0 {
+            if *sent > 0 && (i + d as usize).is_multiple_of(97) {
                 events.push(LedgerEvent::Resolved {
                     owner: owner(i),
                     issue: issue.clone(),
@@ -157,7 +157,7 @@ fn simulated_history(days: i64, owners: usize) -> Vec<Vec<LedgerEvent>> {
                     channel: "teams_bot".into(),
                     message_id: Some(format!("m-{d}-{i}")),
                     run_id: run_id.clone(),
-                    maybe_delivered: (i + d as usize) % 53 == 0,
+                    maybe_delivered: (i + d as usize).is_multiple_of(53),
                     facts: Some(facts(*detected, overdue)),
                 });
                 *sent += 1;
@@ -259,7 +259,7 @@ async fn a_checkpoint_prunes_what_the_retention_window_no_longer_holds(backend: 
     // Resolved before the window: gone, with their facts. Everything open: kept as it was.
     for (key, h) in &full.issues {
         let old = h.resolved && h.resolved_on.unwrap() < cutoff;
-        assert_eq!(loaded.issues.get(key).is_none(), old, "{key:?} {h:?}");
+        assert_eq!(!loaded.issues.contains_key(key), old, "{key:?} {h:?}");
         if !old {
             assert_eq!(loaded.issues.get(key), Some(h));
             assert_eq!(loaded.facts.get(key), full.facts.get(key));
@@ -513,7 +513,8 @@ async fn the_ledger_retention_defaults_to_120_days_and_refuses_less_than_the_ins
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_and_its_rerun_sends_nothing() {
+async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_its_rerun_sends_nothing_and_reports_are_found_by_id(
+) {
     use lookout_reminders::deliver::OutboxNotifier;
     use lookout_reminders::job::{self, RunRequest};
     use lookout_reminders::report::Trigger;
@@ -573,6 +574,23 @@ async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_and_its_rerun_sends_
             .await
             .unwrap();
         assert_eq!(second.counts.sent, 0, "{}: nothing twice", backend.name());
+        // Reports are found by id through their index: the first one, not the latest.
+        let by_id = deps.reports.report(&first.run_id).await.unwrap();
+        assert_eq!(by_id.map(|r| r.run_id), Some(first.run_id.clone()));
+        if let Backend::Local(dir) = &backend {
+            // A report file with no index entry is not found: nothing walks the folders.
+            let decoy = dir.path().join("reports/2020/01/01");
+            std::fs::create_dir_all(&decoy).unwrap();
+            let json = serde_json::to_string(&first)
+                .unwrap()
+                .replace(&first.run_id, "decoy-run");
+            std::fs::write(decoy.join("decoy-run.json"), json).unwrap();
+            assert!(deps.reports.report("decoy-run").await.unwrap().is_none());
+            assert!(dir
+                .path()
+                .join(format!("reports/by-id/{}.txt", first.run_id))
+                .is_file());
+        }
         // Every send of the first run is in the ledger once.
         let snap = backend.make().store().load().await.unwrap();
         let from_first = snap
