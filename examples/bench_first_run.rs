@@ -156,7 +156,8 @@ async fn new_pattern(
 ) -> (f64, bool) {
     let f = fakes(0..n).await;
     let settings = DeliverySettings {
-        graph_base_url: f.graph.base_url(),
+        graph: lookout_reminders::config::GraphSettings::at(&f.graph.base_url())
+            .expect("the fake Graph's URL"),
         bot_service_url: f.bot.service_url(),
         teams_app_id: Some(APP.into()),
         bot_app_id: Some(fake_identity::SYSTEM_ASSIGNED_ID.into()),

@@ -25,7 +25,7 @@ mod fake_identity;
 use chrono::{Days, NaiveDate, TimeZone, Utc};
 use lookout_reminders::config::Config;
 use lookout_reminders::domain::OwnerEmail;
-use lookout_reminders::history::{DailyAggregate, IssueFacts, Resolution, ResolvedHow};
+use lookout_reminders::insights::{DailyAggregate, IssueFacts, Resolution, ResolvedHow};
 use lookout_reminders::job::{self, RunRequest};
 use lookout_reminders::ledger::LedgerEvent;
 use lookout_reminders::plan::{IssueKey, Stage};

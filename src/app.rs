@@ -3,6 +3,8 @@
 
 use crate::config::{ChannelKind, Config, LedgerKind, SourceKind};
 use crate::deliver::{DeliveryLimits, Notifier, OutboxNotifier};
+use crate::graph::GraphClient;
+use crate::http::AccessTokens;
 use crate::job::Deps;
 use crate::ledger::{LedgerStore, LocalLedger, ReportStore};
 use crate::render::{MessageConstants, RenderError, Renderer};
@@ -20,6 +22,15 @@ pub enum WiringError {
     /// The templates are broken.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A caller's choice of source for one run cannot be honoured; `field` names the
+    /// request field (`source.blob`…), so the caller gets a 400 saying which.
+    #[error("{field}: {reason}")]
+    SourceChoice {
+        /// The request field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Another part failed to start.
     #[error("{0}")]
     Other(String),
@@ -51,71 +62,336 @@ pub fn renderer(config: &Config) -> Result<Renderer, RenderError> {
     )
 }
 
-/// The process's one Azure credential (issue 4), built the first time a part needs it: the
-/// Blob source, the Blob ledger, the SharePoint source and the notifier chain of one
-/// [`deps`] share it, so a run asks the identity endpoint once per scope. A configuration
-/// with only local parts never builds it.
-#[derive(Debug)]
-pub struct Credentials {
-    settings: crate::config::AzureSettings,
-    built: std::sync::OnceLock<crate::azure::SharedCredential>,
+/// The process's wiring: the settings, and the parts every run of the process shares,
+/// built once (the server keeps one for its lifetime; per-request overrides call it too):
+/// - one Azure credential (issue 4), built the first time a part needs it: the Blob source,
+///   the Blob ledger, the SharePoint source and the notifier chain share it, so the process
+///   asks the identity endpoint once per scope; a configuration with only local parts never
+///   builds it;
+/// - one set of [`DeliveryLimits`]: a service limits each endpoint, however many of our
+///   clients (channels, escalation, a request's own channel choice) call it;
+/// - one [`GraphClient`] over those limits, for every Graph caller.
+///
+/// Each source / ledger / channel kind maps to its implementation here and nowhere else.
+pub struct Wiring {
+    config: Arc<Config>,
+    credential: std::sync::OnceLock<crate::azure::SharedCredential>,
+    /// Tests pass their own tokens instead of the configured credential.
+    tokens: Option<Arc<dyn AccessTokens>>,
+    limits: DeliveryLimits,
+    graph: std::sync::OnceLock<GraphClient>,
 }
 
-impl Credentials {
-    /// Credentials for `config` (nothing built yet).
-    pub fn new(config: &Config) -> Self {
+impl std::fmt::Debug for Wiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring")
+            .field("credential_built", &self.credential.get().is_some())
+            .field("graph", &self.graph.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wiring {
+    /// The wiring of `config` (nothing built yet).
+    pub fn new(config: Config) -> Self {
         Self {
-            settings: config.azure.clone(),
-            built: std::sync::OnceLock::new(),
+            limits: DeliveryLimits::from_settings(&config.delivery),
+            config: Arc::new(config),
+            credential: std::sync::OnceLock::new(),
+            tokens: None,
+            graph: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The wiring of `config` whose Graph and Bot Connector calls take tokens from `tokens`
+    /// (tests point them at a local identity endpoint).
+    pub fn with_tokens(config: Config, tokens: Arc<dyn AccessTokens>) -> Self {
+        Self {
+            tokens: Some(tokens),
+            ..Self::new(config)
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The process's delivery limits.
+    pub fn limits(&self) -> &DeliveryLimits {
+        &self.limits
     }
 
     /// The shared credential, built on first use.
-    pub fn shared(&self) -> Result<crate::azure::SharedCredential, WiringError> {
-        if let Some(shared) = self.built.get() {
+    fn credential(&self) -> Result<crate::azure::SharedCredential, WiringError> {
+        if let Some(shared) = self.credential.get() {
             return Ok(shared.clone());
         }
-        let shared = crate::azure::SharedCredential::from_settings(&self.settings)
+        let shared = crate::azure::SharedCredential::from_settings(&self.config.azure)
             .map_err(|e| WiringError::Other(e.to_string()))?;
-        Ok(self.built.get_or_init(|| shared).clone())
+        Ok(self.credential.get_or_init(|| shared).clone())
     }
-}
 
-/// Builds the configured export source.
-pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
-    source_with(config, &Credentials::new(config))
-}
-
-/// Builds the configured export source with the process's `credentials`.
-pub fn source_with(
-    config: &Config,
-    credentials: &Credentials,
-) -> Result<Arc<dyn Source>, WiringError> {
-    match config.azure.source {
-        SourceKind::Local => {
-            let path = config.export_path.clone().ok_or_else(|| {
-                crate::config::ConfigError::missing(
-                    "REMINDERS_EXPORT_PATH",
-                    "when REMINDERS_SOURCE=local (or pass --export)",
-                )
-            })?;
-            Ok(Arc::new(LocalFileSource::new(
-                path,
-                config.max_export_bytes,
-            )))
+    /// The tokens of the Graph and Bot Connector callers.
+    fn tokens(&self) -> Result<Arc<dyn AccessTokens>, WiringError> {
+        match &self.tokens {
+            Some(t) => Ok(t.clone()),
+            None => Ok(self.credential()?.access_tokens()),
         }
-        SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings_with(
-            &config.azure,
-            credentials.shared()?.credential,
-            config.max_export_bytes,
-        )?)),
-        SourceKind::SharePoint => Ok(Arc::new(
-            crate::source::SharePointSource::from_settings_with(
-                &config.azure,
-                credentials.shared()?.access_tokens(),
-                config.max_export_bytes,
-            )?,
-        )),
+    }
+
+    /// The process's one Graph client, built on first use over the shared limits.
+    pub fn graph(&self) -> Result<GraphClient, WiringError> {
+        if let Some(graph) = self.graph.get() {
+            return Ok(graph.clone());
+        }
+        // Redirects are not followed: the SharePoint download's is followed by hand,
+        // without the token; no other Graph call redirects.
+        let client = crate::source::SharePointSource::client(&self.config.azure)?;
+        let graph = GraphClient::new(
+            &self.config.delivery.graph,
+            self.tokens()?,
+            client,
+            self.limits.graph_limits(),
+        );
+        Ok(self.graph.get_or_init(|| graph).clone())
+    }
+
+    /// The configured export source, or the one a caller chose for this run.
+    pub fn source(&self, choice: Option<&SourceOverride>) -> Result<Arc<dyn Source>, WiringError> {
+        let config = &self.config;
+        let Some(choice) = choice else {
+            return match config.azure.source {
+                SourceKind::Local => {
+                    let path = config.export_path.clone().ok_or_else(|| {
+                        crate::config::ConfigError::missing(
+                            "REMINDERS_EXPORT_PATH",
+                            "when REMINDERS_SOURCE=local (or pass --export)",
+                        )
+                    })?;
+                    Ok(Arc::new(LocalFileSource::new(
+                        path,
+                        config.max_export_bytes,
+                    )))
+                }
+                SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings_with(
+                    &config.azure,
+                    self.credential()?.credential,
+                    config.max_export_bytes,
+                )?)),
+                SourceKind::SharePoint => Ok(Arc::new(
+                    crate::source::SharePointSource::from_settings_with(
+                        &config.azure,
+                        self.graph()?,
+                        config.max_export_bytes,
+                    )?,
+                )),
+            };
+        };
+        match choice {
+            SourceOverride::Path(path) => {
+                // A laptop / test feature: in Azure a caller holding a function key must not
+                // be able to make the handler read arbitrary files from the app's disk.
+                if config.azure.source != SourceKind::Local {
+                    return Err(WiringError::SourceChoice {
+                        field: "source.path",
+                        reason: "only accepted when REMINDERS_SOURCE=local".into(),
+                    });
+                }
+                // Only files in the configured export's folder (no `..`, no links out of it).
+                let folder = config
+                    .export_path
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let path = crate::source::confined_path(folder, path).map_err(|reason| {
+                    WiringError::SourceChoice {
+                        field: "source.path",
+                        reason,
+                    }
+                })?;
+                Ok(Arc::new(LocalFileSource::new(
+                    path,
+                    config.max_export_bytes,
+                )))
+            }
+            SourceOverride::Blob(name) => {
+                let name = name.trim().trim_start_matches('/');
+                if name.is_empty() || name.contains("..") {
+                    return Err(WiringError::SourceChoice {
+                        field: "source.blob",
+                        reason: "expected a blob name in the configured container".into(),
+                    });
+                }
+                let mut azure = config.azure.clone();
+                azure.export_blob = Some(name.to_string());
+                azure.export_prefix = None;
+                Ok(Arc::new(crate::source::BlobSource::from_settings_with(
+                    &azure,
+                    self.credential()?.credential,
+                    config.max_export_bytes,
+                )?))
+            }
+            SourceOverride::SharePointPath(path) => {
+                let path = path.trim().trim_matches('/');
+                if path.is_empty() {
+                    return Err(WiringError::SourceChoice {
+                        field: "source.sharepointPath",
+                        reason: "expected a file path in the configured library".into(),
+                    });
+                }
+                let mut azure = config.azure.clone();
+                azure.sharepoint_file_path = Some(path.to_string());
+                Ok(Arc::new(
+                    crate::source::SharePointSource::from_settings_with(
+                        &azure,
+                        self.graph()?,
+                        config.max_export_bytes,
+                    )?,
+                ))
+            }
+        }
+    }
+
+    /// The configured [`Stores`].
+    pub fn stores(&self) -> Result<Stores, WiringError> {
+        let config = &self.config;
+        match config.azure.ledger {
+            LedgerKind::Local => {
+                let local = Arc::new(
+                    LocalLedger::new(
+                        config.state_dir.clone(),
+                        Duration::from_secs(config.lock_ttl_minutes * 60),
+                    )
+                    .with_retention_days(config.ledger_retention_days),
+                );
+                Ok(Stores {
+                    ledger: local.clone(),
+                    reports: local,
+                })
+            }
+            LedgerKind::Blob => {
+                let blob = Arc::new(
+                    crate::ledger::BlobLedger::from_settings_with(
+                        &config.azure,
+                        self.credential()?.credential,
+                    )?
+                    .with_retention_days(config.ledger_retention_days),
+                );
+                Ok(Stores {
+                    ledger: blob.clone(),
+                    reports: blob,
+                })
+            }
+        }
+    }
+
+    /// The delivery channel(s) `channels`: the first is the primary, the others are tried in
+    /// order when it cannot reach an owner. All of them (and escalation) share the process's
+    /// limits and Graph client.
+    pub fn notifier(&self, channels: &[ChannelKind]) -> Result<Arc<dyn Notifier>, WiringError> {
+        use crate::deliver::{
+            EmailNotifier, FallbackNotifier, TeamsBotNotifier, WorkflowsNotifier,
+        };
+        let config = &self.config;
+        let kinds: Vec<ChannelKind> = if channels.is_empty() {
+            vec![ChannelKind::Outbox]
+        } else {
+            channels.to_vec()
+        };
+        let client = || {
+            crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()))
+        };
+        let mut chain: Vec<Arc<dyn Notifier>> = Vec::new();
+        for kind in kinds {
+            chain.push(match kind {
+                ChannelKind::Outbox => Arc::new(OutboxNotifier::new(config.outbox_dir.clone())),
+                ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::with_graph(
+                    &config.delivery,
+                    self.graph()?,
+                    self.tokens()?,
+                    client()?,
+                    &self.limits,
+                )?),
+                ChannelKind::Workflows => Arc::new(WorkflowsNotifier::new_with_limits(
+                    &config.delivery,
+                    client()?,
+                    &self.limits,
+                )?),
+                ChannelKind::Email => {
+                    Arc::new(EmailNotifier::with_graph(&config.delivery, self.graph()?)?)
+                }
+            });
+        }
+        Ok(if chain.len() == 1 {
+            chain.remove(0)
+        } else {
+            Arc::new(FallbackNotifier::new(chain))
+        })
+    }
+
+    /// The security-team digest sender, when `REMINDERS_DIGEST_WEBHOOK_URL` is set.
+    fn digest(&self) -> Result<Option<crate::deliver::DigestSender>, WiringError> {
+        if self.config.delivery.digest_webhook_url.is_none() {
+            return Ok(None);
+        }
+        let client = crate::azure::http_client(&self.config.azure)
+            .map_err(|e| WiringError::Other(e.to_string()))?;
+        Ok(crate::deliver::DigestSender::from_settings(
+            &self.config.delivery,
+            client,
+        ))
+    }
+
+    /// The insights page's publisher (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), `None` when unset.
+    fn page_publisher(&self) -> Result<Option<Arc<dyn crate::ledger::PagePublisher>>, WiringError> {
+        if self.config.azure.report_sharepoint_folder.is_none() {
+            return Ok(None);
+        }
+        let publisher = crate::source::SharePointPagePublisher::from_settings_with(
+            &self.config.azure,
+            self.graph()?,
+        )
+        .map_err(|e| WiringError::Other(e.to_string()))?;
+        Ok(publisher.map(|p| Arc::new(p) as Arc<dyn crate::ledger::PagePublisher>))
+    }
+
+    /// Builds every part of a run. `source` is `None` for the configured one, or the one a
+    /// caller supplies (CLI `--export`).
+    pub fn deps(&self, source: Option<Arc<dyn Source>>) -> Result<Deps, WiringError> {
+        let config = &self.config;
+        let source = match source {
+            Some(s) => s,
+            None => self.source(None)?,
+        };
+        let Stores { ledger, reports } = self.stores()?;
+        Ok(Deps {
+            source,
+            notifier: self.notifier(&config.delivery.channels)?,
+            ledger,
+            reports,
+            renderer: Arc::new(renderer(config)?),
+            rules: config.rules.clone(),
+            cadence: config.cadence.clone(),
+            concurrency: config.delivery.concurrency,
+            max_owners_per_run: config.delivery.max_owners_per_run,
+            verbose: config.verbose,
+            digest: self.digest()?.map(Arc::new),
+            // A third of the lease, each renewal bounded by that period (job.rs): a renewal
+            // that fails or hangs stops new sends well before the lease can lapse.
+            lock_renew_every: Duration::from_secs(
+                u64::from(config.azure.lock_lease_seconds / 3).max(5),
+            ),
+            // The host runs us from the function app's root, where host.json sets the timeout.
+            time_budget: Some(match config.delivery.time_budget_seconds {
+                Some(seconds) => Duration::from_secs(seconds),
+                None => crate::job::default_time_budget(
+                    std::fs::read_to_string("host.json").ok().as_deref(),
+                ),
+            }),
+            page_publisher: self.page_publisher()?,
+        })
     }
 }
 
@@ -130,66 +406,6 @@ pub enum SourceOverride {
     SharePointPath(String),
 }
 
-/// Builds a per-run source. Each kind needs its own settings; a kind this deployment is not
-/// set up for is refused with a message naming the request field, so the caller gets a 400.
-pub fn source_override(
-    config: &Config,
-    spec: &SourceOverride,
-) -> Result<Arc<dyn Source>, WiringError> {
-    match spec {
-        SourceOverride::Path(path) => {
-            // A laptop / test feature: in Azure a caller holding a function key must not be
-            // able to make the handler read arbitrary files from the app's disk.
-            if config.azure.source != SourceKind::Local {
-                return Err(WiringError::Other(
-                    "source.path is only accepted when REMINDERS_SOURCE=local".into(),
-                ));
-            }
-            // Only files in the configured export's folder (no `..`, no links out of it).
-            let folder = config
-                .export_path
-                .as_deref()
-                .and_then(Path::parent)
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let path = crate::source::confined_path(folder, path).map_err(WiringError::Other)?;
-            Ok(Arc::new(LocalFileSource::new(
-                path,
-                config.max_export_bytes,
-            )))
-        }
-        SourceOverride::Blob(name) => {
-            let name = name.trim().trim_start_matches('/');
-            if name.is_empty() || name.contains("..") {
-                return Err(WiringError::Other(
-                    "source.blob: expected a blob name in the configured container".into(),
-                ));
-            }
-            let mut azure = config.azure.clone();
-            azure.export_blob = Some(name.to_string());
-            azure.export_prefix = None;
-            Ok(Arc::new(crate::source::BlobSource::from_settings(
-                &azure,
-                config.max_export_bytes,
-            )?))
-        }
-        SourceOverride::SharePointPath(path) => {
-            let path = path.trim().trim_matches('/');
-            if path.is_empty() {
-                return Err(WiringError::Other(
-                    "source.sharepointPath: expected a file path in the configured library".into(),
-                ));
-            }
-            let mut azure = config.azure.clone();
-            azure.sharepoint_file_path = Some(path.to_string());
-            Ok(Arc::new(crate::source::SharePointSource::from_settings(
-                &azure,
-                config.max_export_bytes,
-            )?))
-        }
-    }
-}
-
 /// The ledger and the report store kept beside it: one store, two seams.
 pub struct Stores {
     /// Events and the run lock.
@@ -198,216 +414,102 @@ pub struct Stores {
     pub reports: Arc<dyn ReportStore>,
 }
 
-/// The configured [`Stores`].
+/// The configured export source (the CLI's one-off wiring).
+pub fn source(config: &Config) -> Result<Arc<dyn Source>, WiringError> {
+    Wiring::new(config.clone()).source(None)
+}
+
+/// The configured [`Stores`] (the CLI's one-off wiring).
 pub fn stores(config: &Config) -> Result<Stores, WiringError> {
-    stores_with(config, &Credentials::new(config))
+    Wiring::new(config.clone()).stores()
 }
 
-/// [`stores`] with the process's `credentials`.
-pub fn stores_with(config: &Config, credentials: &Credentials) -> Result<Stores, WiringError> {
-    match config.azure.ledger {
-        LedgerKind::Local => {
-            let local = Arc::new(
-                LocalLedger::new(
-                    config.state_dir.clone(),
-                    Duration::from_secs(config.lock_ttl_minutes * 60),
-                )
-                .with_retention_days(config.ledger_retention_days),
-            );
-            Ok(Stores {
-                ledger: local.clone(),
-                reports: local,
-            })
-        }
-        LedgerKind::Blob => {
-            let blob = Arc::new(
-                crate::ledger::BlobLedger::from_settings_with(
-                    &config.azure,
-                    credentials.shared()?.credential,
-                )?
-                .with_retention_days(config.ledger_retention_days),
-            );
-            Ok(Stores {
-                ledger: blob.clone(),
-                reports: blob,
-            })
-        }
-    }
-}
-
-/// The channels' access tokens, when a channel needs them (`teams_bot`, `email`): one
-/// credential for the whole notifier chain (escalation included), rebuilt after a refused
-/// token (see [`crate::azure::SharedCredential`]).
-pub fn channel_tokens(
-    config: &Config,
-    channels: &[ChannelKind],
-) -> Result<Option<Arc<dyn crate::azure::AccessTokens>>, WiringError> {
-    channel_tokens_with(channels, &Credentials::new(config))
-}
-
-/// The channels' access tokens from the process's `credentials`, when a channel needs them.
-pub fn channel_tokens_with(
-    channels: &[ChannelKind],
-    credentials: &Credentials,
-) -> Result<Option<Arc<dyn crate::azure::AccessTokens>>, WiringError> {
-    let needs_tokens = channels
-        .iter()
-        .any(|c| matches!(c, ChannelKind::TeamsBot | ChannelKind::Email));
-    if !needs_tokens {
-        return Ok(None);
-    }
-    Ok(Some(credentials.shared()?.access_tokens()))
-}
-
-/// Builds the configured delivery channel(s).
-pub fn notifier(
-    config: &Config,
-    channels: &[ChannelKind],
-) -> Result<Arc<dyn Notifier>, WiringError> {
-    notifier_with(config, channels, &Credentials::new(config))
-}
-
-/// Builds the configured delivery channel(s) with the process's `credentials`.
-pub fn notifier_with(
-    config: &Config,
-    channels: &[ChannelKind],
-    credentials: &Credentials,
-) -> Result<Arc<dyn Notifier>, WiringError> {
-    notifier_with_tokens(
-        config,
-        channels,
-        channel_tokens_with(channels, credentials)?,
-    )
-}
-
-/// Builds the delivery channel(s) with the given tokens (tests pass their own): the first
-/// channel is the primary, the others are tried in order when it cannot reach an owner.
-/// All of them (and escalation) share one set of [`DeliveryLimits`]: a service limits each
-/// endpoint, however many of our clients call it.
-pub fn notifier_with_tokens(
-    config: &Config,
-    channels: &[ChannelKind],
-    tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
-) -> Result<Arc<dyn Notifier>, WiringError> {
-    let limits = DeliveryLimits::from_settings(&config.delivery);
-    notifier_with_limits(config, channels, tokens, &limits)
-}
-
-/// Builds the delivery channel(s) with the given tokens and shared `limits`.
-pub fn notifier_with_limits(
-    config: &Config,
-    channels: &[ChannelKind],
-    tokens: Option<Arc<dyn crate::azure::AccessTokens>>,
-    limits: &DeliveryLimits,
-) -> Result<Arc<dyn Notifier>, WiringError> {
-    use crate::deliver::{EmailNotifier, FallbackNotifier, TeamsBotNotifier, WorkflowsNotifier};
-    let kinds: Vec<ChannelKind> = if channels.is_empty() {
-        vec![ChannelKind::Outbox]
-    } else {
-        channels.to_vec()
-    };
-    let client =
-        || crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()));
-    let tokens = |kind: ChannelKind| {
-        tokens.clone().ok_or_else(|| {
-            WiringError::Other(format!(
-                "channel {} needs an Azure credential",
-                kind.as_str()
-            ))
-        })
-    };
-    let mut chain: Vec<Arc<dyn Notifier>> = Vec::new();
-    for kind in kinds {
-        chain.push(match kind {
-            ChannelKind::Outbox => Arc::new(OutboxNotifier::new(config.outbox_dir.clone())),
-            ChannelKind::TeamsBot => Arc::new(TeamsBotNotifier::new_with_limits(
-                &config.delivery,
-                tokens(kind)?,
-                client()?,
-                limits,
-            )?),
-            ChannelKind::Workflows => Arc::new(WorkflowsNotifier::new_with_limits(
-                &config.delivery,
-                client()?,
-                limits,
-            )?),
-            ChannelKind::Email => Arc::new(EmailNotifier::new_with_limits(
-                &config.delivery,
-                tokens(kind)?,
-                client()?,
-                limits,
-            )?),
-        });
-    }
-    Ok(if chain.len() == 1 {
-        chain.remove(0)
-    } else {
-        Arc::new(FallbackNotifier::new(chain))
-    })
-}
-
-/// The security-team digest sender, when `REMINDERS_DIGEST_WEBHOOK_URL` is set.
-pub fn digest(config: &Config) -> Result<Option<crate::deliver::DigestSender>, WiringError> {
-    if config.delivery.digest_webhook_url.is_none() {
-        return Ok(None);
-    }
-    let client =
-        crate::azure::http_client(&config.azure).map_err(|e| WiringError::Other(e.to_string()))?;
-    Ok(crate::deliver::DigestSender::from_settings(
-        &config.delivery,
-        client,
-    ))
-}
-
-/// The insights page's publisher (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), `None` when unset.
-pub fn page_publisher_with(
-    config: &Config,
-    credentials: &Credentials,
-) -> Result<Option<Arc<dyn crate::ledger::PagePublisher>>, WiringError> {
-    if config.azure.report_sharepoint_folder.is_none() {
-        return Ok(None);
-    }
-    let publisher = crate::source::SharePointPagePublisher::from_settings_with(
-        &config.azure,
-        credentials.shared()?.access_tokens(),
-    )
-    .map_err(|e| WiringError::Other(e.to_string()))?;
-    Ok(publisher.map(|p| Arc::new(p) as Arc<dyn crate::ledger::PagePublisher>))
-}
-
-/// Builds everything. `source` is `None` when the caller supplies one per run (CLI `--export`).
+/// Builds everything for one run of `config` (the CLI and tests; the server keeps a
+/// [`Wiring`]). `source` is `None` for the configured one.
 pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, WiringError> {
-    // One credential for every Azure part of the run (issue 4).
-    let credentials = Credentials::new(config);
-    let source = match source {
-        Some(s) => s,
-        None => source_with(config, &credentials)?,
-    };
-    let Stores { ledger, reports } = stores_with(config, &credentials)?;
-    Ok(Deps {
-        source,
-        notifier: notifier_with(config, &config.delivery.channels, &credentials)?,
-        ledger,
-        reports,
-        renderer: Arc::new(renderer(config)?),
-        rules: config.rules.clone(),
-        cadence: config.cadence.clone(),
-        concurrency: config.delivery.concurrency,
-        max_owners_per_run: config.delivery.max_owners_per_run,
-        verbose: config.verbose,
-        // A third of the lease, each renewal bounded by that period (job.rs): a renewal
-        // that fails or hangs stops new sends well before the lease can lapse.
-        digest: digest(config)?.map(Arc::new),
-        lock_renew_every: Duration::from_secs(
-            u64::from(config.azure.lock_lease_seconds / 3).max(5),
-        ),
-        // The host runs us from the function app's root, where host.json sets the timeout.
-        time_budget: Some(match config.delivery.time_budget_seconds {
-            Some(seconds) => Duration::from_secs(seconds),
-            None => crate::job::default_time_budget(
-                std::fs::read_to_string("host.json").ok().as_deref(),
+    Wiring::new(config.clone()).deps(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::graph::Pace;
+    use crate::http::TokenError;
+
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl AccessTokens for NoTokens {
+        async fn token(&self, scope: &str) -> Result<String, TokenError> {
+            Err(TokenError {
+                scope: scope.into(),
+                detail: "none in unit tests".into(),
+            })
+        }
+        fn invalidate(&self, _scope: &str) {}
+    }
+
+    fn wiring(pairs: &[(&str, &str)]) -> Wiring {
+        let config = Config::from_env_map(&Env::from_pairs(pairs)).unwrap();
+        Wiring::with_tokens(config, Arc::new(NoTokens))
+    }
+
+    #[test]
+    fn the_wiring_builds_one_graph_client_over_its_limits_for_every_caller() {
+        let w = wiring(&[
+            ("REMINDERS_CHANNEL", "email"),
+            ("REMINDERS_SENDER_MAILBOX", "reminders@contoso.com"),
+        ]);
+        let first = w.graph().unwrap();
+        // A request's own channel choice, built later, gets the same client: same counters.
+        w.notifier(&[ChannelKind::Email]).unwrap();
+        let again = w.graph().unwrap();
+        for pace in [Pace::Directory, Pace::Teams, Pace::Mail] {
+            assert!(
+                std::ptr::eq(first.http(pace).stats(), again.http(pace).stats()),
+                "{pace:?}"
+            );
+        }
+        assert_eq!(
+            first.base_url().as_str(),
+            "https://graph.microsoft.com/",
+            "one Graph setting"
+        );
+    }
+
+    #[test]
+    fn a_callers_source_choice_is_refused_naming_the_request_field() {
+        let w = wiring(&[]);
+        for (choice, field) in [
+            (SourceOverride::Blob("../x.csv".into()), "source.blob"),
+            (
+                SourceOverride::SharePointPath(" / ".into()),
+                "source.sharepointPath",
             ),
-        }),
-        page_publisher: page_publisher_with(config, &credentials)?,
-    })
+        ] {
+            match w.source(Some(&choice)) {
+                Err(WiringError::SourceChoice { field: f, .. }) => assert_eq!(f, field),
+                Err(other) => panic!("{choice:?}: {other}"),
+                Ok(_) => panic!("{choice:?} accepted"),
+            }
+        }
+        let blob = wiring(&[
+            ("REMINDERS_SOURCE", "blob"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://contoso.blob.core.windows.net",
+            ),
+            ("REMINDERS_EXPORT_CONTAINER", "exports"),
+            ("REMINDERS_EXPORT_BLOB", "issues.csv"),
+        ]);
+        let err = blob
+            .source(Some(&SourceOverride::Path("issues.csv".into())))
+            .err()
+            .expect("a local path with a Blob source");
+        assert_eq!(
+            err.to_string(),
+            "source.path: only accepted when REMINDERS_SOURCE=local"
+        );
+    }
 }

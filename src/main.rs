@@ -8,12 +8,14 @@ use lookout_reminders::config::{Config, Env};
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, JobError, RunRequest};
 use lookout_reminders::ledger::LedgerError;
-use lookout_reminders::report::{ReminderStatus, RunReport, Trigger};
-use lookout_reminders::source::{LocalFileSource, Source, SourceError};
-use lookout_reminders::{app, plan, telemetry};
+use lookout_reminders::report::Trigger;
+use lookout_reminders::source::{LocalFileSource, SourceError};
+use lookout_reminders::{app, telemetry};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+
+mod progress_bar;
 
 /// Exit codes (a contract for scripts).
 mod exit {
@@ -190,7 +192,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    telemetry::init(telemetry::LogFormat::from_env());
+    telemetry::init_with_writer(telemetry::LogFormat::from_env(), || {
+        progress_bar::StderrAroundBar
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -328,12 +332,21 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 );
                 on_signal.cancel();
             });
-            match job::run(&deps, req, cancel).await {
+            // A bar on a terminal only, and never with --json (a script reads the output).
+            let bar = progress_bar::SendBar::new(progress_bar::show_bar(
+                json,
+                dry_run,
+                std::io::stderr().is_terminal(),
+            ));
+            req.progress = bar.sender();
+            let result = job::run(&deps, req, cancel).await;
+            bar.finish().await;
+            match result {
                 Ok(report) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {
-                        print_report(&report);
+                        println!("{report}");
                     }
                     Ok(if report.partial_failure() {
                         exit::PARTIAL_FAILURE
@@ -341,7 +354,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                         exit::OK
                     })
                 }
-                Err(e) => Ok(job_error_code(&e)),
+                Err(e) => Ok(report_job_error(&e)),
             }
         }
         Command::Validate { path, json } => validate(path, json).await,
@@ -433,8 +446,15 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
     }
 }
 
-fn job_error_code(e: &JobError) -> u8 {
+/// Prints why the run did not happen and returns its exit code.
+fn report_job_error(e: &JobError) -> u8 {
     eprintln!("error: {e}");
+    exit_code(e)
+}
+
+/// The exit code of a run that did not happen (a contract for scripts: every variant is
+/// named, so a new one must be given its code here).
+fn exit_code(e: &JobError) -> u8 {
     match e {
         JobError::Busy(_) => exit::BUSY,
         // A credential that gets no token is configuration, whichever step meets it first
@@ -446,8 +466,6 @@ fn job_error_code(e: &JobError) -> u8 {
         | JobError::AsOfInFuture { .. }
         | JobError::ResendWithoutOnly => exit::USAGE,
         JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
-        #[allow(unreachable_patterns)]
-        _ => exit::FAILURE,
     }
 }
 
@@ -512,6 +530,9 @@ async fn validate(path: PathBuf, json: bool) -> anyhow::Result<u8> {
     }
 }
 
+/// The reminder one owner would get: the run's own planning (a dry run for that owner,
+/// cadence ignored, against the configured ledger so the stage is the one the next run
+/// would send), then rendered in one language.
 async fn preview(
     config: Config,
     as_of: Option<chrono::NaiveDate>,
@@ -526,35 +547,25 @@ async fn preview(
             return Ok(exit::USAGE);
         }
     };
-    let source: Arc<dyn Source> = match app::source(&config) {
-        Ok(s) => s,
+    let deps = match app::deps(&config, None) {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(exit::USAGE);
         }
     };
-    let (_, parsed) = match job::fetch_and_parse(source.as_ref(), config.rules.time_zone).await {
+    let mut req = RunRequest::new(Trigger::Cli);
+    req.dry_run = true;
+    req.as_of = as_of;
+    req.only = vec![owner.clone()];
+    req.resend = true;
+    let planned = match job::plan(&deps, &req).await {
         Ok(p) => p,
-        Err(e) => return Ok(job_error_code(&e)),
+        Err(e) => return Ok(report_job_error(&e)),
     };
-    let renderer = match app::renderer(&config) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(exit::USAGE);
-        }
-    };
-    let as_of = as_of.unwrap_or_else(|| job::today(&config.rules));
-    let opts = plan::PlanOptions {
-        as_of,
-        cadence: config.cadence.clone(),
-        force: true,
-        sent_today: None,
-        only: [owner.clone()].into_iter().collect(),
-    };
-    let plan = plan::build(&parsed.findings, &Default::default(), &config.rules, &opts);
-    let Some(reminder) = plan.reminders.first() else {
-        let why = plan
+    let Some(reminder) = planned.plan.reminders.first() else {
+        let why = planned
+            .plan
             .excluded
             .first()
             .map(|h| h.reason.clone())
@@ -562,8 +573,9 @@ async fn preview(
         eprintln!("{owner}: no reminder: {why}");
         return Ok(exit::FAILURE);
     };
+    let as_of = as_of.unwrap_or_else(|| job::today(&config.rules));
     let lang = language.unwrap_or_else(|| config.message.default_language.clone());
-    let msg = match renderer.render(reminder, as_of, &lang) {
+    let msg = match deps.renderer.render(reminder, as_of, &lang) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
@@ -576,59 +588,6 @@ async fn preview(
         PreviewFormat::Html => println!("{}", msg.html),
     }
     Ok(exit::OK)
-}
-
-fn print_report(report: &RunReport) {
-    println!(
-        "{} run {} as of {} — source {} ({}, {} bytes)",
-        if report.dry_run { "Dry" } else { "Live" },
-        report.run_id,
-        report.as_of,
-        report.source.location,
-        report.source.format.as_deref().unwrap_or("?"),
-        report.source.bytes
-    );
-    println!(
-        "Rows: {} total, {} rejected, {} remindable, {} not remindable",
-        report.rows.total, report.rows.rejected, report.rows.remindable, report.rows.not_remindable
-    );
-    for r in &report.rejected {
-        println!(
-            "  rejected row {}: column '{}': {}",
-            r.row, r.field, r.reason
-        );
-    }
-    println!();
-    for r in &report.reminders {
-        let status = match r.status {
-            ReminderStatus::Planned => "PLANNED",
-            ReminderStatus::Sent => "SENT",
-            ReminderStatus::Skipped => "SKIPPED",
-            ReminderStatus::Failed => "FAILED",
-            ReminderStatus::MaybeDelivered => "MAYBE",
-        };
-        let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
-        println!(
-            "{status:<8} {:<32} {stage:<8} {}",
-            r.owner,
-            r.reason.as_deref().unwrap_or("")
-        );
-        for i in &r.issues {
-            let what = if i.kind == "vulnerable_app" {
-                format!("{} ({})", i.kind, i.issue)
-            } else {
-                i.kind.clone()
-            };
-            println!(
-                "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
-                i.device_model, i.platform, what, i.deadline, i.days_left
-            );
-        }
-    }
-    for w in &report.warnings {
-        println!("warning: {w}");
-    }
-    println!("\n{}", report.summary);
 }
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM.

@@ -1,8 +1,8 @@
 //! Report: what a run did, as JSON (versioned), CSV and a one-line summary. The same struct
 //! is printed by the CLI, returned by the HTTP function and stored beside the ledger.
 
-use crate::parse::RejectedRow;
-use crate::plan::{IssueLine, Stage};
+use crate::parse::{ParsedExport, RejectedRow};
+use crate::plan::{HeldBack, IssueLine, Plan, PlannedReminder, Stage};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -365,6 +365,250 @@ impl RunReport {
     }
 }
 
+/// Who ran what, when: the parts of a report known before the export is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunMeta {
+    /// Unique run id.
+    pub run_id: String,
+    /// The host's invocation id, when run as a function.
+    pub invocation_id: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Nothing sent, nothing recorded.
+    pub dry_run: bool,
+    /// The run's "today".
+    pub as_of: NaiveDate,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a delivery channel answered for a reminder it sent (the report's part of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The channel that delivered it.
+    pub channel: String,
+    /// Why an earlier channel of the chain was not used, if one was skipped.
+    pub fell_back: Option<String>,
+    /// Message id from the channel.
+    pub message_id: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The manager's copy, or why nobody was copied.
+    pub escalated_to: Option<String>,
+}
+
+/// Warning added when no mail domain restricts who may be messaged.
+pub const NO_ALLOWED_DOMAINS_WARNING: &str =
+    "no allowed mail domains configured (REMINDERS_ALLOWED_DOMAINS): every owner may be messaged";
+
+impl RunReport {
+    /// The report of a run that has planned and sent nothing yet: the export's counts, the
+    /// owners held back (one skipped line each) and the parse notes as warnings.
+    /// `domains_restricted` is false when `REMINDERS_ALLOWED_DOMAINS` is empty.
+    pub fn begin(
+        meta: &RunMeta,
+        source: SourceReport,
+        parsed: &ParsedExport,
+        plan: &Plan,
+        domains_restricted: bool,
+    ) -> Self {
+        let mut warnings = parsed.notes.clone();
+        if !domains_restricted {
+            warnings.push(NO_ALLOWED_DOMAINS_WARNING.into());
+        }
+        Self {
+            schema: SCHEMA.into(),
+            run_id: meta.run_id.clone(),
+            invocation_id: meta.invocation_id.clone(),
+            trigger: meta.trigger,
+            dry_run: meta.dry_run,
+            as_of: meta.as_of,
+            started_at: meta.started_at,
+            finished_at: meta.started_at,
+            source,
+            rows: RowCounts {
+                total: parsed.total_rows,
+                rejected: parsed.rejected.len(),
+                remindable: plan.remindable,
+                not_remindable: plan.not_remindable.values().sum(),
+            },
+            rejected: parsed.rejected.clone(),
+            owners: OwnerCounts {
+                planned: plan.reminders.len(),
+                not_due: plan.not_due.len(),
+                excluded: plan.excluded.len(),
+            },
+            reminders: plan
+                .not_due
+                .iter()
+                .chain(plan.excluded.iter())
+                .map(ReminderReport::held_back)
+                .collect(),
+            counts: ReminderCounts::default(),
+            resolved: 0,
+            warnings,
+            incomplete: None,
+            team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
+            summary: String::new(),
+        }
+    }
+}
+
+impl ReminderReport {
+    /// The line of a reminder with `status`; no channel answer on it.
+    fn of(
+        r: &PlannedReminder,
+        status: ReminderStatus,
+        reason: Option<String>,
+        channel: Option<String>,
+    ) -> Self {
+        Self {
+            owner: r.owner.to_string(),
+            status,
+            reason,
+            channel,
+            stage: Some(r.stage),
+            message_id: None,
+            attempts: None,
+            escalated_to: None,
+            issues: r.issues().map(ReportIssue::from).collect(),
+        }
+    }
+
+    /// An owner the plan held back (not due, excluded domain): skipped, with the reason.
+    pub fn held_back(h: &HeldBack) -> Self {
+        Self {
+            owner: h.owner.to_string(),
+            status: ReminderStatus::Skipped,
+            reason: Some(h.reason.clone()),
+            channel: None,
+            stage: None,
+            message_id: None,
+            attempts: None,
+            escalated_to: None,
+            issues: h.issues.iter().map(ReportIssue::from).collect(),
+        }
+    }
+
+    /// A dry run's reminder: what `channel` would send.
+    pub fn planned(r: &PlannedReminder, channel: &str) -> Self {
+        Self::of(r, ReminderStatus::Planned, None, Some(channel.into()))
+    }
+
+    /// A reminder the channel accepted.
+    pub fn sent(r: &PlannedReminder, receipt: &Receipt) -> Self {
+        Self {
+            message_id: receipt.message_id.clone(),
+            attempts: Some(receipt.attempts),
+            escalated_to: receipt.escalated_to.clone(),
+            ..Self::of(
+                r,
+                ReminderStatus::Sent,
+                receipt.fell_back.clone(),
+                Some(receipt.channel.clone()),
+            )
+        }
+    }
+
+    /// A post that failed in a way that may have delivered it (recorded as sent).
+    pub fn maybe_delivered(r: &PlannedReminder, channel: &str, reason: &str) -> Self {
+        Self::of(
+            r,
+            ReminderStatus::MaybeDelivered,
+            Some(reason.into()),
+            Some(channel.into()),
+        )
+    }
+
+    /// A reminder the channel refused: `skipped` when deliberately not sent (disabled
+    /// account…), else failed. The service's code, if any, follows the reason.
+    pub fn not_sent(
+        r: &PlannedReminder,
+        channel: &str,
+        reason: &str,
+        code: Option<&str>,
+        skipped: bool,
+    ) -> Self {
+        let status = if skipped {
+            ReminderStatus::Skipped
+        } else {
+            ReminderStatus::Failed
+        };
+        let reason = match code {
+            Some(code) => format!("{reason} ({code})"),
+            None => reason.to_string(),
+        };
+        Self::of(r, status, Some(reason), Some(channel.into()))
+    }
+
+    /// A reminder whose send never started (stop, time budget, ledger failure): skipped.
+    pub fn not_attempted(r: &PlannedReminder, why: &str) -> Self {
+        Self::of(r, ReminderStatus::Skipped, Some(why.into()), None)
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    /// The CLI's human report: header, row counts, rejected rows, one line per owner with
+    /// their issues, warnings, then the summary.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} run {} as of {} — source {} ({}, {} bytes)",
+            if self.dry_run { "Dry" } else { "Live" },
+            self.run_id,
+            self.as_of,
+            self.source.location,
+            self.source.format.as_deref().unwrap_or("?"),
+            self.source.bytes
+        )?;
+        writeln!(
+            f,
+            "Rows: {} total, {} rejected, {} remindable, {} not remindable",
+            self.rows.total, self.rows.rejected, self.rows.remindable, self.rows.not_remindable
+        )?;
+        for r in &self.rejected {
+            writeln!(
+                f,
+                "  rejected row {}: column '{}': {}",
+                r.row, r.field, r.reason
+            )?;
+        }
+        writeln!(f)?;
+        for r in &self.reminders {
+            let status = match r.status {
+                ReminderStatus::Planned => "PLANNED",
+                ReminderStatus::Sent => "SENT",
+                ReminderStatus::Skipped => "SKIPPED",
+                ReminderStatus::Failed => "FAILED",
+                ReminderStatus::MaybeDelivered => "MAYBE",
+            };
+            let stage = r.stage.map(|s| s.as_str()).unwrap_or("-");
+            writeln!(
+                f,
+                "{status:<8} {:<32} {stage:<8} {}",
+                r.owner,
+                r.reason.as_deref().unwrap_or("")
+            )?;
+            for i in &r.issues {
+                let what = if i.kind == "vulnerable_app" {
+                    format!("{} ({})", i.kind, i.issue)
+                } else {
+                    i.kind.clone()
+                };
+                writeln!(
+                    f,
+                    "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
+                    i.device_model, i.platform, what, i.deadline, i.days_left
+                )?;
+            }
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        write!(f, "\n{}", self.summary)
+    }
+}
+
 fn status_name(s: ReminderStatus) -> &'static str {
     match s {
         ReminderStatus::Planned => "planned",
@@ -372,5 +616,216 @@ fn status_name(s: ReminderStatus) -> &'static str {
         ReminderStatus::Skipped => "skipped",
         ReminderStatus::Failed => "failed",
         ReminderStatus::MaybeDelivered => "maybe_delivered",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
+    use crate::plan::{DeviceIssues, IssueKey};
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 3, d).unwrap()
+    }
+
+    fn issue(kind: IssueKind, text: &str) -> IssueLine {
+        IssueLine {
+            key: IssueKey(format!("k-{text}")),
+            row: 2,
+            lookout_id: Some("L1".into()),
+            device_model: "iPhone 12".into(),
+            platform: Platform::Ios,
+            kind,
+            issue: text.into(),
+            app_name: None,
+            risk: Risk::High,
+            detected: day(1).and_hms_opt(9, 0, 0).unwrap().and_utc(),
+            deadline: day(31),
+            days_left: 24,
+            due: true,
+            last_os: None,
+        }
+    }
+
+    fn reminder(owner: &str) -> PlannedReminder {
+        PlannedReminder {
+            owner: OwnerEmail::parse(owner).unwrap(),
+            stage: Stage::Repeat,
+            escalate: false,
+            team_told: false,
+            devices: vec![DeviceIssues {
+                device_model: "iPhone 12".into(),
+                platform: Platform::Ios,
+                lookout_id: Some("L1".into()),
+                issues: vec![
+                    issue(IssueKind::OsOutOfDate, "OS"),
+                    issue(IssueKind::VulnerableApp, "Chrome"),
+                ],
+            }],
+        }
+    }
+
+    fn meta(dry_run: bool) -> RunMeta {
+        RunMeta {
+            run_id: "r1".into(),
+            invocation_id: Some("inv".into()),
+            trigger: Trigger::Timer,
+            dry_run,
+            as_of: day(7),
+            started_at: day(7).and_hms_opt(6, 0, 0).unwrap().and_utc(),
+        }
+    }
+
+    fn held(owner: &str, reason: &str) -> HeldBack {
+        HeldBack {
+            owner: OwnerEmail::parse(owner).unwrap(),
+            reason: reason.into(),
+            issues: vec![issue(IssueKind::AgentOutOfDate, "agent")],
+        }
+    }
+
+    #[test]
+    fn a_begun_report_counts_the_export_and_the_plan_and_lists_the_owners_held_back() {
+        let parsed = ParsedExport {
+            total_rows: 5,
+            rejected: vec![RejectedRow {
+                row: 4,
+                field: "Date Detected".into(),
+                reason: "not a date: 'x'".into(),
+            }],
+            notes: vec!["sheet 'Issues' used".into()],
+            ..Default::default()
+        };
+        let plan = Plan {
+            reminders: vec![reminder("a@contoso.com")],
+            not_due: vec![held("b@contoso.com", "reminded on 2024-03-05")],
+            excluded: vec![held("c@gmail.com", "domain gmail.com not allowed")],
+            remindable: 3,
+            not_remindable: [("resolved".to_string(), 1), ("kind".to_string(), 2)]
+                .into_iter()
+                .collect(),
+            team_action: vec![OwnerEmail::parse("b@contoso.com").unwrap()],
+            ..Default::default()
+        };
+        let r = RunReport::begin(&meta(false), SourceReport::default(), &parsed, &plan, true);
+        assert_eq!(
+            (r.run_id.as_str(), r.trigger, r.dry_run),
+            ("r1", Trigger::Timer, false)
+        );
+        assert_eq!(r.invocation_id.as_deref(), Some("inv"));
+        assert_eq!(r.finished_at, r.started_at, "not finished yet");
+        assert_eq!(
+            r.rows,
+            RowCounts {
+                total: 5,
+                rejected: 1,
+                remindable: 3,
+                not_remindable: 3
+            }
+        );
+        assert_eq!(
+            r.owners,
+            OwnerCounts {
+                planned: 1,
+                not_due: 1,
+                excluded: 1
+            }
+        );
+        assert_eq!(r.rejected, parsed.rejected);
+        assert_eq!(r.team_action, vec!["b@contoso.com".to_string()]);
+        // The owners held back are the report's first lines; the planned one is not there yet.
+        let owners: Vec<_> = r.reminders.iter().map(|l| l.owner.as_str()).collect();
+        assert_eq!(owners, ["b@contoso.com", "c@gmail.com"]);
+        assert!(r
+            .reminders
+            .iter()
+            .all(|l| l.status == ReminderStatus::Skipped));
+        assert_eq!(
+            r.reminders[1].reason.as_deref(),
+            Some("domain gmail.com not allowed")
+        );
+        assert_eq!(r.warnings, vec!["sheet 'Issues' used".to_string()]);
+
+        let open = RunReport::begin(&meta(true), SourceReport::default(), &parsed, &plan, false);
+        assert!(open.dry_run);
+        assert_eq!(
+            open.warnings.last().map(String::as_str),
+            Some(NO_ALLOWED_DOMAINS_WARNING)
+        );
+    }
+
+    #[test]
+    fn each_outcome_gives_its_status_channel_reason_and_every_issue() {
+        let r = reminder("a@contoso.com");
+        let planned = ReminderReport::planned(&r, "outbox");
+        assert_eq!(planned.status, ReminderStatus::Planned);
+        assert_eq!(planned.channel.as_deref(), Some("outbox"));
+        assert_eq!(planned.stage, Some(Stage::Repeat));
+        assert_eq!(planned.issues.len(), 2);
+        assert_eq!(planned.issues[1].kind, "vulnerable_app");
+
+        let receipt = Receipt {
+            channel: "email".into(),
+            fell_back: Some("teams_bot: no Teams licence".into()),
+            message_id: Some("m1".into()),
+            attempts: 2,
+            escalated_to: Some("boss@contoso.com (cc)".into()),
+        };
+        let sent = ReminderReport::sent(&r, &receipt);
+        assert_eq!(sent.status, ReminderStatus::Sent);
+        assert_eq!(sent.channel.as_deref(), Some("email"));
+        assert_eq!(sent.reason.as_deref(), Some("teams_bot: no Teams licence"));
+        assert_eq!(
+            (sent.message_id.as_deref(), sent.attempts),
+            (Some("m1"), Some(2))
+        );
+        assert_eq!(sent.escalated_to.as_deref(), Some("boss@contoso.com (cc)"));
+
+        let maybe = ReminderReport::maybe_delivered(&r, "teams_bot", "timed out after writing");
+        assert_eq!(maybe.status, ReminderStatus::MaybeDelivered);
+        assert_eq!(maybe.message_id, None);
+
+        let failed =
+            ReminderReport::not_sent(&r, "email", "mailbox full", Some("ErrorQuota"), false);
+        assert_eq!(failed.status, ReminderStatus::Failed);
+        assert_eq!(failed.reason.as_deref(), Some("mailbox full (ErrorQuota)"));
+        let skipped = ReminderReport::not_sent(&r, "email", "account disabled", None, true);
+        assert_eq!(skipped.status, ReminderStatus::Skipped);
+        assert_eq!(skipped.reason.as_deref(), Some("account disabled"));
+
+        let stopped = ReminderReport::not_attempted(&r, "not attempted: stopped");
+        assert_eq!(stopped.status, ReminderStatus::Skipped);
+        assert_eq!(stopped.channel, None, "no channel was tried");
+        assert_eq!(stopped.issues.len(), 2);
+    }
+
+    #[test]
+    fn the_printed_report_lists_each_owner_with_issues_then_warnings_and_the_summary() {
+        let plan = Plan {
+            reminders: vec![reminder("a@contoso.com")],
+            ..Default::default()
+        };
+        let mut report = RunReport::begin(
+            &meta(true),
+            SourceReport::default(),
+            &ParsedExport::default(),
+            &plan,
+            false,
+        );
+        report
+            .reminders
+            .push(ReminderReport::planned(&plan.reminders[0], "outbox"));
+        report.finish(day(7).and_hms_opt(6, 1, 0).unwrap().and_utc());
+        let text = report.to_string();
+        assert!(text.starts_with("Dry run r1 as of 2024-03-07"), "{text}");
+        assert!(text.contains("PLANNED  a@contoso.com"), "{text}");
+        assert!(text.contains("vulnerable_app (Chrome)"), "{text}");
+        assert!(
+            text.contains(&format!("warning: {NO_ALLOWED_DOMAINS_WARNING}")),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!("\n\n{}", report.summary)), "{text}");
+        assert_eq!(report.counts.planned, 1);
     }
 }

@@ -51,6 +51,14 @@ impl LogFormat {
 /// Installs the global subscriber once; later calls do nothing. Logs go to stderr so that
 /// `--json` output on stdout stays clean (the host captures stderr as well).
 pub fn init(format: LogFormat) {
+    init_with_writer(format, std::io::stderr);
+}
+
+/// [`init`] with another stderr writer (the CLI's, which keeps its progress bar whole).
+pub fn init_with_writer<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,azure_core=warn,azure_identity=warn"));
     let _ = match format {
@@ -61,11 +69,11 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .with_span_list(true)
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .try_init(),
         LogFormat::Text => fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_target(false)
             .try_init(),
     };

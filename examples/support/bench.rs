@@ -16,7 +16,7 @@ use crate::fake_bot::{FakeBot, RetryAfterStyle};
 use crate::fake_graph::FakeGraph;
 use crate::fake_identity::FakeIdentity;
 use lookout_reminders::azure::{AccessTokens, CredentialTokens};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env};
+use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
 use lookout_reminders::render::{MessageConstants, Renderer};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -186,7 +186,7 @@ impl Fakes {
     /// conversations come from the Bot Connector.
     pub fn settings(&self, client_rate: f64) -> DeliverySettings {
         let base = DeliverySettings {
-            graph_base_url: self.graph.base_url(),
+            graph: GraphSettings::at(&self.graph.base_url()).expect("the fake Graph's URL"),
             bot_service_url: self.bot.service_url(),
             teams_app_id: Some(APP.into()),
             rate_per_second: client_rate,

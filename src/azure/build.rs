@@ -4,11 +4,10 @@
 //! their first token when first used.
 
 use super::credential::{credential, CredentialError};
-use super::http::{sdk_client_options, HttpClientError};
+use super::http::HttpClientError;
 use super::token::{settings_factory, CredentialTokens};
 use crate::config::{AzureSettings, ConfigError};
 use azure_core::credentials::TokenCredential;
-use azure_core::http::ClientOptions;
 use std::sync::Arc;
 
 /// An Azure part cannot be built from the settings.
@@ -26,13 +25,6 @@ pub enum BuildError {
     /// The client cannot be built.
     #[error("{0}")]
     Client(String),
-}
-
-/// The credential and the SDK client options of `settings`.
-pub fn sdk_parts(
-    settings: &AzureSettings,
-) -> Result<(Arc<dyn TokenCredential>, ClientOptions), BuildError> {
-    Ok((credential(settings)?, sdk_client_options(settings)?))
 }
 
 /// The one credential of a process's Azure parts (issue 4): the SDK clients (Blob source,

@@ -57,8 +57,3 @@ pub fn credential(settings: &AzureSettings) -> Result<Arc<dyn TokenCredential>, 
         }
     }
 }
-
-/// The credential in words for the start-up log (no secret: at most a client id).
-pub fn describe(settings: &AzureSettings) -> String {
-    settings.describe_credential()
-}

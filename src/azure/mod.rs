@@ -8,17 +8,11 @@ mod http;
 pub mod storage;
 mod token;
 
-pub use build::{sdk_parts, BuildError, SharedCredential};
-pub use credential::{credential, describe as describe_credential, CredentialError};
-pub use http::{
-    http_client, http_client_builder, load_ca_bundle, sdk_client_options, sdk_retry, sdk_transport,
-    HttpClientError,
-};
-pub use token::{
-    settings_factory, AccessTokens, CredentialFactory, CredentialTokens, TokenError, REFRESH_MARGIN,
-};
-
-/// Scope of Azure Storage tokens.
-pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
-/// Scope of Microsoft Graph tokens.
-pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+// `pub` only for what the binary and the tests use; the rest is the crate's own, so the
+// compiler reports what nobody calls.
+pub use build::BuildError;
+pub(crate) use build::SharedCredential;
+pub use credential::{credential, CredentialError};
+pub(crate) use http::http_client;
+pub use http::{http_client_builder, sdk_client_options, HttpClientError};
+pub use token::{AccessTokens, CredentialTokens, TokenError};

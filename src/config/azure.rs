@@ -40,8 +40,6 @@ pub enum CredentialKind {
     Developer,
 }
 
-/// Default Microsoft Graph endpoint (public cloud).
-pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com";
 /// Default container of the ledger, lock and reports.
 pub const DEFAULT_STATE_CONTAINER: &str = "reminders-state";
 
@@ -79,8 +77,6 @@ pub struct AzureSettings {
     pub state_container: String,
     /// Run-lock lease length in seconds, 15–60 (`REMINDERS_LOCK_LEASE_SECONDS`).
     pub lock_lease_seconds: u32,
-    /// Microsoft Graph base URL (`REMINDERS_GRAPH_BASE_URL`).
-    pub graph_base_url: String,
     /// SharePoint site URL (`REMINDERS_SHAREPOINT_SITE_URL`), e.g.
     /// `https://contoso.sharepoint.com/sites/Mobility`.
     pub sharepoint_site_url: Option<String>,
@@ -148,8 +144,6 @@ pub enum SiteRef {
 /// Where the SharePoint export is, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharePointSettings {
-    /// Graph base URL (no trailing slash).
-    pub graph_base_url: Url,
     /// The site.
     pub site: SiteRef,
     /// Library name; `None` = the site's default drive.
@@ -271,10 +265,6 @@ impl AzureSettings {
                 .unwrap_or(DEFAULT_STATE_CONTAINER)
                 .to_string(),
             lock_lease_seconds,
-            graph_base_url: env
-                .get("REMINDERS_GRAPH_BASE_URL")
-                .unwrap_or(DEFAULT_GRAPH_BASE_URL)
-                .to_string(),
             sharepoint_site_url: owned("REMINDERS_SHAREPOINT_SITE_URL"),
             sharepoint_hostname: owned("REMINDERS_SHAREPOINT_HOSTNAME"),
             sharepoint_site_path: owned("REMINDERS_SHAREPOINT_SITE_PATH"),
@@ -284,7 +274,6 @@ impl AzureSettings {
             report_sharepoint_folder: report_sharepoint_folder(env, source)?,
         };
         validate_container("REMINDERS_STATE_CONTAINER", &settings.state_container)?;
-        parse_base_url("REMINDERS_GRAPH_BASE_URL", &settings.graph_base_url, false)?;
         match source {
             SourceKind::Blob => drop(settings.blob_export()?),
             SourceKind::SharePoint => drop(settings.sharepoint()?),
@@ -303,7 +292,7 @@ impl AzureSettings {
             .blob_account_url
             .as_deref()
             .ok_or_else(|| ConfigError::missing("REMINDERS_BLOB_ACCOUNT_URL", because))?;
-        let account_url = parse_base_url("REMINDERS_BLOB_ACCOUNT_URL", url, true)?;
+        let account_url = endpoint_url("REMINDERS_BLOB_ACCOUNT_URL", url, AllowHttp::Never)?;
         let container = self
             .export_container
             .clone()
@@ -359,7 +348,7 @@ impl AzureSettings {
             }
         };
         Ok(BlobStateSettings {
-            account_url: parse_base_url(name, url, true)?,
+            account_url: endpoint_url(name, url, AllowHttp::Never)?,
             container: self.state_container.clone(),
             lease_seconds: self.lock_lease_seconds,
         })
@@ -367,8 +356,6 @@ impl AzureSettings {
 
     /// The SharePoint source's settings, or an error naming the missing / wrong setting.
     pub fn sharepoint(&self) -> Result<SharePointSettings, ConfigError> {
-        let graph_base_url =
-            parse_base_url("REMINDERS_GRAPH_BASE_URL", &self.graph_base_url, false)?;
         let site = if let Some(id) = &self.sharepoint_site_id {
             SiteRef::Id(id.clone())
         } else if let (Some(host), Some(path)) =
@@ -433,7 +420,6 @@ impl AzureSettings {
                 )
             })?;
         Ok(SharePointSettings {
-            graph_base_url,
             site,
             library: self.sharepoint_library.clone(),
             file_path,
@@ -478,9 +464,18 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A base URL without query or fragment; `https` required when `https_only`, and plain
-/// `http` otherwise accepted only for loopback addresses.
-fn parse_base_url(name: &str, value: &str, https_only: bool) -> Result<Url, ConfigError> {
+/// Whether plain `http` is accepted for an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AllowHttp {
+    /// Never: Entra ID tokens are only sent over HTTPS (Blob Storage).
+    Never,
+    /// Only to this machine (local fakes in tests): tokens never cross a network in clear text.
+    Loopback,
+}
+
+/// The one rule for an endpoint setting: an absolute URL with a host, without query or
+/// fragment, `https` (or `http` to this machine when `http` allows it).
+pub(crate) fn endpoint_url(name: &str, value: &str, http: AllowHttp) -> Result<Url, ConfigError> {
     let url = Url::parse(value.trim_end_matches('/'))
         .map_err(|e| ConfigError::invalid(name, value, e))?;
     if url.query().is_some() || url.fragment().is_some() {
@@ -492,23 +487,21 @@ fn parse_base_url(name: &str, value: &str, https_only: bool) -> Result<Url, Conf
             "must not contain a query string (no SAS token)",
         ));
     }
-    match url.scheme() {
-        "https" => {}
-        // Plain http only to this machine (local fakes in tests): tokens never cross a
-        // network in clear text.
-        "http" if !https_only && is_loopback(&url) => {}
-        _ if https_only => {
+    match (url.scheme(), http) {
+        ("https", _) => {}
+        ("http", AllowHttp::Loopback) if is_loopback(&url) => {}
+        (_, AllowHttp::Never) => {
             return Err(ConfigError::invalid(
                 name,
                 value,
                 "must start with https:// (Entra ID tokens are only sent over HTTPS)",
             ))
         }
-        _ => {
+        (_, AllowHttp::Loopback) => {
             return Err(ConfigError::invalid(
                 name,
                 value,
-                "must start with https://",
+                "must start with https:// (http only for localhost)",
             ))
         }
     }

@@ -89,10 +89,10 @@ pub struct DeliverySettings {
     /// Refuse to message more owners than this in one run unless forced
     /// (`REMINDERS_MAX_OWNERS_PER_RUN`, default 2000).
     pub max_owners_per_run: usize,
-    /// Microsoft Graph root (`REMINDERS_GRAPH_BASE_URL`, default `https://graph.microsoft.com`).
-    pub graph_base_url: String,
-    /// Token scope for Graph (`REMINDERS_GRAPH_SCOPE`, default `https://graph.microsoft.com/.default`).
-    pub graph_scope: String,
+    /// Microsoft Graph: base URL and token scope (`REMINDERS_GRAPH_BASE_URL`,
+    /// `REMINDERS_GRAPH_SCOPE`), the one reading of them, used by the channels, escalation
+    /// and the SharePoint source alike.
+    pub graph: super::GraphSettings,
     /// Bot Connector service URL (`REMINDERS_BOT_SERVICE_URL`, default
     /// `https://smba.trafficmanager.net/teams/`).
     pub bot_service_url: String,
@@ -142,8 +142,7 @@ impl Default for DeliverySettings {
             channels: vec![ChannelKind::Outbox],
             concurrency: 32,
             max_owners_per_run: 2000,
-            graph_base_url: "https://graph.microsoft.com".into(),
-            graph_scope: "https://graph.microsoft.com/.default".into(),
+            graph: super::GraphSettings::default(),
             bot_service_url: "https://smba.trafficmanager.net/teams/".into(),
             bot_scope: "https://api.botframework.com/.default".into(),
             bot_app_id: None,
@@ -216,11 +215,7 @@ impl DeliverySettings {
                 }
                 n => n,
             },
-            graph_base_url: base_url(env, "REMINDERS_GRAPH_BASE_URL", &d.graph_base_url)?,
-            graph_scope: env
-                .get("REMINDERS_GRAPH_SCOPE")
-                .unwrap_or(&d.graph_scope)
-                .to_string(),
+            graph: super::GraphSettings::from_env(env)?,
             bot_service_url: base_url(env, "REMINDERS_BOT_SERVICE_URL", &d.bot_service_url)?,
             bot_scope: env
                 .get("REMINDERS_BOT_SCOPE")
@@ -299,20 +294,12 @@ impl DeliverySettings {
     }
 }
 
-/// A base URL without its trailing slash (`https://graph.microsoft.com`); the bot service URL
-/// keeps its path (`/teams`).
+/// An endpoint setting by the one URL rule ([`super::azure::endpoint_url`]), kept as text
+/// without its trailing slash; the bot service URL keeps its path (`/teams`).
 fn base_url(env: &Env, name: &str, default: &str) -> Result<String, ConfigError> {
     let raw = env.get(name).unwrap_or(default);
-    let url = url::Url::parse(raw).map_err(|e| ConfigError::invalid(name, raw, e))?;
-    let loopback_http = url.scheme() == "http" && super::azure::is_loopback(&url);
-    if url.scheme() != "https" && !loopback_http {
-        // Bearer tokens go to this URL: never in clear text over a network.
-        return Err(ConfigError::invalid(
-            name,
-            raw,
-            "expected an https URL (http only for localhost)",
-        ));
-    }
+    // Bearer tokens go to this URL: never in clear text over a network.
+    super::azure::endpoint_url(name, raw, super::azure::AllowHttp::Loopback)?;
     Ok(raw.trim_end_matches('/').to_string())
 }
 
@@ -332,7 +319,7 @@ fn secret_url(env: &Env, name: &str) -> Result<Option<Secret>, ConfigError> {
     }
     let url =
         url::Url::parse(raw).map_err(|_| ConfigError::invalid(name, "<hidden>", "not a URL"))?;
-    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    let local = super::azure::is_loopback(&url);
     if url.scheme() != "https" && !(url.scheme() == "http" && local) {
         return Err(ConfigError::invalid(
             name,
@@ -355,7 +342,7 @@ mod tests {
     fn defaults_send_to_the_outbox_at_teams_documented_limits() {
         let s = DeliverySettings::from_env(&Env::default()).unwrap();
         assert_eq!(s.channels, vec![ChannelKind::Outbox]);
-        assert_eq!(s.graph_base_url, "https://graph.microsoft.com");
+        assert_eq!(s.graph.base_url.as_str(), "https://graph.microsoft.com/");
         assert_eq!(s.bot_service_url, "https://smba.trafficmanager.net/teams");
         // https://learn.microsoft.com/microsoftteams/platform/bots/how-to/rate-limit
         assert_eq!(s.rate_per_second, 50.0);

@@ -4,12 +4,14 @@
 
 mod azure;
 mod delivery;
+mod graph;
 
 pub use azure::{
     AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind,
     SharePointSettings, SiteRef, SourceKind,
 };
 pub use delivery::{ChannelKind, DeliverySettings, Secret};
+pub use graph::{GraphSettings, DEFAULT_GRAPH_BASE_URL, DEFAULT_GRAPH_SCOPE};
 
 use crate::domain::IssueKind;
 use crate::plan::Cadence;

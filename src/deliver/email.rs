@@ -14,16 +14,14 @@
 //! read, paced with the other Graph reads, and any failure means the default language.
 
 use super::escalation::{Escalation, Escalator, ManagerSummary};
-use super::teams_bot::failure_for;
-use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
-use crate::azure::AccessTokens;
+use super::{failure_for, Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
+use crate::graph::GraphClient;
+use crate::http::{AccessTokens, RetryPolicy};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 const CHANNEL: &str = "email";
@@ -31,36 +29,31 @@ const CHANNEL: &str = "email";
 /// Sends reminders by e-mail.
 #[derive(Clone)]
 pub struct EmailNotifier {
-    http: HttpClient,
-    /// Graph reads (the owner's language), paced with the other Graph reads rather than
-    /// with `sendMail`, so a lookup never spends the mailbox's allowance.
-    graph: HttpClient,
-    tokens: Arc<dyn AccessTokens>,
-    graph_base: String,
-    graph_scope: String,
+    /// `sendMail` and the owner's language, through the run's one Graph client: the owner
+    /// lookup is paced with the other directory reads, so it never spends the mailbox's
+    /// allowance.
+    graph: GraphClient,
     sender: String,
-    in_flight: Arc<Semaphore>,
     escalator: Option<Escalator>,
 }
 
 impl EmailNotifier {
     /// A notifier from the delivery settings (`REMINDERS_SENDER_MAILBOX` is required), with
-    /// limits of its own (a run shares one set: [`Self::new_with_limits`]).
+    /// a Graph client and limits of its own (a run shares one: [`Self::with_graph`]).
     pub fn new(
         settings: &DeliverySettings,
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
     ) -> Result<Self, crate::config::ConfigError> {
         let limits = DeliveryLimits::from_settings(settings);
-        Self::new_with_limits(settings, tokens, client, &limits)
+        let graph = GraphClient::new(&settings.graph, tokens, client, limits.graph_limits());
+        Self::with_graph(settings, graph)
     }
 
-    /// A notifier paced by `limits`, shared with the other channels of the run.
-    pub fn new_with_limits(
+    /// A notifier sending through the run's `graph` client, shared with the other channels.
+    pub fn with_graph(
         settings: &DeliverySettings,
-        tokens: Arc<dyn AccessTokens>,
-        client: reqwest::Client,
-        limits: &DeliveryLimits,
+        graph: GraphClient,
     ) -> Result<Self, crate::config::ConfigError> {
         let sender = settings.sender_mailbox.clone().ok_or_else(|| {
             crate::config::ConfigError::missing(
@@ -69,22 +62,16 @@ impl EmailNotifier {
             )
         })?;
         Ok(Self {
-            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
-            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
-            http: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
-            tokens,
-            graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
-            graph_scope: settings.graph_scope.clone(),
+            escalator: Escalator::from_settings(settings, graph.clone()),
+            graph,
             sender,
-            in_flight: limits.mail_in_flight.clone(),
         })
     }
 
     /// Uses `policy` (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
-        self.graph = self.graph.with_policy(policy.clone());
-        self.http = self.http.with_policy(policy);
+        self.graph = self.graph.with_policy(policy);
         self
     }
 
@@ -101,23 +88,14 @@ impl EmailNotifier {
         let want_language = msg.messages.len() >= 2;
         let select = match (want_id, want_language) {
             (false, false) => return Ok(OwnerEntry::default()),
-            (true, true) => "id,preferredLanguage",
-            (true, false) => "id",
-            (false, true) => "preferredLanguage",
+            (true, true) => &["id", "preferredLanguage"][..],
+            (true, false) => &["id"],
+            (false, true) => &["preferredLanguage"],
         };
-        let url = format!(
-            "{}/v1.0/users/{}?$select={select}",
-            self.graph_base,
-            encode_segment(msg.owner().as_str())
-        );
         let looked_up = self
             .graph
-            .send(
-                || self.graph.client().get(&url),
-                Some((self.tokens.as_ref(), self.graph_scope.as_str())),
-            )
-            .await
-            .and_then(|out| out.json::<OwnerEntry>("graph"));
+            .user::<OwnerEntry>(msg.owner().as_str(), select)
+            .await;
         let owner = msg.owner().for_log(msg.verbose);
         match looked_up {
             Ok(mut entry) => {
@@ -125,14 +103,13 @@ impl EmailNotifier {
                     entry.preferred_language.filter(|l| !l.trim().is_empty());
                 Ok(entry)
             }
-            Err(e) if e.status() == Some(404) => {
+            Err(e) if e.is_not_found() => {
                 debug!(owner = %owner, "owner not in the directory: e-mail in the default language");
                 Err("the owner is not in the directory".into())
             }
             Err(e) => {
-                let why = lookup_error(&e);
-                warn!(owner = %owner, error = %why, "cannot look the owner's language up: e-mail in the default language");
-                Err(format!("cannot look the owner up: {why}"))
+                warn!(owner = %owner, error = %e, "cannot look the owner's language up: e-mail in the default language");
+                Err(format!("cannot look the owner up: {e}"))
             }
         }
     }
@@ -148,25 +125,8 @@ struct OwnerEntry {
     preferred_language: Option<String>,
 }
 
-/// A lookup failure for the logs: status and code only, since Graph's messages quote the
-/// UPN asked for (`Resource 'jean.dupont@…' does not exist…`).
-fn lookup_error(e: &HttpError) -> String {
-    match e {
-        HttpError::Status {
-            status,
-            code,
-            attempts,
-            ..
-        } => format!(
-            "graph: HTTP {status}{} after {attempts} attempt(s)",
-            code.as_deref().map(|c| format!(" {c}")).unwrap_or_default()
-        ),
-        other => other.to_string(),
-    }
-}
-
 /// The `sendMail` body for one recipient.
-pub fn mail_body(to: &str, subject: &str, html: &str) -> serde_json::Value {
+pub(crate) fn mail_body(to: &str, subject: &str, html: &str) -> serde_json::Value {
     json!({
         "message": {
             "subject": subject,
@@ -184,7 +144,11 @@ impl Notifier for EmailNotifier {
     }
 
     fn describe(&self) -> String {
-        format!("e-mail from {} via {}", self.sender, self.graph_base)
+        format!(
+            "e-mail from {} via {}",
+            self.sender,
+            self.graph.base_url().as_str().trim_end_matches('/')
+        )
     }
 
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
@@ -204,24 +168,11 @@ impl Notifier for EmailNotifier {
             )),
             (Some(_), Err(why)) => Some(Escalation::Nobody(why.clone())),
         };
-        let url = format!(
-            "{}/v1.0/users/{}/sendMail",
-            self.graph_base,
-            encode_segment(&self.sender)
-        );
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| DeliveryError::permanent(CHANNEL, "the sender is shut down"))?;
         let out = self
-            .http
-            .post_message(
-                || self.http.client().post(&url).json(&body),
-                Some((self.tokens.as_ref(), self.graph_scope.as_str())),
-            )
+            .graph
+            .send_mail(&self.sender, &body)
             .await
-            .map_err(|e| failure_for(CHANNEL, "cannot send the e-mail", &e))?;
+            .map_err(|e| failure_for(CHANNEL, "cannot send the e-mail", e.http()))?;
         Ok(Delivery {
             channel: CHANNEL.into(),
             // sendMail answers 202 without an id; the request id identifies the call.
@@ -250,7 +201,7 @@ impl Notifier for EmailNotifier {
             escalator
                 .send_summary(summary)
                 .await
-                .map_err(|e| failure_for(CHANNEL, "cannot e-mail the manager's summary", &e)),
+                .map_err(|e| failure_for(CHANNEL, "cannot e-mail the manager's summary", e.http())),
         )
     }
 }

@@ -9,36 +9,12 @@
 //! manager without a mailbox or a failed lookup or summary never fails the owner's delivery;
 //! the outcome is written in the report line (`escalated_to`) instead.
 
-use super::{DeliveryLimits, OutgoingReminder};
-use crate::azure::AccessTokens;
+use super::OutgoingReminder;
 use crate::config::DeliverySettings;
 use crate::domain::OwnerEmail;
-use crate::http::{encode_segment, HttpClient, HttpError, RetryPolicy};
+use crate::graph::{GraphClient, GraphError};
 use crate::plan::Stage;
-use serde::Deserialize;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
-
-/// The `$select` of the manager lookup.
-pub const MANAGER_SELECT: &str = "id,mail,displayName,userPrincipalName";
-
-/// The manager fields Graph returns.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manager {
-    /// Entra object id.
-    pub id: String,
-    /// Primary SMTP address; absent for accounts without a mailbox.
-    #[serde(default)]
-    pub mail: Option<String>,
-    /// Display name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// UPN.
-    #[serde(default)]
-    pub user_principal_name: Option<String>,
-}
 
 /// What the manager lookup found for one escalated reminder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,71 +39,30 @@ impl Escalation {
 /// Looks managers up and e-mails them copies; built only when escalation is on.
 #[derive(Clone)]
 pub(super) struct Escalator {
-    graph: HttpClient,
-    mail: HttpClient,
-    tokens: Arc<dyn AccessTokens>,
-    graph_base: String,
-    graph_scope: String,
+    graph: GraphClient,
     sender: Option<String>,
-    mail_in_flight: Arc<Semaphore>,
 }
 
 impl Escalator {
     /// An escalator when `REMINDERS_ESCALATE_TO_MANAGER` is on, else `None`. Its lookups and
-    /// copies are paced by the channel's `limits` (the same Graph and mailbox as the
-    /// channels'), so escalation never adds its own allowance on top.
-    pub(super) fn from_settings(
-        settings: &DeliverySettings,
-        tokens: Arc<dyn AccessTokens>,
-        client: reqwest::Client,
-        limits: &DeliveryLimits,
-    ) -> Option<Self> {
-        if !settings.escalate_to_manager {
-            return None;
-        }
-        Some(Self {
-            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
-            mail: HttpClient::new("graph sendMail", client).with_rate_limit(limits.mail.clone()),
-            mail_in_flight: limits.mail_in_flight.clone(),
-            tokens,
-            graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
-            graph_scope: settings.graph_scope.clone(),
+    /// copies go through the run's one `graph` client (the same limiters as the channels'),
+    /// so escalation never adds its own allowance on top.
+    pub(super) fn from_settings(settings: &DeliverySettings, graph: GraphClient) -> Option<Self> {
+        settings.escalate_to_manager.then(|| Self {
+            graph,
             sender: settings.sender_mailbox.clone(),
         })
     }
 
     /// Uses `policy` (tests shorten the delays).
-    pub(super) fn with_policy(mut self, policy: RetryPolicy) -> Self {
-        self.graph = self.graph.with_policy(policy.clone());
-        self.mail = self.mail.with_policy(policy);
+    pub(super) fn with_policy(mut self, policy: crate::http::RetryPolicy) -> Self {
+        self.graph = self.graph.with_policy(policy);
         self
     }
 
     /// Whether a shared mailbox is configured to send copies from.
     pub(super) fn can_mail(&self) -> bool {
         self.sender.is_some()
-    }
-
-    fn auth(&self) -> Option<(&dyn AccessTokens, &str)> {
-        Some((self.tokens.as_ref(), self.graph_scope.as_str()))
-    }
-
-    /// `GET /users/{id-or-upn}/manager`; `None` when the user has no manager (404).
-    pub(super) async fn manager(&self, user: &str) -> Result<Option<Manager>, HttpError> {
-        let url = format!(
-            "{}/v1.0/users/{}/manager?$select={MANAGER_SELECT}",
-            self.graph_base,
-            encode_segment(user)
-        );
-        match self
-            .graph
-            .send(|| self.graph.client().get(&url), self.auth())
-            .await
-        {
-            Ok(out) => out.json("graph").map(Some),
-            Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// For an escalated reminder, whom to tell (`owner_id` is the owner's directory object
@@ -138,7 +73,7 @@ impl Escalator {
         }
         let owner = msg.owner().for_log(msg.verbose);
         let mut held_back = false;
-        let outcome = match self.manager(owner_id).await {
+        let outcome = match self.graph.manager(owner_id).await {
             Ok(None) => Escalation::Nobody("no manager in the directory".into()),
             Ok(Some(m)) => match m.mail.as_deref().map(OwnerEmail::parse) {
                 None => Escalation::Nobody("the manager has no e-mail address".into()),
@@ -161,8 +96,8 @@ impl Escalator {
                 Some(Ok(address)) => Escalation::Manager(address),
             },
             Err(e) => {
-                warn!(owner = %owner, error = %e.reason(), "cannot look the owner's manager up: sending without escalation");
-                Escalation::Nobody(format!("cannot look the manager up: {}", e.reason()))
+                warn!(owner = %owner, error = %e, "cannot look the owner's manager up: sending without escalation");
+                Escalation::Nobody(format!("cannot look the manager up: {}", e.http().reason()))
             }
         };
         match &outcome {
@@ -178,22 +113,11 @@ impl Escalator {
 
     /// E-mails `summary` to its manager from the shared mailbox; `Ok(false)` when there is
     /// no mailbox to send from (the manager is then only named in the report).
-    pub(super) async fn send_summary(&self, summary: &ManagerSummary) -> Result<bool, HttpError> {
+    pub(super) async fn send_summary(&self, summary: &ManagerSummary) -> Result<bool, GraphError> {
         let Some(sender) = &self.sender else {
             return Ok(false);
         };
-        let body = summary_mail(summary);
-        let url = format!(
-            "{}/v1.0/users/{}/sendMail",
-            self.graph_base,
-            encode_segment(sender)
-        );
-        // A closed semaphore only happens at shutdown; the summary then goes unthrottled
-        // rather than failing after the owners' reminders are already delivered.
-        let _permit = self.mail_in_flight.acquire().await.ok();
-        self.mail
-            .post_message(|| self.mail.client().post(&url).json(&body), self.auth())
-            .await?;
+        self.graph.send_mail(sender, &summary_mail(summary)).await?;
         Ok(true)
     }
 }
@@ -223,7 +147,7 @@ pub struct ManagerSummary {
 }
 
 /// The `sendMail` body of a manager's summary: one line per report, most overdue first.
-pub fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
+pub(crate) fn summary_mail(summary: &ManagerSummary) -> serde_json::Value {
     let fr = summary.language == "fr";
     let mut reports = summary.reports.clone();
     reports.sort_by(|a, b| a.days_left.cmp(&b.days_left).then(a.owner.cmp(&b.owner)));

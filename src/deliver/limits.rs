@@ -20,8 +20,7 @@ use crate::http::{KeyedRateLimiter, RateLimiter};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Exchange Online's concurrent request limit per mailbox.
-pub const MAX_CONCURRENT_SENDS: usize = 4;
+pub use crate::graph::MAX_CONCURRENT_SENDS;
 
 /// Bot Connector requests one conversation may take at once (7 per second documented).
 pub const CONVERSATION_BURST: u32 = 7;
@@ -52,6 +51,18 @@ pub struct DeliveryLimits {
 }
 
 impl DeliveryLimits {
+    /// The Graph limiters among these (the same `Arc`s), for the run's [`GraphClient`].
+    ///
+    /// [`GraphClient`]: crate::graph::GraphClient
+    pub(crate) fn graph_limits(&self) -> crate::graph::GraphLimits {
+        crate::graph::GraphLimits {
+            directory: self.graph.clone(),
+            teams: self.graph_teams.clone(),
+            mail: self.mail.clone(),
+            mail_in_flight: self.mail_in_flight.clone(),
+        }
+    }
+
     /// Fresh limits at the configured rates.
     pub fn from_settings(settings: &DeliverySettings) -> Self {
         Self {
@@ -90,5 +101,10 @@ mod tests {
         assert_eq!(a.graph_teams.rate(), 30.0);
         assert_eq!(a.bot.rate(), 50.0);
         assert_eq!(a.mail.rate(), 2.0);
+        let graph = a.graph_limits();
+        assert!(Arc::ptr_eq(&graph.directory, &b.graph));
+        assert!(Arc::ptr_eq(&graph.teams, &b.graph_teams));
+        assert!(Arc::ptr_eq(&graph.mail, &b.mail));
+        assert!(Arc::ptr_eq(&graph.mail_in_flight, &b.mail_in_flight));
     }
 }

@@ -18,10 +18,9 @@ pub use digest::{
     digest_card, digest_card_with, digest_view, send_digest, send_digest_with, DigestInsights,
     DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
 };
-pub use email::{mail_body, EmailNotifier};
-pub use escalation::{
-    summary_mail, EscalatedReport, Escalation, Manager, ManagerSummary, MANAGER_SELECT,
-};
+pub(crate) use email::mail_body;
+pub use email::EmailNotifier;
+pub use escalation::{EscalatedReport, Escalation, ManagerSummary};
 pub use fallback::FallbackNotifier;
 pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
 pub use outbox::OutboxNotifier;
@@ -29,6 +28,26 @@ pub use teams_bot::{
     activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,
     MAX_ACTIVITY_BYTES,
 };
+
+/// A report-ready failure from an HTTP error: reason, service code, transient or not, and
+/// whether the message may have been delivered all the same (never sent again then).
+pub(crate) fn failure_for(
+    channel: &str,
+    context: &str,
+    e: &crate::http::HttpError,
+) -> DeliveryError {
+    DeliveryError {
+        channel: channel.into(),
+        reason: format!("{context}: {}", e.reason()),
+        code: e
+            .code()
+            .map(str::to_string)
+            .or_else(|| e.status().map(|s| format!("HTTP {s}"))),
+        transient: e.is_transient(),
+        skip: false,
+        maybe_delivered: e.maybe_delivered(),
+    }
+}
 pub use workflows::{webhook_body, WorkflowsNotifier};
 
 use crate::domain::OwnerEmail;

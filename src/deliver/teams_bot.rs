@@ -17,10 +17,12 @@
 //! app and per conversation.
 
 use super::escalation::{Escalation, Escalator, ManagerSummary};
-use super::{Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
-use crate::azure::AccessTokens;
+use super::{failure_for, Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::config::DeliverySettings;
-use crate::http::{encode_segment, HttpClient, HttpError, KeyedRateLimiter, RetryPolicy};
+use crate::graph::{GraphClient, GraphError, Pace};
+use crate::http::{
+    encode_segment, AccessTokens, HttpClient, HttpError, KeyedRateLimiter, RetryPolicy,
+};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
@@ -38,13 +40,12 @@ pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 /// Sends reminders as a proactive 1:1 message from the Teams bot.
 #[derive(Clone)]
 pub struct TeamsBotNotifier {
-    graph: HttpClient,
-    graph_teams: HttpClient,
+    /// Directory lookups, app installs and chats, through the run's one Graph client.
+    graph: GraphClient,
     bot: HttpClient,
     bot_conversation: Arc<KeyedRateLimiter>,
+    /// Bot Connector tokens (the Graph client holds its own reference for Graph's scope).
     tokens: Arc<dyn AccessTokens>,
-    graph_base: String,
-    graph_scope: String,
     bot_url: String,
     bot_scope: String,
     teams_app_id: String,
@@ -68,26 +69,25 @@ pub struct GraphUser {
 }
 
 #[derive(Deserialize)]
-struct Installations {
-    #[serde(default)]
-    value: Vec<Installation>,
-}
-
-#[derive(Deserialize)]
-struct Installation {
-    id: String,
-}
-
-#[derive(Deserialize)]
 struct IdOnly {
     #[serde(default)]
     id: Option<String>,
 }
 
+/// The `$select` of the bot's user lookup.
+const USER_SELECT: &[&str] = &[
+    "id",
+    "displayName",
+    "mail",
+    "userPrincipalName",
+    "preferredLanguage",
+    "accountEnabled",
+];
+
 impl TeamsBotNotifier {
     /// A notifier from the delivery settings (`REMINDERS_TEAMS_APP_ID` is required), with
-    /// tokens from `tokens`, connections from `client` and limits of its own (a run shares
-    /// one set: [`Self::new_with_limits`]).
+    /// tokens from `tokens`, connections from `client` and a Graph client and limits of its
+    /// own (a run shares them: [`Self::with_graph`]).
     pub fn new(
         settings: &DeliverySettings,
         tokens: Arc<dyn AccessTokens>,
@@ -97,9 +97,28 @@ impl TeamsBotNotifier {
         Self::new_with_limits(settings, tokens, client, &limits)
     }
 
-    /// A notifier paced by `limits`, shared with the other channels of the run.
+    /// A notifier paced by `limits`, shared with the other channels of the run (a Graph
+    /// client over them is built here; the wiring passes its own to [`Self::with_graph`]).
     pub fn new_with_limits(
         settings: &DeliverySettings,
+        tokens: Arc<dyn AccessTokens>,
+        client: reqwest::Client,
+        limits: &DeliveryLimits,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let graph = GraphClient::new(
+            &settings.graph,
+            tokens.clone(),
+            client.clone(),
+            limits.graph_limits(),
+        );
+        Self::with_graph(settings, graph, tokens, client, limits)
+    }
+
+    /// A notifier calling Graph through the run's `graph` client and the Bot Connector with
+    /// `tokens` over `client`, paced by the run's `limits`.
+    pub fn with_graph(
+        settings: &DeliverySettings,
+        graph: GraphClient,
         tokens: Arc<dyn AccessTokens>,
         client: reqwest::Client,
         limits: &DeliveryLimits,
@@ -111,15 +130,11 @@ impl TeamsBotNotifier {
             )
         })?;
         Ok(Self {
-            escalator: Escalator::from_settings(settings, tokens.clone(), client.clone(), limits),
-            graph: HttpClient::new("graph", client.clone()).with_rate_limit(limits.graph.clone()),
-            graph_teams: HttpClient::new("graph", client.clone())
-                .with_rate_limit(limits.graph_teams.clone()),
+            escalator: Escalator::from_settings(settings, graph.clone()),
+            graph,
             bot: HttpClient::new("bot connector", client).with_rate_limit(limits.bot.clone()),
             bot_conversation: limits.bot_conversation.clone(),
             tokens,
-            graph_base: settings.graph_base_url.trim_end_matches('/').to_string(),
-            graph_scope: settings.graph_scope.clone(),
             bot_url: settings.bot_service_url.trim_end_matches('/').to_string(),
             bot_scope: settings.bot_scope.clone(),
             teams_app_id,
@@ -131,7 +146,6 @@ impl TeamsBotNotifier {
     /// Uses `policy` for Graph and Bot Connector calls (tests shorten the delays).
     pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
         self.graph = self.graph.with_policy(policy.clone());
-        self.graph_teams = self.graph_teams.with_policy(policy.clone());
         self.escalator = self.escalator.map(|e| e.with_policy(policy.clone()));
         self.bot = self.bot.with_policy(policy);
         self
@@ -142,79 +156,15 @@ impl TeamsBotNotifier {
         &self.bot
     }
 
-    /// The Graph client for directory reads (user lookups).
-    pub fn graph_client(&self) -> &HttpClient {
-        &self.graph
-    }
-
     /// The Graph client for the Teams endpoints (installations, chats).
     pub fn graph_teams_client(&self) -> &HttpClient {
-        &self.graph_teams
-    }
-
-    fn graph_auth(&self) -> Option<(&dyn AccessTokens, &str)> {
-        Some((self.tokens.as_ref(), self.graph_scope.as_str()))
+        self.graph.http(Pace::Teams)
     }
 
     /// `GET /users/{upn}` with the fields the bot needs.
     #[instrument(skip_all)]
-    pub async fn resolve_user(&self, upn: &str) -> Result<GraphUser, HttpError> {
-        let url = format!(
-            "{}/v1.0/users/{}?$select=id,displayName,mail,userPrincipalName,preferredLanguage,accountEnabled",
-            self.graph_base,
-            encode_segment(upn)
-        );
-        let out = self
-            .graph
-            .send(|| self.graph.client().get(&url), self.graph_auth())
-            .await?;
-        out.json("graph")
-    }
-
-    fn teams_auth(&self) -> Option<(&dyn AccessTokens, &str)> {
-        Some((self.tokens.as_ref(), self.graph_scope.as_str()))
-    }
-
-    /// `GET …/installedApps?$filter=…`: the installation id (a Teams endpoint, used only
-    /// without Bot Connector conversation creation).
-    async fn installation(&self, user_id: &str) -> Result<Option<String>, HttpError> {
-        let url = format!(
-            "{}/v1.0/users/{}/teamwork/installedApps?$expand=teamsApp&$filter={}",
-            self.graph_base,
-            encode_segment(user_id),
-            encode_segment(&format!("teamsApp/id eq '{}'", self.teams_app_id))
-        );
-        let out = self
-            .graph_teams
-            .send(|| self.graph_teams.client().get(&url), self.teams_auth())
-            .await?;
-        let list: Installations = out.json("graph")?;
-        Ok(list.value.into_iter().next().map(|i| i.id))
-    }
-
-    /// `POST …/installedApps`: 201 installed, 409 already there. No listing first: the
-    /// answer says both, for one call on the throttled Teams endpoints instead of two.
-    async fn install(&self, user_id: &str) -> Result<(), HttpError> {
-        let url = format!(
-            "{}/v1.0/users/{}/teamwork/installedApps",
-            self.graph_base,
-            encode_segment(user_id)
-        );
-        let body = json!({
-            "teamsApp@odata.bind": format!("{}/v1.0/appCatalogs/teamsApps/{}", self.graph_base, self.teams_app_id)
-        });
-        match self
-            .graph_teams
-            .send(
-                || self.graph_teams.client().post(&url).json(&body),
-                self.teams_auth(),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(409) => Ok(()),
-            Err(e) => Err(e),
-        }
+    pub(crate) async fn resolve_user(&self, upn: &str) -> Result<GraphUser, GraphError> {
+        self.graph.user(upn, USER_SELECT).await
     }
 
     /// The 1:1 conversation with the user, the app installed first when `install`.
@@ -225,9 +175,10 @@ impl TeamsBotNotifier {
     /// lookup give it, two more Teams calls.
     async fn conversation(&self, user_id: &str, install: bool) -> Result<String, DeliveryError> {
         if install {
-            self.install(user_id)
+            self.graph
+                .install_app(user_id, &self.teams_app_id)
                 .await
-                .map_err(|e| failure("cannot install the Teams app for the user", &e))?;
+                .map_err(|e| failure("cannot install the Teams app for the user", e.http()))?;
         }
         if let Some((bot_app_id, tenant_id)) =
             self.bot_app_id.as_deref().zip(self.tenant_id.as_deref())
@@ -244,31 +195,20 @@ impl TeamsBotNotifier {
                 });
         }
         let installation_id = self
-            .installation(user_id)
+            .graph
+            .installation(user_id, &self.teams_app_id)
             .await
-            .map_err(|e| failure("cannot list the user's Teams apps", &e))?
+            .map_err(|e| failure("cannot list the user's Teams apps", e.http()))?
             .ok_or_else(|| {
                 DeliveryError::permanent(
                     CHANNEL,
                     "the Teams app is not installed after installing it",
                 )
             })?;
-        let url = format!(
-            "{}/v1.0/users/{}/teamwork/installedApps/{}/chat",
-            self.graph_base,
-            encode_segment(user_id),
-            encode_segment(&installation_id)
-        );
-        let out = self
-            .graph_teams
-            .send(|| self.graph_teams.client().get(&url), self.teams_auth())
+        self.graph
+            .chat(user_id, &installation_id)
             .await
-            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        let chat: IdOnly = out
-            .json("graph")
-            .map_err(|e| failure("cannot get the 1:1 chat with the bot", &e))?;
-        chat.id
-            .filter(|id| !id.is_empty())
+            .map_err(|e| failure("cannot get the 1:1 chat with the bot", e.http()))?
             .ok_or_else(|| DeliveryError::permanent(CHANNEL, "graph returned a chat without an id"))
     }
 
@@ -380,21 +320,6 @@ pub fn conversation_parameters(
     })
 }
 
-/// A report-ready failure from an HTTP error: reason, service code, transient or not.
-pub(super) fn failure_for(channel: &str, context: &str, e: &HttpError) -> DeliveryError {
-    DeliveryError {
-        channel: channel.into(),
-        reason: format!("{context}: {}", e.reason()),
-        code: e
-            .code()
-            .map(str::to_string)
-            .or_else(|| e.status().map(|s| format!("HTTP {s}"))),
-        transient: e.is_transient(),
-        skip: false,
-        maybe_delivered: e.maybe_delivered(),
-    }
-}
-
 fn failure(context: &str, e: &HttpError) -> DeliveryError {
     failure_for(CHANNEL, context, e)
 }
@@ -414,7 +339,7 @@ impl Notifier for TeamsBotNotifier {
             escalator
                 .send_summary(summary)
                 .await
-                .map_err(|e| failure_for("email", "cannot e-mail the manager's summary", &e)),
+                .map_err(|e| failure_for("email", "cannot e-mail the manager's summary", e.http())),
         )
     }
 
@@ -428,15 +353,15 @@ impl Notifier for TeamsBotNotifier {
     async fn send(&self, msg: &OutgoingReminder) -> Result<Delivery, DeliveryError> {
         let user = match self.resolve_user(msg.owner().as_str()).await {
             Ok(u) => u,
-            Err(e) if e.status() == Some(404) => {
+            Err(e) if e.is_not_found() => {
                 // The ordinary "not in Teams" case: the fallback channel takes it.
                 warn!(owner = %msg.owner().for_log(msg.verbose), "user not found in the directory");
                 return Err(DeliveryError {
-                    code: e.code().map(str::to_string),
+                    code: e.http().code().map(str::to_string),
                     ..DeliveryError::permanent(CHANNEL, "user not found")
                 });
             }
-            Err(e) => return Err(failure("cannot look the user up", &e)),
+            Err(e) => return Err(failure("cannot look the user up", e.http())),
         };
         if user.account_enabled == Some(false) {
             return Err(DeliveryError {

@@ -10,7 +10,7 @@
 //! unexpected, with a correlation id and nothing internal.
 
 use super::state::{AppState, Outcome, Refused, RunState, MAX_DRY_RUNS};
-use crate::app::{self, SourceOverride};
+use crate::app::{SourceOverride, WiringError};
 use crate::config::ChannelKind;
 use crate::domain::OwnerEmail;
 use crate::job::{JobError, RunRequest};
@@ -352,13 +352,10 @@ fn run_request(
     }
     if let Some(spec) = &body.source {
         let spec = spec.to_override()?;
-        req.source = Some(app::source_override(state.config(), &spec).map_err(|e| {
-            let msg = e.to_string();
-            if msg.starts_with("source") {
-                msg
-            } else {
-                format!("source: {msg}")
-            }
+        req.source = Some(state.wiring().source(Some(&spec)).map_err(|e| match e {
+            // Already names its request field (`source.blob: …`).
+            WiringError::SourceChoice { .. } => e.to_string(),
+            other => format!("source: {other}"),
         })?);
     }
     if let Some(spec) = &body.channel {
@@ -372,8 +369,12 @@ fn run_request(
         if kinds.is_empty() {
             return Err("channel: give at least one channel".into());
         }
-        req.notifier =
-            Some(app::notifier(state.config(), &kinds).map_err(|e| format!("channel: {e}"))?);
+        req.notifier = Some(
+            state
+                .wiring()
+                .notifier(&kinds)
+                .map_err(|e| format!("channel: {e}"))?,
+        );
     }
     Ok((req, body.wait.unwrap_or(true)))
 }
@@ -579,10 +580,12 @@ async fn get_run(state: &AppState, run_id: &str, path: &str, correlation: &str) 
         return ApiResponse::error(StatusCode::BAD_REQUEST, "runId: not a run id");
     }
     match state.run_state(run_id) {
-        Some(RunState::Running) => {
+        Some(RunState::Running(progress)) => {
+            // `progress` is null while the export is read and planned.
+            let progress = progress.latest().map(|p| p.to_json());
             let mut res = ApiResponse::new(
                 StatusCode::ACCEPTED,
-                json!({ "runId": run_id, "status": "running", "note": STATUS_URL_NOTE }),
+                json!({ "runId": run_id, "status": "running", "progress": progress, "note": STATUS_URL_NOTE }),
             );
             res.location = Some(status_url(path, run_id));
             res

@@ -6,7 +6,7 @@ use super::http::{self, ApiResponse, HttpCall};
 use super::payload::{InvokeRequest, InvokeResponse, WrappedHttpRequest};
 use super::state::AppState;
 use super::timer;
-use crate::app::{self, WiringError};
+use crate::app::{Wiring, WiringError};
 use crate::config::Config;
 use crate::telemetry;
 use axum::body::Bytes;
@@ -404,12 +404,15 @@ pub struct Server {
 impl Server {
     /// Builds the dependencies and binds `127.0.0.1:port`.
     pub async fn bind(config: Config, port: u16) -> Result<Self, ServeError> {
-        let deps = app::deps(&config, None)?;
+        // Built once for the process: every run and every per-request override shares its
+        // credential, limits and Graph client.
+        let wiring = Wiring::new(config);
+        let deps = wiring.deps(None)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let state = AppState::new(config, deps, CancellationToken::new());
+        let state = AppState::new(wiring, deps, CancellationToken::new());
         Ok(Self { listener, state })
     }
 
@@ -542,8 +545,9 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect());
         let config = Config::from_env_map(&env).unwrap();
-        let deps = app::deps(&config, None).unwrap();
-        AppState::new(config, deps, CancellationToken::new())
+        let wiring = crate::app::Wiring::new(config);
+        let deps = wiring.deps(None).unwrap();
+        AppState::new(wiring, deps, CancellationToken::new())
     }
 
     async fn call(state: &AppState, req: axum::http::Request<Body>) -> (StatusCode, Value) {

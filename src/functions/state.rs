@@ -4,8 +4,9 @@
 //! Every run is a task of its own, never the request's future: a caller that hangs up (or
 //! the host timing out) must not abort a run half-way with the lock still held.
 
+use crate::app::Wiring;
 use crate::config::Config;
-use crate::job::{self, Deps, JobError, RunRequest};
+use crate::job::{self, Deps, JobError, Progress, RunRequest};
 use crate::report::RunReport;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,10 +29,26 @@ pub type Outcome = Result<Arc<RunReport>, Arc<JobError>>;
 /// Where a run is.
 #[derive(Clone)]
 pub enum RunState {
-    /// Still going.
-    Running,
+    /// Still going; how far its sends are.
+    Running(RunProgress),
     /// Ended (report or error).
     Finished(Outcome),
+}
+
+/// How far a run in progress is, as its sends publish it.
+#[derive(Clone)]
+pub struct RunProgress(watch::Receiver<Progress>);
+
+impl RunProgress {
+    /// The latest figures, or `None` while the run still reads the export and plans (no
+    /// send has started).
+    pub fn latest(&self) -> Option<Progress> {
+        // The run publishes once when sending begins: before that the value is unchanged.
+        match self.0.has_changed() {
+            Ok(false) => None,
+            _ => Some(*self.0.borrow()),
+        }
+    }
 }
 
 /// A run was refused before it started.
@@ -84,7 +101,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Config,
+    wiring: Wiring,
     deps: Deps,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -94,11 +111,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over built dependencies; `cancel` stops runs between batches at shutdown.
-    pub fn new(config: Config, deps: Deps, cancel: CancellationToken) -> Self {
+    /// State over the process's `wiring` and the run dependencies it built once at start;
+    /// `cancel` stops runs between batches at shutdown.
+    pub fn new(wiring: Wiring, deps: Deps, cancel: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Inner {
-                config,
+                wiring,
                 deps,
                 cancel,
                 tasks: TaskTracker::new(),
@@ -111,7 +129,13 @@ impl AppState {
 
     /// The settings.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        self.inner.wiring.config()
+    }
+
+    /// The process's wiring: per-request choices of source or channel are built from it,
+    /// sharing its credential, limits and Graph client.
+    pub fn wiring(&self) -> &Wiring {
+        &self.inner.wiring
     }
 
     /// The run's dependencies.
@@ -187,6 +211,9 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         req.run_id = Some(run_id.clone());
+        // The run publishes its progress here for `GET ?runId=` while it runs.
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        req.progress = Some(Arc::new(progress_tx));
         let real = !req.dry_run;
         if real {
             let mut active = self.inner.active.lock().expect("active lock");
@@ -197,7 +224,7 @@ impl AppState {
         }
         {
             let mut runs = self.inner.runs.lock().expect("runs lock");
-            runs.push_back((run_id.clone(), RunState::Running));
+            runs.push_back((run_id.clone(), RunState::Running(RunProgress(progress_rx))));
             // Forget the oldest finished runs; running ones stay whatever their age.
             while runs.len() > KEPT_RUNS {
                 match runs
@@ -254,5 +281,33 @@ impl AppState {
         tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_shows_no_progress_before_its_sends_begin_then_the_latest_figures() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let seen = RunProgress(rx);
+        assert_eq!(seen.latest(), None, "still reading the export and planning");
+        let first = Progress {
+            total: 40,
+            ..Default::default()
+        };
+        tx.send_replace(first);
+        assert_eq!(seen.latest(), Some(first), "0 of 40 is progress too");
+        let later = Progress {
+            done: 12,
+            sent: 11,
+            failed: 1,
+            ..first
+        };
+        tx.send_replace(later);
+        // Every poll reads the latest figures; reading never marks them seen.
+        assert_eq!(seen.clone().latest(), Some(later));
+        assert_eq!(seen.latest(), Some(later));
     }
 }

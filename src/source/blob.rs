@@ -95,16 +95,6 @@ impl BlobSource {
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
-    /// The same container, another blob (a per-run choice).
-    pub fn with_selector(&self, selector: BlobSelector) -> Self {
-        Self {
-            container: self.container.clone(),
-            container_location: self.container_location.clone(),
-            selector,
-            max_bytes: self.max_bytes,
-        }
-    }
-
     fn location(&self, name: &str) -> String {
         format!("{}/{}", self.container_location.trim_end_matches('/'), name)
     }

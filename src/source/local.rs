@@ -54,14 +54,14 @@ pub fn confined_path(folder: &Path, requested: &Path) -> Result<PathBuf, String>
         return Err(outside(folder));
     }
     if !std::fs::metadata(&resolved).is_ok_and(|m| m.is_file()) {
-        return Err("source.path must name a regular file".into());
+        return Err("must name a regular file".into());
     }
     Ok(resolved)
 }
 
 fn outside(folder: &Path) -> String {
     format!(
-        "source.path must name a file in the export's folder ({})",
+        "must name a file in the export's folder ({})",
         folder.display()
     )
 }

@@ -8,20 +8,20 @@
 //! pre-authenticated download URL that is fetched **without** the bearer token (it is
 //! another host; the token must not leak there).
 //!
-//! Every request goes through the shared HTTP layer ([`crate::http::HttpClient`]): the same
-//! retries as the other cloud calls (408 / 429 / 5xx except 501 and 505, `Retry-After` as
-//! seconds or an HTTP date, capped backoff with jitter) and one token refresh on a Graph 401.
+//! Every Graph request goes through the run's one [`GraphClient`]: its base URL and token
+//! scope (`REMINDERS_GRAPH_BASE_URL`, `REMINDERS_GRAPH_SCOPE`), Graph's shared pace, and the
+//! shared HTTP layer's retries (408 / 429 / 5xx except 501 and 505, `Retry-After` as seconds
+//! or an HTTP date, capped backoff with jitter) and one token refresh on a Graph 401.
 
 use super::{FetchedExport, Source, SourceError, SourceOrigin};
-use crate::azure::{AccessTokens, GRAPH_SCOPE};
-use crate::config::{SharePointSettings, SiteRef};
-use crate::http::{HttpClient, HttpError, RetryPolicy};
+use crate::config::{GraphSettings, SharePointSettings, SiteRef};
+use crate::graph::{GraphCall, GraphClient, GraphError, GraphLimits, Pace};
+use crate::http::{HttpClient, HttpError, Replay, RetryPolicy};
 use async_trait::async_trait;
 use reqwest::header;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-use url::Url;
 
 /// The longest the download may take, from the `/content` request to the last byte, retries
 /// included. The client's read timeout only catches a connection that goes silent; a host
@@ -32,13 +32,12 @@ pub const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 /// Reads the export from a SharePoint document library.
 pub struct SharePointSource {
-    /// Graph calls, with the token.
-    graph: HttpClient,
+    /// Graph calls, with the token, under the source's retry policy.
+    graph: GraphClient,
     /// The pre-authenticated download: no token, and an attempt timeout a little past the
     /// deadline (reqwest's request timeout also covers the body being streamed, and the
     /// deadline, which covers everything, is what should end a slow transfer).
     download: HttpClient,
-    tokens: Arc<dyn AccessTokens>,
     settings: SharePointSettings,
     max_bytes: u64,
     download_deadline: Duration,
@@ -85,66 +84,78 @@ struct Item {
 }
 
 impl SharePointSource {
-    /// A source for `settings`. `client` must not follow redirects: the download redirect
-    /// is followed by hand, without the token (see [`SharePointSource::from_settings`]).
-    /// `policy` governs the retries of every request; `download_deadline` bounds the whole
-    /// download ([`DOWNLOAD_DEADLINE`] in production, shorter in tests).
+    /// A source for `settings` reading through `graph` (whose client must not follow
+    /// redirects: the download redirect is followed by hand, without the token) and
+    /// downloading over `client`. `policy` governs the retries of every request;
+    /// `download_deadline` bounds the whole download ([`DOWNLOAD_DEADLINE`] in production,
+    /// shorter in tests).
     pub fn new(
+        graph: GraphClient,
         client: reqwest::Client,
-        tokens: Arc<dyn AccessTokens>,
         settings: SharePointSettings,
         max_bytes: u64,
         policy: RetryPolicy,
         download_deadline: Duration,
     ) -> Self {
-        let download =
-            HttpClient::new("sharepoint download", client.clone()).with_policy(RetryPolicy {
-                timeout: download_deadline.saturating_add(Duration::from_secs(1)),
-                ..policy.clone()
-            });
+        let download = HttpClient::new("sharepoint download", client).with_policy(RetryPolicy {
+            timeout: download_deadline.saturating_add(Duration::from_secs(1)),
+            ..policy.clone()
+        });
         Self {
-            graph: HttpClient::new("graph", client).with_policy(policy),
+            graph: graph.with_policy(policy),
             download,
-            tokens,
             settings,
             max_bytes,
             download_deadline,
         }
     }
 
-    /// The source configured by `settings` (`REMINDERS_SHAREPOINT_*`, `REMINDERS_GRAPH_BASE_URL`),
-    /// with its own credential; the app passes the process's shared one with
-    /// [`from_settings_with`](Self::from_settings_with).
+    /// The source configured by `settings` (`REMINDERS_SHAREPOINT_*`) at `graph`
+    /// (`REMINDERS_GRAPH_*`), with its own credential and pace; the app passes the run's
+    /// Graph client with [`from_settings_with`](Self::from_settings_with).
     pub fn from_settings(
         settings: &crate::config::AzureSettings,
+        graph: &GraphSettings,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
         // Built with a factory so that a token Graph refuses (401) is really replaced.
         let tokens = crate::azure::CredentialTokens::from_settings(settings)?;
-        Self::from_settings_with(settings, Arc::new(tokens), max_bytes)
+        let graph = GraphClient::new(
+            graph,
+            Arc::new(tokens),
+            Self::client(settings)?,
+            GraphLimits::from_settings(&crate::config::DeliverySettings::default()),
+        );
+        Self::from_settings_with(settings, graph, max_bytes)
     }
 
-    /// The source configured by `settings`, with Graph tokens from `tokens`, the shared HTTP
-    /// settings (extra CA), the retries of `REMINDERS_AZURE_MAX_RETRIES` /
+    /// The source configured by `settings`, reading through the run's `graph` client, with
+    /// the shared HTTP settings (extra CA), the retries of `REMINDERS_AZURE_MAX_RETRIES` /
     /// `REMINDERS_AZURE_RETRY_DELAY_MS` and the [`DOWNLOAD_DEADLINE`].
     pub fn from_settings_with(
         settings: &crate::config::AzureSettings,
-        tokens: Arc<dyn AccessTokens>,
+        graph: GraphClient,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
-        let sp = settings.sharepoint()?;
-        let client = crate::azure::http_client_builder(settings)?
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| crate::azure::BuildError::Client(e.to_string()))?;
         Ok(Self::new(
-            client,
-            tokens,
-            sp,
+            graph,
+            Self::client(settings)?,
+            settings.sharepoint()?,
             max_bytes,
             Self::retry_policy(settings),
             DOWNLOAD_DEADLINE,
         ))
+    }
+
+    /// The HTTP client of `settings` (extra CA) that does not follow redirects: Graph's
+    /// download redirect is followed by hand, without the token.
+    pub fn client(
+        settings: &crate::config::AzureSettings,
+    ) -> Result<reqwest::Client, crate::azure::BuildError> {
+        crate::azure::http_client_builder(settings)?
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
     /// The retry policy of `settings`: `REMINDERS_AZURE_MAX_RETRIES` retries after the first
@@ -154,20 +165,6 @@ impl SharePointSource {
             max_attempts: settings.max_retries.saturating_add(1),
             base_delay: Duration::from_millis(settings.retry_delay_ms),
             ..RetryPolicy::default()
-        }
-    }
-
-    /// The same site and library, another file (a per-run choice).
-    pub fn with_file_path(&self, path: &str) -> Self {
-        let mut settings = self.settings.clone();
-        settings.file_path = path.trim().trim_matches('/').to_string();
-        Self {
-            graph: self.graph.clone(),
-            download: self.download.clone(),
-            tokens: self.tokens.clone(),
-            settings,
-            max_bytes: self.max_bytes,
-            download_deadline: self.download_deadline,
         }
     }
 
@@ -182,15 +179,6 @@ impl SharePointSource {
             .as_deref()
             .unwrap_or("(default library)");
         format!("sharepoint://{site}/{library}/{}", self.settings.file_path)
-    }
-
-    /// `{graph}/v1.0/<segments…>`, each segment percent-encoded.
-    fn graph_url<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
-        let mut url = self.settings.graph_base_url.clone();
-        if let Ok(mut s) = url.path_segments_mut() {
-            s.pop_if_empty().push("v1.0").extend(segments);
-        }
-        url
     }
 
     fn file_segments(&self) -> Vec<&str> {
@@ -211,7 +199,8 @@ impl SharePointSource {
 
     /// Maps a Graph call that failed for good to the step's error: `what` not found, the
     /// `Sites.Selected` hint on 401 / 403, throttling, anything else with the service's words.
-    fn graph_failure(&self, step: &str, what: &str, e: HttpError) -> SourceError {
+    fn graph_failure(&self, step: &str, what: &str, e: GraphError) -> SourceError {
+        let e = e.source;
         let said = |e: &HttpError| match e {
             HttpError::Status { code, message, .. } => format!(
                 "{}: {}",
@@ -249,19 +238,15 @@ impl SharePointSource {
         &self,
         step: &str,
         what: &str,
-        url: Url,
+        segments: &[&str],
     ) -> Result<T, SourceError> {
-        let outcome = self
-            .graph
-            .send(
-                || self.graph.client().get(url.clone()),
-                Some((self.tokens.as_ref(), GRAPH_SCOPE)),
-            )
+        self.graph
+            .get(GraphCall::Files, Pace::Directory, segments, &[])
             .await
-            .map_err(|e| self.graph_failure(step, what, e))?;
-        outcome
-            .json::<T>("graph")
-            .map_err(|e| self.failed(step, e.to_string()))
+            .map_err(|e| match e.source {
+                HttpError::Decode { .. } => self.failed(step, e.source.to_string()),
+                _ => self.graph_failure(step, what, e),
+            })
     }
 
     async fn site_id(&self) -> Result<String, SourceError> {
@@ -272,8 +257,8 @@ impl SharePointSource {
                 let segments: Vec<&str> = std::iter::once(host.as_str())
                     .chain(path.split('/').filter(|s| !s.is_empty()))
                     .collect();
-                let url = self.graph_url(std::iter::once("sites").chain(segments));
-                let site: IdOnly = self.json("resolving the site", "site", url).await?;
+                let segments: Vec<&str> = std::iter::once("sites").chain(segments).collect();
+                let site: IdOnly = self.json("resolving the site", "site", &segments).await?;
                 Ok(site.id)
             }
         }
@@ -282,20 +267,22 @@ impl SharePointSource {
     async fn drive_id(&self, site: &str) -> Result<String, SourceError> {
         match &self.settings.library {
             None => {
-                let url = self.graph_url(["sites", site, "drive"]);
                 let drive: Drive = self
                     .json(
                         "finding the default library",
                         "default library (drive)",
-                        url,
+                        &["sites", site, "drive"],
                     )
                     .await?;
                 Ok(drive.id)
             }
             Some(name) => {
-                let url = self.graph_url(["sites", site, "drives"]);
                 let drives: Drives = self
-                    .json("listing the libraries", "site's libraries", url)
+                    .json(
+                        "listing the libraries",
+                        "site's libraries",
+                        &["sites", site, "drives"],
+                    )
                     .await?;
                 let found = drives
                     .value
@@ -340,15 +327,12 @@ impl SharePointSource {
         segments.extend(&files[..last]);
         segments.push(&colon_last);
         segments.push("content");
-        let content_url = self.graph_url(segments);
+        let content_url = self.graph.url(&segments, &[]);
         // Streamed: Graph normally answers 302, but should it serve the bytes itself the
         // cap must hold as well. Redirects are not followed by the client (see `new`).
         let content = self
             .graph
-            .send_streaming(
-                || self.graph.client().get(content_url.clone()),
-                Some((self.tokens.as_ref(), GRAPH_SCOPE)),
-            )
+            .send_streaming(GraphCall::Files, |c| c.get(content_url.clone()))
             .await
             .map_err(|e| self.graph_failure(step, "file", e))?;
         let status = content.response.status();
@@ -442,7 +426,7 @@ impl Source for SharePointSource {
         format!(
             "SharePoint file {} through {}",
             self.location(),
-            self.settings.graph_base_url
+            self.graph.base_url().as_str().trim_end_matches('/')
         )
     }
 
@@ -459,11 +443,7 @@ impl Source for SharePointSource {
         let mut segments = vec!["drives", drive.as_str(), "root:"];
         segments.extend(self.file_segments());
         let item: Item = self
-            .json(
-                "reading the file's properties",
-                "file",
-                self.graph_url(segments),
-            )
+            .json("reading the file's properties", "file", &segments)
             .await?;
         if item.folder.is_some() {
             return Err(self.failed(
@@ -528,7 +508,7 @@ struct UploadedItem {
 
 impl SharePointPagePublisher {
     /// Publishes to `folder` (a path in the library of `source`).
-    pub fn new(source: SharePointSource, folder: &str) -> Self {
+    pub(crate) fn new(source: SharePointSource, folder: &str) -> Self {
         Self {
             source,
             folder: folder.trim().trim_matches('/').to_string(),
@@ -538,13 +518,13 @@ impl SharePointPagePublisher {
     /// The publisher of `settings` (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), `None` when unset.
     pub fn from_settings_with(
         settings: &crate::config::AzureSettings,
-        tokens: Arc<dyn AccessTokens>,
+        graph: GraphClient,
     ) -> Result<Option<Self>, crate::azure::BuildError> {
         let Some(folder) = &settings.report_sharepoint_folder else {
             return Ok(None);
         };
         // The size cap is the download's; the publisher downloads nothing.
-        let source = SharePointSource::from_settings_with(settings, tokens, 0)?;
+        let source = SharePointSource::from_settings_with(settings, graph, 0)?;
         Ok(Some(Self::new(source, folder)))
     }
 
@@ -557,20 +537,17 @@ impl SharePointPagePublisher {
         segments.extend(self.folder.split('/').filter(|s| !s.is_empty()));
         segments.push(&target);
         segments.push("content");
-        let url = self.source.graph_url(segments);
+        let url = self.source.graph.url(&segments, &[]);
         let body = bytes::Bytes::copy_from_slice(html.as_bytes());
-        let graph = &self.source.graph;
-        let uploaded = graph
-            .send(
-                || {
-                    graph
-                        .client()
-                        .put(url.clone())
-                        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                        .body(body.clone())
-                },
-                Some((self.source.tokens.as_ref(), GRAPH_SCOPE)),
-            )
+        // Replaying the PUT is safe: it replaces the same file with the same bytes.
+        let uploaded = self
+            .source
+            .graph
+            .send(GraphCall::Files, Pace::Directory, Replay::Safe, |c| {
+                c.put(url.clone())
+                    .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                    .body(body.clone())
+            })
             .await
             .map_err(|e| match e.status() {
                 Some(status @ (401 | 403)) => self.source.failed(

@@ -11,7 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use lookout_reminders::azure::{self, sdk_client_options, storage};
-use lookout_reminders::config::{AzureSettings, Env};
+use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
+use lookout_reminders::graph::{GraphClient, GraphLimits};
 use lookout_reminders::job;
 use lookout_reminders::source::{BlobSource, SharePointSource, Source, SourceError};
 use std::sync::{Arc, Mutex};
@@ -581,8 +582,28 @@ impl FakeGraph {
         AzureSettings::from_env(&env_of(pairs)).unwrap()
     }
 
+    /// Graph at this fake, with the default scope.
+    fn graph_settings(&self) -> GraphSettings {
+        GraphSettings::at(&self.base).unwrap()
+    }
+
+    /// A Graph client at this fake with the credential of `settings`, as the wiring builds it.
+    fn graph_client(&self, settings: &AzureSettings) -> GraphClient {
+        GraphClient::new(
+            &self.graph_settings(),
+            Arc::new(azure::CredentialTokens::from_settings(settings).unwrap()),
+            SharePointSource::client(settings).unwrap(),
+            GraphLimits::from_settings(&DeliverySettings::default()),
+        )
+    }
+
     async fn source(&self, extra: &[(&str, &str)]) -> SharePointSource {
-        SharePointSource::from_settings(&self.settings(extra).await, 50 << 20).unwrap()
+        SharePointSource::from_settings(
+            &self.settings(extra).await,
+            &self.graph_settings(),
+            50 << 20,
+        )
+        .unwrap()
     }
 
     /// A source built by hand, with a download deadline of `deadline`.
@@ -594,8 +615,8 @@ impl FakeGraph {
             .build()
             .unwrap();
         SharePointSource::new(
+            self.graph_client(&settings),
             client,
-            Arc::new(azure::CredentialTokens::from_settings(&settings).unwrap()),
             settings.sharepoint().unwrap(),
             50 << 20,
             SharePointSource::retry_policy(&settings),
@@ -840,7 +861,7 @@ async fn a_refused_download_url_is_not_blamed_on_the_graph_permission() {
 async fn the_sharepoint_source_refuses_a_file_over_the_cap_before_downloading() {
     let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
     let settings = graph.settings(&[]).await;
-    let err = SharePointSource::from_settings(&settings, 100)
+    let err = SharePointSource::from_settings(&settings, &graph.graph_settings(), 100)
         .unwrap()
         .fetch()
         .await
@@ -1135,7 +1156,7 @@ async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_
         .await;
     let publisher = lookout_reminders::source::SharePointPagePublisher::from_settings_with(
         &settings,
-        Arc::new(azure::CredentialTokens::from_settings(&settings).unwrap()),
+        graph.graph_client(&settings),
     )
     .unwrap()
     .expect("the folder is set");
@@ -1147,4 +1168,36 @@ async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_
         "{err}"
     );
     assert!(graph.state.lock().unwrap().uploads.is_empty());
+}
+
+#[tokio::test]
+async fn the_sharepoint_source_asks_for_the_configured_graph_scope_like_the_channels() {
+    // A national cloud's Graph: the source once hard-coded the public cloud's scope and
+    // ignored REMINDERS_GRAPH_SCOPE, which the channels honoured.
+    let graph = FakeGraph::start(fixture("issues-export1.xlsx")).await;
+    let hook = crate::deliver_channels::webhook().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let deps = sharepoint_run_deps(
+        &graph,
+        tmp.path(),
+        &hook,
+        &[(
+            "REMINDERS_GRAPH_SCOPE",
+            "https://graph.microsoft.us/.default",
+        )],
+    )
+    .await;
+    let err = deps.source.fetch().await.unwrap_err();
+    // The fake Graph, like the public cloud's, refuses another cloud's token: the token the
+    // source sent was for the configured scope, not the hard-coded public one.
+    assert!(
+        matches!(err, SourceError::PermissionDenied { .. })
+            && err.to_string().contains("Invalid audience"),
+        "{err}"
+    );
+    assert!(FakeIdentity::shared()
+        .await
+        .requests()
+        .iter()
+        .any(|r| r.resource == "https://graph.microsoft.us"));
 }

@@ -472,15 +472,12 @@ async fn the_bot_its_email_fallback_and_the_managers_copies_share_one_mailbox_pa
         mail_rate_per_second: 2.0,
         ..escalating(&graph, &bot, true)
     };
-    let notifier = lookout_reminders::app::notifier_with_tokens(
-        &config,
-        &[
+    let notifier = lookout_reminders::app::Wiring::with_tokens(config, identity_tokens().await)
+        .notifier(&[
             lookout_reminders::config::ChannelKind::TeamsBot,
             lookout_reminders::config::ChannelKind::Email,
-        ],
-        Some(identity_tokens().await),
-    )
-    .unwrap();
+        ])
+        .unwrap();
 
     let messages: Vec<OutgoingReminder> = reached
         .iter()

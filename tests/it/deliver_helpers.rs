@@ -8,7 +8,7 @@ use crate::fake_graph::FakeGraph;
 use crate::fake_identity::FakeIdentity;
 use chrono::{NaiveDate, TimeZone, Utc};
 use lookout_reminders::azure::{AccessTokens, CredentialTokens};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env};
+use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
 use lookout_reminders::deliver::OutgoingReminder;
 use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
 use lookout_reminders::http::RetryPolicy;
@@ -49,7 +49,7 @@ pub async fn identity_tokens() -> Arc<dyn AccessTokens> {
 /// Settings pointing at the fakes, with generous pacing.
 pub fn settings(graph: &FakeGraph, bot: &FakeBot) -> DeliverySettings {
     DeliverySettings {
-        graph_base_url: graph.base_url(),
+        graph: GraphSettings::at(&graph.base_url()).expect("the fake Graph's URL"),
         bot_service_url: bot.service_url(),
         teams_app_id: Some(CATALOG_APP_ID.into()),
         bot_app_id: Some(BOT_APP_ID.into()),

@@ -315,15 +315,15 @@ async fn a_local_source_override_runs_on_a_file_of_the_exports_folder_and_only_t
 /// one until [`HoldingWebhook::release`]: the test knows where the run is instead of hoping
 /// the machine is slow enough for a signal to land mid-run.
 #[derive(Clone)]
-struct HoldingWebhook {
+pub(crate) struct HoldingWebhook {
     url: String,
     accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    holding: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) holding: std::sync::Arc<tokio::sync::Notify>,
     released: tokio::sync::watch::Sender<bool>,
 }
 
 impl HoldingWebhook {
-    async fn start(hold_at: usize) -> Self {
+    pub(crate) async fn start(hold_at: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hook = HoldingWebhook {
             url: format!(
@@ -357,17 +357,17 @@ impl HoldingWebhook {
         hook
     }
 
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         self.released.send_replace(true);
     }
 
-    fn accepted(&self) -> Vec<String> {
+    pub(crate) fn accepted(&self) -> Vec<String> {
         self.accepted.lock().unwrap().clone()
     }
 }
 
 /// A handler on a generated export of `owners` owners, posting one at a time to `hook`.
-async fn app_posting_to(
+pub(crate) async fn app_posting_to(
     root: std::sync::Arc<Root>,
     owners: usize,
     hook: &HoldingWebhook,

@@ -2,7 +2,7 @@
 //! paths outside `#[cfg(test)]`) has no cycle, and the pure core never names an I/O module.
 //!
 //! Layers, lowest first: `domain, fsutil, http, telemetry → history, parse → policy → plan →
-//! config, render, report → azure → deliver, ledger, source → job → app → functions`.
+//! config, render, report → azure, graph → deliver, ledger, source → job → app → functions`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ const IO: &[&str] = &[
     "deliver",
     "fsutil",
     "functions",
+    "graph",
     "http",
     "job",
     "ledger",

@@ -10,8 +10,8 @@ use crate::azurite::Azurite;
 use chrono::{DateTime, Duration as Days, NaiveDate, TimeZone, Utc};
 use lookout_reminders::config::{Config, Env};
 use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
-use lookout_reminders::history::{DailyAggregate, IssueFacts, Resolution, ResolvedHow};
 use lookout_reminders::insights::Insights;
+use lookout_reminders::insights::{DailyAggregate, IssueFacts, Resolution, ResolvedHow};
 use lookout_reminders::ledger::{
     BlobLedger, CheckpointDone, CheckpointOptions, CheckpointStep, LedgerEvent, LedgerSnapshot,
     LedgerStore, LocalLedger, MIN_RETENTION_DAYS,
