@@ -259,20 +259,26 @@ impl Wiring {
         let config = &self.config;
         match config.azure.ledger {
             LedgerKind::Local => {
-                let local = Arc::new(LocalLedger::new(
-                    config.state_dir.clone(),
-                    Duration::from_secs(config.lock_ttl_minutes * 60),
-                ));
+                let local = Arc::new(
+                    LocalLedger::new(
+                        config.state_dir.clone(),
+                        Duration::from_secs(config.lock_ttl_minutes * 60),
+                    )
+                    .with_retention_days(config.ledger_retention_days),
+                );
                 Ok(Stores {
                     ledger: local.clone(),
                     reports: local,
                 })
             }
             LedgerKind::Blob => {
-                let blob = Arc::new(crate::ledger::BlobLedger::from_settings_with(
-                    &config.azure,
-                    self.credential()?.credential,
-                )?);
+                let blob = Arc::new(
+                    crate::ledger::BlobLedger::from_settings_with(
+                        &config.azure,
+                        self.credential()?.credential,
+                    )?
+                    .with_retention_days(config.ledger_retention_days),
+                );
                 Ok(Stores {
                     ledger: blob.clone(),
                     reports: blob,

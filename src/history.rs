@@ -170,6 +170,10 @@ pub struct IssueHistory {
     pub times_sent: u32,
     /// Whether it was later recorded as resolved.
     pub resolved: bool,
+    /// The run day it was recorded as resolved (`None` while open): the retention window
+    /// of [`LedgerSnapshot::prune`] counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_on: Option<NaiveDate>,
 }
 
 /// The ledger folded into lookup tables: the plan's view of the past.
@@ -224,6 +228,7 @@ impl LedgerSnapshot {
                             last_sent_at: *sent_at,
                             times_sent: 0,
                             resolved: false,
+                            resolved_on: None,
                         });
                 if *as_of >= entry.last_sent || entry.times_sent == 0 {
                     entry.last_sent = *as_of;
@@ -232,10 +237,17 @@ impl LedgerSnapshot {
                 entry.last_sent_at = entry.last_sent_at.max(*sent_at);
                 entry.times_sent += 1;
                 entry.resolved = false;
+                entry.resolved_on = None;
             }
-            LedgerEvent::Resolved { owner, issue, .. } => {
+            LedgerEvent::Resolved {
+                owner,
+                issue,
+                as_of,
+                ..
+            } => {
                 if let Some(h) = self.issues.get_mut(&(owner.clone(), issue.clone())) {
                     h.resolved = true;
+                    h.resolved_on = Some(h.resolved_on.map_or(*as_of, |d| d.max(*as_of)));
                 }
                 self.insights.push(event.clone());
             }
@@ -272,6 +284,228 @@ impl LedgerSnapshot {
     /// History of one owner/issue.
     pub fn history(&self, owner: &OwnerEmail, issue: &IssueKey) -> Option<&IssueHistory> {
         self.issues.get(&(owner.clone(), issue.clone()))
+    }
+}
+
+/// How many days resolved issues and past runs' figures stay in the ledger
+/// (`REMINDERS_LEDGER_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 120;
+/// The shortest retention accepted: the insights page written after each run covers the last
+/// 90 days (`job::INSIGHTS_PAGE_DAYS`), and its figures must not change after a checkpoint.
+pub const MIN_RETENTION_DAYS: u32 = 90;
+
+/// The first line of a checkpoint: what it was written from and which ledger bytes it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    /// Format version (1).
+    pub checkpoint: u32,
+    /// The run day it was pruned for.
+    pub as_of: NaiveDate,
+    /// The retention window it was pruned with, days.
+    pub retention_days: u32,
+    /// When it was written.
+    pub written_at: DateTime<Utc>,
+    /// Bytes of each ledger segment already folded in, by segment number: a segment's bytes
+    /// past this point (appended after the checkpoint read it) are still to be replayed.
+    pub covers: BTreeMap<u32, u64>,
+}
+
+/// One line of a checkpoint after its header: the snapshot's tables, one entry a line, so a
+/// checkpoint is written and read as a stream. The last line is [`CheckpointRow::End`], so a
+/// checkpoint cut short is told from a whole one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "row", rename_all = "snake_case")]
+pub enum CheckpointRow {
+    /// One owner/issue: its history and, when recorded, its facts.
+    Issue {
+        /// Owner.
+        owner: OwnerEmail,
+        /// The issue.
+        issue: IssueKey,
+        /// What was sent.
+        history: IssueHistory,
+        /// The latest recorded facts and whether a reminder for it was ever escalated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<(IssueFacts, bool)>,
+    },
+    /// Facts of an owner/issue with no history (not written by this fold; kept for symmetry).
+    Facts {
+        /// Owner.
+        owner: OwnerEmail,
+        /// The issue.
+        issue: IssueKey,
+        /// The facts and whether escalated.
+        facts: (IssueFacts, bool),
+    },
+    /// A cached Teams conversation id.
+    Conversation {
+        /// Owner.
+        owner: OwnerEmail,
+        /// Bot Connector conversation id.
+        conversation_id: String,
+    },
+    /// When a manager was told.
+    Manager {
+        /// The manager.
+        manager: OwnerEmail,
+        /// Their summary history.
+        history: ManagerHistory,
+    },
+    /// An insight event (resolution, daily aggregate), in ledger order.
+    Insight {
+        /// The event as it was appended.
+        event: LedgerEvent,
+    },
+    /// The end: how many rows came before it.
+    End {
+        /// Rows between the header and this line.
+        rows: u64,
+    },
+}
+
+/// What [`LedgerSnapshot::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// Owner/issues resolved before the window.
+    pub issues: usize,
+    /// Resolutions and daily aggregates of days before the window.
+    pub insights: usize,
+}
+
+impl LedgerSnapshot {
+    /// The snapshot as checkpoint rows (without header and end), insights in ledger order.
+    pub fn checkpoint_rows(&self) -> impl Iterator<Item = CheckpointRow> + '_ {
+        let issues = self.issues.iter().map(|((owner, issue), history)| {
+            let key = (owner.clone(), issue.clone());
+            CheckpointRow::Issue {
+                facts: self.facts.get(&key).cloned(),
+                owner: key.0,
+                issue: key.1,
+                history: history.clone(),
+            }
+        });
+        let orphan_facts = self
+            .facts
+            .iter()
+            .filter(|(key, _)| !self.issues.contains_key(key))
+            .map(|((owner, issue), facts)| CheckpointRow::Facts {
+                owner: owner.clone(),
+                issue: issue.clone(),
+                facts: facts.clone(),
+            });
+        let conversations =
+            self.conversations
+                .iter()
+                .map(|(owner, id)| CheckpointRow::Conversation {
+                    owner: owner.clone(),
+                    conversation_id: id.clone(),
+                });
+        let managers = self
+            .managers
+            .iter()
+            .map(|(manager, history)| CheckpointRow::Manager {
+                manager: manager.clone(),
+                history: *history,
+            });
+        let insights = self.insights.iter().map(|event| CheckpointRow::Insight {
+            event: event.clone(),
+        });
+        issues
+            .chain(orphan_facts)
+            .chain(conversations)
+            .chain(managers)
+            .chain(insights)
+    }
+
+    /// Puts back one row of a checkpoint (rows come in the order [`Self::checkpoint_rows`]
+    /// wrote them). `End` is the reader's business and changes nothing here.
+    pub fn restore(&mut self, row: CheckpointRow) {
+        match row {
+            CheckpointRow::Issue {
+                owner,
+                issue,
+                history,
+                facts,
+            } => {
+                if let Some(facts) = facts {
+                    self.facts.insert((owner.clone(), issue.clone()), facts);
+                }
+                self.issues.insert((owner, issue), history);
+            }
+            CheckpointRow::Facts {
+                owner,
+                issue,
+                facts,
+            } => {
+                self.facts.insert((owner, issue), facts);
+            }
+            CheckpointRow::Conversation {
+                owner,
+                conversation_id,
+            } => {
+                self.conversations.insert(owner, conversation_id);
+            }
+            CheckpointRow::Manager { manager, history } => {
+                self.managers.insert(manager, history);
+            }
+            CheckpointRow::Insight { event } => self.insights.push(event),
+            CheckpointRow::End { .. } => {}
+        }
+    }
+
+    /// Drops what no plan and no insights page within the window can use any more, as of
+    /// the run day `as_of`, keeping `retention_days` days:
+    /// - owner/issues recorded as resolved before the window (and their facts): an issue
+    ///   that comes back after that is reminded as new;
+    /// - resolutions and daily aggregates of days before the window, except the last daily
+    ///   aggregate before it (the "open N days ago" figures look back to the latest day on or
+    ///   before theirs).
+    ///
+    /// Open issues, cached conversation ids and manager histories are kept whatever their
+    /// age: they are bounded by the people in the tenant, not by the number of runs.
+    pub fn prune(&mut self, as_of: NaiveDate, retention_days: u32) -> Pruned {
+        let cutoff = as_of - chrono::Days::new(u64::from(retention_days));
+        let before = self.issues.len();
+        self.issues
+            .retain(|_, h| !(h.resolved && h.resolved_on.is_some_and(|day| day < cutoff)));
+        let issues = &self.issues;
+        self.facts.retain(|key, _| issues.contains_key(key));
+        let pruned_issues = before - self.issues.len();
+
+        // The last daily aggregate before the window, the one standing for its day.
+        let last_before = self
+            .insights
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match e {
+                LedgerEvent::Daily(d) if d.as_of < cutoff => Some((d.as_of, i)),
+                _ => None,
+            })
+            .max();
+        let before = self.insights.len();
+        let mut index = 0;
+        self.insights.retain(|e| {
+            let i = index;
+            index += 1;
+            match e {
+                LedgerEvent::Daily(d) => {
+                    d.as_of >= cutoff || last_before.is_some_and(|(_, at)| at == i)
+                }
+                LedgerEvent::Resolved {
+                    as_of, resolution, ..
+                } => {
+                    let day = resolution
+                        .as_ref()
+                        .map_or(*as_of, |r| r.resolved_on.max(*as_of));
+                    day >= cutoff
+                }
+                _ => true,
+            }
+        });
+        Pruned {
+            issues: pruned_issues,
+            insights: before - self.insights.len(),
+        }
     }
 }
 
@@ -423,6 +657,101 @@ mod tests {
     #[test]
     fn a_manager_is_told_daily_for_the_daily_days_then_weekly_and_once_a_day_at_most() {
         assert_eq!(told_days(25), vec![1, 2, 3, 10, 17, 24]);
+    }
+
+    fn sent(owner: &OwnerEmail, issue: &str, d: u32) -> LedgerEvent {
+        LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: IssueKey(issue.into()),
+            lookout_id: None,
+            stage: Stage::First,
+            as_of: day(d),
+            sent_at: Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: format!("run-{d}"),
+            maybe_delivered: d.is_multiple_of(2),
+            facts: Some(IssueFacts {
+                detected_on: day(1),
+                deadline: day(20),
+                kind: IssueKind::VulnerableApp,
+                platform: Platform::Ios,
+                risk: Risk::Low,
+                escalated: d > 3,
+            }),
+        }
+    }
+
+    fn resolved(owner: &OwnerEmail, issue: &str, d: u32) -> LedgerEvent {
+        LedgerEvent::Resolved {
+            owner: owner.clone(),
+            issue: IssueKey(issue.into()),
+            as_of: day(d),
+            run_id: format!("run-{d}"),
+            resolution: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_written_as_checkpoint_rows_and_restored_is_the_same_snapshot() {
+        let jane = OwnerEmail::parse("jane@contoso.com").unwrap();
+        let events = [
+            sent(&jane, "a", 1),
+            sent(&jane, "b", 2),
+            sent(&jane, "a", 4),
+            resolved(&jane, "b", 5),
+            LedgerEvent::Daily(DailyAggregate {
+                as_of: day(5),
+                ..Default::default()
+            }),
+            LedgerEvent::Conversation {
+                owner: jane.clone(),
+                conversation_id: "a:1".into(),
+                at: Utc::now(),
+            },
+        ];
+        let snap = LedgerSnapshot::from_events(&events);
+        let mut back = LedgerSnapshot::default();
+        for row in snap.checkpoint_rows() {
+            // Through JSON, as a checkpoint stores it.
+            let line = serde_json::to_string(&row).unwrap();
+            back.restore(serde_json::from_str(&line).unwrap());
+        }
+        assert_eq!(back, snap);
+        assert_eq!(
+            back.history(&jane, &IssueKey("b".into()))
+                .unwrap()
+                .resolved_on,
+            Some(day(5))
+        );
+    }
+
+    #[test]
+    fn pruning_drops_only_issues_resolved_before_the_window() {
+        let jane = OwnerEmail::parse("jane@contoso.com").unwrap();
+        let events = [
+            sent(&jane, "old", 1),
+            resolved(&jane, "old", 2),
+            sent(&jane, "recent", 1),
+            resolved(&jane, "recent", 20),
+            sent(&jane, "open", 1),
+            // Resolved, then reminded again (it came back): open, kept.
+            sent(&jane, "back", 1),
+            resolved(&jane, "back", 2),
+            sent(&jane, "back", 3),
+        ];
+        let mut snap = LedgerSnapshot::from_events(&events);
+        let pruned = snap.prune(day(25), 10);
+        assert_eq!(pruned.issues, 1);
+        let mut kept: Vec<&str> = snap.issues.keys().map(|(_, k)| k.0.as_str()).collect();
+        kept.sort();
+        assert_eq!(kept, ["back", "open", "recent"]);
+        assert!(!snap
+            .facts
+            .contains_key(&(jane.clone(), IssueKey("old".into()))));
+        // Resolutions of the window's days kept, older ones dropped.
+        assert_eq!(pruned.insights, 2);
+        assert_eq!(snap.insights.len(), 1);
     }
 
     #[test]

@@ -214,6 +214,9 @@ pub struct Config {
     pub verbose: bool,
     /// Minutes after which a run lock is considered abandoned.
     pub lock_ttl_minutes: u64,
+    /// Days the ledger keeps resolved issues and past runs' figures
+    /// (`REMINDERS_LEDGER_RETENTION_DAYS`, see `LedgerSnapshot::prune`).
+    pub ledger_retention_days: u32,
     /// How long a timer invocation waits for a run in progress (a button press) to finish
     /// before giving up with a failure the host's retry policy runs again.
     pub timer_lock_wait_seconds: u64,
@@ -384,6 +387,25 @@ impl Config {
                 m => m,
             },
             timer_lock_wait_seconds: env.parse_or("REMINDERS_TIMER_LOCK_WAIT_SECONDS", 300u64)?,
+            // Shorter than the insights page's window would change its figures after a
+            // checkpoint; past ten years it is no longer a window.
+            ledger_retention_days: match env.parse_or(
+                "REMINDERS_LEDGER_RETENTION_DAYS",
+                crate::history::DEFAULT_RETENTION_DAYS,
+            )? {
+                d if !(crate::history::MIN_RETENTION_DAYS..=3650).contains(&d) => {
+                    return Err(ConfigError::invalid(
+                        "REMINDERS_LEDGER_RETENTION_DAYS",
+                        &d.to_string(),
+                        format!(
+                            "must be from {} (the insights page covers the last {} days) to 3650 (days)",
+                            crate::history::MIN_RETENTION_DAYS,
+                            crate::history::MIN_RETENTION_DAYS
+                        ),
+                    ))
+                }
+                d => d,
+            },
         })
     }
 }

@@ -517,6 +517,25 @@ impl<'a> Run<'a> {
                             .push(format!("the day's aggregate was not recorded: {e}"));
                     }
                 }
+                // Still under the run lock, every event recorded: fold the ledger into a
+                // checkpoint when the events since the last one make it worth it. Its failure
+                // loses nothing (the events stay) and never fails the run.
+                if !self.req.dry_run {
+                    match self.deps.ledger.checkpoint(self.as_of).await {
+                        Ok(Some(done)) => info!(
+                            checkpoint = %done.location,
+                            rows = done.rows,
+                            bytes = done.bytes,
+                            pruned_issues = done.pruned.issues,
+                            pruned_insights = done.pruned.insights,
+                            "ledger checkpoint written"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(error = %e, "could not write a ledger checkpoint; the next run tries again")
+                        }
+                    }
+                }
                 info!(summary = %report.summary, "run done");
                 Ok(report)
             }

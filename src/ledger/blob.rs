@@ -6,14 +6,23 @@
 //!   by the job during the run, released at the end; a crashed run's lease simply expires).
 //!   While leased, its content names the holder (run id, since, host) for the "run in
 //!   progress" answer.
+//! - `ledger/checkpoint-NNNNNN.jsonl`: the fold of every segment up to NNNNNN, pruned to the
+//!   retention window (a block blob, written whole or not at all; see [`LedgerStore::checkpoint`]).
+//!   `load` reads the newest checkpoint and, of each segment, only the bytes it does not hold,
+//!   both as streams (never a whole blob in memory). A checkpoint starts a new segment first,
+//!   writes itself, then deletes the segments it holds (each with `If-Match` on the ETag it
+//!   read: a segment appended to meanwhile stays, and its new bytes are replayed from the
+//!   offset the checkpoint records) and the older checkpoints; a crash between any two steps
+//!   loses nothing and replays nothing twice. A deleted segment is never created again.
 //! - `ledger/segment-NNNNNN.jsonl`: the ledger, one [`LedgerEvent`] per line, in **append
 //!   blobs**. Each `append` is one append-block (atomic: all of the batch's lines or none),
 //!   so recording a batch costs the batch's bytes, not a rewrite of the whole ledger: a
 //!   growing ledger of 10k+ owners stays O(events) to write, where rewriting one blob per
 //!   batch would be O(n²) over a run. A segment is rolled over before the service's limit
 //!   of 50,000 blocks per blob; `load` reads the segments in name order.
-//! - `reports/YYYY/MM/DD/<run_id>.json` + `.csv`, and `reports/latest.json` (a copy of the
-//!   newest report).
+//! - `reports/YYYY/MM/DD/<run_id>.json` + `.csv`, `reports/latest.json` (a copy of the
+//!   newest report) and `reports/by-id/<run_id>.txt` (the report's dated name: a report is
+//!   found by id with two reads, never by listing the reports).
 //!
 //! Concurrency control is optimistic and never loses an update:
 //! - segments and `latest.json` are created with `If-None-Match: *` (an existing ledger is
@@ -31,7 +40,11 @@
 //! `job::send_all`): a crash or a storage outage can re-send at most
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
-use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
+use super::{
+    checkpoint_due, write_checkpoint, CheckpointDone, CheckpointHeader, CheckpointOptions,
+    CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore,
+    LineSplitter, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+};
 use crate::azure::storage;
 use crate::config::BlobStateSettings;
 use crate::report::RunReport;
@@ -41,13 +54,14 @@ use azure_core::http::{ClientOptions, RequestContent};
 use azure_storage_blob::models::{
     AppendBlobClientAppendBlockOptions, AppendBlobClientAppendBlockResultHeaders,
     AppendBlobClientCreateOptions, BlobClientAcquireLeaseOptions,
-    BlobClientAcquireLeaseResultHeaders, BlobClientDownloadOptions,
+    BlobClientAcquireLeaseResultHeaders, BlobClientDeleteOptions, BlobClientDownloadOptions,
     BlobClientGetPropertiesResultHeaders, BlobContainerClientListBlobsOptions,
     BlockBlobClientUploadOptions, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient};
-use chrono::Datelike;
+use chrono::{Datelike, NaiveDate, Utc};
 use futures::TryStreamExt;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OnceCell};
 
@@ -68,6 +82,7 @@ pub struct BlobLedger {
     container: Arc<BlobContainerClient>,
     location: String,
     lease_seconds: u32,
+    retention_days: u32,
     ready: OnceCell<()>,
     // The segment being appended to and its known length: saves a properties call per
     // batch. Stale values are harmless (the append position condition catches them).
@@ -101,6 +116,43 @@ fn segment_number(name: &str) -> Option<u32> {
         .ok()
 }
 
+fn checkpoint_name(n: u32) -> String {
+    format!("{LEDGER_PREFIX}checkpoint-{n:06}.jsonl")
+}
+
+fn checkpoint_number(name: &str) -> Option<u32> {
+    name.strip_prefix(LEDGER_PREFIX)?
+        .strip_prefix("checkpoint-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The ledger's blobs: segment and checkpoint numbers with their sizes (from one listing).
+#[derive(Debug, Default)]
+struct Layout {
+    segments: BTreeMap<u32, u64>,
+    checkpoints: BTreeMap<u32, u64>,
+}
+
+/// Starts the detail of an error about a blob deleted while it was read (a checkpoint ran
+/// meanwhile): `load` starts over from the listing.
+const GONE_MARK: &str = "gone while reading";
+
+fn is_gone(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Storage { detail, .. } if detail.starts_with(GONE_MARK))
+}
+
+/// What a streamed read of a segment found.
+struct SegmentRead {
+    /// The offset after its last whole line.
+    end: u64,
+    /// Its ETag when read (the checkpoint deletes it only if still so).
+    etag: Option<String>,
+    /// Events applied.
+    applied: u64,
+}
+
 impl BlobLedger {
     /// A ledger in the container of `settings`. Builds the client only (no request yet).
     pub fn new(
@@ -123,6 +175,7 @@ impl BlobLedger {
             container: Arc::new(container),
             location,
             lease_seconds: settings.lease_seconds,
+            retention_days: DEFAULT_RETENTION_DAYS,
             ready: OnceCell::new(),
             tail: Mutex::new(None),
         })
@@ -239,8 +292,17 @@ impl BlobLedger {
             .map_err(|e| self.storage_error(name, "writing", &e))
     }
 
-    /// Segment numbers present, in order.
-    async fn segments(&self) -> Result<Vec<(u32, String)>, LedgerError> {
+    /// Keeps resolved issues and past runs' figures `days` days (see
+    /// [`LedgerSnapshot::prune`]); [`DEFAULT_RETENTION_DAYS`] unless set.
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
+    }
+
+    /// The ledger's segments and checkpoints, from one listing of `ledger/` (it returns
+    /// their sizes; a container that does not exist yet holds none).
+    async fn layout(&self) -> Result<Layout, LedgerError> {
+        const OP: &str = "listing the ledger segments";
         let options = BlobContainerClientListBlobsOptions {
             prefix: Some(LEDGER_PREFIX.into()),
             ..Default::default()
@@ -248,21 +310,341 @@ impl BlobLedger {
         let mut pager = self
             .container
             .list_blobs(Some(options))
-            .map_err(|e| self.storage_error(LEDGER_PREFIX, "listing the ledger segments", &e))?;
-        let mut out = Vec::new();
-        while let Some(item) = pager
+            .map_err(|e| self.storage_error(LEDGER_PREFIX, OP, &e))?;
+        let mut layout = Layout::default();
+        loop {
+            let item = match pager.try_next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) if storage::error_code(&e) == Some("ContainerNotFound") => {
+                    return Ok(Layout::default())
+                }
+                Err(e) => return Err(self.storage_error(LEDGER_PREFIX, OP, &e)),
+            };
+            let Some(name) = item.name else { continue };
+            let len = item
+                .properties
+                .as_ref()
+                .and_then(|p| p.content_length)
+                .unwrap_or(0);
+            if let Some(n) = segment_number(&name) {
+                layout.segments.insert(n, len);
+            } else if let Some(n) = checkpoint_number(&name) {
+                layout.checkpoints.insert(n, len);
+            }
+        }
+        Ok(layout)
+    }
+
+    /// Streams blob `name` from byte `from`, calling `each` with every whole line (and its
+    /// number, counted from `from`); returns the offset after the last whole line, the ETag
+    /// and the bytes after the last `\n` (none for a ledger written by appends of whole lines).
+    async fn stream_lines(
+        &self,
+        name: &str,
+        from: u64,
+        operation: &str,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    ) -> Result<(u64, Option<String>, Vec<u8>), LedgerError> {
+        let options = BlobClientDownloadOptions {
+            range: (from > 0).then(|| HttpRange::from_offset(from)),
+            // Two 4 MiB partitions in flight at most: memory stays flat whatever the size.
+            parallel: std::num::NonZero::new(2),
+            ..Default::default()
+        };
+        let result = match self.blob(name).download(Some(options)).await {
+            Ok(r) => r,
+            Err(e) if storage::status(&e) == Some(404) => {
+                return Err(LedgerError::Storage {
+                    location: self.at(name),
+                    operation: operation.into(),
+                    detail: format!("{GONE_MARK}: {}", storage::describe(&e)),
+                })
+            }
+            // Nothing at that offset: nothing after what is held.
+            Err(e) if storage::status(&e) == Some(416) => return Ok((from, None, Vec::new())),
+            Err(e) => return Err(self.storage_error(name, operation, &e)),
+        };
+        let etag = result.properties.etag.as_ref().map(|e| e.to_string());
+        let mut body = result.body;
+        let mut lines = LineSplitter::default();
+        let (mut end, mut number) = (from, 0u64);
+        let corrupt = |detail: String| LedgerError::Corrupt {
+            location: self.at(name),
+            detail,
+        };
+        while let Some(chunk) = body
             .try_next()
             .await
-            .map_err(|e| self.storage_error(LEDGER_PREFIX, "listing the ledger segments", &e))?
+            .map_err(|e| self.storage_error(name, operation, &e))?
         {
-            if let Some(name) = item.name {
-                if let Some(n) = segment_number(&name) {
-                    out.push((n, name));
+            lines
+                .push(&chunk, |line| {
+                    number += 1;
+                    end += line.len() as u64 + 1;
+                    each(number, line)
+                })
+                .map_err(corrupt)?;
+        }
+        Ok((end, etag, lines.rest()))
+    }
+
+    /// Replays segment `n` from byte `from` into `snapshot`.
+    async fn replay_segment(
+        &self,
+        n: u32,
+        from: u64,
+        snapshot: &mut LedgerSnapshot,
+    ) -> Result<SegmentRead, LedgerError> {
+        let name = segment_name(n);
+        let mut applied = 0;
+        let (end, etag, rest) = self
+            .stream_lines(&name, from, "reading the ledger", |number, line| {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                let event: LedgerEvent = serde_json::from_slice(line).map_err(|e| {
+                    let at = if from > 0 {
+                        format!(" (counted from byte {from})")
+                    } else {
+                        String::new()
+                    };
+                    format!("line {number}{at}: {e}")
+                })?;
+                snapshot.apply(&event);
+                applied += 1;
+                Ok(())
+            })
+            .await?;
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            // Appends are whole blocks of whole lines: a line without its end is damage.
+            return Err(LedgerError::Corrupt {
+                location: self.at(&name),
+                detail: format!("the last line (at byte {end}) has no end"),
+            });
+        }
+        Ok(SegmentRead { end, etag, applied })
+    }
+
+    /// The newest checkpoint's header and snapshot (none: an empty snapshot).
+    async fn read_checkpoint(
+        &self,
+        layout: &Layout,
+    ) -> Result<(Option<CheckpointHeader>, LedgerSnapshot), LedgerError> {
+        let Some((n, _)) = layout.checkpoints.last_key_value() else {
+            return Ok((None, LedgerSnapshot::default()));
+        };
+        let name = checkpoint_name(*n);
+        let mut reader = CheckpointReader::default();
+        let (_, _, rest) = self
+            .stream_lines(&name, 0, "reading the ledger checkpoint", |number, line| {
+                reader.line(number, line)
+            })
+            .await?;
+        let (header, snapshot) = (if rest.is_empty() {
+            reader.finish()
+        } else {
+            Err("its last line has no end".to_string())
+        })
+        .map_err(|detail| LedgerError::Corrupt {
+            location: self.at(&name),
+            detail,
+        })?;
+        Ok((Some(header), snapshot))
+    }
+
+    /// Just the header of checkpoint `n` (its first line, read in a small range).
+    async fn read_checkpoint_header(&self, n: u32) -> Result<CheckpointHeader, LedgerError> {
+        let name = checkpoint_name(n);
+        let mut header = None;
+        let mut first = LineSplitter::default();
+        let options = BlobClientDownloadOptions {
+            range: Some(HttpRange::new(0, 1024 * 1024)),
+            ..Default::default()
+        };
+        let result = self
+            .blob(&name)
+            .download(Some(options))
+            .await
+            .map_err(|e| self.storage_error(&name, "reading the ledger checkpoint", &e))?;
+        let mut body = result.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| self.storage_error(&name, "reading the ledger checkpoint", &e))?
+        {
+            let _ = first.push(&chunk, |line| {
+                if header.is_none() {
+                    header = Some(serde_json::from_slice::<CheckpointHeader>(line));
+                }
+                Err(())
+            });
+            if header.is_some() {
+                break;
+            }
+        }
+        match header {
+            Some(Ok(h)) => Ok(h),
+            Some(Err(e)) => Err(LedgerError::Corrupt {
+                location: self.at(&name),
+                detail: format!("line 1 (header): {e}"),
+            }),
+            None => Err(LedgerError::Corrupt {
+                location: self.at(&name),
+                detail: "no header line in its first MiB".into(),
+            }),
+        }
+    }
+
+    async fn load_once(&self) -> Result<LedgerSnapshot, LedgerError> {
+        let layout = self.layout().await?;
+        let (header, mut snapshot) = self.read_checkpoint(&layout).await?;
+        let covers = header.map(|h| h.covers).unwrap_or_default();
+        for (n, len) in &layout.segments {
+            let from = covers.get(n).copied().unwrap_or(0);
+            if *len > from {
+                self.replay_segment(*n, from, &mut snapshot).await?;
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Writes a checkpoint as `options` say (see [`LedgerStore::checkpoint`]); `None` when
+    /// it was not due or stopped before the checkpoint was durable.
+    pub async fn checkpoint_with(
+        &self,
+        options: CheckpointOptions,
+    ) -> Result<Option<CheckpointDone>, LedgerError> {
+        self.ensure_container().await?;
+        let layout = self.layout().await?;
+        let Some((&through, _)) = layout.segments.last_key_value() else {
+            return Ok(None);
+        };
+        let previous = match layout.checkpoints.last_key_value() {
+            Some((n, len)) => Some((self.read_checkpoint_header(*n).await?, *len)),
+            None => None,
+        };
+        let covered = |n: &u32| {
+            previous
+                .as_ref()
+                .and_then(|(h, _)| h.covers.get(n).copied())
+                .unwrap_or(0)
+        };
+        let tail: u64 = layout
+            .segments
+            .iter()
+            .map(|(n, len)| len.saturating_sub(covered(n)))
+            .sum();
+        let checkpoint_bytes = previous.as_ref().map_or(0, |(_, len)| *len);
+        if !options.force && !checkpoint_due(tail, checkpoint_bytes) {
+            return Ok(None);
+        }
+
+        // 1. Roll: appends from now on go to a new segment, which this checkpoint leaves alone.
+        self.create_segment(through + 1).await?;
+        *self.tail.lock().await = None;
+        if options.stop_after == Some(CheckpointStep::Rolled) {
+            return Ok(None);
+        }
+
+        // 2. Fold the old checkpoint and every segment up to `through`, then prune.
+        let (_, mut snapshot) = self.read_checkpoint(&layout).await?;
+        let mut covers = BTreeMap::new();
+        let mut etags = BTreeMap::new();
+        let mut events_replayed = 0;
+        for n in layout.segments.keys() {
+            let from = covered(n);
+            match self.replay_segment(*n, from, &mut snapshot).await {
+                Ok(read) => {
+                    covers.insert(*n, read.end);
+                    etags.insert(*n, read.etag);
+                    events_replayed += read.applied;
+                }
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let pruned = snapshot.prune(options.as_of, options.retention_days);
+
+        // 3. Write it, whole or not at all, never over another one.
+        let header = CheckpointHeader {
+            checkpoint: 1,
+            as_of: options.as_of,
+            retention_days: options.retention_days,
+            written_at: Utc::now(),
+            covers: covers.clone(),
+        };
+        let mut bytes = Vec::new();
+        let rows =
+            write_checkpoint(&mut bytes, &header, &snapshot).expect("writing to memory works");
+        drop(snapshot);
+        let name = checkpoint_name(through);
+        let size = bytes.len() as u64;
+        let upload = BlockBlobClientUploadOptions {
+            blob_content_type: Some("application/x-ndjson".into()),
+            ..BlockBlobClientUploadOptions::default().if_not_exists()
+        };
+        match self
+            .blob(&name)
+            .upload(RequestContent::from(bytes), Some(upload))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if matches!(storage::status(&e), Some(409) | Some(412)) => {
+                return Err(LedgerError::Storage {
+                    location: self.at(&name),
+                    operation: "writing a ledger checkpoint".into(),
+                    detail: "another checkpoint of the same segments was written first (two runs at once?): left to it".into(),
+                })
+            }
+            Err(e) => return Err(self.storage_error(&name, "writing a ledger checkpoint", &e)),
+        }
+        tracing::info!(checkpoint = %self.at(&name), rows, bytes = size, events_replayed, pruned_issues = pruned.issues, pruned_insights = pruned.insights, "ledger checkpoint written");
+        let done = CheckpointDone {
+            location: self.at(&name),
+            through_segment: through,
+            events_replayed,
+            rows,
+            bytes: size,
+            pruned,
+        };
+        if options.stop_after == Some(CheckpointStep::SnapshotWritten) {
+            return Ok(Some(done));
+        }
+
+        // 4. Delete the segments it holds, each only if unchanged since it was read.
+        for (n, etag) in etags {
+            let seg = segment_name(n);
+            let Some(etag) = etag else { continue };
+            let options = BlobClientDeleteOptions {
+                if_match: Some(etag.into()),
+                ..Default::default()
+            };
+            match self.blob(&seg).delete(Some(options)).await {
+                Ok(_) => {}
+                Err(e) if storage::status(&e) == Some(412) => {
+                    tracing::info!(segment = %seg, "a ledger segment grew after it was read: kept");
+                }
+                Err(e) if storage::status(&e) == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(segment = %seg, error = %storage::describe(&e), "could not delete a ledger segment held by the checkpoint");
                 }
             }
         }
-        out.sort();
-        Ok(out)
+        if options.stop_after == Some(CheckpointStep::SegmentsDeleted) {
+            return Ok(Some(done));
+        }
+
+        // 5. Older checkpoints.
+        for n in layout.checkpoints.keys().filter(|n| **n < through) {
+            let old = checkpoint_name(*n);
+            if let Err(e) = self.blob(&old).delete(None).await {
+                if storage::status(&e) != Some(404) {
+                    tracing::warn!(checkpoint = %old, error = %storage::describe(&e), "could not delete an older ledger checkpoint");
+                }
+            }
+        }
+        Ok(Some(done))
     }
 
     /// Creates a segment unless it exists (`If-None-Match: *`: never truncates one).
@@ -306,19 +688,31 @@ impl BlobLedger {
         }
     }
 
-    /// The current last segment, created when there is none.
+    /// The current last segment; created when there is none. A segment a checkpoint
+    /// deleted is never created again (its bytes would be taken for ones it holds): when the
+    /// listed last segment is gone, the listing is read again.
     async fn discover_tail(&self) -> Result<Tail, LedgerError> {
-        let last = self.segments().await?.last().map(|(n, _)| *n).unwrap_or(1);
         for _ in 0..5 {
+            let layout = self.layout().await?;
+            let last = match (
+                layout.segments.last_key_value(),
+                layout.checkpoints.last_key_value(),
+            ) {
+                (Some((n, _)), _) => *n,
+                (None, checkpoint) => {
+                    let first = checkpoint.map_or(1, |(c, _)| c + 1);
+                    self.create_segment(first).await?;
+                    first
+                }
+            };
             if let Some(t) = self.measure_segment(last).await? {
                 return Ok(t);
             }
-            self.create_segment(last).await?;
         }
         Err(LedgerError::Storage {
-            location: self.at(&segment_name(last)),
-            operation: "creating a ledger segment".into(),
-            detail: "the segment disappeared repeatedly".into(),
+            location: self.at(LEDGER_PREFIX),
+            operation: "finding the ledger segment to append to".into(),
+            detail: "the last segment disappeared repeatedly".into(),
         })
     }
 
@@ -621,35 +1015,20 @@ impl LedgerStore for BlobLedger {
 
     #[tracing::instrument(skip_all, err)]
     async fn load(&self) -> Result<LedgerSnapshot, LedgerError> {
-        let mut snap = LedgerSnapshot::default();
-        let segments = match self.segments().await {
-            Ok(s) => s,
-            Err(LedgerError::Storage { detail, .. }) if detail.contains("ContainerNotFound") => {
-                return Ok(snap)
-            }
-            Err(e) => return Err(e),
-        };
-        for (_, name) in segments {
-            let Some((bytes, _)) = self.read(&name).await? else {
-                continue;
-            };
-            let text = std::str::from_utf8(&bytes).map_err(|e| LedgerError::Corrupt {
-                location: self.at(&name),
-                detail: format!("not UTF-8: {e}"),
-            })?;
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let event: LedgerEvent =
-                    serde_json::from_str(line).map_err(|e| LedgerError::Corrupt {
-                        location: self.at(&name),
-                        detail: format!("line {}: {e}", i + 1),
-                    })?;
-                snap.apply(&event);
+        // A checkpoint may delete what was listed while it is read: start over from the listing.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.load_once().await {
+                Err(e) if is_gone(&e) && attempts < 5 => continue,
+                other => return other,
             }
         }
-        Ok(snap)
+    }
+
+    async fn checkpoint(&self, as_of: NaiveDate) -> Result<Option<CheckpointDone>, LedgerError> {
+        self.checkpoint_with(CheckpointOptions::when_due(as_of, self.retention_days))
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(events = events.len()), err)]
@@ -696,6 +1075,13 @@ impl ReportStore for BlobLedger {
             &csv_name,
             report.reminders_csv().into_bytes(),
             "text/csv; charset=utf-8",
+        )
+        .await?;
+        // Found by id through this index, never by listing every report.
+        self.write(
+            &format!("reports/by-id/{}.txt", report.run_id),
+            name.clone().into_bytes(),
+            "text/plain; charset=utf-8",
         )
         .await?;
         self.update_latest(report, &json).await?;
@@ -745,27 +1131,19 @@ impl ReportStore for BlobLedger {
                 return Ok(Some(latest));
             }
         }
-        let wanted = format!("/{run_id}.json");
-        let options = BlobContainerClientListBlobsOptions {
-            prefix: Some("reports/".into()),
-            ..Default::default()
+        // The index names the dated blob the report was saved as: two reads, no listing.
+        let index = format!("reports/by-id/{run_id}.txt");
+        let Some((bytes, _)) = self.read(&index).await? else {
+            return Ok(None);
         };
-        let mut pager = self
-            .container
-            .list_blobs(Some(options))
-            .map_err(|e| self.storage_error("reports/", "listing the reports", &e))?;
-        while let Some(item) = pager
-            .try_next()
-            .await
-            .map_err(|e| self.storage_error("reports/", "listing the reports", &e))?
-        {
-            if let Some(name) = item.name {
-                if name.ends_with(&wanted) && name != LATEST_REPORT {
-                    return self.read_report(&name).await;
-                }
-            }
+        let name = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !name.starts_with("reports/") || name.split('/').any(|p| p.is_empty() || p == "..") {
+            return Err(LedgerError::Corrupt {
+                location: self.at(&index),
+                detail: "the report index names a blob outside reports/".into(),
+            });
         }
-        Ok(None)
+        self.read_report(&name).await
     }
 }
 

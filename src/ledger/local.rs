@@ -1,10 +1,27 @@
-//! A ledger in a local folder: `ledger.jsonl` (append-only, one event per line, synced to
-//! disk before `append` returns), `run.lock` (the run lock) and `reports/`.
+//! A ledger in a local folder: the events in segments (`ledger.jsonl`, then
+//! `ledger-000001.jsonl`… after checkpoints; append-only, one event per line, synced to disk
+//! before `append` returns), checkpoints (`checkpoint-NNNNNN.jsonl`: the fold of every
+//! segment up to NNNNNN, pruned), `run.lock` (the run lock) and `reports/` (with
+//! `reports/by-id/<run_id>.txt` naming each report's dated path, so a report is found by
+//! path, not by walking the folder).
+//!
+//! A checkpoint never removes what it has not durably replaced: it starts a new segment
+//! first, writes the new checkpoint (temporary file, fsync, rename, fsync of the folder), and
+//! only then deletes the segments it holds (each only if no append landed after it was
+//! read) and the older checkpoints. `load` reads the newest checkpoint and, of each segment,
+//! the bytes the checkpoint does not hold, so a crash between any two steps loses nothing and
+//! replays nothing twice.
 
-use super::{LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock};
+use super::{
+    checkpoint_due, write_checkpoint, CheckpointDone, CheckpointHeader, CheckpointOptions,
+    CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore,
+    ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+};
 use crate::report::RunReport;
 use async_trait::async_trait;
-use chrono::{Datelike, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -15,6 +32,7 @@ use tokio::sync::Mutex;
 pub struct LocalLedger {
     dir: PathBuf,
     lock_ttl: Duration,
+    retention_days: u32,
     // Serialises appends from one process; the run lock keeps other processes out.
     append_guard: Mutex<()>,
 }
@@ -26,12 +44,29 @@ impl LocalLedger {
         Self {
             dir: dir.into(),
             lock_ttl,
+            retention_days: DEFAULT_RETENTION_DAYS,
             append_guard: Mutex::new(()),
         }
     }
 
-    fn ledger_path(&self) -> PathBuf {
-        self.dir.join("ledger.jsonl")
+    /// Keeps resolved issues and past runs' figures `days` days (see
+    /// [`LedgerSnapshot::prune`]); [`DEFAULT_RETENTION_DAYS`] unless set.
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
+    }
+
+    /// Writes a checkpoint as `options` say (see [`LedgerStore::checkpoint`]); `None` when
+    /// it was not due or stopped before the checkpoint was durable.
+    pub async fn checkpoint_with(
+        &self,
+        options: CheckpointOptions,
+    ) -> Result<Option<CheckpointDone>, LedgerError> {
+        let dir = self.dir.clone();
+        let _guard = self.append_guard.lock().await;
+        tokio::task::spawn_blocking(move || checkpoint_blocking(&dir, &options))
+            .await
+            .map_err(|e| storage_error(&self.dir, "writing a ledger checkpoint", e))?
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -374,36 +409,10 @@ impl LedgerStore for LocalLedger {
     }
 
     async fn load(&self) -> Result<LedgerSnapshot, LedgerError> {
-        let path = self.ledger_path();
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LedgerSnapshot::default())
-            }
-            Err(e) => return Err(self.storage(&path, "reading the ledger", e)),
-        };
-        let mut snap = LedgerSnapshot::default();
-        let lines: Vec<&str> = text.split('\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<LedgerEvent>(line) {
-                Ok(event) => snap.apply(&event),
-                // A crash in the middle of a write leaves at most a torn last line, which
-                // was never acknowledged as recorded: ignore it.
-                Err(_) if i == lines.len() - 1 => {
-                    tracing::warn!(ledger = %path.display(), line = i + 1, "ignoring a torn last line");
-                }
-                Err(e) => {
-                    return Err(LedgerError::Corrupt {
-                        location: path.display().to_string(),
-                        detail: format!("line {}: {e}", i + 1),
-                    })
-                }
-            }
-        }
-        Ok(snap)
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || load_blocking(&dir))
+            .await
+            .map_err(|e| storage_error(&self.dir, "reading the ledger", e))?
     }
 
     async fn append(&self, events: &[LedgerEvent]) -> Result<(), LedgerError> {
@@ -411,7 +420,7 @@ impl LedgerStore for LocalLedger {
             return Ok(());
         }
         self.ensure_dir().await?;
-        let path = self.ledger_path();
+        let dir = self.dir.clone();
         let mut buf = Vec::new();
         for e in events {
             serde_json::to_writer(&mut buf, e).expect("ledger events serialise");
@@ -421,9 +430,14 @@ impl LedgerStore for LocalLedger {
         // Blocking std I/O on a blocking thread: the whole batch goes out in one `write` on
         // an append-mode file, so appends from other instances in the folder do not interleave
         // (an advisory file lock makes the torn-line check and the write one step for every appender).
-        tokio::task::spawn_blocking(move || append_blocking(&path, &buf))
+        tokio::task::spawn_blocking(move || append_blocking(&dir, &buf))
             .await
-            .map_err(|e| storage_error(&self.ledger_path(), "appending to the ledger", e))?
+            .map_err(|e| storage_error(&self.dir, "appending to the ledger", e))?
+    }
+
+    async fn checkpoint(&self, as_of: NaiveDate) -> Result<Option<CheckpointDone>, LedgerError> {
+        self.checkpoint_with(CheckpointOptions::when_due(as_of, self.retention_days))
+            .await
     }
 }
 
@@ -449,6 +463,22 @@ impl ReportStore for LocalLedger {
         crate::fsutil::write_file_atomically(&csv_path, report.reminders_csv().as_bytes())
             .await
             .map_err(|e| self.storage(&csv_path, "writing the report CSV", e))?;
+        // Found by id through this index, never by walking every report.
+        let by_id = self.dir.join("reports").join("by-id");
+        tokio::fs::create_dir_all(&by_id)
+            .await
+            .map_err(|e| self.storage(&by_id, "creating the report index folder", e))?;
+        let index = by_id.join(format!("{}.txt", report.run_id));
+        let relative = format!(
+            "{:04}/{:02}/{:02}/{}.json",
+            d.year(),
+            d.month(),
+            d.day(),
+            report.run_id
+        );
+        crate::fsutil::write_file_atomically(&index, relative.as_bytes())
+            .await
+            .map_err(|e| self.storage(&index, "writing the report index", e))?;
         let latest = self.dir.join("reports").join("latest.json");
         crate::fsutil::write_file_atomically(&latest, &json)
             .await
@@ -495,51 +525,487 @@ impl ReportStore for LocalLedger {
         {
             return Ok(None);
         }
-        let reports = self.dir.join("reports");
-        let mut stack = vec![reports];
-        while let Some(dir) = stack.pop() {
-            let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
-                continue;
-            };
-            while let Ok(Some(entry)) = entries.next_entry().await {
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.file_name().and_then(|n| n.to_str()) == Some(&format!("{run_id}.json"))
-                {
-                    return read_report(&p).await;
-                }
-            }
+        // The index names the dated path the report was saved under: one read, no walk.
+        let index = self
+            .dir
+            .join("reports")
+            .join("by-id")
+            .join(format!("{run_id}.txt"));
+        let relative = match tokio::fs::read_to_string(&index).await {
+            Ok(text) => text.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.storage(&index, "reading the report index", e)),
+        };
+        // The index is ours, but a path that climbs out of the reports folder is refused all
+        // the same.
+        if relative
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(LedgerError::Corrupt {
+                location: index.display().to_string(),
+                detail: "the report index names a path outside the reports folder".into(),
+            });
         }
-        Ok(None)
+        read_report(&self.dir.join("reports").join(relative)).await
     }
 }
 
 /// How far back the tail is read at a time when looking for the end of the last whole line.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
-fn append_blocking(path: &Path, buf: &[u8]) -> Result<(), LedgerError> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| storage_error(path, "opening the ledger", e))?;
-    // An exclusive advisory lock for check + cut + write: another instance or process
-    // appending at the same moment must never see our half-written line as a torn one
-    // (released when `file` is dropped).
-    file.lock()
-        .map_err(|e| storage_error(path, "locking the ledger for an append", e))?;
+/// The file name of segment `n` (segment 0 keeps the name ledgers had before checkpoints).
+fn segment_file(n: u32) -> String {
+    if n == 0 {
+        "ledger.jsonl".into()
+    } else {
+        format!("ledger-{n:06}.jsonl")
+    }
+}
+
+fn segment_number(name: &str) -> Option<u32> {
+    if name == "ledger.jsonl" {
+        return Some(0);
+    }
+    name.strip_prefix("ledger-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+fn checkpoint_file(n: u32) -> String {
+    format!("checkpoint-{n:06}.jsonl")
+}
+
+fn checkpoint_number(name: &str) -> Option<u32> {
+    name.strip_prefix("checkpoint-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The ledger's files in the folder: segment and checkpoint numbers with their sizes.
+#[derive(Debug, Default)]
+struct Layout {
+    segments: BTreeMap<u32, u64>,
+    checkpoints: BTreeMap<u32, u64>,
+}
+
+impl Layout {
+    fn read(dir: &Path) -> Result<Self, LedgerError> {
+        let mut layout = Self::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(layout),
+            Err(e) => return Err(storage_error(dir, "listing the ledger's files", e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| storage_error(dir, "listing the ledger's files", e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let (n, map) = match (segment_number(&name), checkpoint_number(&name)) {
+                (Some(n), _) => (n, &mut layout.segments),
+                (None, Some(n)) => (n, &mut layout.checkpoints),
+                (None, None) => continue,
+            };
+            // A file deleted since the listing is simply not there.
+            if let Ok(meta) = entry.metadata() {
+                map.insert(n, meta.len());
+            }
+        }
+        Ok(layout)
+    }
+
+    /// The segment appends go to: the newest one; after a checkpoint with none left, the
+    /// next number; in a new ledger, segment 0.
+    fn active_segment(&self) -> u32 {
+        match (
+            self.segments.last_key_value(),
+            self.checkpoints.last_key_value(),
+        ) {
+            (Some((n, _)), _) => *n,
+            (None, Some((c, _))) => c + 1,
+            (None, None) => 0,
+        }
+    }
+}
+
+fn is_not_found(e: &LedgerError) -> bool {
+    matches!(e, LedgerError::Storage { detail, .. } if detail.starts_with(NOT_FOUND_MARK))
+}
+
+/// Starts the detail of an error about a file that vanished while being read (a checkpoint
+/// running meanwhile): `load` starts over from the listing.
+const NOT_FOUND_MARK: &str = "gone while reading";
+
+fn open_for_read(path: &Path, operation: &str) -> Result<std::fs::File, LedgerError> {
+    std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            storage_error(path, operation, format!("{NOT_FOUND_MARK}: {e}"))
+        } else {
+            storage_error(path, operation, e)
+        }
+    })
+}
+
+/// The newest checkpoint's header and snapshot (none: an empty snapshot).
+fn read_checkpoint(
+    dir: &Path,
+    layout: &Layout,
+) -> Result<(Option<CheckpointHeader>, LedgerSnapshot), LedgerError> {
+    let Some((n, _)) = layout.checkpoints.last_key_value() else {
+        return Ok((None, LedgerSnapshot::default()));
+    };
+    let path = dir.join(checkpoint_file(*n));
+    let file = open_for_read(&path, "reading the ledger checkpoint")?;
+    let mut reader = CheckpointReader::default();
+    let mut lines = std::io::BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = lines
+            .read_until(b'\n', &mut line)
+            .map_err(|e| storage_error(&path, "reading the ledger checkpoint", e))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        reader
+            .line(number, text)
+            .map_err(|detail| LedgerError::Corrupt {
+                location: path.display().to_string(),
+                detail,
+            })?;
+    }
+    let (header, snapshot) = reader.finish().map_err(|detail| LedgerError::Corrupt {
+        location: path.display().to_string(),
+        detail,
+    })?;
+    Ok((Some(header), snapshot))
+}
+
+/// Just the header line of the newest checkpoint (what it covers).
+fn read_checkpoint_header(dir: &Path, n: u32) -> Result<CheckpointHeader, LedgerError> {
+    let path = dir.join(checkpoint_file(n));
+    let file = open_for_read(&path, "reading the ledger checkpoint")?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(file)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| storage_error(&path, "reading the ledger checkpoint", e))?;
+    serde_json::from_slice(line.strip_suffix(b"\n").unwrap_or(&line)).map_err(|e| {
+        LedgerError::Corrupt {
+            location: path.display().to_string(),
+            detail: format!("line 1 (header): {e}"),
+        }
+    })
+}
+
+/// Replays a segment from byte `from` into `snapshot`, line by line; returns the offset
+/// after its last whole line and how many events it applied. A last line with no `\n` was
+/// never acknowledged (a crash mid-write; the next append cuts it): it is left out.
+fn replay_segment(
+    path: &Path,
+    from: u64,
+    snapshot: &mut LedgerSnapshot,
+) -> Result<(u64, u64), LedgerError> {
+    const OP: &str = "reading the ledger";
+    let mut file = open_for_read(path, OP)?;
+    file.seek(std::io::SeekFrom::Start(from))
+        .map_err(|e| storage_error(path, OP, e))?;
+    let mut lines = std::io::BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::new();
+    let (mut end, mut number, mut applied) = (from, 0u64, 0u64);
+    loop {
+        line.clear();
+        let read = lines
+            .read_until(b'\n', &mut line)
+            .map_err(|e| storage_error(path, OP, e))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let Some(text) = line.strip_suffix(b"\n") else {
+            tracing::warn!(ledger = %path.display(), line = number, "ignoring a torn last line");
+            break;
+        };
+        end += read as u64;
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<LedgerEvent>(text) {
+            Ok(event) => {
+                snapshot.apply(&event);
+                applied += 1;
+            }
+            Err(e) => {
+                let at = if from > 0 {
+                    format!(" (counted from byte {from})")
+                } else {
+                    String::new()
+                };
+                return Err(LedgerError::Corrupt {
+                    location: path.display().to_string(),
+                    detail: format!("line {number}{at}: {e}"),
+                });
+            }
+        }
+    }
+    Ok((end, applied))
+}
+
+fn load_blocking(dir: &Path) -> Result<LedgerSnapshot, LedgerError> {
+    // A checkpoint may delete what was listed while it is read: start over from the listing.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match load_once(dir) {
+            Err(e) if is_not_found(&e) && attempts < 5 => continue,
+            other => return other,
+        }
+    }
+}
+
+fn load_once(dir: &Path) -> Result<LedgerSnapshot, LedgerError> {
+    let layout = Layout::read(dir)?;
+    let (header, mut snapshot) = read_checkpoint(dir, &layout)?;
+    let covers = header.map(|h| h.covers).unwrap_or_default();
+    for (n, len) in &layout.segments {
+        let from = covers.get(n).copied().unwrap_or(0);
+        if *len > from {
+            replay_segment(&dir.join(segment_file(*n)), from, &mut snapshot)?;
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Syncs the folder, so a created, renamed or deleted file's name survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| storage_error(dir, "syncing the state folder", e))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Whether `path` still names the open `file` (blocking form of [`same_file`]).
+fn still_named(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(open), Ok(named)) = (file.metadata(), std::fs::metadata(path)) else {
+            return false;
+        };
+        open.dev() == named.dev() && open.ino() == named.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
+    }
+}
+
+fn checkpoint_blocking(
+    dir: &Path,
+    options: &CheckpointOptions,
+) -> Result<Option<CheckpointDone>, LedgerError> {
+    let layout = Layout::read(dir)?;
+    let Some((&through, _)) = layout.segments.last_key_value() else {
+        return Ok(None);
+    };
+    let previous = match layout.checkpoints.last_key_value() {
+        Some((n, len)) => Some((read_checkpoint_header(dir, *n)?, *len)),
+        None => None,
+    };
+    let covered = |n: &u32| {
+        previous
+            .as_ref()
+            .and_then(|(h, _)| h.covers.get(n).copied())
+            .unwrap_or(0)
+    };
+    let tail: u64 = layout
+        .segments
+        .iter()
+        .map(|(n, len)| len.saturating_sub(covered(n)))
+        .sum();
+    let checkpoint_bytes = previous.as_ref().map_or(0, |(_, len)| *len);
+    if !options.force && !checkpoint_due(tail, checkpoint_bytes) {
+        return Ok(None);
+    }
+
+    // 1. Roll: appends from now on go to a new segment, which this checkpoint leaves alone.
+    let next = dir.join(segment_file(through + 1));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&next)
+    {
+        Ok(f) => f
+            .sync_all()
+            .map_err(|e| storage_error(&next, "starting a new ledger segment", e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(storage_error(&next, "starting a new ledger segment", e)),
+    }
+    sync_dir(dir)?;
+    if options.stop_after == Some(CheckpointStep::Rolled) {
+        return Ok(None);
+    }
+
+    // 2. Fold the old checkpoint and every segment up to `through`, then prune.
+    let (_, mut snapshot) = read_checkpoint(dir, &layout)?;
+    let mut covers = BTreeMap::new();
+    let mut events_replayed = 0;
+    for n in layout.segments.keys() {
+        let from = covered(n);
+        match replay_segment(&dir.join(segment_file(*n)), from, &mut snapshot) {
+            Ok((end, applied)) => {
+                covers.insert(*n, end);
+                events_replayed += applied;
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let pruned = snapshot.prune(options.as_of, options.retention_days);
+
+    // 3. Write it durably under its final name.
+    let header = CheckpointHeader {
+        checkpoint: 1,
+        as_of: options.as_of,
+        retention_days: options.retention_days,
+        written_at: Utc::now(),
+        covers: covers.clone(),
+    };
+    let path = dir.join(checkpoint_file(through));
+    let tmp = dir.join(format!("{}.tmp", checkpoint_file(through)));
+    let write = || -> std::io::Result<u64> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let rows = write_checkpoint(&mut out, &header, &snapshot)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(rows)
+    };
+    let rows = write().map_err(|e| storage_error(&path, "writing a ledger checkpoint", e))?;
+    sync_dir(dir)?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    tracing::info!(checkpoint = %path.display(), rows, bytes, events_replayed, pruned_issues = pruned.issues, pruned_insights = pruned.insights, "ledger checkpoint written");
+    let done = CheckpointDone {
+        location: path.display().to_string(),
+        through_segment: through,
+        events_replayed,
+        rows,
+        bytes,
+        pruned,
+    };
+    if options.stop_after == Some(CheckpointStep::SnapshotWritten) {
+        return Ok(Some(done));
+    }
+
+    // 4. Delete the segments it holds, each only if nothing was appended after it was read
+    //    (under the same file lock appends take); what stays is replayed from its offset.
+    for (n, end) in &covers {
+        let seg = dir.join(segment_file(*n));
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+        else {
+            continue;
+        };
+        if file.lock().is_err() {
+            continue;
+        }
+        let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if len == *end && still_named(&file, &seg) {
+            if let Err(e) = std::fs::remove_file(&seg) {
+                tracing::warn!(segment = %seg.display(), error = %e, "could not delete a ledger segment held by the checkpoint");
+            }
+        } else {
+            tracing::info!(segment = %seg.display(), "a ledger segment grew after it was read: kept");
+        }
+    }
+    sync_dir(dir)?;
+    if options.stop_after == Some(CheckpointStep::SegmentsDeleted) {
+        return Ok(Some(done));
+    }
+
+    // 5. Older checkpoints, and what a crash while writing one left.
+    for n in layout.checkpoints.keys().filter(|n| **n < through) {
+        let old = dir.join(checkpoint_file(*n));
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!(checkpoint = %old.display(), error = %e, "could not delete an older ledger checkpoint");
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("checkpoint-") && name.ends_with(".jsonl.tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    sync_dir(dir)?;
+    Ok(Some(done))
+}
+
+fn append_blocking(dir: &Path, buf: &[u8]) -> Result<(), LedgerError> {
+    // A checkpoint may start a new segment (or delete this one) between choosing a segment
+    // and locking it: then choose again.
+    for _ in 0..20 {
+        let layout = Layout::read(dir)?;
+        let n = layout.active_segment();
+        let path = dir.join(segment_file(n));
+        // Only a ledger with no segment at all creates one here; a segment a checkpoint
+        // deleted is never brought back (its bytes would be taken for held ones).
+        let mut file = match std::fs::OpenOptions::new()
+            .create(layout.segments.is_empty())
+            .read(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(storage_error(&path, "opening the ledger", e)),
+        };
+        // An exclusive advisory lock for check + cut + write: another instance or process
+        // appending at the same moment must never see our half-written line as a torn one
+        // (released when `file` is dropped).
+        file.lock()
+            .map_err(|e| storage_error(&path, "locking the ledger for an append", e))?;
+        if !still_named(&file, &path) || Layout::read(dir)?.active_segment() != n {
+            continue;
+        }
+        return append_locked(&path, &mut file, buf);
+    }
+    Err(storage_error(
+        dir,
+        "appending to the ledger",
+        "the ledger's segments kept changing under the append",
+    ))
+}
+
+fn append_locked(path: &Path, file: &mut std::fs::File, buf: &[u8]) -> Result<(), LedgerError> {
     let len = file
         .metadata()
         .map_err(|e| storage_error(path, "opening the ledger", e))?
         .len();
     // Only the last byte is read, not the ledger: the cost of an append must not grow with it.
-    if len > 0 && read_at(&mut file, len - 1, 1).map_err(|e| tail_error(path, e))? != b"\n" {
+    if len > 0 && read_at(file, len - 1, 1).map_err(|e| tail_error(path, e))? != b"\n" {
         // A crash mid-write left a torn last line, never acknowledged as recorded. Appending
         // after it would bury it mid-file, where `load` rightly calls it corruption: cut it.
-        let keep = end_of_last_line(&mut file, len).map_err(|e| tail_error(path, e))?;
+        let keep = end_of_last_line(file, len).map_err(|e| tail_error(path, e))?;
         tracing::warn!(ledger = %path.display(), bytes = len - keep, "cutting a torn last line before appending");
         file.set_len(keep)
             .map_err(|e| storage_error(path, "cutting a torn last line off the ledger", e))?;

@@ -1,8 +1,10 @@
 //! Record: the ledger of sent reminders (so reruns never send twice), the run lock (so two
 //! runs never work at once) and, behind its own trait, the stored run reports.
 //!
-//! The ledger is an append-only list of [`LedgerEvent`]s; [`LedgerSnapshot`] folds them into
-//! "what was last sent to whom for which issue".
+//! The ledger is an append-only list of [`LedgerEvent`]s in numbered segments; [`LedgerSnapshot`]
+//! folds them into "what was last sent to whom for which issue". A checkpoint (see
+//! [`LedgerStore::checkpoint`]) stores that fold, pruned to a retention window, so a run reads
+//! the newest checkpoint plus the events after it, as a stream, and never the whole history.
 
 mod blob;
 mod local;
@@ -10,9 +12,187 @@ mod local;
 pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
-pub use crate::history::{IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory};
+pub use crate::history::{
+    CheckpointHeader, CheckpointRow, IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory,
+    Pruned, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS,
+};
 use crate::report::RunReport;
 use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde::Serialize;
+
+/// A checkpoint is written once the events after the last one reach this many bytes and a
+/// quarter of the checkpoint's own size: a run then reads at most about 1.25× the folded state
+/// plus this, whatever the number of past runs, and the checkpoint is not rewritten for a
+/// few events.
+pub const CHECKPOINT_MIN_TAIL_BYTES: u64 = 1024 * 1024;
+
+/// Whether a checkpoint is worth writing for `tail_bytes` of events after one of
+/// `checkpoint_bytes`.
+pub fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
+    tail_bytes >= CHECKPOINT_MIN_TAIL_BYTES.max(checkpoint_bytes / 4)
+}
+
+/// The steps of a checkpoint, in order; each leaves a ledger that loads to the same history
+/// (a crash after any of them loses nothing and replays nothing twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointStep {
+    /// A new segment was started: appends from now on go there.
+    Rolled,
+    /// The new checkpoint is durable; the segments it holds and older checkpoints remain.
+    SnapshotWritten,
+    /// The segments it holds are deleted; older checkpoints remain.
+    SegmentsDeleted,
+}
+
+/// How to checkpoint.
+#[derive(Clone, Debug)]
+pub struct CheckpointOptions {
+    /// The run day the pruning counts back from.
+    pub as_of: NaiveDate,
+    /// Days kept (see [`LedgerSnapshot::prune`]).
+    pub retention_days: u32,
+    /// Write one even when [`checkpoint_due`] says it is not worth it.
+    pub force: bool,
+    /// Stop after this step, as a crash there would (for tests of the crash guarantees).
+    pub stop_after: Option<CheckpointStep>,
+}
+
+impl CheckpointOptions {
+    /// A checkpoint when due, pruned for `as_of` with `retention_days`.
+    pub fn when_due(as_of: NaiveDate, retention_days: u32) -> Self {
+        Self {
+            as_of,
+            retention_days,
+            force: false,
+            stop_after: None,
+        }
+    }
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckpointDone {
+    /// Where it is.
+    pub location: String,
+    /// The last segment it holds.
+    pub through_segment: u32,
+    /// Events replayed from the segments into it.
+    pub events_replayed: u64,
+    /// Rows it holds.
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// What was pruned.
+    pub pruned: Pruned,
+}
+
+/// Splits bytes arriving in chunks into lines, holding only the unfinished one.
+#[derive(Default)]
+pub(crate) struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds a chunk; calls `each` for every line it completes (without the `\n`).
+    pub(crate) fn push<E>(
+        &mut self,
+        mut chunk: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                each(&chunk[..i])?;
+            } else {
+                self.partial.extend_from_slice(&chunk[..i]);
+                let line = std::mem::take(&mut self.partial);
+                each(&line)?;
+            }
+            chunk = &chunk[i + 1..];
+        }
+        self.partial.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The bytes after the last `\n` (a line cut short, or empty).
+    pub(crate) fn rest(self) -> Vec<u8> {
+        self.partial
+    }
+}
+
+/// Reads a checkpoint line by line into a snapshot.
+#[derive(Default)]
+pub(crate) struct CheckpointReader {
+    header: Option<CheckpointHeader>,
+    rows: u64,
+    ended: bool,
+    snapshot: LedgerSnapshot,
+}
+
+impl CheckpointReader {
+    /// One line (its number, from 1, for the message).
+    pub(crate) fn line(&mut self, number: u64, line: &[u8]) -> Result<(), String> {
+        if self.ended {
+            return Err(format!("line {number}: rows after the end line"));
+        }
+        if self.header.is_none() {
+            let header: CheckpointHeader =
+                serde_json::from_slice(line).map_err(|e| format!("line {number} (header): {e}"))?;
+            if header.checkpoint != 1 {
+                return Err(format!(
+                    "line {number}: checkpoint format {} is not known to this version",
+                    header.checkpoint
+                ));
+            }
+            self.header = Some(header);
+            return Ok(());
+        }
+        let row: CheckpointRow =
+            serde_json::from_slice(line).map_err(|e| format!("line {number}: {e}"))?;
+        match row {
+            CheckpointRow::End { rows } if rows == self.rows => self.ended = true,
+            CheckpointRow::End { rows } => {
+                return Err(format!(
+                    "line {number}: the end line counts {rows} rows, {} were read",
+                    self.rows
+                ))
+            }
+            row => {
+                self.rows += 1;
+                self.snapshot.restore(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// The header and the snapshot, once the end line was read.
+    pub(crate) fn finish(self) -> Result<(CheckpointHeader, LedgerSnapshot), String> {
+        match (self.header, self.ended) {
+            (Some(header), true) => Ok((header, self.snapshot)),
+            (None, _) => Err("empty: no header line".into()),
+            (Some(_), false) => Err(format!("cut short: no end line after {} rows", self.rows)),
+        }
+    }
+}
+
+/// Writes a checkpoint (header, rows, end line) to `out`; returns the number of rows.
+pub(crate) fn write_checkpoint(
+    out: &mut impl std::io::Write,
+    header: &CheckpointHeader,
+    snapshot: &LedgerSnapshot,
+) -> std::io::Result<u64> {
+    serde_json::to_writer(&mut *out, header)?;
+    out.write_all(b"\n")?;
+    let mut rows = 0;
+    for row in snapshot.checkpoint_rows() {
+        serde_json::to_writer(&mut *out, &row)?;
+        out.write_all(b"\n")?;
+        rows += 1;
+    }
+    serde_json::to_writer(&mut *out, &CheckpointRow::End { rows })?;
+    out.write_all(b"\n")?;
+    Ok(rows)
+}
 
 /// Ledger / lock / report storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +253,14 @@ pub trait LedgerStore: Send + Sync {
     async fn load(&self) -> Result<LedgerSnapshot, LedgerError>;
     /// Appends events durably: when this returns `Ok`, they survive a crash.
     async fn append(&self, events: &[LedgerEvent]) -> Result<(), LedgerError>;
+    /// Folds the ledger into a new checkpoint pruned for the run day `as_of` with the store's
+    /// retention, when the events since the last one make it worth it ([`checkpoint_due`]);
+    /// `None` when not. Called by a live run holding the run lock, after its events are
+    /// recorded. Stores without checkpoints (test doubles) keep the default: never.
+    async fn checkpoint(&self, as_of: NaiveDate) -> Result<Option<CheckpointDone>, LedgerError> {
+        let _ = as_of;
+        Ok(None)
+    }
 }
 
 /// Where the insights page is published for people to open (a SharePoint library), apart

@@ -26,6 +26,7 @@ mod insights;
 mod job;
 mod job_progress;
 mod layers;
+mod ledger_checkpoint;
 mod local_ledger;
 mod package;
 mod parse;
