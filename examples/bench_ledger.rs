@@ -17,10 +17,7 @@
 //! load the ledger, plan, render), each in a child process of its own so its peak RSS
 //! (`VmHWM`) is the dry run's alone.
 
-#[path = "../tests/it/azurite.rs"]
-mod azurite;
-#[path = "../tests/it/fake_identity.rs"]
-mod fake_identity;
+use testkit::{azurite, fake_identity};
 
 use chrono::{Days, NaiveDate, TimeZone, Utc};
 use lookout_reminders::config::Config;
