@@ -10,7 +10,7 @@
 //! again.
 //!
 //! `cargo run --release --example bench_job_delivery` (about 3.5 minutes).
-//! Knobs: `BENCH_OWNERS`, `BENCH_RATE`, `BENCH_CLIENT_RATE` (the bot limiter, default R),
+//! Knobs: `BENCH_OWNERS`, `BENCH_RATE`, `BENCH_CLIENT_RATE` (the bot limiter, default the setting's default, 47.5),
 //! `BENCH_CONCURRENCY` (default 32, the setting's default), `BENCH_BOT_LATENCY_MS`,
 //! `BENCH_GRAPH_LATENCY_MS`, `BENCH_NEW_OWNERS=1` (a first run: nobody has the app, Graph's
 //! Teams endpoints limited to 30/s, conversations created by the Bot Connector; floor 2N/R),
@@ -74,7 +74,11 @@ async fn main() {
     let knobs = Knobs::from_env();
     let n = knobs.owners;
     let rate = knobs.rate;
-    let client_rate: f64 = env_or("BENCH_CLIENT_RATE", f64::from(rate));
+    // The product's default pace (just under the documented limit), as a user runs it.
+    let client_rate: f64 = env_or(
+        "BENCH_CLIENT_RATE",
+        lookout_reminders::config::DEFAULT_BOT_RATE_PER_SECOND,
+    );
     let concurrency: usize = env_or("BENCH_CONCURRENCY", DeliverySettings::default().concurrency);
 
     let tokens = bench::tokens().await;

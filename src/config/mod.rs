@@ -10,7 +10,7 @@ pub use azure::{
     AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind,
     SharePointSettings, SiteRef, SourceKind,
 };
-pub use delivery::{ChannelKind, DeliverySettings, Secret};
+pub use delivery::{ChannelKind, DeliverySettings, Secret, DEFAULT_BOT_RATE_PER_SECOND};
 pub use graph::{GraphSettings, DEFAULT_GRAPH_BASE_URL, DEFAULT_GRAPH_SCOPE};
 
 use crate::domain::IssueKind;

@@ -99,7 +99,7 @@ mod tests {
         assert!(Arc::ptr_eq(&a.graph_teams, &b.graph_teams));
         assert!(Arc::ptr_eq(&a.bot_conversation, &b.bot_conversation));
         assert_eq!(a.graph_teams.rate(), 30.0);
-        assert_eq!(a.bot.rate(), 50.0);
+        assert_eq!(a.bot.rate(), 47.5);
         assert_eq!(a.mail.rate(), 2.0);
         let graph = a.graph_limits();
         assert!(Arc::ptr_eq(&graph.directory, &b.graph));
