@@ -73,7 +73,6 @@ fn ledger_sent(dir: &Path) -> (usize, usize) {
 async fn main() {
     let knobs = Knobs::from_env();
     let n = knobs.owners;
-    let rate = knobs.rate;
     // The product's default pace (just under the documented limit), as a user runs it.
     let client_rate: f64 = env_or(
         "BENCH_CLIENT_RATE",
