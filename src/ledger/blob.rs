@@ -41,9 +41,9 @@
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
 use super::{
-    checkpoint_due, write_checkpoint, CheckpointDone, CheckpointHeader, CheckpointOptions,
-    CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore,
-    LineSplitter, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
+    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
+    LedgerStore, LineSplitter, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
 };
 use crate::azure::storage;
 use crate::config::BlobStateSettings;
@@ -524,19 +524,7 @@ impl BlobLedger {
             Some((n, len)) => Some((self.read_checkpoint_header(*n).await?, *len)),
             None => None,
         };
-        let covered = |n: &u32| {
-            previous
-                .as_ref()
-                .and_then(|(h, _)| h.covers.get(n).copied())
-                .unwrap_or(0)
-        };
-        let tail: u64 = layout
-            .segments
-            .iter()
-            .map(|(n, len)| len.saturating_sub(covered(n)))
-            .sum();
-        let checkpoint_bytes = previous.as_ref().map_or(0, |(_, len)| *len);
-        if !options.force && !checkpoint_due(tail, checkpoint_bytes) {
+        if !options.force && !checkpoint_due_after(&layout.segments, previous.as_ref()) {
             return Ok(None);
         }
 
@@ -553,7 +541,7 @@ impl BlobLedger {
         let mut etags = BTreeMap::new();
         let mut events_replayed = 0;
         for n in layout.segments.keys() {
-            let from = covered(n);
+            let from = covered_by(previous.as_ref(), *n);
             match self.replay_segment(*n, from, &mut snapshot).await {
                 Ok(read) => {
                     covers.insert(*n, read.end);

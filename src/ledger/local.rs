@@ -13,9 +13,9 @@
 //! replays nothing twice.
 
 use super::{
-    checkpoint_due, write_checkpoint, CheckpointDone, CheckpointHeader, CheckpointOptions,
-    CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot, LedgerStore,
-    ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
+    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
+    LedgerStore, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -826,19 +826,7 @@ fn checkpoint_blocking(
         Some((n, len)) => Some((read_checkpoint_header(dir, *n)?, *len)),
         None => None,
     };
-    let covered = |n: &u32| {
-        previous
-            .as_ref()
-            .and_then(|(h, _)| h.covers.get(n).copied())
-            .unwrap_or(0)
-    };
-    let tail: u64 = layout
-        .segments
-        .iter()
-        .map(|(n, len)| len.saturating_sub(covered(n)))
-        .sum();
-    let checkpoint_bytes = previous.as_ref().map_or(0, |(_, len)| *len);
-    if !options.force && !checkpoint_due(tail, checkpoint_bytes) {
+    if !options.force && !checkpoint_due_after(&layout.segments, previous.as_ref()) {
         return Ok(None);
     }
 
@@ -865,7 +853,7 @@ fn checkpoint_blocking(
     let mut covers = BTreeMap::new();
     let mut events_replayed = 0;
     for n in layout.segments.keys() {
-        let from = covered(n);
+        let from = covered_by(previous.as_ref(), *n);
         match replay_segment(&dir.join(segment_file(*n)), from, &mut snapshot) {
             Ok((end, applied)) => {
                 covers.insert(*n, end);

@@ -33,6 +33,26 @@ pub fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
     tail_bytes >= CHECKPOINT_MIN_TAIL_BYTES.max(checkpoint_bytes / 4)
 }
 
+/// The bytes of segment `n` that the `previous` checkpoint already holds.
+pub(crate) fn covered_by(previous: Option<&(CheckpointHeader, u64)>, n: u32) -> u64 {
+    previous
+        .and_then(|(h, _)| h.covers.get(&n).copied())
+        .unwrap_or(0)
+}
+
+/// Whether segments of the given lengths, after the `previous` checkpoint (its header and
+/// its length in bytes), hold enough events it does not cover to be worth a new one.
+pub(crate) fn checkpoint_due_after(
+    segments: &std::collections::BTreeMap<u32, u64>,
+    previous: Option<&(CheckpointHeader, u64)>,
+) -> bool {
+    let tail: u64 = segments
+        .iter()
+        .map(|(n, len)| len.saturating_sub(covered_by(previous, *n)))
+        .sum();
+    checkpoint_due(tail, previous.map_or(0, |(_, len)| *len))
+}
+
 /// The steps of a checkpoint, in order; each leaves a ledger that loads to the same history
 /// (a crash after any of them loses nothing and replays nothing twice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
