@@ -10,3 +10,4 @@ pub mod fake_graph;
 pub mod fake_identity;
 pub mod fake_sharepoint;
 pub mod fake_webhook;
+pub mod outage;
