@@ -5,6 +5,7 @@
 
 pub mod azurite;
 pub mod bench;
+pub mod delivery;
 pub mod fake_bot;
 pub mod fake_graph;
 pub mod fake_identity;
