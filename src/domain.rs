@@ -9,9 +9,17 @@ use std::sync::Arc;
 ///
 /// `Display` and `Debug` print the full address: use [`OwnerEmail::pseudonym`] in logs.
 /// Shared, not copied: an owner's many rows, issues and report lines hold one address.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct OwnerEmail(Arc<str>);
+
+/// Serialised as the plain address, straight from the shared copy (a report of a large
+/// export writes tens of thousands of them).
+impl Serialize for OwnerEmail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl OwnerEmail {
     /// Validates and normalises an address (`" JM6453@Engie.com "` → `jm6453@engie.com`).
@@ -66,6 +74,26 @@ impl OwnerEmail {
         } else {
             self.pseudonym()
         }
+    }
+}
+
+/// Reads as the address (`owner.ends_with("@engie.com")`, `owner == "a@b.com"`).
+impl std::ops::Deref for OwnerEmail {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for OwnerEmail {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for OwnerEmail {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
     }
 }
 

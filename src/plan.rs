@@ -3,7 +3,7 @@
 //!
 //! Pure: the findings, the ledger snapshot, the date and the options are all arguments.
 
-use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
+use crate::domain::{IssueKind, OwnerEmail, Platform, Risk, Text};
 use crate::history::LedgerSnapshot;
 pub use crate::history::{IssueKey, Stage};
 use crate::parse::Finding;
@@ -56,7 +56,13 @@ impl IssueKey {
         let written = cursor.position() as usize;
         h.update(&timestamp[..written]);
         h.update([0u8]);
-        IssueKey(hex::encode(&h.finalize()[..10]))
+        // Hex-encoded on the stack and kept inline: no allocation per row.
+        let mut hex_digits = [0u8; 20];
+        let encoded = hex::encode_to_slice(&h.finalize()[..10], &mut hex_digits)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&hex_digits).ok())
+            .unwrap_or_default();
+        IssueKey(smol_str::SmolStr::new_inline(encoded))
     }
 }
 
@@ -106,7 +112,8 @@ pub struct PlanOptions {
     pub only: HashSet<OwnerEmail>,
 }
 
-/// One issue line of a reminder.
+/// One issue line of a reminder. Its texts are the export's shared copies (see [`Text`]):
+/// a plan line is made for every remindable row, without copying any text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueLine {
     /// Stable key (ledger).
@@ -114,17 +121,17 @@ pub struct IssueLine {
     /// Source row.
     pub row: usize,
     /// Lookout device id.
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// Device model, verbatim.
-    pub device_model: String,
+    pub device_model: Text,
     /// Platform.
     pub platform: Platform,
     /// Kind.
     pub kind: IssueKind,
     /// Issue text, verbatim.
-    pub issue: String,
+    pub issue: Text,
     /// App name (app issues).
-    pub app_name: Option<String>,
+    pub app_name: Option<Text>,
     /// Risk.
     pub risk: Risk,
     /// Detected at.
@@ -138,18 +145,18 @@ pub struct IssueLine {
     /// For an outdated OS on a model that can no longer install a current one: the last OS
     /// it supports (`iOS 15`). The owner is told to ask for a replacement, not to update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_os: Option<String>,
+    pub last_os: Option<Text>,
 }
 
 /// One device and its issues in a reminder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceIssues {
     /// Device model.
-    pub device_model: String,
+    pub device_model: Text,
     /// Platform.
     pub platform: Platform,
     /// Lookout device id.
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// The issues, most urgent first.
     pub issues: Vec<IssueLine>,
 }
@@ -237,8 +244,10 @@ pub fn build(
     let mut owner_index: FxHashMap<&OwnerEmail, usize> = FxHashMap::default();
     let mut by_owner: Vec<(&OwnerEmail, Vec<IssueLine>)> = Vec::new();
     let mut seen: FxHashSet<(&OwnerEmail, IssueKey)> = FxHashSet::default();
-    // The end-of-support list is searched once per model, not once per outdated-OS row.
-    let mut last_os_by_model: FxHashMap<&str, Option<&str>> = FxHashMap::default();
+    // The end-of-support list is searched once per model, not once per outdated-OS row, and
+    // an app name is copied once per issue text: the lines share these copies.
+    let mut last_os_by_model: FxHashMap<&str, Option<Text>> = FxHashMap::default();
+    let mut app_names: FxHashMap<&str, Text> = FxHashMap::default();
 
     for f in findings {
         let verdict = match policy::evaluate(f, opts.as_of, rules) {
@@ -268,28 +277,40 @@ pub fn build(
             by_owner.push((&f.owner, Vec::new()));
             by_owner.len() - 1
         });
+        let app_name = verdict.app_name.map(|name| {
+            app_names
+                .entry(f.issue.as_str())
+                .or_insert_with(|| Text::from(name))
+                .clone()
+        });
+        let last_os = if verdict.kind == IssueKind::OsOutOfDate {
+            last_os_by_model
+                .entry(f.device_model.as_str())
+                .or_insert_with(|| {
+                    rules
+                        .end_of_support
+                        .last_os(&f.device_model)
+                        .map(Text::from)
+                })
+                .clone()
+        } else {
+            None
+        };
         by_owner[slot].1.push(IssueLine {
             key,
             row: f.row,
-            lookout_id: f.lookout_id.as_deref().map(str::to_string),
-            device_model: f.device_model.to_string(),
+            lookout_id: f.lookout_id.clone(),
+            device_model: f.device_model.clone(),
             platform: f.platform,
             kind: verdict.kind,
-            issue: f.issue.to_string(),
-            app_name: verdict.app_name,
+            issue: f.issue.clone(),
+            app_name,
             risk: f.risk,
             detected: f.detected,
             deadline: verdict.deadline,
             days_left: verdict.days_left,
             due,
-            last_os: (verdict.kind == IssueKind::OsOutOfDate)
-                .then(|| {
-                    *last_os_by_model
-                        .entry(f.device_model.as_str())
-                        .or_insert_with(|| rules.end_of_support.last_os(&f.device_model))
-                })
-                .flatten()
-                .map(str::to_string),
+            last_os,
         });
     }
 
@@ -561,7 +582,7 @@ mod tests {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
-        IssueKey(hex::encode(&h.finalize()[..10]))
+        IssueKey(hex::encode(&h.finalize()[..10]).into())
     }
 
     #[test]

@@ -182,12 +182,14 @@ pub enum NotRemindable {
 }
 
 /// A finding that gets a reminder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Remindable {
+/// Borrows from the finding (this runs for every row: no copy of the app name is made).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Remindable<'f> {
     /// Its kind.
     pub kind: IssueKind,
-    /// App name for app issues (`Chrome(com.android.chrome)` → `Chrome`).
-    pub app_name: Option<String>,
+    /// App name for app issues (`Chrome(com.android.chrome)` → `Chrome`), a slice of the
+    /// finding's issue text.
+    pub app_name: Option<&'f str>,
     /// Date access is cut (detection + grace days, local date).
     pub deadline: NaiveDate,
     /// Days from `as_of` to the deadline; negative once past.
@@ -195,11 +197,11 @@ pub struct Remindable {
 }
 
 /// Decides whether one finding is remindable, as of a local date.
-pub fn evaluate(
-    finding: &Finding,
+pub fn evaluate<'f>(
+    finding: &'f Finding,
     as_of: NaiveDate,
     rules: &Rules,
-) -> Result<Remindable, NotRemindable> {
+) -> Result<Remindable<'f>, NotRemindable> {
     let status = finding.status.trim();
     if !rules
         .active_statuses
@@ -226,8 +228,8 @@ pub fn evaluate(
     })
 }
 
-/// The app's display name from Lookout's `Name(package.id)` issue text.
-pub fn app_name(issue: &str) -> String {
+/// The app's display name from Lookout's `Name(package.id)` issue text: a slice of it.
+pub fn app_name(issue: &str) -> &str {
     let name = issue.split('(').next().unwrap_or(issue).trim();
     let name = name
         .strip_suffix("Vulnerability")
@@ -235,9 +237,9 @@ pub fn app_name(issue: &str) -> String {
         .filter(|n| !n.is_empty())
         .unwrap_or(name);
     if name.is_empty() {
-        issue.trim().to_string()
+        issue.trim()
     } else {
-        name.to_string()
+        name
     }
 }
 
@@ -271,17 +273,13 @@ mod tests {
 
     #[test]
     fn an_active_vulnerable_app_is_remindable_with_its_app_name() {
-        let r = evaluate(
-            &finding(
-                "Application",
-                "Chrome(com.android.chrome)",
-                "Vulnerability",
-                "Active",
-            ),
-            as_of(),
-            &Rules::default(),
-        )
-        .unwrap();
+        let f = finding(
+            "Application",
+            "Chrome(com.android.chrome)",
+            "Vulnerability",
+            "Active",
+        );
+        let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
         assert_eq!(r.kind, IssueKind::VulnerableApp);
         assert_eq!(r.app_name.as_deref(), Some("Chrome"));
         assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
