@@ -243,14 +243,17 @@ pub fn build(
     // the export is trusted input and this runs once per row. Sorted by owner below.
     let mut owner_index: FxHashMap<&OwnerEmail, usize> = FxHashMap::default();
     let mut by_owner: Vec<(&OwnerEmail, Vec<IssueLine>)> = Vec::new();
-    let mut seen: FxHashSet<(&OwnerEmail, IssueKey)> = FxHashSet::default();
+    // The issues kept, by owner (their place in `by_owner`) and key.
+    let mut seen: FxHashSet<(usize, IssueKey)> =
+        FxHashSet::with_capacity_and_hasher(findings.len(), Default::default());
+    let mut kinds = policy::KindMemo::default();
     // The end-of-support list is searched once per model, not once per outdated-OS row, and
     // an app name is copied once per issue text: the lines share these copies.
     let mut last_os_by_model: FxHashMap<&str, Option<Text>> = FxHashMap::default();
     let mut app_names: FxHashMap<&str, Text> = FxHashMap::default();
 
     for f in findings {
-        let verdict = match policy::evaluate(f, opts.as_of, rules) {
+        let verdict = match policy::evaluate_with(f, opts.as_of, rules, &mut kinds) {
             Ok(v) => v,
             Err(reason) => {
                 let name = match reason {
@@ -267,16 +270,17 @@ pub fn build(
             }
         };
         let key = IssueKey::of(f);
+        // An owner has a few lines: room for them at once, not grown one by one.
+        let slot = *owner_index.entry(&f.owner).or_insert_with(|| {
+            by_owner.push((&f.owner, Vec::with_capacity(4)));
+            by_owner.len() - 1
+        });
         // The same issue twice in one export (a copy-paste) is one issue.
-        if !seen.insert((&f.owner, key.clone())) {
+        if !seen.insert((slot, key.clone())) {
             continue;
         }
         plan.remindable += 1;
         let due = opts.force || is_due(ledger, &f.owner, &key, verdict.days_left, opts);
-        let slot = *owner_index.entry(&f.owner).or_insert_with(|| {
-            by_owner.push((&f.owner, Vec::new()));
-            by_owner.len() - 1
-        });
         let app_name = verdict.app_name.map(|name| {
             app_names
                 .entry(f.issue.as_str())
@@ -315,7 +319,10 @@ pub fn build(
     }
 
     for ((owner, key), history) in &ledger.issues {
-        if !history.resolved && !seen.contains(&(owner, key.clone())) {
+        let in_export = owner_index
+            .get(owner)
+            .is_some_and(|slot| seen.contains(&(*slot, key.clone())));
+        if !history.resolved && !in_export {
             plan.resolved.push((owner.clone(), key.clone()));
         }
     }
@@ -484,6 +491,15 @@ fn same_issue(a: &IssueLine, b: &IssueLine) -> bool {
     fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
         text.trim().chars().flat_map(char::to_lowercase)
     }
+    /// Trimmed texts equal lower-cased; byte-wise when both are ASCII (nearly always).
+    fn same_text(x: &str, y: &str) -> bool {
+        let (x, y) = (x.trim(), y.trim());
+        if x.is_ascii() && y.is_ascii() {
+            x.eq_ignore_ascii_case(y)
+        } else {
+            lower(x).eq(lower(y))
+        }
+    }
     fn device(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
         let (prefix, text) = match &line.lookout_id {
             Some(id) => ("", id.as_str()),
@@ -491,10 +507,19 @@ fn same_issue(a: &IssueLine, b: &IssueLine) -> bool {
         };
         prefix.chars().chain(lower(text))
     }
-    fn app(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
-        lower(line.app_name.as_deref().unwrap_or_default())
+    fn app_text(line: &IssueLine) -> &str {
+        line.app_name.as_deref().unwrap_or_default()
     }
-    a.kind == b.kind && device(a).eq(device(b)) && app(a).eq(app(b))
+    if a.kind != b.kind {
+        return false;
+    }
+    let same_device = match (&a.lookout_id, &b.lookout_id) {
+        (Some(x), Some(y)) => same_text(x, y),
+        (None, None) => same_text(&a.device_model, &b.device_model),
+        // An id against `model:` and a model.
+        _ => device(a).eq(device(b)),
+    };
+    same_device && same_text(app_text(a), app_text(b))
 }
 
 fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
@@ -583,6 +608,82 @@ mod tests {
             h.update([0u8]);
         }
         IssueKey(hex::encode(&h.finalize()[..10]).into())
+    }
+
+    /// `same_issue` as it was written before its byte-wise shortcut: every line compared
+    /// char by char, lower-cased.
+    fn same_issue_char_by_char(a: &IssueLine, b: &IssueLine) -> bool {
+        fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
+            text.trim().chars().flat_map(char::to_lowercase)
+        }
+        fn device(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+            let (prefix, text) = match &line.lookout_id {
+                Some(id) => ("", id.as_str()),
+                None => ("model:", line.device_model.as_str()),
+            };
+            prefix.chars().chain(lower(text))
+        }
+        fn app(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+            lower(line.app_name.as_deref().unwrap_or_default())
+        }
+        a.kind == b.kind && device(a).eq(device(b)) && app(a).eq(app(b))
+    }
+
+    #[test]
+    fn lines_are_the_same_issue_exactly_when_the_char_by_char_comparison_says_so() {
+        let ids = [
+            None,
+            Some("C4B6-DEV"),
+            Some(" c4b6-dev "),
+            Some("MODEL:SM-A528B"),
+            Some("ÉCRAN-İ"),
+            Some("écran-i\u{307}"),
+        ];
+        let models = ["SM-A528B", " sm-a528b", "ÉCRAN ΣΟΦΟΣ", "écran σοφος", ""];
+        let apps = [
+            None,
+            Some("Chrome"),
+            Some(" CHROME "),
+            Some("Edgé"),
+            Some("EDGÉ"),
+        ];
+        let kinds = [IssueKind::VulnerableApp, IssueKind::OsOutOfDate];
+        let mut lines = Vec::new();
+        for id in ids {
+            for model in models {
+                for app in apps {
+                    for kind in kinds {
+                        let f = finding("a@x.com", "dev", "Chrome", 4);
+                        lines.push(IssueLine {
+                            key: IssueKey::of(&f),
+                            row: 2,
+                            lookout_id: id.map(Text::from),
+                            device_model: model.into(),
+                            platform: Platform::Android,
+                            kind,
+                            issue: "Chrome".into(),
+                            app_name: app.map(Text::from),
+                            risk: Risk::Low,
+                            detected: f.detected,
+                            deadline: NaiveDate::from_ymd_opt(2024, 4, 3).unwrap(),
+                            days_left: 1,
+                            due: true,
+                            last_os: None,
+                        });
+                    }
+                }
+            }
+        }
+        let mut same = 0;
+        for a in &lines {
+            for b in &lines {
+                let expected = same_issue_char_by_char(a, b);
+                assert_eq!(same_issue(a, b), expected, "{a:?} / {b:?}");
+                same += usize::from(expected);
+            }
+        }
+        // Not only "different": case, spaces and the `model:` spelling all meet.
+        assert!(same > lines.len() * 2, "{same}");
     }
 
     #[test]

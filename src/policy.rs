@@ -6,6 +6,7 @@ use crate::domain::{IssueKind, OwnerEmail};
 use crate::parse::Finding;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// How one issue kind is recognised. Every condition that is set must match; matching
@@ -202,20 +203,42 @@ pub fn evaluate<'f>(
     as_of: NaiveDate,
     rules: &Rules,
 ) -> Result<Remindable<'f>, NotRemindable> {
-    let status = finding.status.trim();
-    if !rules
-        .active_statuses
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(status) || squashed(s).eq(squashed(status)))
-    {
-        return Err(NotRemindable::NotActive);
-    }
-    let kind = rules
-        .kinds
-        .iter()
-        .find(|r| r.matches(finding))
-        .map(|r| r.kind)
-        .ok_or(NotRemindable::NotAnUpdateIssue)?;
+    evaluate_with(finding, as_of, rules, &mut KindMemo::default())
+}
+
+/// The status and kind verdicts of the findings of one export, remembered per distinct
+/// (status, issue type, issue, classifications) texts: an export repeats a few dozen
+/// combinations over 100k rows, and matching the rules is the costly part of a verdict.
+///
+/// Keyed by where the texts are: the rows of one parse share one copy of each value (see
+/// [`crate::domain::Text`]), so a repeat is found by address without hashing the text. Equal
+/// texts at other addresses are only a miss, never a wrong answer. Lives no longer than the
+/// findings it was used on (`'f`), so no address is reused meanwhile.
+#[derive(Default)]
+pub struct KindMemo<'f> {
+    verdicts: FxHashMap<[(*const u8, usize); 4], Result<IssueKind, NotRemindable>>,
+    findings: std::marker::PhantomData<&'f Finding>,
+}
+
+/// [`evaluate`] for one finding of many, with the rules' verdict on its texts remembered.
+pub fn evaluate_with<'f>(
+    finding: &'f Finding,
+    as_of: NaiveDate,
+    rules: &Rules,
+    memo: &mut KindMemo<'f>,
+) -> Result<Remindable<'f>, NotRemindable> {
+    let at = |text: &'f str| (text.as_ptr(), text.len());
+    let texts = [
+        at(finding.status.as_str()),
+        at(finding.issue_type.as_str()),
+        at(finding.issue.as_str()),
+        at(finding.classifications.as_str()),
+    ];
+    let verdict = *memo
+        .verdicts
+        .entry(texts)
+        .or_insert_with(|| kind_of(finding, rules));
+    let kind = verdict?;
     // Local calendar days, not 30 × 24 h: across a daylight-saving change 24 h steps land an
     // hour off, which moves a detection near midnight to another deadline date.
     let deadline = rules.local_date(finding.detected) + Duration::days(rules.grace_days);
@@ -226,6 +249,24 @@ pub fn evaluate<'f>(
         deadline,
         days_left: (deadline - as_of).num_days(),
     })
+}
+
+/// The rules' verdict on a finding's texts: not active, not an update issue, or its kind.
+fn kind_of(finding: &Finding, rules: &Rules) -> Result<IssueKind, NotRemindable> {
+    let status = finding.status.trim();
+    if !rules
+        .active_statuses
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status) || squashed(s).eq(squashed(status)))
+    {
+        return Err(NotRemindable::NotActive);
+    }
+    rules
+        .kinds
+        .iter()
+        .find(|r| r.matches(finding))
+        .map(|r| r.kind)
+        .ok_or(NotRemindable::NotAnUpdateIssue)
 }
 
 /// The app's display name from Lookout's `Name(package.id)` issue text: a slice of it.
@@ -269,6 +310,45 @@ mod tests {
 
     fn as_of() -> NaiveDate {
         NaiveDate::from_ymd_opt(2024, 3, 7).unwrap()
+    }
+
+    #[test]
+    fn remembered_verdicts_are_the_verdicts_of_each_row_whatever_texts_the_rows_share() {
+        let rules = Rules::default();
+        let shared = finding("Application", "Chrome(x)", "Vulnerability", "Active");
+        let mut rows = vec![shared.clone(), shared.clone()];
+        // The same texts as separate copies, and rows sharing some texts but not others.
+        rows.push(finding(
+            "Application",
+            "Chrome(x)",
+            "Vulnerability",
+            "Active",
+        ));
+        let mut resolved = shared.clone();
+        resolved.status = "Resolved".into();
+        rows.push(resolved);
+        let mut os = shared.clone();
+        os.classifications = "OS Out-Of-Date".into();
+        rows.push(os);
+        let mut other_day = shared.clone();
+        other_day.detected = Utc.with_ymd_and_hms(2024, 1, 1, 23, 30, 0).unwrap();
+        rows.push(other_day);
+        rows.push(finding("Network", "Wi-Fi", "Rogue", "Active"));
+        rows.push(shared);
+        let mut memo = KindMemo::default();
+        let remembered: Vec<_> = rows
+            .iter()
+            .map(|f| evaluate_with(f, as_of(), &rules, &mut memo))
+            .collect();
+        let fresh: Vec<_> = rows.iter().map(|f| evaluate(f, as_of(), &rules)).collect();
+        assert_eq!(remembered, fresh);
+        assert_eq!(fresh[3], Err(NotRemindable::NotActive));
+        assert_eq!(fresh[4].as_ref().unwrap().kind, IssueKind::OsOutOfDate);
+        assert_ne!(
+            fresh[5].as_ref().unwrap().deadline,
+            fresh[0].as_ref().unwrap().deadline
+        );
+        assert_eq!(fresh[6], Err(NotRemindable::NotAnUpdateIssue));
     }
 
     #[test]
