@@ -60,9 +60,8 @@ impl EndOfSupport {
     /// The last OS of `model`, when it is on the list.
     pub fn last_os(&self, model: &str) -> Option<&str> {
         let wanted = normalised(model);
-        if wanted.clone().next().is_none() {
-            return None;
-        }
+        // An empty (or all-space) model names no model of the list.
+        wanted.clone().next()?;
         self.models
             .iter()
             .find(|m| normalised(&m.model).eq(wanted.clone()))

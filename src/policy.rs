@@ -361,7 +361,7 @@ mod tests {
         );
         let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
         assert_eq!(r.kind, IssueKind::VulnerableApp);
-        assert_eq!(r.app_name.as_deref(), Some("Chrome"));
+        assert_eq!(r.app_name, Some("Chrome"));
         assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
         assert_eq!(r.days_left, 27);
     }

@@ -220,8 +220,6 @@ fn duration_figures(resolutions: &[&Resolution]) -> DurationFigures {
     }
 }
 
-/// An owner as the page shows it.
-
 impl Insights {
     /// Computes the figures from the ledger's events (any order of kinds; ledger order within
     /// a day decides which run of the day counts) and the latest live run's report.
