@@ -112,7 +112,8 @@ impl From<OwnerEmail> for String {
 
 impl fmt::Display for OwnerEmail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: widths and precisions apply as to a `str` (`{:<32}`).
+        f.pad(&self.0)
     }
 }
 
@@ -211,7 +212,8 @@ impl PartialEq<Text> for String {
 
 impl fmt::Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: widths and precisions apply as to a `str` (`{:<32}`).
+        f.pad(&self.0)
     }
 }
 
@@ -447,6 +449,17 @@ mod tests {
             OwnerEmail::parse("ÉLODIE@Engie.COM").unwrap().as_str(),
             "élodie@engie.com"
         );
+    }
+
+    #[test]
+    fn addresses_and_texts_are_printed_in_columns_like_any_str() {
+        let owner = OwnerEmail::parse("a@b.com").unwrap();
+        let model = Text::from("SM-A528B");
+        assert_eq!(
+            format!("{owner:<10}|{model:>10}|"),
+            "a@b.com   |  SM-A528B|"
+        );
+        assert_eq!(format!("{model:.4}"), "SM-A");
     }
 
     #[test]

@@ -846,8 +846,18 @@ mod tests {
         report.finish(day(7).and_hms_opt(6, 1, 0).unwrap().and_utc());
         let text = report.to_string();
         assert!(text.starts_with("Dry run r1 as of 2024-03-07"), "{text}");
-        assert!(text.contains("PLANNED  a@contoso.com"), "{text}");
-        assert!(text.contains("vulnerable_app (Chrome)"), "{text}");
+        // In columns: the owner padded to 32, the model to 22, the platform to 8.
+        assert!(
+            text.contains(&format!("PLANNED  {:<32} repeat", "a@contoso.com")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "         - {:<22} {:<8} vulnerable_app (Chrome)",
+                "iPhone 12", "ios"
+            )),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("warning: {NO_ALLOWED_DOMAINS_WARNING}")),
             "{text}"
