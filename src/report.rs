@@ -260,7 +260,7 @@ pub struct RunReport {
     /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
     /// worked, the security team should act (device blocked? wrong owner? stale device?).
     #[serde(default)]
-    pub team_action: Vec<String>,
+    pub team_action: Vec<OwnerEmail>,
     /// One human line (for a Power Automate button).
     pub summary: String,
 }
@@ -471,7 +471,7 @@ impl RunReport {
             resolved: 0,
             warnings,
             incomplete: None,
-            team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
+            team_action: plan.team_action.clone(),
             summary: String::new(),
         }
     }
@@ -760,7 +760,10 @@ mod tests {
             }
         );
         assert_eq!(r.rejected, parsed.rejected);
-        assert_eq!(r.team_action, vec!["b@contoso.com".to_string()]);
+        assert_eq!(
+            r.team_action,
+            vec![OwnerEmail::parse("b@contoso.com").unwrap()]
+        );
         // The owners held back are the report's first lines; the planned one is not there yet.
         let owners: Vec<_> = r.reminders.iter().map(|l| l.owner.as_str()).collect();
         assert_eq!(owners, ["b@contoso.com", "c@gmail.com"]);
@@ -925,7 +928,7 @@ mod streaming_tests {
             resolved: 0,
             warnings: vec![],
             incomplete: None,
-            team_action: vec!["b@engie.com".into()],
+            team_action: vec![OwnerEmail::parse("b@engie.com").unwrap()],
             summary: String::new(),
         };
         report.finish(at);

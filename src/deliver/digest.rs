@@ -8,7 +8,6 @@
 use super::workflows::{post_webhook, webhook_body};
 use super::{Delivery, DeliveryError};
 use crate::config::{DeliverySettings, Secret};
-use crate::domain::OwnerEmail;
 use crate::http::{HttpClient, RateLimiter, RetryPolicy};
 use crate::render::Renderer;
 use crate::report::{ReminderStatus, RunReport};
@@ -148,14 +147,6 @@ pub struct HeadlineFigure {
     pub name: String,
     /// Value.
     pub value: String,
-}
-
-fn owner_label(owner: &str, verbose: bool) -> String {
-    match OwnerEmail::parse(owner) {
-        Ok(o) => o.for_log(verbose),
-        // Report lines always hold parsed addresses; never show an unparsed one.
-        Err(_) => "owner-?".into(),
-    }
 }
 
 /// What a person reads for a report name: `security_patch_out_of_date` → `Android security
@@ -319,7 +310,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             .team_action
             .iter()
             .take(MAX_LISTED)
-            .map(|o| owner_label(o, verbose))
+            .map(|o| o.for_log(verbose))
             .collect(),
         team_action_more: report.team_action.len().saturating_sub(MAX_LISTED),
         warnings: report.warnings.clone(),
@@ -401,7 +392,7 @@ mod tests {
         assert_eq!(r.trigger, Trigger::Timer);
         for i in 0..n {
             r.reminders.push(ReminderReport {
-                owner: OwnerEmail::parse(&format!("user{i}@contoso.com")).unwrap(),
+                owner: crate::domain::OwnerEmail::parse(&format!("user{i}@contoso.com")).unwrap(),
                 status: ReminderStatus::Failed,
                 reason: Some("user not found".into()),
                 channel: Some("teams_bot".into()),
@@ -514,7 +505,9 @@ mod tests {
             days_left: 3,
             last_os: Some("iOS 15".into()),
         });
-        report.team_action = (0..40).map(|i| format!("late{i}@contoso.com")).collect();
+        report.team_action = (0..40)
+            .map(|i| crate::domain::OwnerEmail::parse(&format!("late{i}@contoso.com")).unwrap())
+            .collect();
         let view = digest_view(&report, false);
         assert_eq!(view.team_action_count, 40);
         assert_eq!(view.team_action.len(), MAX_LISTED);
