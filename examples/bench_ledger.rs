@@ -309,7 +309,7 @@ async fn prepare(scenario: &Scenario, days: u64, checkpoints: bool) -> (u64, Nai
         let mut new = Vec::new();
         for j in 0..per_day {
             let (owner, _, facts) = &issues[(d as usize * 31 + j * 97) % issues.len()];
-            let issue = IssueKey(format!("{}|churn-{d}-{j}", owner.as_str()));
+            let issue = IssueKey(format!("{}|churn-{d}-{j}", owner.as_str()).into());
             let facts = IssueFacts {
                 detected_on: as_of,
                 deadline: as_of + Days::new(30),

@@ -9,9 +9,17 @@ use std::sync::Arc;
 ///
 /// `Display` and `Debug` print the full address: use [`OwnerEmail::pseudonym`] in logs.
 /// Shared, not copied: an owner's many rows, issues and report lines hold one address.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct OwnerEmail(Arc<str>);
+
+/// Serialised as the plain address, straight from the shared copy (a report of a large
+/// export writes tens of thousands of them).
+impl Serialize for OwnerEmail {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl OwnerEmail {
     /// Validates and normalises an address (`" JM6453@Engie.com "` → `jm6453@engie.com`).
@@ -69,6 +77,26 @@ impl OwnerEmail {
     }
 }
 
+/// Reads as the address (`owner.ends_with("@engie.com")`, `owner == "a@b.com"`).
+impl std::ops::Deref for OwnerEmail {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for OwnerEmail {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for OwnerEmail {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
 impl TryFrom<String> for OwnerEmail {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -84,7 +112,8 @@ impl From<OwnerEmail> for String {
 
 impl fmt::Display for OwnerEmail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: widths and precisions apply as to a `str` (`{:<32}`).
+        f.pad(&self.0)
     }
 }
 
@@ -183,7 +212,8 @@ impl PartialEq<Text> for String {
 
 impl fmt::Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, not `write_str`: widths and precisions apply as to a `str` (`{:<32}`).
+        f.pad(&self.0)
     }
 }
 
@@ -419,6 +449,17 @@ mod tests {
             OwnerEmail::parse("ÉLODIE@Engie.COM").unwrap().as_str(),
             "élodie@engie.com"
         );
+    }
+
+    #[test]
+    fn addresses_and_texts_are_printed_in_columns_like_any_str() {
+        let owner = OwnerEmail::parse("a@b.com").unwrap();
+        let model = Text::from("SM-A528B");
+        assert_eq!(
+            format!("{owner:<10}|{model:>10}|"),
+            "a@b.com   |  SM-A528B|"
+        );
+        assert_eq!(format!("{model:.4}"), "SM-A");
     }
 
     #[test]

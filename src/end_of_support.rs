@@ -27,13 +27,13 @@ pub struct EndOfSupport {
     pub models: Vec<SupportEnd>,
 }
 
-/// Case-insensitive, spaces ignored: `IPHONE  7` and `iPhone7` are `iPhone 7`.
-fn normalised(model: &str) -> String {
+/// Case-insensitive, spaces ignored: `IPHONE  7` and `iPhone7` are `iPhone 7`. An iterator,
+/// compared as it goes: no lower-cased copy of the model or of the list's entries is made.
+fn normalised(model: &str) -> impl Iterator<Item = char> + Clone + '_ {
     model
         .chars()
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_lowercase)
-        .collect()
 }
 
 impl EndOfSupport {
@@ -60,12 +60,11 @@ impl EndOfSupport {
     /// The last OS of `model`, when it is on the list.
     pub fn last_os(&self, model: &str) -> Option<&str> {
         let wanted = normalised(model);
-        if wanted.is_empty() {
-            return None;
-        }
+        // An empty (or all-space) model names no model of the list.
+        wanted.clone().next()?;
         self.models
             .iter()
-            .find(|m| normalised(&m.model) == wanted)
+            .find(|m| normalised(&m.model).eq(wanted.clone()))
             .map(|m| m.last_os.as_str())
     }
 }

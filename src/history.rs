@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 ///
 /// Lookout's id names the device (a device's issues share it), so the issue text and the
 /// detection time are part of the key; the list view has no id, so owner + model stand in.
+///
+/// A derived key is 20 hex digits, held inline (no allocation, a copy to clone): the plan
+/// makes, stores and looks up one per export row. Written in ledgers as a plain string.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct IssueKey(pub String);
+pub struct IssueKey(pub smol_str::SmolStr);
 
 /// Where a reminder stands in its lifecycle; shapes wording and escalation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -349,11 +349,16 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                     } else {
                         println!("{report}");
                     }
-                    Ok(if report.partial_failure() {
+                    let code = if report.partial_failure() {
                         exit::PARTIAL_FAILURE
                     } else {
                         exit::OK
-                    })
+                    };
+                    // Written and flushed; the process ends next. Freeing a large export's
+                    // tens of thousands of report lines one by one would only cost time:
+                    // the system takes the memory back at once (what rustc does too).
+                    std::mem::forget(report);
+                    Ok(code)
                 }
                 Err(e) => Ok(report_job_error(&e)),
             }

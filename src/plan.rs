@@ -3,7 +3,7 @@
 //!
 //! Pure: the findings, the ledger snapshot, the date and the options are all arguments.
 
-use crate::domain::{IssueKind, OwnerEmail, Platform, Risk};
+use crate::domain::{IssueKind, OwnerEmail, Platform, Risk, Text};
 use crate::history::LedgerSnapshot;
 pub use crate::history::{IssueKey, Stage};
 use crate::parse::Finding;
@@ -56,7 +56,13 @@ impl IssueKey {
         let written = cursor.position() as usize;
         h.update(&timestamp[..written]);
         h.update([0u8]);
-        IssueKey(hex::encode(&h.finalize()[..10]))
+        // Hex-encoded on the stack and kept inline: no allocation per row.
+        let mut hex_digits = [0u8; 20];
+        let encoded = hex::encode_to_slice(&h.finalize()[..10], &mut hex_digits)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&hex_digits).ok())
+            .unwrap_or_default();
+        IssueKey(smol_str::SmolStr::new_inline(encoded))
     }
 }
 
@@ -106,7 +112,8 @@ pub struct PlanOptions {
     pub only: HashSet<OwnerEmail>,
 }
 
-/// One issue line of a reminder.
+/// One issue line of a reminder. Its texts are the export's shared copies (see [`Text`]):
+/// a plan line is made for every remindable row, without copying any text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssueLine {
     /// Stable key (ledger).
@@ -114,17 +121,17 @@ pub struct IssueLine {
     /// Source row.
     pub row: usize,
     /// Lookout device id.
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// Device model, verbatim.
-    pub device_model: String,
+    pub device_model: Text,
     /// Platform.
     pub platform: Platform,
     /// Kind.
     pub kind: IssueKind,
     /// Issue text, verbatim.
-    pub issue: String,
+    pub issue: Text,
     /// App name (app issues).
-    pub app_name: Option<String>,
+    pub app_name: Option<Text>,
     /// Risk.
     pub risk: Risk,
     /// Detected at.
@@ -138,18 +145,18 @@ pub struct IssueLine {
     /// For an outdated OS on a model that can no longer install a current one: the last OS
     /// it supports (`iOS 15`). The owner is told to ask for a replacement, not to update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_os: Option<String>,
+    pub last_os: Option<Text>,
 }
 
 /// One device and its issues in a reminder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceIssues {
     /// Device model.
-    pub device_model: String,
+    pub device_model: Text,
     /// Platform.
     pub platform: Platform,
     /// Lookout device id.
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// The issues, most urgent first.
     pub issues: Vec<IssueLine>,
 }
@@ -236,12 +243,17 @@ pub fn build(
     // the export is trusted input and this runs once per row. Sorted by owner below.
     let mut owner_index: FxHashMap<&OwnerEmail, usize> = FxHashMap::default();
     let mut by_owner: Vec<(&OwnerEmail, Vec<IssueLine>)> = Vec::new();
-    let mut seen: FxHashSet<(&OwnerEmail, IssueKey)> = FxHashSet::default();
-    // The end-of-support list is searched once per model, not once per outdated-OS row.
-    let mut last_os_by_model: FxHashMap<&str, Option<&str>> = FxHashMap::default();
+    // The issues kept, by owner (their place in `by_owner`) and key.
+    let mut seen: FxHashSet<(usize, IssueKey)> =
+        FxHashSet::with_capacity_and_hasher(findings.len(), Default::default());
+    let mut kinds = policy::KindMemo::default();
+    // The end-of-support list is searched once per model, not once per outdated-OS row, and
+    // an app name is copied once per issue text: the lines share these copies.
+    let mut last_os_by_model: FxHashMap<&str, Option<Text>> = FxHashMap::default();
+    let mut app_names: FxHashMap<&str, Text> = FxHashMap::default();
 
     for f in findings {
-        let verdict = match policy::evaluate(f, opts.as_of, rules) {
+        let verdict = match policy::evaluate_with(f, opts.as_of, rules, &mut kinds) {
             Ok(v) => v,
             Err(reason) => {
                 let name = match reason {
@@ -258,43 +270,59 @@ pub fn build(
             }
         };
         let key = IssueKey::of(f);
+        // An owner has a few lines: room for them at once, not grown one by one.
+        let slot = *owner_index.entry(&f.owner).or_insert_with(|| {
+            by_owner.push((&f.owner, Vec::with_capacity(4)));
+            by_owner.len() - 1
+        });
         // The same issue twice in one export (a copy-paste) is one issue.
-        if !seen.insert((&f.owner, key.clone())) {
+        if !seen.insert((slot, key.clone())) {
             continue;
         }
         plan.remindable += 1;
         let due = opts.force || is_due(ledger, &f.owner, &key, verdict.days_left, opts);
-        let slot = *owner_index.entry(&f.owner).or_insert_with(|| {
-            by_owner.push((&f.owner, Vec::new()));
-            by_owner.len() - 1
+        let app_name = verdict.app_name.map(|name| {
+            app_names
+                .entry(f.issue.as_str())
+                .or_insert_with(|| Text::from(name))
+                .clone()
         });
+        let last_os = if verdict.kind == IssueKind::OsOutOfDate {
+            last_os_by_model
+                .entry(f.device_model.as_str())
+                .or_insert_with(|| {
+                    rules
+                        .end_of_support
+                        .last_os(&f.device_model)
+                        .map(Text::from)
+                })
+                .clone()
+        } else {
+            None
+        };
         by_owner[slot].1.push(IssueLine {
             key,
             row: f.row,
-            lookout_id: f.lookout_id.as_deref().map(str::to_string),
-            device_model: f.device_model.to_string(),
+            lookout_id: f.lookout_id.clone(),
+            device_model: f.device_model.clone(),
             platform: f.platform,
             kind: verdict.kind,
-            issue: f.issue.to_string(),
-            app_name: verdict.app_name,
+            issue: f.issue.clone(),
+            app_name,
             risk: f.risk,
             detected: f.detected,
             deadline: verdict.deadline,
             days_left: verdict.days_left,
             due,
-            last_os: (verdict.kind == IssueKind::OsOutOfDate)
-                .then(|| {
-                    *last_os_by_model
-                        .entry(f.device_model.as_str())
-                        .or_insert_with(|| rules.end_of_support.last_os(&f.device_model))
-                })
-                .flatten()
-                .map(str::to_string),
+            last_os,
         });
     }
 
     for ((owner, key), history) in &ledger.issues {
-        if !history.resolved && !seen.contains(&(owner, key.clone())) {
+        let in_export = owner_index
+            .get(owner)
+            .is_some_and(|slot| seen.contains(&(*slot, key.clone())));
+        if !history.resolved && !in_export {
             plan.resolved.push((owner.clone(), key.clone()));
         }
     }
@@ -463,6 +491,15 @@ fn same_issue(a: &IssueLine, b: &IssueLine) -> bool {
     fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
         text.trim().chars().flat_map(char::to_lowercase)
     }
+    /// Trimmed texts equal lower-cased; byte-wise when both are ASCII (nearly always).
+    fn same_text(x: &str, y: &str) -> bool {
+        let (x, y) = (x.trim(), y.trim());
+        if x.is_ascii() && y.is_ascii() {
+            x.eq_ignore_ascii_case(y)
+        } else {
+            lower(x).eq(lower(y))
+        }
+    }
     fn device(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
         let (prefix, text) = match &line.lookout_id {
             Some(id) => ("", id.as_str()),
@@ -470,10 +507,19 @@ fn same_issue(a: &IssueLine, b: &IssueLine) -> bool {
         };
         prefix.chars().chain(lower(text))
     }
-    fn app(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
-        lower(line.app_name.as_deref().unwrap_or_default())
+    fn app_text(line: &IssueLine) -> &str {
+        line.app_name.as_deref().unwrap_or_default()
     }
-    a.kind == b.kind && device(a).eq(device(b)) && app(a).eq(app(b))
+    if a.kind != b.kind {
+        return false;
+    }
+    let same_device = match (&a.lookout_id, &b.lookout_id) {
+        (Some(x), Some(y)) => same_text(x, y),
+        (None, None) => same_text(&a.device_model, &b.device_model),
+        // An id against `model:` and a model.
+        _ => device(a).eq(device(b)),
+    };
+    same_device && same_text(app_text(a), app_text(b))
 }
 
 fn group_by_device(lines: Vec<IssueLine>) -> Vec<DeviceIssues> {
@@ -561,7 +607,83 @@ mod tests {
             h.update(part.as_bytes());
             h.update([0u8]);
         }
-        IssueKey(hex::encode(&h.finalize()[..10]))
+        IssueKey(hex::encode(&h.finalize()[..10]).into())
+    }
+
+    /// `same_issue` as it was written before its byte-wise shortcut: every line compared
+    /// char by char, lower-cased.
+    fn same_issue_char_by_char(a: &IssueLine, b: &IssueLine) -> bool {
+        fn lower(text: &str) -> impl Iterator<Item = char> + '_ {
+            text.trim().chars().flat_map(char::to_lowercase)
+        }
+        fn device(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+            let (prefix, text) = match &line.lookout_id {
+                Some(id) => ("", id.as_str()),
+                None => ("model:", line.device_model.as_str()),
+            };
+            prefix.chars().chain(lower(text))
+        }
+        fn app(line: &IssueLine) -> impl Iterator<Item = char> + '_ {
+            lower(line.app_name.as_deref().unwrap_or_default())
+        }
+        a.kind == b.kind && device(a).eq(device(b)) && app(a).eq(app(b))
+    }
+
+    #[test]
+    fn lines_are_the_same_issue_exactly_when_the_char_by_char_comparison_says_so() {
+        let ids = [
+            None,
+            Some("C4B6-DEV"),
+            Some(" c4b6-dev "),
+            Some("MODEL:SM-A528B"),
+            Some("ÉCRAN-İ"),
+            Some("écran-i\u{307}"),
+        ];
+        let models = ["SM-A528B", " sm-a528b", "ÉCRAN ΣΟΦΟΣ", "écran σοφος", ""];
+        let apps = [
+            None,
+            Some("Chrome"),
+            Some(" CHROME "),
+            Some("Edgé"),
+            Some("EDGÉ"),
+        ];
+        let kinds = [IssueKind::VulnerableApp, IssueKind::OsOutOfDate];
+        let mut lines = Vec::new();
+        for id in ids {
+            for model in models {
+                for app in apps {
+                    for kind in kinds {
+                        let f = finding("a@x.com", "dev", "Chrome", 4);
+                        lines.push(IssueLine {
+                            key: IssueKey::of(&f),
+                            row: 2,
+                            lookout_id: id.map(Text::from),
+                            device_model: model.into(),
+                            platform: Platform::Android,
+                            kind,
+                            issue: "Chrome".into(),
+                            app_name: app.map(Text::from),
+                            risk: Risk::Low,
+                            detected: f.detected,
+                            deadline: NaiveDate::from_ymd_opt(2024, 4, 3).unwrap(),
+                            days_left: 1,
+                            due: true,
+                            last_os: None,
+                        });
+                    }
+                }
+            }
+        }
+        let mut same = 0;
+        for a in &lines {
+            for b in &lines {
+                let expected = same_issue_char_by_char(a, b);
+                assert_eq!(same_issue(a, b), expected, "{a:?} / {b:?}");
+                same += usize::from(expected);
+            }
+        }
+        // Not only "different": case, spaces and the `model:` spelling all meet.
+        assert!(same > lines.len() * 2, "{same}");
     }
 
     #[test]

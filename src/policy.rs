@@ -6,6 +6,7 @@ use crate::domain::{IssueKind, OwnerEmail};
 use crate::parse::Finding;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// How one issue kind is recognised. Every condition that is set must match; matching
@@ -182,12 +183,14 @@ pub enum NotRemindable {
 }
 
 /// A finding that gets a reminder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Remindable {
+/// Borrows from the finding (this runs for every row: no copy of the app name is made).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Remindable<'f> {
     /// Its kind.
     pub kind: IssueKind,
-    /// App name for app issues (`Chrome(com.android.chrome)` → `Chrome`).
-    pub app_name: Option<String>,
+    /// App name for app issues (`Chrome(com.android.chrome)` → `Chrome`), a slice of the
+    /// finding's issue text.
+    pub app_name: Option<&'f str>,
     /// Date access is cut (detection + grace days, local date).
     pub deadline: NaiveDate,
     /// Days from `as_of` to the deadline; negative once past.
@@ -195,25 +198,47 @@ pub struct Remindable {
 }
 
 /// Decides whether one finding is remindable, as of a local date.
-pub fn evaluate(
-    finding: &Finding,
+pub fn evaluate<'f>(
+    finding: &'f Finding,
     as_of: NaiveDate,
     rules: &Rules,
-) -> Result<Remindable, NotRemindable> {
-    let status = finding.status.trim();
-    if !rules
-        .active_statuses
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(status) || squashed(s).eq(squashed(status)))
-    {
-        return Err(NotRemindable::NotActive);
-    }
-    let kind = rules
-        .kinds
-        .iter()
-        .find(|r| r.matches(finding))
-        .map(|r| r.kind)
-        .ok_or(NotRemindable::NotAnUpdateIssue)?;
+) -> Result<Remindable<'f>, NotRemindable> {
+    evaluate_with(finding, as_of, rules, &mut KindMemo::default())
+}
+
+/// The status and kind verdicts of the findings of one export, remembered per distinct
+/// (status, issue type, issue, classifications) texts: an export repeats a few dozen
+/// combinations over 100k rows, and matching the rules is the costly part of a verdict.
+///
+/// Keyed by where the texts are: the rows of one parse share one copy of each value (see
+/// [`crate::domain::Text`]), so a repeat is found by address without hashing the text. Equal
+/// texts at other addresses are only a miss, never a wrong answer. Lives no longer than the
+/// findings it was used on (`'f`), so no address is reused meanwhile.
+#[derive(Default)]
+pub struct KindMemo<'f> {
+    verdicts: FxHashMap<[(*const u8, usize); 4], Result<IssueKind, NotRemindable>>,
+    findings: std::marker::PhantomData<&'f Finding>,
+}
+
+/// [`evaluate`] for one finding of many, with the rules' verdict on its texts remembered.
+pub fn evaluate_with<'f>(
+    finding: &'f Finding,
+    as_of: NaiveDate,
+    rules: &Rules,
+    memo: &mut KindMemo<'f>,
+) -> Result<Remindable<'f>, NotRemindable> {
+    let at = |text: &'f str| (text.as_ptr(), text.len());
+    let texts = [
+        at(finding.status.as_str()),
+        at(finding.issue_type.as_str()),
+        at(finding.issue.as_str()),
+        at(finding.classifications.as_str()),
+    ];
+    let verdict = *memo
+        .verdicts
+        .entry(texts)
+        .or_insert_with(|| kind_of(finding, rules));
+    let kind = verdict?;
     // Local calendar days, not 30 × 24 h: across a daylight-saving change 24 h steps land an
     // hour off, which moves a detection near midnight to another deadline date.
     let deadline = rules.local_date(finding.detected) + Duration::days(rules.grace_days);
@@ -226,8 +251,26 @@ pub fn evaluate(
     })
 }
 
-/// The app's display name from Lookout's `Name(package.id)` issue text.
-pub fn app_name(issue: &str) -> String {
+/// The rules' verdict on a finding's texts: not active, not an update issue, or its kind.
+fn kind_of(finding: &Finding, rules: &Rules) -> Result<IssueKind, NotRemindable> {
+    let status = finding.status.trim();
+    if !rules
+        .active_statuses
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status) || squashed(s).eq(squashed(status)))
+    {
+        return Err(NotRemindable::NotActive);
+    }
+    rules
+        .kinds
+        .iter()
+        .find(|r| r.matches(finding))
+        .map(|r| r.kind)
+        .ok_or(NotRemindable::NotAnUpdateIssue)
+}
+
+/// The app's display name from Lookout's `Name(package.id)` issue text: a slice of it.
+pub fn app_name(issue: &str) -> &str {
     let name = issue.split('(').next().unwrap_or(issue).trim();
     let name = name
         .strip_suffix("Vulnerability")
@@ -235,9 +278,9 @@ pub fn app_name(issue: &str) -> String {
         .filter(|n| !n.is_empty())
         .unwrap_or(name);
     if name.is_empty() {
-        issue.trim().to_string()
+        issue.trim()
     } else {
-        name.to_string()
+        name
     }
 }
 
@@ -270,20 +313,55 @@ mod tests {
     }
 
     #[test]
+    fn remembered_verdicts_are_the_verdicts_of_each_row_whatever_texts_the_rows_share() {
+        let rules = Rules::default();
+        let shared = finding("Application", "Chrome(x)", "Vulnerability", "Active");
+        let mut rows = vec![shared.clone(), shared.clone()];
+        // The same texts as separate copies, and rows sharing some texts but not others.
+        rows.push(finding(
+            "Application",
+            "Chrome(x)",
+            "Vulnerability",
+            "Active",
+        ));
+        let mut resolved = shared.clone();
+        resolved.status = "Resolved".into();
+        rows.push(resolved);
+        let mut os = shared.clone();
+        os.classifications = "OS Out-Of-Date".into();
+        rows.push(os);
+        let mut other_day = shared.clone();
+        other_day.detected = Utc.with_ymd_and_hms(2024, 1, 1, 23, 30, 0).unwrap();
+        rows.push(other_day);
+        rows.push(finding("Network", "Wi-Fi", "Rogue", "Active"));
+        rows.push(shared);
+        let mut memo = KindMemo::default();
+        let remembered: Vec<_> = rows
+            .iter()
+            .map(|f| evaluate_with(f, as_of(), &rules, &mut memo))
+            .collect();
+        let fresh: Vec<_> = rows.iter().map(|f| evaluate(f, as_of(), &rules)).collect();
+        assert_eq!(remembered, fresh);
+        assert_eq!(fresh[3], Err(NotRemindable::NotActive));
+        assert_eq!(fresh[4].as_ref().unwrap().kind, IssueKind::OsOutOfDate);
+        assert_ne!(
+            fresh[5].as_ref().unwrap().deadline,
+            fresh[0].as_ref().unwrap().deadline
+        );
+        assert_eq!(fresh[6], Err(NotRemindable::NotAnUpdateIssue));
+    }
+
+    #[test]
     fn an_active_vulnerable_app_is_remindable_with_its_app_name() {
-        let r = evaluate(
-            &finding(
-                "Application",
-                "Chrome(com.android.chrome)",
-                "Vulnerability",
-                "Active",
-            ),
-            as_of(),
-            &Rules::default(),
-        )
-        .unwrap();
+        let f = finding(
+            "Application",
+            "Chrome(com.android.chrome)",
+            "Vulnerability",
+            "Active",
+        );
+        let r = evaluate(&f, as_of(), &Rules::default()).unwrap();
         assert_eq!(r.kind, IssueKind::VulnerableApp);
-        assert_eq!(r.app_name.as_deref(), Some("Chrome"));
+        assert_eq!(r.app_name, Some("Chrome"));
         assert_eq!(r.deadline, NaiveDate::from_ymd_opt(2024, 4, 3).unwrap());
         assert_eq!(r.days_left, 27);
     }

@@ -1,6 +1,7 @@
 //! Report: what a run did, as JSON (versioned), CSV and a one-line summary. The same struct
 //! is printed by the CLI, returned by the HTTP function and stored beside the ledger.
 
+use crate::domain::{IssueKind, OwnerEmail, Platform, Risk, Text};
 use crate::parse::{ParsedExport, RejectedRow};
 use crate::plan::{HeldBack, IssueLine, Plan, PlannedReminder, Stage};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -20,6 +21,17 @@ pub enum Trigger {
     Timer,
     /// The HTTP function.
     Http,
+}
+
+impl Trigger {
+    /// The report name (`cli`, `timer`, `http`), as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Timer => "timer",
+            Trigger::Http => "http",
+        }
+    }
 }
 
 /// The outcome of one owner's reminder.
@@ -131,21 +143,22 @@ pub struct ReminderCounts {
     pub maybe_delivered: usize,
 }
 
-/// One issue in a reminder line of the report.
+/// One issue in a reminder line of the report. Typed (the enums serialise as their
+/// snake_case names) and sharing the plan's texts: a report line copies no text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportIssue {
     /// Lookout device id.
-    pub lookout_id: Option<String>,
+    pub lookout_id: Option<Text>,
     /// Device model.
-    pub device_model: String,
+    pub device_model: Text,
     /// Platform.
-    pub platform: String,
+    pub platform: Platform,
     /// Kind.
-    pub kind: String,
+    pub kind: IssueKind,
     /// Issue text.
-    pub issue: String,
+    pub issue: Text,
     /// Risk.
-    pub risk: String,
+    pub risk: Risk,
     /// Detected (RFC 3339).
     pub detected: DateTime<Utc>,
     /// Deadline.
@@ -154,7 +167,7 @@ pub struct ReportIssue {
     pub days_left: i64,
     /// The model can no longer install a current OS: the last one it supports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_os: Option<String>,
+    pub last_os: Option<Text>,
 }
 
 impl From<&IssueLine> for ReportIssue {
@@ -162,10 +175,10 @@ impl From<&IssueLine> for ReportIssue {
         Self {
             lookout_id: l.lookout_id.clone(),
             device_model: l.device_model.clone(),
-            platform: l.platform.as_str().into(),
-            kind: l.kind.as_str().into(),
+            platform: l.platform,
+            kind: l.kind,
             issue: l.issue.clone(),
-            risk: l.risk.as_str().into(),
+            risk: l.risk,
             detected: l.detected,
             deadline: l.deadline,
             days_left: l.days_left,
@@ -178,7 +191,7 @@ impl From<&IssueLine> for ReportIssue {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReminderReport {
     /// Owner e-mail (the report is for the operator; logs are the pseudonymised place).
-    pub owner: String,
+    pub owner: OwnerEmail,
     /// Outcome.
     pub status: ReminderStatus,
     /// Why (skipped / failed / fell back), or empty.
@@ -247,7 +260,7 @@ pub struct RunReport {
     /// Owners overdue beyond `REMINDERS_TEAM_ACTION_AFTER_DAYS`: reminders alone have not
     /// worked, the security team should act (device blocked? wrong owner? stale device?).
     #[serde(default)]
-    pub team_action: Vec<String>,
+    pub team_action: Vec<OwnerEmail>,
     /// One human line (for a Power Automate button).
     pub summary: String,
 }
@@ -352,7 +365,7 @@ impl RunReport {
             for i in &r.issues {
                 let _ = w.write_record([
                     self.run_id.as_str(),
-                    &r.owner,
+                    r.owner.as_str(),
                     status_name(r.status),
                     r.reason.as_deref().unwrap_or(""),
                     r.channel.as_deref().unwrap_or(""),
@@ -360,10 +373,10 @@ impl RunReport {
                     r.message_id.as_deref().unwrap_or(""),
                     i.lookout_id.as_deref().unwrap_or(""),
                     &i.device_model,
-                    &i.platform,
-                    &i.kind,
+                    i.platform.as_str(),
+                    i.kind.as_str(),
                     &i.issue,
-                    &i.risk,
+                    i.risk.as_str(),
                     &i.detected.to_rfc3339(),
                     &i.deadline.to_string(),
                     &i.days_left.to_string(),
@@ -458,7 +471,7 @@ impl RunReport {
             resolved: 0,
             warnings,
             incomplete: None,
-            team_action: plan.team_action.iter().map(|o| o.to_string()).collect(),
+            team_action: plan.team_action.clone(),
             summary: String::new(),
         }
     }
@@ -473,7 +486,7 @@ impl ReminderReport {
         channel: Option<String>,
     ) -> Self {
         Self {
-            owner: r.owner.to_string(),
+            owner: r.owner.clone(),
             status,
             reason,
             channel,
@@ -488,7 +501,7 @@ impl ReminderReport {
     /// An owner the plan held back (not due, excluded domain): skipped, with the reason.
     pub fn held_back(h: &HeldBack) -> Self {
         Self {
-            owner: h.owner.to_string(),
+            owner: h.owner.clone(),
             status: ReminderStatus::Skipped,
             reason: Some(h.reason.clone()),
             channel: None,
@@ -600,15 +613,19 @@ impl std::fmt::Display for RunReport {
                 r.reason.as_deref().unwrap_or("")
             )?;
             for i in &r.issues {
-                let what = if i.kind == "vulnerable_app" {
-                    format!("{} ({})", i.kind, i.issue)
+                let what = if i.kind == IssueKind::VulnerableApp {
+                    format!("{} ({})", i.kind.as_str(), i.issue)
                 } else {
-                    i.kind.clone()
+                    i.kind.as_str().to_string()
                 };
                 writeln!(
                     f,
                     "         - {:<22} {:<8} {:<40} deadline {} ({} days left)",
-                    i.device_model, i.platform, what, i.deadline, i.days_left
+                    i.device_model,
+                    i.platform.as_str(),
+                    what,
+                    i.deadline,
+                    i.days_left
                 )?;
             }
         }
@@ -641,7 +658,7 @@ mod tests {
 
     fn issue(kind: IssueKind, text: &str) -> IssueLine {
         IssueLine {
-            key: IssueKey(format!("k-{text}")),
+            key: IssueKey(format!("k-{text}").into()),
             row: 2,
             lookout_id: Some("L1".into()),
             device_model: "iPhone 12".into(),
@@ -743,7 +760,10 @@ mod tests {
             }
         );
         assert_eq!(r.rejected, parsed.rejected);
-        assert_eq!(r.team_action, vec!["b@contoso.com".to_string()]);
+        assert_eq!(
+            r.team_action,
+            vec![OwnerEmail::parse("b@contoso.com").unwrap()]
+        );
         // The owners held back are the report's first lines; the planned one is not there yet.
         let owners: Vec<_> = r.reminders.iter().map(|l| l.owner.as_str()).collect();
         assert_eq!(owners, ["b@contoso.com", "c@gmail.com"]);
@@ -773,7 +793,7 @@ mod tests {
         assert_eq!(planned.channel.as_deref(), Some("outbox"));
         assert_eq!(planned.stage, Some(Stage::Repeat));
         assert_eq!(planned.issues.len(), 2);
-        assert_eq!(planned.issues[1].kind, "vulnerable_app");
+        assert_eq!(planned.issues[1].kind, IssueKind::VulnerableApp);
 
         let receipt = Receipt {
             channel: "email".into(),
@@ -829,8 +849,18 @@ mod tests {
         report.finish(day(7).and_hms_opt(6, 1, 0).unwrap().and_utc());
         let text = report.to_string();
         assert!(text.starts_with("Dry run r1 as of 2024-03-07"), "{text}");
-        assert!(text.contains("PLANNED  a@contoso.com"), "{text}");
-        assert!(text.contains("vulnerable_app (Chrome)"), "{text}");
+        // In columns: the owner padded to 32, the model to 22, the platform to 8.
+        assert!(
+            text.contains(&format!("PLANNED  {:<32} repeat", "a@contoso.com")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "         - {:<22} {:<8} vulnerable_app (Chrome)",
+                "iPhone 12", "ios"
+            )),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("warning: {NO_ALLOWED_DOMAINS_WARNING}")),
             "{text}"
@@ -884,7 +914,7 @@ mod streaming_tests {
             }],
             owners: OwnerCounts::default(),
             reminders: vec![ReminderReport {
-                owner: "a@engie.com".into(),
+                owner: OwnerEmail::parse("a@engie.com").unwrap(),
                 status: ReminderStatus::Planned,
                 reason: None,
                 channel: Some("outbox".into()),
@@ -898,7 +928,7 @@ mod streaming_tests {
             resolved: 0,
             warnings: vec![],
             incomplete: None,
-            team_action: vec!["b@engie.com".into()],
+            team_action: vec![OwnerEmail::parse("b@engie.com").unwrap()],
             summary: String::new(),
         };
         report.finish(at);

@@ -8,7 +8,6 @@
 use super::workflows::{post_webhook, webhook_body};
 use super::{Delivery, DeliveryError};
 use crate::config::{DeliverySettings, Secret};
-use crate::domain::OwnerEmail;
 use crate::http::{HttpClient, RateLimiter, RetryPolicy};
 use crate::render::Renderer;
 use crate::report::{ReminderStatus, RunReport};
@@ -150,14 +149,6 @@ pub struct HeadlineFigure {
     pub value: String,
 }
 
-fn owner_label(owner: &str, verbose: bool) -> String {
-    match OwnerEmail::parse(owner) {
-        Ok(o) => o.for_log(verbose),
-        // Report lines always hold parsed addresses; never show an unparsed one.
-        Err(_) => "owner-?".into(),
-    }
-}
-
 /// What a person reads for a report name: `security_patch_out_of_date` → `Android security
 /// patch`. Unknown names are shown as they are.
 fn human_label(name: &str) -> String {
@@ -255,17 +246,17 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let mut unsupported: BTreeSet<String> = BTreeSet::new();
     for r in &report.reminders {
         for i in &r.issues {
-            *kind.entry(i.kind.clone()).or_insert(0) += 1;
-            *platform.entry(i.platform.clone()).or_insert(0) += 1;
-            *risk.entry(i.risk.clone()).or_insert(0) += 1;
+            *kind.entry(i.kind.as_str().to_string()).or_insert(0) += 1;
+            *platform.entry(i.platform.as_str().to_string()).or_insert(0) += 1;
+            *risk.entry(i.risk.as_str().to_string()).or_insert(0) += 1;
             if i.days_left < 0 {
-                past.insert(owner_label(&r.owner, verbose));
+                past.insert(r.owner.for_log(verbose));
             }
             if let Some(last_os) = &i.last_os {
                 unsupported.insert(format!(
                     "{} ({last_os}), {}",
                     i.device_model,
-                    owner_label(&r.owner, verbose)
+                    r.owner.for_log(verbose)
                 ));
             }
         }
@@ -275,7 +266,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
                 r.reason.as_deref().unwrap_or("unknown"),
             );
             failures.push(FailureLine {
-                owner: owner_label(&r.owner, verbose),
+                owner: r.owner.for_log(verbose),
                 reason,
             });
         }
@@ -286,7 +277,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let past_deadline: Vec<String> = past.into_iter().take(MAX_LISTED).collect();
     DigestView {
         run_id: report.run_id.clone(),
-        trigger: format!("{:?}", report.trigger).to_lowercase(),
+        trigger: report.trigger.as_str().to_string(),
         dry_run: report.dry_run,
         as_of: report.as_of.to_string(),
         summary: report.summary.clone(),
@@ -319,7 +310,7 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
             .team_action
             .iter()
             .take(MAX_LISTED)
-            .map(|o| owner_label(o, verbose))
+            .map(|o| o.for_log(verbose))
             .collect(),
         team_action_more: report.team_action.len().saturating_sub(MAX_LISTED),
         warnings: report.warnings.clone(),
@@ -401,7 +392,7 @@ mod tests {
         assert_eq!(r.trigger, Trigger::Timer);
         for i in 0..n {
             r.reminders.push(ReminderReport {
-                owner: format!("user{i}@contoso.com"),
+                owner: crate::domain::OwnerEmail::parse(&format!("user{i}@contoso.com")).unwrap(),
                 status: ReminderStatus::Failed,
                 reason: Some("user not found".into()),
                 channel: Some("teams_bot".into()),
@@ -505,16 +496,18 @@ mod tests {
         report.reminders[0].issues.push(crate::report::ReportIssue {
             lookout_id: None,
             device_model: "iPhone 7".into(),
-            platform: "ios".into(),
-            kind: "os_out_of_date".into(),
+            platform: crate::domain::Platform::Ios,
+            kind: crate::domain::IssueKind::OsOutOfDate,
             issue: "OS".into(),
-            risk: "moderate".into(),
+            risk: crate::domain::Risk::Moderate,
             detected: chrono::Utc::now(),
             deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
             days_left: 3,
             last_os: Some("iOS 15".into()),
         });
-        report.team_action = (0..40).map(|i| format!("late{i}@contoso.com")).collect();
+        report.team_action = (0..40)
+            .map(|i| crate::domain::OwnerEmail::parse(&format!("late{i}@contoso.com")).unwrap())
+            .collect();
         let view = digest_view(&report, false);
         assert_eq!(view.team_action_count, 40);
         assert_eq!(view.team_action.len(), MAX_LISTED);
@@ -567,10 +560,10 @@ mod tests {
         report.reminders[0].issues.push(crate::report::ReportIssue {
             lookout_id: None,
             device_model: "SM-A528B".into(),
-            platform: "android".into(),
-            kind: "security_patch_out_of_date".into(),
+            platform: crate::domain::Platform::Android,
+            kind: crate::domain::IssueKind::SecurityPatchOutOfDate,
             issue: "ASPL".into(),
-            risk: "high".into(),
+            risk: crate::domain::Risk::High,
             detected: chrono::Utc::now(),
             deadline: chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
             days_left: 3,

@@ -3,7 +3,7 @@
 //! reminders per fix, the overdue list, unreachable owners, what changed since the last run.
 
 use super::{is_unreachable, DailyAggregate, Resolution};
-use crate::domain::{IssueKind, OwnerEmail};
+use crate::domain::IssueKind;
 use crate::history::LedgerEvent;
 use crate::report::RunReport;
 use chrono::{Duration, NaiveDate};
@@ -217,15 +217,6 @@ fn duration_figures(resolutions: &[&Resolution]) -> DurationFigures {
         p90: percentile_nearest_rank(&days, 90.0),
         before_deadline_pct: pct(before, resolutions.len()),
         reminders_per_fix: ratio(reminders, resolutions.len()),
-    }
-}
-
-/// An owner as the page shows it.
-fn owner_shown(owner: &str, verbose: bool) -> String {
-    match OwnerEmail::parse(owner) {
-        Ok(email) => email.for_log(verbose),
-        Err(_) if verbose => owner.to_string(),
-        Err(_) => "owner-unknown".to_string(),
     }
 }
 
@@ -452,17 +443,17 @@ fn overdue_lines(report: &RunReport, verbose: bool) -> Vec<OverdueLine> {
         .reminders
         .iter()
         .flat_map(|r| {
-            let owner = owner_shown(&r.owner, verbose);
+            let owner = r.owner.for_log(verbose);
             r.issues
                 .iter()
                 .filter(|i| i.days_left < 0)
                 .map(move |i| OverdueLine {
                     owner: owner.clone(),
-                    device_model: i.device_model.clone(),
-                    platform: i.platform.clone(),
-                    kind: i.kind.clone(),
-                    issue: i.issue.clone(),
-                    risk: i.risk.clone(),
+                    device_model: i.device_model.to_string(),
+                    platform: i.platform.as_str().to_string(),
+                    kind: i.kind.as_str().to_string(),
+                    issue: i.issue.to_string(),
+                    risk: i.risk.as_str().to_string(),
                     deadline: i.deadline,
                     days_overdue: -i.days_left,
                 })
@@ -483,13 +474,13 @@ fn unreachable_owners(report: &RunReport, verbose: bool) -> Vec<UnreachableOwner
         .iter()
         .filter(|r| is_unreachable(r.status, r.channel.as_deref()))
         .map(|r| {
-            let shown = owner_shown(&r.owner, verbose);
+            let shown = r.owner.for_log(verbose);
             let reason = r.reason.clone().unwrap_or_default();
             UnreachableOwner {
                 reason: if verbose {
                     reason
                 } else {
-                    crate::domain::replace_address(&reason, &r.owner, &shown)
+                    crate::domain::replace_address(&reason, r.owner.as_str(), &shown)
                 },
                 owner: shown,
                 channel: r.channel.clone().unwrap_or_default(),
@@ -522,7 +513,6 @@ mod tests {
             crate::domain::replace_address("user 'A@B.com' not found", "a@b.com", "owner-x"),
             "user 'owner-x' not found"
         );
-        assert_eq!(owner_shown("not an address", false), "owner-unknown");
     }
 
     #[test]

@@ -84,20 +84,24 @@ impl DailyAggregate {
         let mut unreachable: HashSet<&str> = HashSet::new();
         for line in &report.reminders {
             if !line.issues.is_empty() {
-                owners_open.insert(&line.owner);
+                owners_open.insert(line.owner.as_str());
             }
             if line.status == ReminderStatus::Sent {
-                reached.insert(&line.owner);
+                reached.insert(line.owner.as_str());
             } else if is_unreachable(line.status, line.channel.as_deref()) {
-                unreachable.insert(&line.owner);
+                unreachable.insert(line.owner.as_str());
             }
             for issue in &line.issues {
                 d.open += 1;
-                *d.open_by_kind.entry(issue.kind.clone()).or_default() += 1;
-                *d.open_by_platform
-                    .entry(issue.platform.clone())
+                *d.open_by_kind
+                    .entry(issue.kind.as_str().to_string())
                     .or_default() += 1;
-                *d.open_by_risk.entry(issue.risk.clone()).or_default() += 1;
+                *d.open_by_platform
+                    .entry(issue.platform.as_str().to_string())
+                    .or_default() += 1;
+                *d.open_by_risk
+                    .entry(issue.risk.as_str().to_string())
+                    .or_default() += 1;
                 if issue.days_left < 0 {
                     d.overdue += 1;
                 }

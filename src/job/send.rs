@@ -290,7 +290,7 @@ fn sent_events(
         .map(|issue| LedgerEvent::Sent {
             owner: r.owner.clone(),
             issue: issue.key.clone(),
-            lookout_id: issue.lookout_id.clone(),
+            lookout_id: issue.lookout_id.as_deref().map(str::to_string),
             stage: r.stage,
             as_of: run.as_of,
             sent_at,
@@ -421,10 +421,7 @@ pub(super) async fn tell_managers(
                 tell_one_manager(run, &summary, round_started).await?
             }
         };
-        let owners: HashSet<String> = indices
-            .iter()
-            .map(|&i| reminders[i].owner.to_string())
-            .collect();
+        let owners: HashSet<&OwnerEmail> = indices.iter().map(|&i| &reminders[i].owner).collect();
         for l in report
             .reminders
             .iter_mut()

@@ -286,7 +286,7 @@ impl HeaderMap {
         }
         let get = |col: Column| -> &'a str {
             match self.index(col) {
-                Some(i) if i < cell_count => cell(i).trim(),
+                Some(i) if i < cell_count => trim_cell(cell(i)),
                 _ => "",
             }
         };
@@ -341,9 +341,41 @@ impl HeaderMap {
     }
 }
 
+/// `cell.trim()`, with the usual cell (ASCII at both ends) trimmed byte-wise: every cell of
+/// every row goes through here. The Unicode trim runs only when an end is not plain ASCII
+/// (or is the vertical tab, the one ASCII space `trim_ascii` keeps).
+fn trim_cell(cell: &str) -> &str {
+    let trimmed = cell.trim_ascii();
+    let plain = |b: &u8| b.is_ascii() && *b != 0x0B;
+    match (trimmed.as_bytes().first(), trimmed.as_bytes().last()) {
+        (Some(first), Some(last)) if !(plain(first) && plain(last)) => trimmed.trim(),
+        _ => trimmed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_are_trimmed_exactly_as_str_trim_does() {
+        let cells = [
+            "",
+            " ",
+            "\t a b \r\n",
+            "\u{a0}Chrome\u{a0}",
+            " \u{2003}x\u{3000} ",
+            "\u{b}agent\u{b}",
+            "\u{c}x\u{1f}",
+            "é ",
+            " Ωmega\u{85}",
+            "\u{200b}zero-width\u{200b}",
+            "plain",
+        ];
+        for cell in cells {
+            assert_eq!(trim_cell(cell), cell.trim(), "{cell:?}");
+        }
+    }
 
     #[test]
     fn headers_match_whatever_the_case_spacing_and_order() {

@@ -418,7 +418,7 @@ mod tests {
         let p = one("Active Low Risk\tChrome Vulnerability\tGM6567@engie.com SM-X205\tMar 4, 2024 2:52 PM\t-\t3 days");
         let as_of = NaiveDate::from_ymd_opt(2024, 3, 7).unwrap();
         let r = evaluate(&p.findings[0], as_of, &Rules::default()).unwrap();
-        assert_eq!(r.app_name.as_deref(), Some("Chrome"));
+        assert_eq!(r.app_name, Some("Chrome"));
     }
 
     #[test]

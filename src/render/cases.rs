@@ -78,7 +78,7 @@ fn reminder(kind: IssueKind, platform: Platform, stage: Stage, days_left: i64) -
                 platform,
                 kind,
                 issue: issue.into(),
-                app_name: (!app.is_empty()).then(|| app.to_string()),
+                app_name: (!app.is_empty()).then(|| app.into()),
                 // App issues are high risk here, so every card is checked for "high risk".
                 risk: if kind == IssueKind::VulnerableApp {
                     Risk::High
@@ -500,12 +500,12 @@ fn owner_with_many_issues(n: usize) -> PlannedReminder {
         let mut line =
             reminder(kind, platform, Stage::Overdue, days_left).devices[0].issues[0].clone();
         let device = format!("device-{}", i / 10);
-        line.lookout_id = Some(device.clone());
-        line.device_model = format!("Model {} {}", i / 10, "X".repeat(300));
+        line.lookout_id = Some(device.as_str().into());
+        line.device_model = format!("Model {} {}", i / 10, "X".repeat(300)).into();
         if kind == IssueKind::VulnerableApp {
             let app = format!("App number {i} with a long name {}", "Y".repeat(200));
-            line.issue = format!("{app}(com.example.app{i})");
-            line.app_name = Some(app);
+            line.issue = format!("{app}(com.example.app{i})").into();
+            line.app_name = Some(app.into());
         }
         lines.push(line);
     }

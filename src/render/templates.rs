@@ -465,7 +465,7 @@ impl Renderer {
                             days_left: i.days_left,
                             due: due_word(i.days_left),
                             last_os: i.last_os.as_deref().map(shown_value),
-                            lookout_id: i.lookout_id.clone(),
+                            lookout_id: i.lookout_id.as_deref().map(str::to_string),
                         }
                     })
                     .collect(),

@@ -114,7 +114,9 @@ impl Source for LocalFileSource {
             detail: e.to_string(),
         };
         let file = tokio::fs::File::open(&self.path).await.map_err(failed)?;
-        let mut bytes = Vec::new();
+        // One buffer of the file's size (a byte more to see growth): no regrowing and copying
+        // of a large export, and no unused capacity held for the whole run.
+        let mut bytes = Vec::with_capacity(meta.len().saturating_add(1) as usize);
         file.take(self.max_bytes.saturating_add(1))
             .read_to_end(&mut bytes)
             .await

@@ -33,7 +33,7 @@ pub fn planned(owner: &str) -> lookout_reminders::plan::PlannedReminder {
     use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
     use lookout_reminders::plan::{DeviceIssues, IssueKey, IssueLine, PlannedReminder, Stage};
     let line = IssueLine {
-        key: IssueKey(format!("{owner}/os")),
+        key: IssueKey(format!("{owner}/os").into()),
         row: 2,
         lookout_id: Some("dev".into()),
         device_model: "SM-A528B".into(),

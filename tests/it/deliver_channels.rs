@@ -11,6 +11,7 @@ use lookout_reminders::config::Secret;
 use lookout_reminders::deliver::{
     send_digest, DigestSender, EmailNotifier, Notifier, WorkflowsNotifier,
 };
+use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
 use lookout_reminders::report::{ReminderReport, ReminderStatus, ReportIssue, RunReport, Trigger};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -156,10 +157,10 @@ fn issue(kind: &str, platform: &str, risk: &str, days_left: i64) -> ReportIssue 
     ReportIssue {
         lookout_id: Some("id".into()),
         device_model: "SM-A528B".into(),
-        platform: platform.into(),
-        kind: kind.into(),
+        platform: Platform::parse(platform),
+        kind: IssueKind::parse(kind).expect("a kind's report name"),
         issue: "Chrome".into(),
-        risk: risk.into(),
+        risk: Risk::parse(risk),
         detected: Utc::now(),
         deadline: NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
         days_left,
@@ -174,7 +175,7 @@ fn line(
     issues: Vec<ReportIssue>,
 ) -> ReminderReport {
     ReminderReport {
-        owner: owner.into(),
+        owner: OwnerEmail::parse(owner).expect("a test address"),
         status,
         reason: reason.map(str::to_string),
         channel: Some("teams_bot".into()),

@@ -94,7 +94,7 @@ pub fn planned(owner: &str, days_left: i64) -> PlannedReminder {
             platform: Platform::Android,
             lookout_id: Some("dev-1".into()),
             issues: vec![IssueLine {
-                key: IssueKey(format!("{owner}/chrome")),
+                key: IssueKey(format!("{owner}/chrome").into()),
                 row: 2,
                 lookout_id: Some("dev-1".into()),
                 device_model: "SM-A528B".into(),

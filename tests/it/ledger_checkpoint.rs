@@ -118,7 +118,7 @@ fn simulated_history(days: i64, owners: usize) -> Vec<Vec<LedgerEvent>> {
         let mut events = Vec::new();
         let run_id = format!("run-{d:04}");
         for (i, (generation, detected, sent)) in open.iter_mut().enumerate() {
-            let issue = IssueKey(format!("dev-{i}/os/{generation}"));
+            let issue = IssueKey(format!("dev-{i}/os/{generation}").into());
             // A few a day resolved, replaced by a new issue on the same phone.
             if *sent > 0 && (i + d as usize).is_multiple_of(97) {
                 events.push(LedgerEvent::Resolved {
@@ -354,7 +354,7 @@ async fn appends_racing_a_checkpoint_are_all_kept_once(backend: &Backend) {
     // Each event its own issue: a duplicate shows as times_sent 2, a loss as a missing key.
     let event = |w: usize, b: usize, k: usize| LedgerEvent::Sent {
         owner: owner(w),
-        issue: IssueKey(format!("race-{w}-{b}-{k}")),
+        issue: IssueKey(format!("race-{w}-{b}-{k}").into()),
         lookout_id: None,
         stage: Stage::First,
         as_of: day(0),
@@ -391,7 +391,7 @@ async fn appends_racing_a_checkpoint_are_all_kept_once(backend: &Backend) {
     for w in 0..3 {
         for b in 0..12 {
             for k in 0..5 {
-                let key = (owner(w), IssueKey(format!("race-{w}-{b}-{k}")));
+                let key = (owner(w), IssueKey(format!("race-{w}-{b}-{k}").into()));
                 let h = loaded.issues.get(&key);
                 assert_eq!(
                     h.map(|h| h.times_sent),

@@ -29,7 +29,7 @@ fn sent(issue: &str) -> LedgerEvent {
 }
 
 fn issues(snap: &lookout_reminders::ledger::LedgerSnapshot) -> Vec<String> {
-    let mut v: Vec<String> = snap.issues.keys().map(|(_, i)| i.0.clone()).collect();
+    let mut v: Vec<String> = snap.issues.keys().map(|(_, i)| i.0.to_string()).collect();
     v.sort();
     v
 }
