@@ -6,9 +6,10 @@ mod azure;
 mod delivery;
 mod graph;
 
+pub(crate) use azure::not_chosen;
 pub use azure::{
-    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind,
-    SharePointSettings, SiteRef, SourceKind,
+    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind,
+    LedgerSettings, SharePointSettings, SiteRef, SourceSettings,
 };
 pub use delivery::{ChannelKind, DeliverySettings, Secret, DEFAULT_BOT_RATE_PER_SECOND};
 pub use graph::{GraphSettings, DEFAULT_GRAPH_BASE_URL, DEFAULT_GRAPH_SCOPE};
@@ -118,6 +119,15 @@ impl ConfigError {
             because: because.into(),
         }
     }
+
+    /// Why the value is refused, without the setting's name: for a request field that
+    /// went through a setting's rule, so the caller's message names the field instead.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Invalid { reason, .. } => reason.clone(),
+            Self::Missing { because, .. } => format!("required {because}"),
+        }
+    }
 }
 
 /// Message settings.
@@ -202,18 +212,12 @@ pub struct Config {
     pub azure: AzureSettings,
     /// Delivery channel settings.
     pub delivery: DeliverySettings,
-    /// Local export path (`REMINDERS_EXPORT_PATH`), for `REMINDERS_SOURCE=local`.
-    pub export_path: Option<PathBuf>,
     /// Largest export accepted, bytes.
     pub max_export_bytes: u64,
-    /// Local state folder (ledger, lock, reports) for `REMINDERS_LEDGER=local`.
-    pub state_dir: PathBuf,
     /// Local outbox folder.
     pub outbox_dir: PathBuf,
     /// Show e-mail addresses in logs.
     pub verbose: bool,
-    /// Minutes after which a run lock is considered abandoned.
-    pub lock_ttl_minutes: u64,
     /// Days the ledger keeps resolved issues and past runs' figures
     /// (`REMINDERS_LEDGER_RETENTION_DAYS`, see `LedgerSnapshot::prune`).
     pub ledger_retention_days: u32,
@@ -370,22 +374,9 @@ impl Config {
             message,
             azure,
             delivery,
-            export_path: env.get("REMINDERS_EXPORT_PATH").map(PathBuf::from),
             max_export_bytes: env.parse_or("REMINDERS_MAX_EXPORT_BYTES", 50u64 * 1024 * 1024)?,
-            state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
             outbox_dir: PathBuf::from(env.get("REMINDERS_OUTBOX_DIR").unwrap_or("outbox")),
             verbose: env.flag("REMINDERS_VERBOSE", false)?,
-            // A running run's lock older than this is taken over: 0 would let runs overlap.
-            lock_ttl_minutes: match env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)? {
-                m if m < 5 => {
-                    return Err(ConfigError::invalid(
-                        "REMINDERS_LOCK_TTL_MINUTES",
-                        &m.to_string(),
-                        "must be at least 5 (minutes)",
-                    ))
-                }
-                m => m,
-            },
             timer_lock_wait_seconds: env.parse_or("REMINDERS_TIMER_LOCK_WAIT_SECONDS", 300u64)?,
             // Shorter than the insights page's window would change its figures after a
             // checkpoint; past ten years it is no longer a window.

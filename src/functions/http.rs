@@ -782,4 +782,83 @@ mod tests {
             "r1"
         );
     }
+
+    /// The state of a server whose export is `issues.csv` in a Blob container (nothing is
+    /// fetched: the requests below are refused before).
+    fn blob_server(state_dir: &std::path::Path) -> AppState {
+        let dir = state_dir.display().to_string();
+        let config = crate::config::Config::from_env_map(&crate::config::Env::from_pairs(&[
+            ("REMINDERS_SOURCE", "blob"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://contoso.blob.core.windows.net",
+            ),
+            ("REMINDERS_EXPORT_CONTAINER", "exports"),
+            ("REMINDERS_EXPORT_BLOB", "issues.csv"),
+            ("REMINDERS_CREDENTIAL", "developer"),
+            ("REMINDERS_STATE_DIR", &dir),
+        ]))
+        .unwrap();
+        let wiring = crate::app::Wiring::new(config);
+        let deps = wiring.deps(None).unwrap();
+        AppState::new(wiring, deps, tokio_util::sync::CancellationToken::new())
+    }
+
+    fn post_call(body: &str) -> HttpCall {
+        HttpCall {
+            method: Method::POST,
+            query: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            invocation_id: None,
+            path: ROUTE.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_blob_name_in_a_request_is_a_400_naming_the_field_and_the_settings_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = blob_server(dir.path());
+        for name in [
+            "../secret.csv",
+            "a/./b.csv",
+            "",
+            "x.csv?sv=1&sig=PASTEDSECRET",
+        ] {
+            let body = json!({"dryRun": true, "source": {"blob": name}}).to_string();
+            let answer = handle(&state, post_call(&body)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{name}: {}",
+                answer.body
+            );
+            let error = answer.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(error.starts_with("source.blob: "), "{name}: {error}");
+            assert!(!error.contains("PASTEDSECRET"), "{error}");
+        }
+        let answer = handle(
+            &state,
+            post_call(r#"{"dryRun": true, "source": {"sharepointPath": "General/a.xlsx"}}"#),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            answer.json()["error"],
+            "source.sharepointPath: only accepted when REMINDERS_SOURCE=sharepoint"
+        );
+        // No request changed what the process reads.
+        assert_eq!(
+            state.config().azure.blob_export().unwrap().selector,
+            crate::config::BlobSelector::Name("issues.csv".into())
+        );
+        assert!(state
+            .deps()
+            .source
+            .describe()
+            .ends_with("/exports/issues.csv"));
+        assert!(state.active_run().is_none());
+    }
 }

@@ -196,9 +196,11 @@ impl BlobLedger {
         settings: &crate::config::AzureSettings,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Self, crate::azure::BuildError> {
-        let state = settings.blob_state()?;
+        let state = settings.blob_state().ok_or_else(|| {
+            crate::config::not_chosen("REMINDERS_LEDGER", settings.ledger.kind_name(), "blob")
+        })?;
         let options = crate::azure::sdk_client_options(settings)?;
-        Self::new(&state, credential, options)
+        Self::new(state, credential, options)
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
