@@ -7,7 +7,8 @@
 //! 405 wrong method; 409 a run is in progress; 413 body too large; 429 too many dry runs at
 //! once (with `Retry-After`); 422 unusable export (or
 //! a plan over the owner cap); 502 the export store failed; 503 shutting down; 500
-//! unexpected, with a correlation id and nothing internal.
+//! unexpected (a run that panicked: `JobError::Internal`), with a correlation id and nothing
+//! internal.
 
 use super::state::{AppState, Outcome, Refused, RunState, MAX_DRY_RUNS};
 use crate::app::{SourceOverride, WiringError};
@@ -198,8 +199,8 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// The override, or a message for a 400.
-    pub fn to_override(&self) -> Result<SourceOverride, String> {
+    /// The override, or why the request is refused.
+    pub fn to_override(&self) -> Result<SourceOverride, BadRequest> {
         let given: Vec<SourceOverride> = [
             self.blob.clone().map(SourceOverride::Blob),
             self.sharepoint_path
@@ -212,7 +213,7 @@ impl SourceSpec {
         .collect();
         match <[SourceOverride; 1]>::try_from(given) {
             Ok([one]) => Ok(one),
-            Err(_) => Err("source: give exactly one of blob, sharepointPath or path".into()),
+            Err(_) => Err(BadRequest::SourceMembers),
         }
     }
 }
@@ -243,7 +244,90 @@ pub const NO_INTENT: &str = "say what this run is for: send {\"dryRun\": true} t
 /// URL must not be silently ignored and start a live run).
 pub const QUERY_PARAMETERS: [&str; 2] = ["code", "runId"];
 
-/// Reads the `POST` body; the message names the field at fault.
+/// Why a `POST` is refused with a 400; each message names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    /// The body starts with a byte-order mark.
+    #[error(
+        "the request body starts with a UTF-8 byte-order mark (BOM): send the JSON without it"
+    )]
+    ByteOrderMark,
+    /// The body does not say whether it is a dry run ([`NO_INTENT`]).
+    #[error("{}", NO_INTENT)]
+    NoIntent,
+    /// The body is not JSON (serde's message: line and column).
+    #[error("the request body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("the body must be a JSON object (got {0}), e.g. {{\"dryRun\": true}}")]
+    NotAnObject(&'static str),
+    /// A field of the body has the wrong shape; `path` names it (empty: the body itself).
+    #[error("invalid request body: {}{reason}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+    Field {
+        /// The field's path (`source`, `only[1]`), or empty.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `force`, which is no longer accepted.
+    #[error("force: no longer accepted (it lifted the owner cap and the cadence at once): use maxOwners to raise the owner cap for this run, or resend with only to message named owners again")]
+    Force,
+    /// `resend` without `only`.
+    #[error("resend: needs only (the owners to message again); re-sending to everybody is never allowed")]
+    ResendWithoutOnly,
+    /// `asOf` is not a date.
+    #[error("asOf: expected a date as YYYY-MM-DD, got '{0}'")]
+    AsOf(String),
+    /// `asOf` before today on a live run.
+    #[error("asOf: {date} is before today ({today}): a live run sends for today only; asOf is for dry runs")]
+    AsOfPast {
+        /// The date asked for.
+        date: NaiveDate,
+        /// Today in the configured time zone.
+        today: NaiveDate,
+    },
+    /// An `only` entry is not an e-mail address.
+    #[error("only[{index}]: {reason}")]
+    Only {
+        /// Its position.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// `source` without exactly one member.
+    #[error("source: give exactly one of blob, sharepointPath or path")]
+    SourceMembers,
+    /// A `source` member refused by the wiring; `field` names it (`source.blob`…).
+    #[error("{field}: {reason}")]
+    SourceChoice {
+        /// The request field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The chosen source could not be built.
+    #[error("source: {0}")]
+    Source(WiringError),
+    /// An unknown channel name.
+    #[error("channel: unknown channel '{0}'")]
+    UnknownChannel(String),
+    /// An empty channel list.
+    #[error("channel: give at least one channel")]
+    NoChannel,
+    /// The chosen channels could not be built.
+    #[error("channel: {0}")]
+    Channel(WiringError),
+}
+
+impl BadRequest {
+    /// The 400 answer, logged once.
+    pub fn response(&self) -> ApiResponse {
+        warn!(error = %self, "bad request");
+        ApiResponse::error(StatusCode::BAD_REQUEST, self.to_string())
+    }
+}
+
+/// Reads the `POST` body; the error names the field at fault.
 ///
 /// The body must be a JSON object with an explicit boolean `dryRun`: a live run is sent
 /// only on `"dryRun": false`. An empty body, `null`, `{}` and `"dryRun": null` (what a Power
@@ -252,54 +336,46 @@ pub const QUERY_PARAMETERS: [&str; 2] = ["code", "runId"];
 /// accepts a sequence for a struct, fields by position: `[]` or `[true, null]` would
 /// otherwise start a run with options nobody named. The struct is then read from the bytes
 /// (not the `Value`) so a field given twice is still refused instead of the last one winning.
-pub fn parse_body(bytes: &[u8]) -> Result<RunBody, String> {
+pub fn parse_body(bytes: &[u8]) -> Result<RunBody, BadRequest> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
-        return Err(
-            "the request body starts with a UTF-8 byte-order mark (BOM): send the JSON without it"
-                .into(),
-        );
+        return Err(BadRequest::ByteOrderMark);
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(NO_INTENT.into());
+        return Err(BadRequest::NoIntent);
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| BadRequest::NotJson(e.to_string()))?;
     match &value {
-        Value::Null => return Err(NO_INTENT.into()),
+        Value::Null => return Err(BadRequest::NoIntent),
         Value::Object(fields) => {
             // `source` is a struct too: the same positional reading applies to it.
             if let Some(source) = fields.get("source") {
                 if !matches!(source, Value::Object(_) | Value::Null) {
-                    return Err(format!(
-                        "invalid request body: source: must be a JSON object, got {}",
-                        json_kind(source)
-                    ));
+                    return Err(BadRequest::Field {
+                        path: "source".into(),
+                        reason: format!("must be a JSON object, got {}", json_kind(source)),
+                    });
                 }
             }
         }
-        other => {
-            return Err(format!(
-                "the body must be a JSON object (got {}), e.g. {{\"dryRun\": true}}",
-                json_kind(other)
-            ))
-        }
+        other => return Err(BadRequest::NotAnObject(json_kind(other))),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let body: RunBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            format!("the request body is not valid JSON: {inner}")
-        } else if path == "." || path.is_empty() {
-            format!("invalid request body: {inner}")
+            BadRequest::NotJson(inner.to_string())
         } else {
-            format!("invalid request body: {path}: {inner}")
+            BadRequest::Field {
+                path: if path == "." { String::new() } else { path },
+                reason: inner.to_string(),
+            }
         }
     })?;
-    de.end()
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    de.end().map_err(|e| BadRequest::NotJson(e.to_string()))?;
     if body.dry_run.is_none() {
-        return Err(NO_INTENT.into());
+        return Err(BadRequest::NoIntent);
     }
     Ok(body)
 }
@@ -316,46 +392,48 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Turns the body into a run request and whether to wait; `Err` is a 400 message.
+/// Turns the body into a run request and whether to wait; `Err` is a 400.
 fn run_request(
     state: &AppState,
     body: &RunBody,
     invocation_id: Option<String>,
-) -> Result<(RunRequest, bool), String> {
+) -> Result<(RunRequest, bool), BadRequest> {
     let mut req = RunRequest::new(Trigger::Http);
     req.invocation_id = invocation_id;
     req.dry_run = body.dry_run.unwrap_or(false);
     if body.force.is_some() {
-        return Err("force: no longer accepted (it lifted the owner cap and the cadence at once): use maxOwners to raise the owner cap for this run, or resend with only to message named owners again".into());
+        return Err(BadRequest::Force);
     }
     req.resend = body.resend.unwrap_or(false);
     if req.resend && body.only.as_ref().is_none_or(|o| o.is_empty()) {
-        return Err("resend: needs only (the owners to message again); re-sending to everybody is never allowed".into());
+        return Err(BadRequest::ResendWithoutOnly);
     }
     req.max_owners = body.max_owners;
     if let Some(as_of) = &body.as_of {
         let date = NaiveDate::parse_from_str(as_of.trim(), "%Y-%m-%d")
-            .map_err(|_| format!("asOf: expected a date as YYYY-MM-DD, got '{as_of}'"))?;
+            .map_err(|_| BadRequest::AsOf(as_of.clone()))?;
         // A live run sends for today: the ledger would record a backdated send under a
         // day the cadence has already passed.
         let today = crate::job::today(&state.deps().rules);
         if !req.dry_run && date < today {
-            return Err(format!(
-                "asOf: {date} is before today ({today}): a live run sends for today only; asOf is for dry runs"
-            ));
+            return Err(BadRequest::AsOfPast { date, today });
         }
         req.as_of = Some(date);
     }
     for (i, raw) in body.only.iter().flatten().enumerate() {
         req.only
-            .push(OwnerEmail::parse(raw).map_err(|e| format!("only[{i}]: {e}"))?);
+            .push(OwnerEmail::parse(raw).map_err(|e| BadRequest::Only {
+                index: i,
+                reason: e.to_string(),
+            })?);
     }
     if let Some(spec) = &body.source {
         let spec = spec.to_override()?;
         req.source = Some(state.wiring().source(Some(&spec)).map_err(|e| match e {
-            // Already names its request field (`source.blob: …`).
-            WiringError::SourceChoice { .. } => e.to_string(),
-            other => format!("source: {other}"),
+            WiringError::SourceChoice { field, reason } => {
+                BadRequest::SourceChoice { field, reason }
+            }
+            other => BadRequest::Source(other),
         })?);
     }
     if let Some(spec) = &body.channel {
@@ -363,17 +441,17 @@ fn run_request(
         for name in spec.names() {
             kinds.push(
                 ChannelKind::parse(name)
-                    .ok_or_else(|| format!("channel: unknown channel '{name}'"))?,
+                    .ok_or_else(|| BadRequest::UnknownChannel(name.to_string()))?,
             );
         }
         if kinds.is_empty() {
-            return Err("channel: give at least one channel".into());
+            return Err(BadRequest::NoChannel);
         }
         req.notifier = Some(
             state
                 .wiring()
                 .notifier(&kinds)
-                .map_err(|e| format!("channel: {e}"))?,
+                .map_err(BadRequest::Channel)?,
         );
     }
     Ok((req, body.wait.unwrap_or(true)))
@@ -414,17 +492,11 @@ async fn post(state: &AppState, call: HttpCall, correlation: &str) -> ApiRespons
     }
     let body = match parse_body(&call.body) {
         Ok(b) => b,
-        Err(msg) => {
-            warn!(error = %msg, "bad request");
-            return ApiResponse::error(StatusCode::BAD_REQUEST, msg);
-        }
+        Err(bad) => return bad.response(),
     };
     let (req, wait) = match run_request(state, &body, call.invocation_id.clone()) {
         Ok(r) => r,
-        Err(msg) => {
-            warn!(error = %msg, "bad request");
-            return ApiResponse::error(StatusCode::BAD_REQUEST, msg);
-        }
+        Err(bad) => return bad.response(),
     };
     info!(
         dry_run = req.dry_run,
@@ -560,6 +632,14 @@ pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiR
         JobError::Source(_) => StatusCode::BAD_GATEWAY,
         JobError::Cancelled { .. } => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Ledger(_) => return ApiResponse::internal(correlation, e),
+        JobError::Internal => {
+            // The panic was logged where it happened; the caller gets the run and where to look.
+            error!(run_id, correlation_id = correlation, error = %e, "run did not complete");
+            return ApiResponse::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string(), "runId": run_id, "correlationId": correlation }),
+            );
+        }
     };
     warn!(run_id, status = status.as_u16(), error = %e, "run did not complete");
     let mut body = json!({ "error": e.to_string(), "runId": run_id });
@@ -654,7 +734,13 @@ mod tests {
             br#"{"only": ["a@engie.com"]}"#,
         ] {
             let err = parse_body(body).unwrap_err();
-            assert_eq!(err, NO_INTENT, "{}", String::from_utf8_lossy(body));
+            assert!(
+                matches!(err, BadRequest::NoIntent),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let err = err.to_string();
+            assert_eq!(err, NO_INTENT);
             assert!(err.contains(r#"{"dryRun": false}"#), "{err}");
         }
         assert_eq!(
@@ -669,32 +755,36 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_before_the_body_is_named() {
-        let err = parse_body(b"\xEF\xBB\xBF{\"dryRun\": true}").unwrap_err();
+        let err = parse_body(b"\xEF\xBB\xBF{\"dryRun\": true}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("byte-order mark"), "{err}");
     }
 
     #[test]
     fn an_unknown_field_is_named() {
-        let err = parse_body(br#"{"dryrun": true}"#).unwrap_err();
+        let err = parse_body(br#"{"dryrun": true}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `dryrun`"), "{err}");
     }
 
     #[test]
     fn a_wrong_type_names_the_field() {
-        let err = parse_body(br#"{"dryRun": "yes"}"#).unwrap_err();
+        let err = parse_body(br#"{"dryRun": "yes"}"#).unwrap_err().to_string();
         assert!(err.contains("dryRun: invalid type"), "{err}");
-        let err = parse_body(br#"{"only": ["a@b.com", 3]}"#).unwrap_err();
+        let err = parse_body(br#"{"only": ["a@b.com", 3]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("only[1]"), "{err}");
     }
 
     #[test]
     fn malformed_json_says_so() {
-        let err = parse_body(br#"{"dryRun": tru"#).unwrap_err();
+        let err = parse_body(br#"{"dryRun": tru"#).unwrap_err().to_string();
         assert!(
             err.starts_with("the request body is not valid JSON"),
             "{err}"
         );
-        let err = parse_body(br#"{} {}"#).unwrap_err();
+        let err = parse_body(br#"{} {}"#).unwrap_err().to_string();
         assert!(
             err.starts_with("the request body is not valid JSON"),
             "{err}"
@@ -711,14 +801,16 @@ mod tests {
             b"3",
             br#""dryRun""#,
         ] {
-            let err = parse_body(body).unwrap_err();
+            let err = parse_body(body).unwrap_err().to_string();
             assert!(
                 err.starts_with("the body must be a JSON object"),
                 "{}: {err}",
                 String::from_utf8_lossy(body)
             );
         }
-        let err = parse_body(br#"{"source": ["a.csv"]}"#).unwrap_err();
+        let err = parse_body(br#"{"source": ["a.csv"]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source: must be a JSON object"), "{err}");
     }
 
@@ -732,7 +824,9 @@ mod tests {
 
     #[test]
     fn a_field_given_twice_is_refused_not_last_one_wins() {
-        let err = parse_body(br#"{"dryRun": true, "dryRun": false}"#).unwrap_err();
+        let err = parse_body(br#"{"dryRun": true, "dryRun": false}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("duplicate field `dryRun`"), "{err}");
     }
 
@@ -860,5 +954,171 @@ mod tests {
             .describe()
             .ends_with("/exports/issues.csv"));
         assert!(state.active_run().is_none());
+    }
+
+    /// A channel with a bug: its first send panics; later sends go to the outbox.
+    struct PanicsOnFirstSend {
+        panicked: std::sync::atomic::AtomicBool,
+        outbox: crate::deliver::OutboxNotifier,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::deliver::Notifier for PanicsOnFirstSend {
+        fn channel(&self) -> &str {
+            "outbox"
+        }
+        fn describe(&self) -> String {
+            "a channel whose first send panics".into()
+        }
+        async fn send(
+            &self,
+            message: &crate::deliver::OutgoingReminder,
+        ) -> Result<crate::deliver::Delivery, crate::deliver::DeliveryError> {
+            if !self
+                .panicked
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a bug in the channel");
+            }
+            self.outbox.send(message).await
+        }
+    }
+
+    /// A ledger with a bug: taking the run lock the first time panics (outside the run's
+    /// own guard, which covers its work under the lock).
+    struct PanicsOnFirstLock {
+        panicked: std::sync::atomic::AtomicBool,
+        inner: crate::ledger::LocalLedger,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::ledger::LedgerStore for PanicsOnFirstLock {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn lock(
+            &self,
+            run_id: &str,
+        ) -> Result<Box<dyn crate::ledger::RunLock>, crate::ledger::LedgerError> {
+            if !self
+                .panicked
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a bug in the ledger");
+            }
+            self.inner.lock(run_id).await
+        }
+        async fn load(&self) -> Result<crate::ledger::LedgerSnapshot, crate::ledger::LedgerError> {
+            self.inner.load().await
+        }
+        async fn append(
+            &self,
+            events: &[crate::ledger::LedgerEvent],
+        ) -> Result<(), crate::ledger::LedgerError> {
+            self.inner.append(events).await
+        }
+    }
+
+    /// A server on the sample export with a local ledger and outbox in `dir`, whose deps
+    /// `adapt` may change.
+    fn local_server(dir: &std::path::Path, adapt: impl FnOnce(&mut crate::job::Deps)) -> AppState {
+        let export = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/issues-export.csv");
+        let state_dir = dir.join("state").display().to_string();
+        let outbox = dir.join("outbox").display().to_string();
+        let config = crate::config::Config::from_env_map(&crate::config::Env::from_pairs(&[
+            ("REMINDERS_EXPORT_PATH", export),
+            ("REMINDERS_STATE_DIR", &state_dir),
+            ("REMINDERS_OUTBOX_DIR", &outbox),
+        ]))
+        .unwrap();
+        let wiring = crate::app::Wiring::new(config);
+        let mut deps = wiring.deps(None).unwrap();
+        adapt(&mut deps);
+        AppState::new(wiring, deps, tokio_util::sync::CancellationToken::new())
+    }
+
+    /// Posts a live run and checks the answer is the panic's: a 500 naming the run, saying
+    /// where to look, and nothing of the panic.
+    async fn assert_live_run_stops_unexpectedly(state: &AppState) {
+        let answer = handle(state, post_call(r#"{"dryRun": false}"#)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            answer.body
+        );
+        let body = answer.json();
+        assert_eq!(body["error"], "the run stopped unexpectedly (see the logs)");
+        assert!(!answer.body.contains("a bug in"), "{}", answer.body);
+        assert!(!answer.body.contains("ledger"), "{}", answer.body);
+        let run_id = body["runId"]
+            .as_str()
+            .expect("the run is named")
+            .to_string();
+        // The run is finished for this process: no run in progress, the poll says the same.
+        assert_eq!(state.active_run(), None);
+        let poll = handle(
+            state,
+            HttpCall {
+                method: Method::GET,
+                query: vec![("runId".into(), run_id)],
+                ..post_call("")
+            },
+        )
+        .await;
+        assert_eq!(
+            poll.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            poll.body
+        );
+        assert_eq!(poll.json()["error"], body["error"]);
+    }
+
+    /// The next live run starts (the lock was given back) and sends.
+    async fn assert_next_live_run_sends(state: &AppState) {
+        let answer = handle(state, post_call(r#"{"dryRun": false}"#)).await;
+        assert!(
+            answer.status == StatusCode::OK || answer.status == StatusCode::MULTI_STATUS,
+            "{}: {}",
+            answer.status,
+            answer.body
+        );
+        assert!(
+            answer.json()["counts"]["sent"].as_u64().unwrap_or(0) > 0,
+            "{}",
+            answer.body
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_channel_panics_answers_internal_and_gives_the_lock_back_for_the_next_run()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        let state = local_server(dir.path(), |deps| {
+            deps.notifier = Arc::new(PanicsOnFirstSend {
+                panicked: Default::default(),
+                outbox: crate::deliver::OutboxNotifier::new(outbox),
+            })
+        });
+        assert_live_run_stops_unexpectedly(&state).await;
+        // Not waiting for the local lock's two-hour TTL: the run gave it back.
+        assert_next_live_run_sends(&state).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_task_that_panics_outside_the_run_answers_internal_and_frees_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(PanicsOnFirstLock {
+            panicked: Default::default(),
+            inner: crate::ledger::LocalLedger::new(
+                dir.path().join("state"),
+                std::time::Duration::from_secs(600),
+            ),
+        });
+        let state = local_server(dir.path(), |deps| deps.ledger = ledger);
+        assert_live_run_stops_unexpectedly(&state).await;
+        assert_next_live_run_sends(&state).await;
     }
 }

@@ -82,13 +82,9 @@ impl Ticket {
                 return o;
             }
             if self.rx.changed().await.is_err() {
-                // The task ended without an outcome: only a panic does that.
-                let err = JobError::Ledger(crate::ledger::LedgerError::Storage {
-                    location: "run task".into(),
-                    operation: "running the job".into(),
-                    detail: "the run stopped unexpectedly".into(),
-                });
-                return Err(Arc::new(err));
+                // The task ended without an outcome: only a panic outside the run's own
+                // guard does that (it was logged where it happened).
+                return Err(Arc::new(JobError::Internal));
             }
         }
     }
@@ -252,11 +248,20 @@ impl AppState {
         let id = run_id.clone();
         let span = tracing::Span::current();
         self.inner.tasks.spawn(async move {
-            let outcome: Outcome = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
-                .instrument(span.clone())
-                .await
-                .map(Arc::new)
-                .map_err(Arc::new);
+            let run = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
+                .instrument(span.clone());
+            // A panic anywhere in the run (the run guards its own work and gives its lock
+            // back; this covers the rest) must still end the run here: mark it finished,
+            // free this process's run slot and answer the waiting caller, or every later
+            // run of the process would be refused as "in progress".
+            let outcome: Outcome =
+                match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+                    Ok(result) => result.map(Arc::new).map_err(Arc::new),
+                    Err(panic) => {
+                        tracing::error!(parent: &span, run_id = %id, panic = %job::panic_message(panic.as_ref()), "the run task panicked");
+                        Err(Arc::new(JobError::Internal))
+                    }
+                };
             let _in_span = span.enter();
             if let Err(e) = &outcome {
                 if let JobError::Cancelled { sent } = e.as_ref() {
