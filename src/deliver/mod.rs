@@ -25,9 +25,12 @@ pub use fallback::FallbackNotifier;
 pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
 pub use outbox::OutboxNotifier;
 pub use teams_bot::{
-    activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,
-    MAX_ACTIVITY_BYTES,
+    activity, conversation_parameters, GraphUser, TeamsBotNotifier, MAX_ACTIVITY_BYTES,
 };
+
+/// The content type of the Adaptive Card attachment, for every channel that posts the card
+/// (the Teams bot's activity, the Workflows webhook's body).
+pub(crate) const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 
 /// A report-ready failure from an HTTP error: reason, service code, transient or not, and
 /// whether the message may have been delivered all the same (never sent again then).

@@ -17,7 +17,7 @@
 //! app and per conversation.
 
 use super::escalation::{Escalation, Escalator, ManagerSummary};
-use super::{failure_for, Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
+use super::{failure_for, Delivery, ADAPTIVE_CARD, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
 use crate::config::DeliverySettings;
 use crate::graph::{GraphClient, GraphError, Pace};
 use crate::http::{
@@ -33,9 +33,6 @@ const CHANNEL: &str = "teams_bot";
 
 /// Teams keeps a bot message under about 28 KB; bigger ones are refused with 413.
 pub const MAX_ACTIVITY_BYTES: usize = 28 * 1024;
-
-/// The Adaptive Card attachment content type.
-pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 
 /// Sends reminders as a proactive 1:1 message from the Teams bot.
 #[derive(Clone)]

@@ -4,8 +4,7 @@
 //! The URL carries its signature (`sig=`): it is a [`Secret`], never logged, and every error
 //! text is passed through [`Secret::redact`] in case a service echoes it back.
 
-use super::failure_for;
-use super::teams_bot::ADAPTIVE_CARD;
+use super::{failure_for, ADAPTIVE_CARD};
 use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::config::{DeliverySettings, Secret};
 use crate::http::{HttpClient, RateLimiter, RetryPolicy};
