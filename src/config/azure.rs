@@ -30,7 +30,7 @@ pub enum SourceSettings {
 
 impl SourceSettings {
     /// The value of `REMINDERS_SOURCE` that chose this kind.
-    pub fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             SourceSettings::Local { .. } => "local",
             SourceSettings::Blob(_) => "blob",
@@ -55,7 +55,7 @@ pub enum LedgerSettings {
 
 impl LedgerSettings {
     /// The value of `REMINDERS_LEDGER` that chose this kind.
-    pub fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             LedgerSettings::Local { .. } => "local",
             LedgerSettings::Blob(_) => "blob",
@@ -73,7 +73,7 @@ pub enum CredentialKind {
 }
 
 /// Default container of the ledger, lock and reports.
-pub const DEFAULT_STATE_CONTAINER: &str = "reminders-state";
+pub(crate) const DEFAULT_STATE_CONTAINER: &str = "reminders-state";
 
 /// Azure settings.
 #[derive(Clone, Debug)]
@@ -119,7 +119,7 @@ impl BlobExportSettings {
     /// The same account and container, reading the blob `name` (a request's `source.blob`):
     /// `name` passes the rule of `REMINDERS_EXPORT_BLOB`, and the error names `field`.
     /// `self` is untouched: the process's settings stay what they were.
-    pub fn with_blob(&self, field: &str, name: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn with_blob(&self, field: &str, name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             selector: BlobSelector::Name(blob_name(field, name)?),
             ..self.clone()
@@ -176,7 +176,7 @@ impl SharePointSettings {
     /// The same site and library, reading the file at `path` (a request's
     /// `source.sharepointPath`): `path` passes the rule of `REMINDERS_SHAREPOINT_FILE_PATH`,
     /// and the error names `field`. `self` is untouched.
-    pub fn with_file_path(&self, field: &str, path: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn with_file_path(&self, field: &str, path: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             file_path: library_path(field, path)?,
             ..self.clone()

@@ -51,12 +51,12 @@ impl Secret {
     }
 
     /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Replaces every occurrence of the secret (and of its query string) in `text`.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.replace(&self.0, "<hidden>");
         if let Some((_, query)) = self.0.split_once('?') {
             if !query.is_empty() {

@@ -7,12 +7,13 @@ mod delivery;
 mod graph;
 
 pub(crate) use azure::not_chosen;
+pub use azure::{AzureSettings, LedgerSettings};
 pub use azure::{
-    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind,
-    LedgerSettings, SharePointSettings, SiteRef, SourceSettings,
+    BlobExportSettings, BlobStateSettings, CredentialKind, SharePointSettings, SourceSettings,
 };
+pub use azure::{BlobSelector, SiteRef};
 pub use delivery::{ChannelKind, DeliverySettings, Secret, DEFAULT_BOT_RATE_PER_SECOND};
-pub use graph::{GraphSettings, DEFAULT_GRAPH_BASE_URL, DEFAULT_GRAPH_SCOPE};
+pub use graph::GraphSettings;
 
 use crate::domain::IssueKind;
 use crate::plan::Cadence;
@@ -46,7 +47,11 @@ impl Env {
     }
 
     /// A setting parsed with `FromStr`, or a default.
-    pub fn parse_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    pub(crate) fn parse_or<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -57,7 +62,7 @@ impl Env {
     }
 
     /// A boolean setting (`true/false/1/0/yes/no`).
-    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name).map(str::to_lowercase).as_deref() {
             None => Ok(default),
             Some("1" | "true" | "yes" | "on") => Ok(true),

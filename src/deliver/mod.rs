@@ -13,20 +13,20 @@ mod outbox;
 mod teams_bot;
 mod workflows;
 
-pub use crate::fsutil::write_file_atomically;
-pub use digest::{
-    digest_card, digest_card_with, digest_view, send_digest, send_digest_with, DigestInsights,
-    DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
-};
+pub(crate) use crate::fsutil::write_file_atomically;
+pub use digest::{send_digest, DigestSender};
+pub(crate) use digest::{send_digest_with, DigestInsights, HeadlineFigure};
 pub(crate) use email::mail_body;
 pub use email::EmailNotifier;
 pub use escalation::{EscalatedReport, Escalation, ManagerSummary};
 pub use fallback::FallbackNotifier;
-pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
+pub use limits::DeliveryLimits;
 pub use outbox::OutboxNotifier;
-pub use teams_bot::{
-    activity, conversation_parameters, GraphUser, TeamsBotNotifier, MAX_ACTIVITY_BYTES,
-};
+pub use teams_bot::{activity, TeamsBotNotifier};
+pub use workflows::WorkflowsNotifier;
+// The render tests check a rendered card fits what the channels post.
+#[cfg(test)]
+pub(crate) use {teams_bot::MAX_ACTIVITY_BYTES, workflows::webhook_body};
 
 /// The content type of the Adaptive Card attachment, for every channel that posts the card
 /// (the Teams bot's activity, the Workflows webhook's body).
@@ -51,7 +51,6 @@ pub(crate) fn failure_for(
         maybe_delivered: e.maybe_delivered(),
     }
 }
-pub use workflows::{webhook_body, WorkflowsNotifier};
 
 use crate::domain::OwnerEmail;
 use crate::plan::{PlannedReminder, Stage};

@@ -65,7 +65,7 @@ impl WorkflowsNotifier {
 
 /// The body a Workflows flow expects: a message with one Adaptive Card attachment, plus the
 /// recipient the flow posts to.
-pub fn webhook_body(recipient: Option<&str>, card: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn webhook_body(recipient: Option<&str>, card: &serde_json::Value) -> serde_json::Value {
     let mut body = json!({
         "type": "message",
         "attachments": [{ "contentType": ADAPTIVE_CARD, "contentUrl": null, "content": card }],

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 /// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The forwarded route (the host's default `api` route prefix).
-pub const ROUTE: &str = "/api/function_http";
+pub(crate) const ROUTE: &str = "/api/function_http";
 
 /// One call of the HTTP function, whichever way it arrived.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ impl ApiResponse {
     }
 
     /// A 500 answer: the details go to the log under the correlation id, never to the caller.
-    pub fn internal(correlation_id: &str, detail: &dyn std::fmt::Display) -> Self {
+    pub(crate) fn internal(correlation_id: &str, detail: &dyn std::fmt::Display) -> Self {
         error!(correlation_id, error = %detail, "unexpected error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,7 +98,7 @@ impl ApiResponse {
     }
 
     /// 405 with the allowed methods.
-    pub fn method_not_allowed(method: &Method, allowed: &str) -> Self {
+    pub(crate) fn method_not_allowed(method: &Method, allowed: &str) -> Self {
         Self::error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {method} is not allowed here; use {allowed}"),
@@ -106,7 +106,7 @@ impl ApiResponse {
     }
 
     /// The answer as the wrapped HTTP output binding (`Outputs.res`).
-    pub fn into_wrapped(self) -> super::payload::WrappedHttpResponse {
+    pub(crate) fn into_wrapped(self) -> super::payload::WrappedHttpResponse {
         let mut headers = BTreeMap::new();
         headers.insert("Content-Type".to_string(), "application/json".to_string());
         if let Some(l) = self.location {
@@ -153,7 +153,7 @@ impl IntoResponse for ApiResponse {
 /// (`dryrun`) cannot silently become a real run.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RunBody {
+pub(crate) struct RunBody {
     /// Plan and render, send nothing.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -186,7 +186,7 @@ pub struct RunBody {
 /// `source` in the `POST` body: exactly one member.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SourceSpec {
+pub(crate) struct SourceSpec {
     /// A blob name in the configured container.
     #[serde(default)]
     pub blob: Option<String>,
@@ -200,7 +200,7 @@ pub struct SourceSpec {
 
 impl SourceSpec {
     /// The override, or why the request is refused.
-    pub fn to_override(&self) -> Result<SourceOverride, BadRequest> {
+    pub(crate) fn to_override(&self) -> Result<SourceOverride, BadRequest> {
         let given: Vec<SourceOverride> = [
             self.blob.clone().map(SourceOverride::Blob),
             self.sharepoint_path
@@ -221,7 +221,7 @@ impl SourceSpec {
 /// `channel` in the `POST` body: one name or a list (primary first).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum ChannelSpec {
+pub(crate) enum ChannelSpec {
     /// One channel.
     One(String),
     /// A fallback chain.
@@ -238,11 +238,11 @@ impl ChannelSpec {
 }
 
 /// The 400 message of a `POST` that does not say whether it is a dry run.
-pub const NO_INTENT: &str = "say what this run is for: send {\"dryRun\": true} to preview, or {\"dryRun\": false} to send the reminders (an empty body, null, {} or a null dryRun start nothing)";
+pub(crate) const NO_INTENT: &str = "say what this run is for: send {\"dryRun\": true} to preview, or {\"dryRun\": false} to send the reminders (an empty body, null, {} or a null dryRun start nothing)";
 
 /// The query parameters the function reads; any other is refused (a `?dryRun=true` in the
 /// URL must not be silently ignored and start a live run).
-pub const QUERY_PARAMETERS: [&str; 2] = ["code", "runId"];
+pub(crate) const QUERY_PARAMETERS: [&str; 2] = ["code", "runId"];
 
 /// Why a `POST` is refused with a 400; each message names the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -336,7 +336,7 @@ impl BadRequest {
 /// accepts a sequence for a struct, fields by position: `[]` or `[true, null]` would
 /// otherwise start a run with options nobody named. The struct is then read from the bytes
 /// (not the `Value`) so a field given twice is still refused instead of the last one winning.
-pub fn parse_body(bytes: &[u8]) -> Result<RunBody, BadRequest> {
+pub(crate) fn parse_body(bytes: &[u8]) -> Result<RunBody, BadRequest> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         return Err(BadRequest::ByteOrderMark);
     }
@@ -546,13 +546,8 @@ fn too_large() -> ApiResponse {
     )
 }
 
-/// The 413 answer for a body the server refused to read.
-pub fn body_too_large() -> ApiResponse {
-    too_large()
-}
-
 /// Seconds a caller refused for too many dry runs is asked to wait.
-pub const DRY_RUN_RETRY_AFTER_S: u64 = 5;
+pub(crate) const DRY_RUN_RETRY_AFTER_S: u64 = 5;
 
 /// 429 for a dry run over the limit of dry runs at once.
 fn too_many_dry_runs() -> ApiResponse {
@@ -571,18 +566,18 @@ fn too_many_dry_runs() -> ApiResponse {
 }
 
 /// Told with every URL to poll: the URL carries no key (the caller's key is never echoed).
-pub const STATUS_URL_NOTE: &str = "statusUrl is relative to the function app's host and carries no key: when polling, send your function key as the code query parameter or the x-functions-key header";
+pub(crate) const STATUS_URL_NOTE: &str = "statusUrl is relative to the function app's host and carries no key: when polling, send your function key as the code query parameter or the x-functions-key header";
 
 /// The URL to poll for a background run: the path the caller used (so a changed host route
 /// prefix keeps working) and the run id. Relative and keyless: the caller adds its own host
 /// and key.
-pub fn status_url(path: &str, run_id: &str) -> String {
+pub(crate) fn status_url(path: &str, run_id: &str) -> String {
     let path = if path.is_empty() { ROUTE } else { path };
     format!("{path}?runId={run_id}")
 }
 
 /// 409 / 503 for a run refused before starting.
-pub fn refused_response(refused: &Refused) -> ApiResponse {
+pub(crate) fn refused_response(refused: &Refused) -> ApiResponse {
     match refused {
         Refused::InProgress(other) => {
             info!(active_run = %other, "refused: a run is in progress");
@@ -598,7 +593,7 @@ pub fn refused_response(refused: &Refused) -> ApiResponse {
 }
 
 /// The status a finished report is answered with: 207 when some reminders failed.
-pub fn report_status(report: &RunReport) -> StatusCode {
+pub(crate) fn report_status(report: &RunReport) -> StatusCode {
     if report.partial_failure() {
         StatusCode::MULTI_STATUS
     } else {
@@ -621,7 +616,7 @@ fn report_response(report: &RunReport, correlation: &str) -> ApiResponse {
 }
 
 /// The answer for a run that ended in an error.
-pub fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
+pub(crate) fn job_error_response(run_id: &str, e: &JobError, correlation: &str) -> ApiResponse {
     let status = match e {
         JobError::Busy(_) => StatusCode::CONFLICT,
         JobError::AsOfInFuture { .. } | JobError::ResendWithoutOnly => StatusCode::BAD_REQUEST,

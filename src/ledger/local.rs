@@ -51,7 +51,7 @@ impl LocalLedger {
 
     /// Keeps resolved issues and past runs' figures `days` days (see
     /// [`LedgerSnapshot::prune`]); [`DEFAULT_RETENTION_DAYS`] unless set.
-    pub fn with_retention_days(mut self, days: u32) -> Self {
+    pub(crate) fn with_retention_days(mut self, days: u32) -> Self {
         self.retention_days = days;
         self
     }

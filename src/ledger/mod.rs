@@ -12,9 +12,10 @@ mod local;
 pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
-pub use crate::history::{
-    CheckpointHeader, CheckpointRow, IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory,
-    Pruned, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS,
+pub use crate::history::{LedgerEvent, LedgerSnapshot, MIN_RETENTION_DAYS};
+
+pub(crate) use crate::history::{
+    CheckpointHeader, CheckpointRow, ManagerHistory, Pruned, DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -25,11 +26,11 @@ use serde::Serialize;
 /// quarter of the checkpoint's own size: a run then reads at most about 1.25× the folded state
 /// plus this, whatever the number of past runs, and the checkpoint is not rewritten for a
 /// few events.
-pub const CHECKPOINT_MIN_TAIL_BYTES: u64 = 1024 * 1024;
+pub(crate) const CHECKPOINT_MIN_TAIL_BYTES: u64 = 1024 * 1024;
 
 /// Whether a checkpoint is worth writing for `tail_bytes` of events after one of
 /// `checkpoint_bytes`.
-pub fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
+pub(crate) fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
     tail_bytes >= CHECKPOINT_MIN_TAIL_BYTES.max(checkpoint_bytes / 4)
 }
 

@@ -487,7 +487,7 @@ impl Source for SharePointSource {
 
 /// The file name of the published insights page: one file, replaced after each live run, so
 /// the digest's link stays the same from day to day.
-pub const PUBLISHED_PAGE_NAME: &str = "lookout-insights.html";
+pub(crate) const PUBLISHED_PAGE_NAME: &str = "lookout-insights.html";
 
 /// Publishes the insights page to a folder of the export's library
 /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), through the source's own site / library
