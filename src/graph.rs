@@ -56,7 +56,7 @@ pub struct GraphLimits {
     /// The shared mailbox's `sendMail` pace.
     pub mail: Arc<RateLimiter>,
     /// `sendMail` requests in flight from the shared mailbox.
-    pub mail_in_flight: Arc<Semaphore>,
+    pub(crate) mail_in_flight: Arc<Semaphore>,
 }
 
 impl GraphLimits {

@@ -85,19 +85,19 @@ pub struct AzureSettings {
     /// Credential used for Blob Storage and Graph (`REMINDERS_CREDENTIAL`).
     pub credential: CredentialKind,
     /// Whether [`AzureSettings::credential`] was chosen automatically.
-    pub credential_auto: bool,
+    pub(crate) credential_auto: bool,
     /// Client id of a user-assigned managed identity (`REMINDERS_MANAGED_IDENTITY_CLIENT_ID`,
     /// else `AZURE_CLIENT_ID`); `None` = system-assigned.
-    pub managed_identity_client_id: Option<String>,
+    pub(crate) managed_identity_client_id: Option<String>,
     /// Extra trusted CA certificates, PEM (`REMINDERS_EXTRA_CA_FILE`).
-    pub extra_ca_file: Option<PathBuf>,
+    pub(crate) extra_ca_file: Option<PathBuf>,
     /// Retries of a failed Azure / Graph call (`REMINDERS_AZURE_MAX_RETRIES`).
-    pub max_retries: u32,
+    pub(crate) max_retries: u32,
     /// First retry delay, doubled each time (`REMINDERS_AZURE_RETRY_DELAY_MS`).
-    pub retry_delay_ms: u64,
+    pub(crate) retry_delay_ms: u64,
     /// Run-lock lease length in seconds, 15–60 (`REMINDERS_LOCK_LEASE_SECONDS`); also sets
     /// how often a run renews its lock, whichever the ledger.
-    pub lock_lease_seconds: u32,
+    pub(crate) lock_lease_seconds: u32,
     /// Folder of the same library the insights page is published to after each live run
     /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`, e.g. `General/Power Automate/reports`);
     /// only with `REMINDERS_SOURCE=sharepoint`. Trimmed of `/` at both ends.
@@ -112,7 +112,7 @@ pub struct BlobExportSettings {
     /// Container.
     pub container: String,
     /// Exact blob, or the newest under a prefix.
-    pub selector: BlobSelector,
+    pub(crate) selector: BlobSelector,
 }
 
 impl BlobExportSettings {
@@ -144,7 +144,7 @@ pub struct BlobStateSettings {
     /// Container.
     pub container: String,
     /// Lease length, seconds.
-    pub lease_seconds: u32,
+    pub(crate) lease_seconds: u32,
 }
 
 /// How the SharePoint site is named.

@@ -143,9 +143,9 @@ pub struct MessageSettings {
     /// Languages rendered (default first).
     pub languages: Vec<String>,
     /// Folder with template overrides (files of the same names as `templates/`).
-    pub templates_dir: Option<PathBuf>,
+    pub(crate) templates_dir: Option<PathBuf>,
     /// Help-desk address shown in the message.
-    pub contact_email: String,
+    pub(crate) contact_email: String,
     /// Signature line (default language).
     pub signature: String,
     /// Contact and signature of each rendered language (`REMINDERS_CONTACT_EMAIL_EN`,
@@ -218,9 +218,9 @@ pub struct Config {
     /// Delivery channel settings.
     pub delivery: DeliverySettings,
     /// Largest export accepted, bytes.
-    pub max_export_bytes: u64,
+    pub(crate) max_export_bytes: u64,
     /// Local outbox folder.
-    pub outbox_dir: PathBuf,
+    pub(crate) outbox_dir: PathBuf,
     /// Show e-mail addresses in logs.
     pub verbose: bool,
     /// Days the ledger keeps resolved issues and past runs' figures
@@ -228,7 +228,7 @@ pub struct Config {
     pub ledger_retention_days: u32,
     /// How long a timer invocation waits for a run in progress (a button press) to finish
     /// before giving up with a failure the host's retry policy runs again.
-    pub timer_lock_wait_seconds: u64,
+    pub(crate) timer_lock_wait_seconds: u64,
 }
 
 impl Config {

@@ -40,14 +40,14 @@ pub struct DeliveryLimits {
     /// The Bot Connector, every operation (`REMINDERS_RATE_PER_SECOND`).
     pub bot: Arc<RateLimiter>,
     /// The Bot Connector per conversation ([`CONVERSATION_BURST`], [`CONVERSATION_RATE`]).
-    pub bot_conversation: Arc<KeyedRateLimiter>,
+    pub(crate) bot_conversation: Arc<KeyedRateLimiter>,
     /// The Workflows webhook (`REMINDERS_RATE_PER_SECOND`; another service than the bot's).
     pub webhook: Arc<RateLimiter>,
     /// Graph `sendMail` from the shared mailbox (`REMINDERS_MAIL_RATE_PER_SECOND`): the
     /// e-mail channel and the managers' copies alike.
     pub mail: Arc<RateLimiter>,
     /// `sendMail` requests in flight from the shared mailbox, at most [`MAX_CONCURRENT_SENDS`].
-    pub mail_in_flight: Arc<Semaphore>,
+    pub(crate) mail_in_flight: Arc<Semaphore>,
 }
 
 impl DeliveryLimits {

@@ -192,7 +192,7 @@ pub(crate) struct SourceSpec {
     pub blob: Option<String>,
     /// A path in the configured SharePoint library.
     #[serde(default)]
-    pub sharepoint_path: Option<String>,
+    pub(crate) sharepoint_path: Option<String>,
     /// A local file (only with `REMINDERS_SOURCE=local`).
     #[serde(default)]
     pub path: Option<String>,

@@ -53,10 +53,10 @@ pub(crate) fn decode_liberal<T: DeserializeOwned>(v: &Value) -> Result<T, serde_
 pub(crate) struct TimerInfo {
     /// The host missed the scheduled time (restart, scale-in) and runs it late.
     #[serde(rename = "IsPastDue", default)]
-    pub is_past_due: bool,
+    pub(crate) is_past_due: bool,
     /// `null` on the first run or with `useMonitor: false`.
     #[serde(rename = "ScheduleStatus", default)]
-    pub schedule_status: Option<ScheduleStatus>,
+    pub(crate) schedule_status: Option<ScheduleStatus>,
 }
 
 /// The timer's schedule monitor status (times as the host writes them).
@@ -70,7 +70,7 @@ pub struct ScheduleStatus {
     pub next: Option<String>,
     /// When the monitor last wrote.
     #[serde(rename = "LastUpdated", default)]
-    pub last_updated: Option<String>,
+    pub(crate) last_updated: Option<String>,
 }
 
 /// The answer to a non-forwarded invocation.
@@ -78,13 +78,13 @@ pub struct ScheduleStatus {
 pub struct InvokeResponse {
     /// Output binding values (`res` for the wrapped HTTP function).
     #[serde(rename = "Outputs")]
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// Lines shown in the invocation's logs.
     #[serde(rename = "Logs")]
     pub logs: Vec<String>,
     /// The function's return value (a summary for the timer).
     #[serde(rename = "ReturnValue")]
-    pub return_value: Value,
+    pub(crate) return_value: Value,
 }
 
 /// The HTTP trigger's value when the host does not forward the request (`Data.req`).
@@ -151,7 +151,7 @@ impl WrappedHttpRequest {
 pub(crate) struct WrappedHttpResponse {
     /// HTTP status.
     #[serde(rename = "statusCode")]
-    pub status_code: u16,
+    pub(crate) status_code: u16,
     /// The body, as text.
     pub body: String,
     /// Response headers.
