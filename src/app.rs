@@ -419,6 +419,20 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
     Wiring::new(config.clone()).deps(source)
 }
 
+/// Settings of a Blob source reading `issues.csv` of container `exports` (unit tests that
+/// build a Blob source without fetching from it).
+#[cfg(test)]
+pub(crate) const BLOB_SOURCE_SETTINGS: [(&str, &str); 5] = [
+    ("REMINDERS_SOURCE", "blob"),
+    (
+        "REMINDERS_BLOB_ACCOUNT_URL",
+        "https://contoso.blob.core.windows.net",
+    ),
+    ("REMINDERS_EXPORT_CONTAINER", "exports"),
+    ("REMINDERS_EXPORT_BLOB", "issues.csv"),
+    ("REMINDERS_CREDENTIAL", "developer"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,16 +517,7 @@ mod tests {
     }
 
     fn blob_wiring() -> Wiring {
-        wiring(&[
-            ("REMINDERS_SOURCE", "blob"),
-            (
-                "REMINDERS_BLOB_ACCOUNT_URL",
-                "https://contoso.blob.core.windows.net",
-            ),
-            ("REMINDERS_EXPORT_CONTAINER", "exports"),
-            ("REMINDERS_EXPORT_BLOB", "issues.csv"),
-            ("REMINDERS_CREDENTIAL", "developer"),
-        ])
+        wiring(&BLOB_SOURCE_SETTINGS)
     }
 
     #[test]

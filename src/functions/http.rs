@@ -876,18 +876,11 @@ mod tests {
     /// fetched: the requests below are refused before).
     fn blob_server(state_dir: &std::path::Path) -> AppState {
         let dir = state_dir.display().to_string();
-        let config = crate::config::Config::from_env_map(&crate::config::Env::from_pairs(&[
-            ("REMINDERS_SOURCE", "blob"),
-            (
-                "REMINDERS_BLOB_ACCOUNT_URL",
-                "https://contoso.blob.core.windows.net",
-            ),
-            ("REMINDERS_EXPORT_CONTAINER", "exports"),
-            ("REMINDERS_EXPORT_BLOB", "issues.csv"),
-            ("REMINDERS_CREDENTIAL", "developer"),
-            ("REMINDERS_STATE_DIR", &dir),
-        ]))
-        .unwrap();
+        let mut settings = crate::app::BLOB_SOURCE_SETTINGS.to_vec();
+        settings.push(("REMINDERS_STATE_DIR", &dir));
+        let config =
+            crate::config::Config::from_env_map(&crate::config::Env::from_pairs(&settings))
+                .unwrap();
         let wiring = crate::app::Wiring::new(config);
         let deps = wiring.deps(None).unwrap();
         AppState::new(wiring, deps, tokio_util::sync::CancellationToken::new())

@@ -41,9 +41,10 @@
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
 use super::{
-    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
-    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
-    LedgerStore, LineSplitter, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    LedgerEvent, LedgerSnapshot, LedgerStore, LineSplitter, ReportStore, RunLock,
+    DEFAULT_RETENTION_DAYS,
 };
 use crate::azure::storage;
 use crate::config::BlobStateSettings;
@@ -402,19 +403,7 @@ impl BlobLedger {
         let mut applied = 0;
         let (end, etag, rest) = self
             .stream_lines(&name, from, "reading the ledger", |number, line| {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(());
-                }
-                let event: LedgerEvent = serde_json::from_slice(line).map_err(|e| {
-                    let at = if from > 0 {
-                        format!(" (counted from byte {from})")
-                    } else {
-                        String::new()
-                    };
-                    format!("line {number}{at}: {e}")
-                })?;
-                snapshot.apply(&event);
-                applied += 1;
+                applied += u64::from(replay_tail(snapshot, from, number, line)?);
                 Ok(())
             })
             .await?;

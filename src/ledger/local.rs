@@ -13,9 +13,9 @@
 //! replays nothing twice.
 
 use super::{
-    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
-    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
-    LedgerStore, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -733,26 +733,12 @@ fn replay_segment(
             break;
         };
         end += read as u64;
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<LedgerEvent>(text) {
-            Ok(event) => {
-                snapshot.apply(&event);
-                applied += 1;
+        applied += u64::from(replay_tail(snapshot, from, number, text).map_err(|detail| {
+            LedgerError::Corrupt {
+                location: path.display().to_string(),
+                detail,
             }
-            Err(e) => {
-                let at = if from > 0 {
-                    format!(" (counted from byte {from})")
-                } else {
-                    String::new()
-                };
-                return Err(LedgerError::Corrupt {
-                    location: path.display().to_string(),
-                    detail: format!("line {number}{at}: {e}"),
-                });
-            }
-        }
+        })?);
     }
     Ok((end, applied))
 }

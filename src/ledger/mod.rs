@@ -141,6 +141,31 @@ impl LineSplitter {
     }
 }
 
+/// Replays one line of a segment's uncovered bytes (those from byte `from`, the first a
+/// checkpoint does not cover) into `snapshot`, the same way in every store: a blank line is
+/// skipped (`Ok(false)`), an event is applied (`Ok(true)`), anything else is the error,
+/// naming the line counted from `from`.
+pub(crate) fn replay_tail(
+    snapshot: &mut LedgerSnapshot,
+    from: u64,
+    number: u64,
+    line: &[u8],
+) -> Result<bool, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let event: LedgerEvent = serde_json::from_slice(line).map_err(|e| {
+        let at = if from > 0 {
+            format!(" (counted from byte {from})")
+        } else {
+            String::new()
+        };
+        format!("line {number}{at}: {e}")
+    })?;
+    snapshot.apply(&event);
+    Ok(true)
+}
+
 /// Reads a checkpoint line by line into a snapshot.
 #[derive(Default)]
 pub(crate) struct CheckpointReader {
@@ -311,4 +336,47 @@ pub trait ReportStore: Send + Sync {
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError>;
     /// A saved report by run id.
     async fn report(&self, run_id: &str) -> Result<Option<RunReport>, LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerEmail;
+    use crate::history::{IssueKey, Stage};
+
+    #[test]
+    fn a_segments_tail_is_replayed_line_by_line_skipping_blanks_and_naming_a_bad_line() {
+        let owner = OwnerEmail::parse("jm6453@engie.com").unwrap();
+        let issue = IssueKey("d1|os_out_of_date".into());
+        let event = LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: issue.clone(),
+            lookout_id: None,
+            stage: Stage::First,
+            as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+            sent_at: chrono::Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r1".into(),
+            maybe_delivered: false,
+            facts: None,
+        };
+        let line = serde_json::to_vec(&event).unwrap();
+        let mut snapshot = LedgerSnapshot::default();
+        assert_eq!(replay_tail(&mut snapshot, 0, 1, b"  \r"), Ok(false));
+        assert_eq!(
+            snapshot,
+            LedgerSnapshot::default(),
+            "a blank line changes nothing"
+        );
+        assert_eq!(replay_tail(&mut snapshot, 0, 2, &line), Ok(true));
+        assert!(snapshot.history(&owner, &issue).is_some());
+        let err = replay_tail(&mut snapshot, 4096, 3, b"{\"kind\": ").unwrap_err();
+        assert!(
+            err.starts_with("line 3 (counted from byte 4096): "),
+            "{err}"
+        );
+        let err = replay_tail(&mut snapshot, 0, 7, b"not json").unwrap_err();
+        assert!(err.starts_with("line 7: "), "{err}");
+    }
 }
