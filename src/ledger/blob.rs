@@ -43,7 +43,7 @@
 use super::{
     checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
     CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
-    LedgerEvent, LedgerSnapshot, LedgerStore, LineSplitter, ReportStore, RunLock,
+    LedgerEvent, LedgerSnapshot, LedgerStore, LineSplitter, ReportStore, RunLock, SegmentFold,
     DEFAULT_RETENTION_DAYS,
 };
 use crate::azure::storage;
@@ -60,7 +60,7 @@ use azure_storage_blob::models::{
     BlockBlobClientUploadOptions, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient};
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -528,16 +528,14 @@ impl BlobLedger {
 
         // 2. Fold the old checkpoint and every segment up to `through`, then prune.
         let (_, mut snapshot) = self.read_checkpoint(&layout).await?;
-        let mut covers = BTreeMap::new();
+        let mut fold = SegmentFold::default();
         let mut etags = BTreeMap::new();
-        let mut events_replayed = 0;
         for n in layout.segments.keys() {
             let from = covered_by(previous.as_ref(), *n);
             match self.replay_segment(*n, from, &mut snapshot).await {
                 Ok(read) => {
-                    covers.insert(*n, read.end);
+                    fold.replayed(*n, read.end, read.applied);
                     etags.insert(*n, read.etag);
-                    events_replayed += read.applied;
                 }
                 Err(e) if is_gone(&e) => {}
                 Err(e) => return Err(e),
@@ -546,13 +544,8 @@ impl BlobLedger {
         let pruned = snapshot.prune(options.as_of, options.retention_days);
 
         // 3. Write it, whole or not at all, never over another one.
-        let header = CheckpointHeader {
-            checkpoint: 1,
-            as_of: options.as_of,
-            retention_days: options.retention_days,
-            written_at: Utc::now(),
-            covers: covers.clone(),
-        };
+        let header = fold.header(&options);
+        let events_replayed = fold.events_replayed();
         let mut bytes = Vec::new();
         let rows =
             write_checkpoint(&mut bytes, &header, &snapshot).expect("writing to memory works");

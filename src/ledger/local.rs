@@ -15,7 +15,8 @@
 use super::{
     checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
     CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
-    LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock, SegmentFold,
+    DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -836,15 +837,11 @@ fn checkpoint_blocking(
 
     // 2. Fold the old checkpoint and every segment up to `through`, then prune.
     let (_, mut snapshot) = read_checkpoint(dir, &layout)?;
-    let mut covers = BTreeMap::new();
-    let mut events_replayed = 0;
+    let mut fold = SegmentFold::default();
     for n in layout.segments.keys() {
         let from = covered_by(previous.as_ref(), *n);
         match replay_segment(&dir.join(segment_file(*n)), from, &mut snapshot) {
-            Ok((end, applied)) => {
-                covers.insert(*n, end);
-                events_replayed += applied;
-            }
+            Ok((end, applied)) => fold.replayed(*n, end, applied),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
@@ -852,13 +849,8 @@ fn checkpoint_blocking(
     let pruned = snapshot.prune(options.as_of, options.retention_days);
 
     // 3. Write it durably under its final name.
-    let header = CheckpointHeader {
-        checkpoint: 1,
-        as_of: options.as_of,
-        retention_days: options.retention_days,
-        written_at: Utc::now(),
-        covers: covers.clone(),
-    };
+    let header = fold.header(&options);
+    let events_replayed = fold.events_replayed();
     let path = dir.join(checkpoint_file(through));
     let tmp = dir.join(format!("{}.tmp", checkpoint_file(through)));
     let write = || -> std::io::Result<u64> {
@@ -888,7 +880,7 @@ fn checkpoint_blocking(
 
     // 4. Delete the segments it holds, each only if nothing was appended after it was read
     //    (under the same file lock appends take); what stays is replayed from its offset.
-    for (n, end) in &covers {
+    for (n, end) in &header.covers {
         let seg = dir.join(segment_file(*n));
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)

@@ -41,6 +41,39 @@ pub(crate) fn covered_by(previous: Option<&(CheckpointHeader, u64)>, n: u32) -> 
         .unwrap_or(0)
 }
 
+/// A new checkpoint's fold of the segments, the same in every store: where each segment's
+/// replay ended (the header's `covers`: what is replayed from there after it) and how many
+/// events the fold applied.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentFold {
+    covers: std::collections::BTreeMap<u32, u64>,
+    events_replayed: u64,
+}
+
+impl SegmentFold {
+    /// Segment `n` was replayed up to byte `end`, applying `applied` events.
+    pub(crate) fn replayed(&mut self, n: u32, end: u64, applied: u64) {
+        self.covers.insert(n, end);
+        self.events_replayed += applied;
+    }
+
+    /// Events the fold applied.
+    pub(crate) fn events_replayed(&self) -> u64 {
+        self.events_replayed
+    }
+
+    /// The checkpoint's header: what it covers, for the run day and retention of `options`.
+    pub(crate) fn header(&self, options: &CheckpointOptions) -> CheckpointHeader {
+        CheckpointHeader {
+            checkpoint: 1,
+            as_of: options.as_of,
+            retention_days: options.retention_days,
+            written_at: chrono::Utc::now(),
+            covers: self.covers.clone(),
+        }
+    }
+}
+
 /// Whether segments of the given lengths, after the `previous` checkpoint (its header and
 /// its length in bytes), hold enough events it does not cover to be worth a new one.
 pub(crate) fn checkpoint_due_after(
@@ -378,5 +411,21 @@ mod tests {
         );
         let err = replay_tail(&mut snapshot, 0, 7, b"not json").unwrap_err();
         assert!(err.starts_with("line 7: "), "{err}");
+    }
+
+    #[test]
+    fn a_fold_covers_each_segment_up_to_where_its_replay_ended() {
+        let mut fold = SegmentFold::default();
+        fold.replayed(1, 4096, 10);
+        fold.replayed(3, 120, 2);
+        let options =
+            CheckpointOptions::when_due(NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), 400);
+        let header = fold.header(&options);
+        assert_eq!(header.covers, [(1, 4096), (3, 120)].into_iter().collect());
+        assert_eq!(
+            (header.as_of, header.retention_days, header.checkpoint),
+            (options.as_of, 400, 1)
+        );
+        assert_eq!(fold.events_replayed(), 12);
     }
 }
