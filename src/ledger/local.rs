@@ -849,7 +849,7 @@ fn checkpoint_blocking(
     let pruned = snapshot.prune(options.as_of, options.retention_days);
 
     // 3. Write it durably under its final name.
-    let header = fold.header(&options);
+    let header = fold.header(options);
     let events_replayed = fold.events_replayed();
     let path = dir.join(checkpoint_file(through));
     let tmp = dir.join(format!("{}.tmp", checkpoint_file(through)));
