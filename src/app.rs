@@ -1,7 +1,7 @@
 //! Wiring: builds the run's [`Deps`] from the [`Config`], shared by the CLI and the server.
 //! Each source / ledger / channel kind maps to its implementation here and nowhere else.
 
-use crate::config::{ChannelKind, Config, LedgerKind, SourceKind};
+use crate::config::{ChannelKind, Config, LedgerSettings};
 use crate::deliver::{DeliveryLimits, Notifier, OutboxNotifier};
 use crate::graph::GraphClient;
 use crate::http::AccessTokens;
@@ -157,121 +157,110 @@ impl Wiring {
         Ok(self.graph.get_or_init(|| graph).clone())
     }
 
-    /// The configured export source, or the one a caller chose for this run.
+    /// The configured export source, or the one a caller chose for this run. A caller's
+    /// choice is derived from the validated settings of the configured kind, by the same
+    /// rule as the setting, and names its request field when refused; the process's
+    /// settings are never changed by it.
     pub fn source(&self, choice: Option<&SourceOverride>) -> Result<Arc<dyn Source>, WiringError> {
+        use crate::config::SourceSettings;
         let config = &self.config;
-        let Some(choice) = choice else {
-            return match config.azure.source {
-                SourceKind::Local => {
-                    let path = config.export_path.clone().ok_or_else(|| {
-                        crate::config::ConfigError::missing(
-                            "REMINDERS_EXPORT_PATH",
-                            "when REMINDERS_SOURCE=local (or pass --export)",
-                        )
-                    })?;
-                    Ok(Arc::new(LocalFileSource::new(
-                        path,
-                        config.max_export_bytes,
-                    )))
-                }
-                SourceKind::Blob => Ok(Arc::new(crate::source::BlobSource::from_settings_with(
-                    &config.azure,
-                    self.credential()?.credential,
-                    config.max_export_bytes,
-                )?)),
-                SourceKind::SharePoint => Ok(Arc::new(
-                    crate::source::SharePointSource::from_settings_with(
-                        &config.azure,
-                        self.graph()?,
-                        config.max_export_bytes,
-                    )?,
-                )),
-            };
+        let max_bytes = config.max_export_bytes;
+        let refused =
+            |field: &'static str, reason: String| WiringError::SourceChoice { field, reason };
+        let only_with = |field: &'static str, kind: &str| {
+            refused(field, format!("only accepted when REMINDERS_SOURCE={kind}"))
         };
-        match choice {
-            SourceOverride::Path(path) => {
-                // A laptop / test feature: in Azure a caller holding a function key must not
-                // be able to make the handler read arbitrary files from the app's disk.
-                if config.azure.source != SourceKind::Local {
-                    return Err(WiringError::SourceChoice {
-                        field: "source.path",
-                        reason: "only accepted when REMINDERS_SOURCE=local".into(),
-                    });
-                }
+        match (&config.azure.source, choice) {
+            (SourceSettings::Local { path }, None) => {
+                let path = path.clone().ok_or_else(|| {
+                    crate::config::ConfigError::missing(
+                        "REMINDERS_EXPORT_PATH",
+                        "when REMINDERS_SOURCE=local (or pass --export)",
+                    )
+                })?;
+                Ok(Arc::new(LocalFileSource::new(path, max_bytes)))
+            }
+            (SourceSettings::Blob(export), None) => Ok(Arc::new(self.blob_source(export)?)),
+            (SourceSettings::SharePoint(sharepoint), None) => {
+                Ok(Arc::new(self.sharepoint_source(sharepoint)?))
+            }
+            (SourceSettings::Local { path: configured }, Some(SourceOverride::Path(path))) => {
                 // Only files in the configured export's folder (no `..`, no links out of it).
-                let folder = config
-                    .export_path
+                let folder = configured
                     .as_deref()
                     .and_then(Path::parent)
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or(Path::new("."));
-                let path = crate::source::confined_path(folder, path).map_err(|reason| {
-                    WiringError::SourceChoice {
-                        field: "source.path",
-                        reason,
-                    }
-                })?;
-                Ok(Arc::new(LocalFileSource::new(
-                    path,
-                    config.max_export_bytes,
-                )))
+                let path = crate::source::confined_path(folder, path)
+                    .map_err(|reason| refused("source.path", reason))?;
+                Ok(Arc::new(LocalFileSource::new(path, max_bytes)))
             }
-            SourceOverride::Blob(name) => {
-                let name = name.trim().trim_start_matches('/');
-                if name.is_empty() || name.contains("..") {
-                    return Err(WiringError::SourceChoice {
-                        field: "source.blob",
-                        reason: "expected a blob name in the configured container".into(),
-                    });
-                }
-                let mut azure = config.azure.clone();
-                azure.export_blob = Some(name.to_string());
-                azure.export_prefix = None;
-                Ok(Arc::new(crate::source::BlobSource::from_settings_with(
-                    &azure,
-                    self.credential()?.credential,
-                    config.max_export_bytes,
-                )?))
+            // A laptop / test feature: in Azure a caller holding a function key must not be
+            // able to make the handler read arbitrary files from the app's disk.
+            (_, Some(SourceOverride::Path(_))) => Err(only_with("source.path", "local")),
+            (SourceSettings::Blob(export), Some(SourceOverride::Blob(name))) => {
+                let export = export
+                    .with_blob("source.blob", name)
+                    .map_err(|e| refused("source.blob", e.reason()))?;
+                Ok(Arc::new(self.blob_source(&export)?))
             }
-            SourceOverride::SharePointPath(path) => {
-                let path = path.trim().trim_matches('/');
-                if path.is_empty() {
-                    return Err(WiringError::SourceChoice {
-                        field: "source.sharepointPath",
-                        reason: "expected a file path in the configured library".into(),
-                    });
-                }
-                let mut azure = config.azure.clone();
-                azure.sharepoint_file_path = Some(path.to_string());
-                Ok(Arc::new(
-                    crate::source::SharePointSource::from_settings_with(
-                        &azure,
-                        self.graph()?,
-                        config.max_export_bytes,
-                    )?,
-                ))
+            (_, Some(SourceOverride::Blob(_))) => Err(only_with("source.blob", "blob")),
+            (
+                SourceSettings::SharePoint(sharepoint),
+                Some(SourceOverride::SharePointPath(path)),
+            ) => {
+                let sharepoint = sharepoint
+                    .with_file_path("source.sharepointPath", path)
+                    .map_err(|e| refused("source.sharepointPath", e.reason()))?;
+                Ok(Arc::new(self.sharepoint_source(&sharepoint)?))
+            }
+            (_, Some(SourceOverride::SharePointPath(_))) => {
+                Err(only_with("source.sharepointPath", "sharepoint"))
             }
         }
+    }
+
+    /// The Blob source reading `export`, with the shared credential.
+    fn blob_source(
+        &self,
+        export: &crate::config::BlobExportSettings,
+    ) -> Result<crate::source::BlobSource, WiringError> {
+        Ok(crate::source::BlobSource::from_settings_with(
+            &self.config.azure,
+            export,
+            self.credential()?.credential,
+            self.config.max_export_bytes,
+        )?)
+    }
+
+    /// The SharePoint source reading `sharepoint`, through the shared Graph client.
+    fn sharepoint_source(
+        &self,
+        sharepoint: &crate::config::SharePointSettings,
+    ) -> Result<crate::source::SharePointSource, WiringError> {
+        Ok(crate::source::SharePointSource::from_settings_with(
+            &self.config.azure,
+            sharepoint,
+            self.graph()?,
+            self.config.max_export_bytes,
+        )?)
     }
 
     /// The configured [`Stores`].
     pub fn stores(&self) -> Result<Stores, WiringError> {
         let config = &self.config;
-        match config.azure.ledger {
-            LedgerKind::Local => {
+        match &config.azure.ledger {
+            LedgerSettings::Local { dir, lock_ttl } => {
                 let local = Arc::new(
-                    LocalLedger::new(
-                        config.state_dir.clone(),
-                        Duration::from_secs(config.lock_ttl_minutes * 60),
-                    )
-                    .with_retention_days(config.ledger_retention_days),
+                    LocalLedger::new(dir.clone(), *lock_ttl)
+                        .with_retention_days(config.ledger_retention_days),
                 );
                 Ok(Stores {
                     ledger: local.clone(),
                     reports: local,
                 })
             }
-            LedgerKind::Blob => {
+            LedgerSettings::Blob(_) => {
                 let blob = Arc::new(
                     crate::ledger::BlobLedger::from_settings_with(
                         &config.azure,
@@ -430,6 +419,20 @@ pub fn deps(config: &Config, source: Option<Arc<dyn Source>>) -> Result<Deps, Wi
     Wiring::new(config.clone()).deps(source)
 }
 
+/// Settings of a Blob source reading `issues.csv` of container `exports` (unit tests that
+/// build a Blob source without fetching from it).
+#[cfg(test)]
+pub(crate) const BLOB_SOURCE_SETTINGS: [(&str, &str); 5] = [
+    ("REMINDERS_SOURCE", "blob"),
+    (
+        "REMINDERS_BLOB_ACCOUNT_URL",
+        "https://contoso.blob.core.windows.net",
+    ),
+    ("REMINDERS_EXPORT_CONTAINER", "exports"),
+    ("REMINDERS_EXPORT_BLOB", "issues.csv"),
+    ("REMINDERS_CREDENTIAL", "developer"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +513,80 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "source.path: only accepted when REMINDERS_SOURCE=local"
+        );
+    }
+
+    fn blob_wiring() -> Wiring {
+        wiring(&BLOB_SOURCE_SETTINGS)
+    }
+
+    #[test]
+    fn a_requests_blob_is_read_from_the_configured_container_and_the_process_settings_stay() {
+        let w = blob_wiring();
+        let before = w.config().azure.source.clone();
+        let chosen = w
+            .source(Some(&SourceOverride::Blob("/lookout/other.csv".into())))
+            .unwrap();
+        assert!(
+            chosen.describe().contains("/exports/lookout/other.csv"),
+            "{}",
+            chosen.describe()
+        );
+        // Neither the settings nor the configured source changed for the next run.
+        assert_eq!(w.config().azure.source, before);
+        let configured = w.source(None).unwrap();
+        assert!(
+            configured.describe().contains("/exports/issues.csv"),
+            "{}",
+            configured.describe()
+        );
+    }
+
+    #[test]
+    fn a_requests_bad_blob_name_is_refused_naming_the_field_and_hiding_a_pasted_token() {
+        let w = blob_wiring();
+        for bad in [
+            "../x.csv",
+            " ",
+            "a/../../b.csv",
+            "x.csv?sv=1&sig=PASTEDSECRET",
+        ] {
+            match w.source(Some(&SourceOverride::Blob(bad.into()))) {
+                Err(
+                    e @ WiringError::SourceChoice {
+                        field: "source.blob",
+                        ..
+                    },
+                ) => {
+                    assert!(!e.to_string().contains("PASTEDSECRET"), "{e}");
+                    assert!(e.to_string().starts_with("source.blob: "), "{e}");
+                }
+                Err(other) => panic!("{bad}: {other}"),
+                Ok(_) => panic!("{bad} accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_can_only_choose_another_file_of_the_configured_kind_of_source() {
+        let w = blob_wiring();
+        let err = w
+            .source(Some(&SourceOverride::SharePointPath(
+                "General/a.xlsx".into(),
+            )))
+            .err()
+            .expect("a SharePoint path with a Blob source");
+        assert_eq!(
+            err.to_string(),
+            "source.sharepointPath: only accepted when REMINDERS_SOURCE=sharepoint"
+        );
+        let err = wiring(&[])
+            .source(Some(&SourceOverride::Blob("a.csv".into())))
+            .err()
+            .expect("a blob with a local source");
+        assert_eq!(
+            err.to_string(),
+            "source.blob: only accepted when REMINDERS_SOURCE=blob"
         );
     }
 }

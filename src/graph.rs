@@ -32,7 +32,7 @@ use url::Url;
 
 /// Exchange Online's concurrent request limit per mailbox: `sendMail` requests in flight
 /// at once from the shared mailbox.
-pub const MAX_CONCURRENT_SENDS: usize = 4;
+pub(crate) const MAX_CONCURRENT_SENDS: usize = 4;
 
 /// The documented limit a call counts against, and so the limiter that paces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct GraphLimits {
     /// The shared mailbox's `sendMail` pace.
     pub mail: Arc<RateLimiter>,
     /// `sendMail` requests in flight from the shared mailbox.
-    pub mail_in_flight: Arc<Semaphore>,
+    pub(crate) mail_in_flight: Arc<Semaphore>,
 }
 
 impl GraphLimits {
@@ -74,7 +74,7 @@ impl GraphLimits {
 
 /// What a Graph call was for, named in its error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GraphCall {
+pub(crate) enum GraphCall {
     /// `GET /users/{id}`.
     User,
     /// `GET /users/{id}/manager`.
@@ -110,7 +110,7 @@ impl GraphCall {
 /// service's code, attempts; no URL, no token, addresses scrubbed from Graph's message).
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("graph {}: {}{}", call.as_str(), source.reason(), source.code().map(|c| format!(" ({c})")).unwrap_or_default())]
-pub struct GraphError {
+pub(crate) struct GraphError {
     /// The call that failed.
     pub call: GraphCall,
     /// What the HTTP layer saw.
@@ -130,7 +130,7 @@ impl GraphError {
     }
 
     /// The one "not there" rule: Graph answered 404 (no such user, manager, site, file).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
 }

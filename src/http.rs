@@ -147,14 +147,14 @@ pub struct RateLimiter {
 }
 
 /// The factor a `429` multiplies the pace by.
-pub const BACK_OFF: f64 = 0.7;
+pub(crate) const BACK_OFF: f64 = 0.7;
 /// The share of the ceiling each success gives back (1/200: from half the ceiling back to
 /// it in 100 successes, two seconds at 50/s).
-pub const CREEP: f64 = 0.005;
+pub(crate) const CREEP: f64 = 0.005;
 /// The lowest pace, as a share of the ceiling.
-pub const FLOOR_SHARE: f64 = 0.05;
+pub(crate) const FLOOR_SHARE: f64 = 0.05;
 /// Several `429`s within this interval cut the pace once.
-pub const BACK_OFF_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const BACK_OFF_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Bucket {
@@ -215,7 +215,7 @@ impl RateLimiter {
     }
 
     /// Waits for a slot.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let wait = {
             let mut b = self.lock();
             self.refill(&mut b, Instant::now());
@@ -253,7 +253,7 @@ impl RateLimiter {
     }
 
     /// A request went through: creep back towards the ceiling.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut b = self.lock();
         if b.rate < self.ceiling {
             let now = Instant::now();
@@ -288,12 +288,13 @@ impl KeyedRateLimiter {
     }
 
     /// Keys currently tracked.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Waits for a slot for `key`.
-    pub async fn acquire(&self, key: &str) {
+    pub(crate) async fn acquire(&self, key: &str) {
         let wait = {
             let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -323,7 +324,7 @@ impl KeyedRateLimiter {
 /// did not reach the service, because a timeout, a reset after the request was written or a
 /// gateway's 5xx can mean "delivered, answer lost".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replay {
+pub(crate) enum Replay {
     /// Reads and idempotent writes: retry 408, 412, 429, 5xx, timeouts, resets.
     Safe,
     /// Posting a message (activity, `sendMail`, webhook): retry only what proves it was not
@@ -409,7 +410,7 @@ impl HttpOutcome {
 /// A success (status below 400) whose body is still to be read, from
 /// [`HttpClient::send_streaming`].
 #[derive(Debug)]
-pub struct StreamedResponse {
+pub(crate) struct StreamedResponse {
     /// The response, body unread.
     pub response: reqwest::Response,
     /// Attempts it took (1 = no retry).
@@ -516,7 +517,7 @@ impl HttpError {
     }
 
     /// Whether a later run may succeed (throttling, 5xx, network, token service).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             HttpError::Status { status, .. } => is_retryable_status(*status),
             HttpError::Transport { .. }
@@ -568,7 +569,7 @@ impl HttpError {
 
 /// 408, 412 (Teams: transient), 429 and 5xx (except 501 Not Implemented / 505) are worth
 /// retrying.
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 412 | 429) || (status >= 500 && status != 501 && status != 505)
 }
 
@@ -649,7 +650,7 @@ impl HttpClient {
     }
 
     /// Posts a message: like [`send`](Self::send) under [`Replay::NotIfMaybeDelivered`].
-    pub async fn post_message(
+    pub(crate) async fn post_message(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
         auth: Option<(&dyn AccessTokens, &str)>,
@@ -659,7 +660,7 @@ impl HttpClient {
     }
 
     /// Like [`send`](Self::send), with the given replay rule.
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         replay: Replay,
         build: impl Fn() -> reqwest::RequestBuilder,
@@ -684,7 +685,7 @@ impl HttpClient {
     /// `timeout` applies to each attempt **including** the body the caller reads later
     /// (reqwest's request timeout covers the body), so a streaming caller picks a policy
     /// whose timeout fits the whole transfer.
-    pub async fn send_streaming(
+    pub(crate) async fn send_streaming(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
         auth: Option<(&dyn AccessTokens, &str)>,
@@ -851,7 +852,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// `error.code` / `error.message` of a Graph or Bot Framework error body (also accepts a
 /// top-level `code`/`message`, as Power Automate sometimes answers).
-pub fn service_error(body: &[u8]) -> (Option<String>, Option<String>) {
+pub(crate) fn service_error(body: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
         return (None, None);
     };

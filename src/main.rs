@@ -471,7 +471,7 @@ fn exit_code(e: &JobError) -> u8 {
         JobError::TooManyOwners { .. }
         | JobError::AsOfInFuture { .. }
         | JobError::ResendWithoutOnly => exit::USAGE,
-        JobError::Ledger(_) | JobError::Cancelled { .. } => exit::FAILURE,
+        JobError::Ledger(_) | JobError::Cancelled { .. } | JobError::Internal => exit::FAILURE,
     }
 }
 

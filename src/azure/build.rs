@@ -33,7 +33,7 @@ pub enum BuildError {
 /// instance means one token cache: a run asks the identity endpoint once per scope, not
 /// once per part.
 #[derive(Clone)]
-pub struct SharedCredential {
+pub(crate) struct SharedCredential {
     /// The credential the SDK clients use.
     pub credential: Arc<dyn TokenCredential>,
     /// Cached tokens from that credential, rebuilt through a factory after a refused token.
@@ -58,7 +58,7 @@ impl SharedCredential {
     }
 
     /// `tokens` as the trait object the HTTP callers take.
-    pub fn access_tokens(&self) -> Arc<dyn super::AccessTokens> {
+    pub(crate) fn access_tokens(&self) -> Arc<dyn super::AccessTokens> {
         self.tokens.clone()
     }
 }

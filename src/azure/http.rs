@@ -36,7 +36,7 @@ pub enum HttpClientError {
 }
 
 /// Reads a PEM bundle (one or more `CERTIFICATE` blocks).
-pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpClientError> {
+pub(crate) fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, HttpClientError> {
     let pem = std::fs::read(path).map_err(|e| HttpClientError::Read {
         path: path.display().to_string(),
         detail: e.to_string(),
@@ -71,7 +71,7 @@ pub fn http_client_builder(
 }
 
 /// The shared HTTP client (extra CA, timeouts, default redirects).
-pub fn http_client(settings: &AzureSettings) -> Result<reqwest::Client, HttpClientError> {
+pub(crate) fn http_client(settings: &AzureSettings) -> Result<reqwest::Client, HttpClientError> {
     http_client_builder(settings)?
         .build()
         .map_err(|e| HttpClientError::Build(e.to_string()))
@@ -79,7 +79,7 @@ pub fn http_client(settings: &AzureSettings) -> Result<reqwest::Client, HttpClie
 
 /// The transport of the Azure SDK clients: the shared client without redirects and without
 /// automatic decompression (the SDK's partitioned downloads need the raw bytes).
-pub fn sdk_transport(settings: &AzureSettings) -> Result<Transport, HttpClientError> {
+pub(crate) fn sdk_transport(settings: &AzureSettings) -> Result<Transport, HttpClientError> {
     let client = http_client_builder(settings)?
         .redirect(reqwest::redirect::Policy::none())
         .no_gzip()
@@ -91,7 +91,7 @@ pub fn sdk_transport(settings: &AzureSettings) -> Result<Transport, HttpClientEr
 
 /// Exponential retries from the settings (`REMINDERS_AZURE_MAX_RETRIES`,
 /// `REMINDERS_AZURE_RETRY_DELAY_MS`).
-pub fn sdk_retry(settings: &AzureSettings) -> RetryOptions {
+pub(crate) fn sdk_retry(settings: &AzureSettings) -> RetryOptions {
     if settings.max_retries == 0 {
         return RetryOptions::none();
     }

@@ -12,7 +12,10 @@ mod token;
 // compiler reports what nobody calls.
 pub use build::BuildError;
 pub(crate) use build::SharedCredential;
-pub use credential::{credential, CredentialError};
+pub use credential::credential;
+pub use credential::CredentialError;
 pub(crate) use http::http_client;
-pub use http::{http_client_builder, sdk_client_options, HttpClientError};
-pub use token::{AccessTokens, CredentialTokens, TokenError};
+pub use http::HttpClientError;
+pub use http::{http_client_builder, sdk_client_options};
+pub use token::TokenError;
+pub use token::{AccessTokens, CredentialTokens};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// The container URL under an account URL (`https://acct.blob.core.windows.net` or, for
 /// the emulator, `https://127.0.0.1:10000/devstoreaccount1`).
-pub fn container_url(account_url: &Url, container: &str) -> Url {
+pub(crate) fn container_url(account_url: &Url, container: &str) -> Url {
     let mut url = account_url.clone();
     url.set_query(None);
     url.set_fragment(None);
@@ -61,12 +61,12 @@ pub fn status(e: &azure_core::Error) -> Option<u16> {
 /// Whether the call failed getting a token (identity refused, unreachable, misconfigured)
 /// rather than at the service: a configuration problem, told apart so every step that meets
 /// it reports it the same way.
-pub fn is_credential(e: &azure_core::Error) -> bool {
+pub(crate) fn is_credential(e: &azure_core::Error) -> bool {
     matches!(e.kind(), ErrorKind::Credential)
 }
 
 /// The service's error code (`BlobNotFound`, `LeaseAlreadyPresent`…), when it gave one.
-pub fn error_code(e: &azure_core::Error) -> Option<&str> {
+pub(crate) fn error_code(e: &azure_core::Error) -> Option<&str> {
     match e.kind() {
         ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
         _ => None,

@@ -7,14 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
-pub use crate::http::{AccessTokens, TokenError};
+pub use crate::http::AccessTokens;
+
+pub use crate::http::TokenError;
 
 /// Tokens are renewed this long before they expire, so a request never leaves with a token
 /// that expires on the way.
-pub const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Builds a fresh credential (with an empty SDK cache); `Err` is the reason, for the log.
-pub type CredentialFactory =
+pub(crate) type CredentialFactory =
     Arc<dyn Fn() -> Result<Arc<dyn TokenCredential>, String> + Send + Sync>;
 
 /// [`AccessTokens`] over an Azure SDK credential, cached per scope until
@@ -22,7 +24,7 @@ pub type CredentialFactory =
 ///
 /// The SDK's managed-identity credential keeps its own token cache (with the same margin)
 /// and offers no way to bypass it, so clearing our cache alone would hand a refused token
-/// back. Built [`with_factory`](Self::with_factory), `invalidate` also marks the scope so
+/// back. Built [`with_first`](Self::with_first), `invalidate` also marks the scope so
 /// the next fetch for it goes through a freshly built credential; built with
 /// [`new`](Self::new) (one fixed credential), it can only clear this cache.
 pub struct CredentialTokens {
@@ -52,19 +54,9 @@ impl CredentialTokens {
         }
     }
 
-    /// Tokens from credentials built by `factory`: one now, and a new one whenever a token
-    /// was refused (see [`AccessTokens::invalidate`]).
-    pub fn with_factory(factory: CredentialFactory) -> Result<Self, String> {
-        let credential = factory()?;
-        Ok(Self {
-            factory: Some(factory),
-            ..Self::new(credential)
-        })
-    }
-
     /// Tokens from `first` (an existing credential, e.g. the one the SDK clients share),
     /// replaced by one from `factory` whenever a token was refused.
-    pub fn with_first(first: Arc<dyn TokenCredential>, factory: CredentialFactory) -> Self {
+    pub(crate) fn with_first(first: Arc<dyn TokenCredential>, factory: CredentialFactory) -> Self {
         Self {
             factory: Some(factory),
             ..Self::new(first)
@@ -114,7 +106,7 @@ impl CredentialTokens {
 }
 
 /// A factory building the credential configured by `settings` anew.
-pub fn settings_factory(settings: &crate::config::AzureSettings) -> CredentialFactory {
+pub(crate) fn settings_factory(settings: &crate::config::AzureSettings) -> CredentialFactory {
     let settings = settings.clone();
     Arc::new(move || super::credential(&settings).map_err(|e| e.to_string()))
 }
@@ -241,9 +233,8 @@ mod tests {
     async fn a_refused_token_is_fetched_again_through_a_new_credential() {
         let built = Arc::new(AtomicUsize::new(0));
         let fetched = Arc::new(AtomicUsize::new(0));
-        let tokens =
-            CredentialTokens::with_factory(caching_factory(built.clone(), fetched.clone()))
-                .unwrap();
+        let factory = caching_factory(built.clone(), fetched.clone());
+        let tokens = CredentialTokens::with_first(factory().unwrap(), factory);
         let first = tokens.token("a").await.unwrap();
         assert_eq!(first, "a-0-0");
         tokens.invalidate("a");

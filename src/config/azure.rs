@@ -2,33 +2,65 @@
 //! where the ledger lives (local / Blob), which credential is used and how HTTP clients
 //! reach Azure (extra CA bundle, retries).
 //!
-//! The raw values are read once in [`AzureSettings::from_env`]; the per-kind settings
-//! ([`AzureSettings::blob_export`], [`AzureSettings::sharepoint`], [`AzureSettings::blob_state`])
-//! are validated there for the kinds chosen, and again when the wiring builds a kind (a CLI
-//! flag or an HTTP request may pick another kind than the settings did).
+//! Each setting is read and validated once, in [`AzureSettings::from_env`], into the type
+//! of the kind chosen ([`SourceSettings`], [`LedgerSettings`]); nothing downstream sees a raw
+//! string. A request's own export is derived from the validated settings
+//! ([`BlobExportSettings::with_blob`], [`SharePointSettings::with_file_path`]) by the same
+//! rule as the setting, leaving the process's settings untouched.
 
 use super::{ConfigError, Env};
 use std::path::PathBuf;
+use std::time::Duration;
 use url::Url;
 
-/// Where the export comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    /// A local file (`REMINDERS_EXPORT_PATH`).
-    Local,
+/// Where the export comes from, validated: the kind and that kind's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSettings {
+    /// A local file (`REMINDERS_EXPORT_PATH`); `None` until the CLI's `--export` or a
+    /// request's `source.path` names one.
+    Local {
+        /// The export's path.
+        path: Option<PathBuf>,
+    },
     /// Azure Blob Storage.
-    Blob,
+    Blob(BlobExportSettings),
     /// SharePoint / Teams library through Microsoft Graph.
-    SharePoint,
+    SharePoint(SharePointSettings),
 }
 
-/// Where the ledger, lock and reports live.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LedgerKind {
-    /// A local folder (`REMINDERS_STATE_DIR`).
-    Local,
+impl SourceSettings {
+    /// The value of `REMINDERS_SOURCE` that chose this kind.
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            SourceSettings::Local { .. } => "local",
+            SourceSettings::Blob(_) => "blob",
+            SourceSettings::SharePoint(_) => "sharepoint",
+        }
+    }
+}
+
+/// Where the ledger, lock and reports live, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerSettings {
+    /// A local folder.
+    Local {
+        /// The folder (`REMINDERS_STATE_DIR`, default `state`).
+        dir: PathBuf,
+        /// Age after which a running run's lock is taken over (`REMINDERS_LOCK_TTL_MINUTES`).
+        lock_ttl: Duration,
+    },
     /// An Azure Blob container.
-    Blob,
+    Blob(BlobStateSettings),
+}
+
+impl LedgerSettings {
+    /// The value of `REMINDERS_LEDGER` that chose this kind.
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            LedgerSettings::Local { .. } => "local",
+            LedgerSettings::Blob(_) => "blob",
+        }
+    }
 }
 
 /// Which credential authenticates to Azure.
@@ -41,55 +73,31 @@ pub enum CredentialKind {
 }
 
 /// Default container of the ledger, lock and reports.
-pub const DEFAULT_STATE_CONTAINER: &str = "reminders-state";
+pub(crate) const DEFAULT_STATE_CONTAINER: &str = "reminders-state";
 
 /// Azure settings.
 #[derive(Clone, Debug)]
 pub struct AzureSettings {
-    /// Export source.
-    pub source: SourceKind,
-    /// Ledger store.
-    pub ledger: LedgerKind,
+    /// Export source (`REMINDERS_SOURCE` and the chosen kind's settings).
+    pub source: SourceSettings,
+    /// Ledger store (`REMINDERS_LEDGER` and the chosen kind's settings).
+    pub ledger: LedgerSettings,
     /// Credential used for Blob Storage and Graph (`REMINDERS_CREDENTIAL`).
     pub credential: CredentialKind,
     /// Whether [`AzureSettings::credential`] was chosen automatically.
-    pub credential_auto: bool,
+    pub(crate) credential_auto: bool,
     /// Client id of a user-assigned managed identity (`REMINDERS_MANAGED_IDENTITY_CLIENT_ID`,
     /// else `AZURE_CLIENT_ID`); `None` = system-assigned.
-    pub managed_identity_client_id: Option<String>,
+    pub(crate) managed_identity_client_id: Option<String>,
     /// Extra trusted CA certificates, PEM (`REMINDERS_EXTRA_CA_FILE`).
-    pub extra_ca_file: Option<PathBuf>,
+    pub(crate) extra_ca_file: Option<PathBuf>,
     /// Retries of a failed Azure / Graph call (`REMINDERS_AZURE_MAX_RETRIES`).
-    pub max_retries: u32,
+    pub(crate) max_retries: u32,
     /// First retry delay, doubled each time (`REMINDERS_AZURE_RETRY_DELAY_MS`).
-    pub retry_delay_ms: u64,
-    /// Blob account of the export (`REMINDERS_BLOB_ACCOUNT_URL`).
-    pub blob_account_url: Option<String>,
-    /// Container of the export (`REMINDERS_EXPORT_CONTAINER`).
-    pub export_container: Option<String>,
-    /// Exact blob name of the export (`REMINDERS_EXPORT_BLOB`).
-    pub export_blob: Option<String>,
-    /// Prefix: the newest blob under it is the export (`REMINDERS_EXPORT_PREFIX`).
-    pub export_prefix: Option<String>,
-    /// Blob account of the state (`REMINDERS_STATE_ACCOUNT_URL`, default the export's).
-    pub state_account_url: Option<String>,
-    /// Container of the ledger, lock and reports (`REMINDERS_STATE_CONTAINER`).
-    pub state_container: String,
-    /// Run-lock lease length in seconds, 15–60 (`REMINDERS_LOCK_LEASE_SECONDS`).
-    pub lock_lease_seconds: u32,
-    /// SharePoint site URL (`REMINDERS_SHAREPOINT_SITE_URL`), e.g.
-    /// `https://contoso.sharepoint.com/sites/Mobility`.
-    pub sharepoint_site_url: Option<String>,
-    /// SharePoint host name (`REMINDERS_SHAREPOINT_HOSTNAME`).
-    pub sharepoint_hostname: Option<String>,
-    /// SharePoint site path (`REMINDERS_SHAREPOINT_SITE_PATH`), e.g. `/sites/Mobility`.
-    pub sharepoint_site_path: Option<String>,
-    /// Graph site id (`REMINDERS_SHAREPOINT_SITE_ID`), instead of host name + path.
-    pub sharepoint_site_id: Option<String>,
-    /// Document library name (`REMINDERS_SHAREPOINT_LIBRARY`); default: the site's default drive.
-    pub sharepoint_library: Option<String>,
-    /// File path inside the library (`REMINDERS_SHAREPOINT_FILE_PATH`).
-    pub sharepoint_file_path: Option<String>,
+    pub(crate) retry_delay_ms: u64,
+    /// Run-lock lease length in seconds, 15–60 (`REMINDERS_LOCK_LEASE_SECONDS`); also sets
+    /// how often a run renews its lock, whichever the ledger.
+    pub(crate) lock_lease_seconds: u32,
     /// Folder of the same library the insights page is published to after each live run
     /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`, e.g. `General/Power Automate/reports`);
     /// only with `REMINDERS_SOURCE=sharepoint`. Trimmed of `/` at both ends.
@@ -104,7 +112,19 @@ pub struct BlobExportSettings {
     /// Container.
     pub container: String,
     /// Exact blob, or the newest under a prefix.
-    pub selector: BlobSelector,
+    pub(crate) selector: BlobSelector,
+}
+
+impl BlobExportSettings {
+    /// The same account and container, reading the blob `name` (a request's `source.blob`):
+    /// `name` passes the rule of `REMINDERS_EXPORT_BLOB`, and the error names `field`.
+    /// `self` is untouched: the process's settings stay what they were.
+    pub(crate) fn with_blob(&self, field: &str, name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            selector: BlobSelector::Name(blob_name(field, name)?),
+            ..self.clone()
+        })
+    }
 }
 
 /// Which blob is the export.
@@ -124,7 +144,7 @@ pub struct BlobStateSettings {
     /// Container.
     pub container: String,
     /// Lease length, seconds.
-    pub lease_seconds: u32,
+    pub(crate) lease_seconds: u32,
 }
 
 /// How the SharePoint site is named.
@@ -152,41 +172,22 @@ pub struct SharePointSettings {
     pub file_path: String,
 }
 
+impl SharePointSettings {
+    /// The same site and library, reading the file at `path` (a request's
+    /// `source.sharepointPath`): `path` passes the rule of `REMINDERS_SHAREPOINT_FILE_PATH`,
+    /// and the error names `field`. `self` is untouched.
+    pub(crate) fn with_file_path(&self, field: &str, path: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            file_path: library_path(field, path)?,
+            ..self.clone()
+        })
+    }
+}
+
 impl AzureSettings {
     /// Reads `REMINDERS_SOURCE`, `REMINDERS_LEDGER`, the credential and the settings of the
-    /// kinds chosen (validated now, so a wrong setting stops start-up).
+    /// kinds chosen, each validated once into its type (a wrong setting stops start-up).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let source = match env
-            .get("REMINDERS_SOURCE")
-            .map(str::to_lowercase)
-            .as_deref()
-        {
-            None | Some("local") => SourceKind::Local,
-            Some("blob") => SourceKind::Blob,
-            Some("sharepoint") => SourceKind::SharePoint,
-            Some(v) => {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_SOURCE",
-                    v,
-                    "expected local, blob or sharepoint",
-                ))
-            }
-        };
-        let ledger = match env
-            .get("REMINDERS_LEDGER")
-            .map(str::to_lowercase)
-            .as_deref()
-        {
-            None | Some("local") => LedgerKind::Local,
-            Some("blob") => LedgerKind::Blob,
-            Some(v) => {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_LEDGER",
-                    v,
-                    "expected local or blob",
-                ))
-            }
-        };
         // Azure Functions (App Service) sets IDENTITY_ENDPOINT; older hosts MSI_ENDPOINT.
         let on_azure = env.get("IDENTITY_ENDPOINT").is_some() || env.get("MSI_ENDPOINT").is_some();
         let (credential, credential_auto) = match env
@@ -242,188 +243,56 @@ impl AzureSettings {
                 "must be between 1 and 60000",
             ));
         }
-        let owned = |name: &str| env.get(name).map(str::to_string);
-        let settings = Self {
-            source,
-            ledger,
+        // Checked before the source's own settings: a report folder with another source is
+        // the mistake to name first.
+        let source_is_sharepoint = env
+            .get("REMINDERS_SOURCE")
+            .is_some_and(|v| v.eq_ignore_ascii_case("sharepoint"));
+        let report_sharepoint_folder = report_sharepoint_folder(env, source_is_sharepoint)?;
+        Ok(Self {
+            report_sharepoint_folder,
+            source: source_settings(env)?,
+            ledger: ledger_settings(env, lock_lease_seconds)?,
             credential,
             credential_auto,
             managed_identity_client_id,
             extra_ca_file: env.get("REMINDERS_EXTRA_CA_FILE").map(PathBuf::from),
             max_retries,
             retry_delay_ms,
-            blob_account_url: owned("REMINDERS_BLOB_ACCOUNT_URL"),
-            export_container: owned("REMINDERS_EXPORT_CONTAINER"),
-            export_blob: owned("REMINDERS_EXPORT_BLOB"),
-            export_prefix: env
-                .0
-                .get("REMINDERS_EXPORT_PREFIX")
-                .map(|v| v.trim().to_string()),
-            state_account_url: owned("REMINDERS_STATE_ACCOUNT_URL"),
-            state_container: env
-                .get("REMINDERS_STATE_CONTAINER")
-                .unwrap_or(DEFAULT_STATE_CONTAINER)
-                .to_string(),
             lock_lease_seconds,
-            sharepoint_site_url: owned("REMINDERS_SHAREPOINT_SITE_URL"),
-            sharepoint_hostname: owned("REMINDERS_SHAREPOINT_HOSTNAME"),
-            sharepoint_site_path: owned("REMINDERS_SHAREPOINT_SITE_PATH"),
-            sharepoint_site_id: owned("REMINDERS_SHAREPOINT_SITE_ID"),
-            sharepoint_library: owned("REMINDERS_SHAREPOINT_LIBRARY"),
-            sharepoint_file_path: owned("REMINDERS_SHAREPOINT_FILE_PATH"),
-            report_sharepoint_folder: report_sharepoint_folder(env, source)?,
-        };
-        validate_container("REMINDERS_STATE_CONTAINER", &settings.state_container)?;
-        match source {
-            SourceKind::Blob => drop(settings.blob_export()?),
-            SourceKind::SharePoint => drop(settings.sharepoint()?),
-            SourceKind::Local => {}
+        })
+    }
+
+    /// The Blob export's settings, `None` unless `REMINDERS_SOURCE=blob`.
+    pub fn blob_export(&self) -> Option<&BlobExportSettings> {
+        match &self.source {
+            SourceSettings::Blob(export) => Some(export),
+            _ => None,
         }
-        if ledger == LedgerKind::Blob {
-            settings.blob_state()?;
+    }
+
+    /// The SharePoint source's settings, `None` unless `REMINDERS_SOURCE=sharepoint`.
+    pub fn sharepoint(&self) -> Option<&SharePointSettings> {
+        match &self.source {
+            SourceSettings::SharePoint(sharepoint) => Some(sharepoint),
+            _ => None,
         }
-        Ok(settings)
     }
 
-    /// The Blob export's settings, or an error naming the missing / wrong setting.
-    pub fn blob_export(&self) -> Result<BlobExportSettings, ConfigError> {
-        let because = "when REMINDERS_SOURCE=blob";
-        let url = self
-            .blob_account_url
-            .as_deref()
-            .ok_or_else(|| ConfigError::missing("REMINDERS_BLOB_ACCOUNT_URL", because))?;
-        let account_url = endpoint_url("REMINDERS_BLOB_ACCOUNT_URL", url, AllowHttp::Never)?;
-        let container = self
-            .export_container
-            .clone()
-            .ok_or_else(|| ConfigError::missing("REMINDERS_EXPORT_CONTAINER", because))?;
-        validate_container("REMINDERS_EXPORT_CONTAINER", &container)?;
-        let selector = match (&self.export_blob, &self.export_prefix) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_EXPORT_PREFIX",
-                    self.export_prefix.as_deref().unwrap_or(""),
-                    "set either REMINDERS_EXPORT_BLOB or REMINDERS_EXPORT_PREFIX, not both",
-                ))
-            }
-            // A blob name with a query string is a pasted URL with a SAS token: a secret in
-            // the settings, printed in errors. Refused like a SAS on the account URL.
-            (Some(name), None)
-                if name.contains('?') || name.to_ascii_lowercase().contains("sig=") =>
-            {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_EXPORT_BLOB",
-                    "<hidden>",
-                    "must be a blob name, without a query string (no SAS token)",
-                ))
-            }
-            (Some(name), None) => BlobSelector::Name(name.trim_start_matches('/').to_string()),
-            (None, Some(prefix)) => {
-                BlobSelector::NewestUnder(prefix.trim_start_matches('/').to_string())
-            }
-            (None, None) => {
-                return Err(ConfigError::missing(
-                    "REMINDERS_EXPORT_BLOB",
-                    "(or REMINDERS_EXPORT_PREFIX, possibly empty) when REMINDERS_SOURCE=blob",
-                ))
-            }
-        };
-        Ok(BlobExportSettings {
-            account_url,
-            container,
-            selector,
-        })
+    /// The Blob ledger's settings, `None` unless `REMINDERS_LEDGER=blob`.
+    pub fn blob_state(&self) -> Option<&BlobStateSettings> {
+        match &self.ledger {
+            LedgerSettings::Blob(state) => Some(state),
+            LedgerSettings::Local { .. } => None,
+        }
     }
 
-    /// The Blob ledger's settings, or an error naming the missing / wrong setting.
-    pub fn blob_state(&self) -> Result<BlobStateSettings, ConfigError> {
-        let (name, url) = match (&self.state_account_url, &self.blob_account_url) {
-            (Some(u), _) => ("REMINDERS_STATE_ACCOUNT_URL", u),
-            (None, Some(u)) => ("REMINDERS_BLOB_ACCOUNT_URL", u),
-            (None, None) => {
-                return Err(ConfigError::missing(
-                    "REMINDERS_STATE_ACCOUNT_URL",
-                    "(or REMINDERS_BLOB_ACCOUNT_URL) when REMINDERS_LEDGER=blob",
-                ))
-            }
-        };
-        Ok(BlobStateSettings {
-            account_url: endpoint_url(name, url, AllowHttp::Never)?,
-            container: self.state_container.clone(),
-            lease_seconds: self.lock_lease_seconds,
-        })
-    }
-
-    /// The SharePoint source's settings, or an error naming the missing / wrong setting.
-    pub fn sharepoint(&self) -> Result<SharePointSettings, ConfigError> {
-        let site = if let Some(id) = &self.sharepoint_site_id {
-            SiteRef::Id(id.clone())
-        } else if let (Some(host), Some(path)) =
-            (&self.sharepoint_hostname, &self.sharepoint_site_path)
-        {
-            if host.contains('/') || host.contains(':') {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_SHAREPOINT_HOSTNAME",
-                    host,
-                    "expected a host name like contoso.sharepoint.com",
-                ));
-            }
-            SiteRef::Path {
-                hostname: host.to_lowercase(),
-                path: format!("/{}", path.trim_matches('/')),
-            }
-        } else if let Some(url) = &self.sharepoint_site_url {
-            let parsed = Url::parse(url)
-                .map_err(|e| ConfigError::invalid("REMINDERS_SHAREPOINT_SITE_URL", url, e))?;
-            let host = parsed
-                .host_str()
-                .filter(|_| parsed.scheme() == "https")
-                .ok_or_else(|| {
-                    ConfigError::invalid(
-                        "REMINDERS_SHAREPOINT_SITE_URL",
-                        url,
-                        "expected https://<tenant>.sharepoint.com/sites/<site>",
-                    )
-                })?;
-            let path = percent_decode(parsed.path().trim_end_matches('/'));
-            if path.is_empty() {
-                return Err(ConfigError::invalid(
-                    "REMINDERS_SHAREPOINT_SITE_URL",
-                    url,
-                    "the URL has no site path (e.g. /sites/Mobility)",
-                ));
-            }
-            SiteRef::Path {
-                hostname: host.to_lowercase(),
-                path,
-            }
-        } else if self.sharepoint_hostname.is_some() {
-            return Err(ConfigError::missing(
-                "REMINDERS_SHAREPOINT_SITE_PATH",
-                "with REMINDERS_SHAREPOINT_HOSTNAME",
-            ));
-        } else {
-            return Err(ConfigError::missing(
-                "REMINDERS_SHAREPOINT_SITE_URL",
-                "(or REMINDERS_SHAREPOINT_HOSTNAME + REMINDERS_SHAREPOINT_SITE_PATH, or REMINDERS_SHAREPOINT_SITE_ID) when REMINDERS_SOURCE=sharepoint",
-            ));
-        };
-        let file_path = self
-            .sharepoint_file_path
-            .as_deref()
-            .map(|p| p.trim().trim_matches('/').to_string())
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                ConfigError::missing(
-                    "REMINDERS_SHAREPOINT_FILE_PATH",
-                    "when REMINDERS_SOURCE=sharepoint",
-                )
-            })?;
-        Ok(SharePointSettings {
-            site,
-            library: self.sharepoint_library.clone(),
-            file_path,
-        })
+    /// The local export's path (`REMINDERS_EXPORT_PATH`), when the source is local.
+    pub fn export_path(&self) -> Option<&std::path::Path> {
+        match &self.source {
+            SourceSettings::Local { path } => path.as_deref(),
+            _ => None,
+        }
     }
 
     /// The credential in words, for start-up logs (never a secret).
@@ -447,6 +316,255 @@ impl AzureSettings {
     }
 }
 
+/// `REMINDERS_SOURCE` and the chosen kind's settings.
+fn source_settings(env: &Env) -> Result<SourceSettings, ConfigError> {
+    match env
+        .get("REMINDERS_SOURCE")
+        .map(str::to_lowercase)
+        .as_deref()
+    {
+        None | Some("local") => Ok(SourceSettings::Local {
+            path: env.get("REMINDERS_EXPORT_PATH").map(PathBuf::from),
+        }),
+        Some("blob") => Ok(SourceSettings::Blob(blob_export(env)?)),
+        Some("sharepoint") => Ok(SourceSettings::SharePoint(sharepoint(env)?)),
+        Some(v) => Err(ConfigError::invalid(
+            "REMINDERS_SOURCE",
+            v,
+            "expected local, blob or sharepoint",
+        )),
+    }
+}
+
+/// `REMINDERS_LEDGER` and the chosen kind's settings. The state container and the lock
+/// TTL are checked whichever the kind: a wrong setting is refused even while unused.
+fn ledger_settings(env: &Env, lease_seconds: u32) -> Result<LedgerSettings, ConfigError> {
+    let container = env
+        .get("REMINDERS_STATE_CONTAINER")
+        .unwrap_or(DEFAULT_STATE_CONTAINER)
+        .to_string();
+    validate_container("REMINDERS_STATE_CONTAINER", &container)?;
+    // A running run's lock older than this is taken over: 0 would let runs overlap.
+    let lock_ttl_minutes = match env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)? {
+        m if m < 5 => {
+            return Err(ConfigError::invalid(
+                "REMINDERS_LOCK_TTL_MINUTES",
+                &m.to_string(),
+                "must be at least 5 (minutes)",
+            ))
+        }
+        m => m,
+    };
+    match env
+        .get("REMINDERS_LEDGER")
+        .map(str::to_lowercase)
+        .as_deref()
+    {
+        None | Some("local") => Ok(LedgerSettings::Local {
+            dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
+            lock_ttl: Duration::from_secs(lock_ttl_minutes.saturating_mul(60)),
+        }),
+        Some("blob") => {
+            let (name, url) = match (
+                env.get("REMINDERS_STATE_ACCOUNT_URL"),
+                env.get("REMINDERS_BLOB_ACCOUNT_URL"),
+            ) {
+                (Some(u), _) => ("REMINDERS_STATE_ACCOUNT_URL", u),
+                (None, Some(u)) => ("REMINDERS_BLOB_ACCOUNT_URL", u),
+                (None, None) => {
+                    return Err(ConfigError::missing(
+                        "REMINDERS_STATE_ACCOUNT_URL",
+                        "(or REMINDERS_BLOB_ACCOUNT_URL) when REMINDERS_LEDGER=blob",
+                    ))
+                }
+            };
+            Ok(LedgerSettings::Blob(BlobStateSettings {
+                account_url: endpoint_url(name, url, AllowHttp::Never)?,
+                container,
+                lease_seconds,
+            }))
+        }
+        Some(v) => Err(ConfigError::invalid(
+            "REMINDERS_LEDGER",
+            v,
+            "expected local or blob",
+        )),
+    }
+}
+
+/// The Blob export's settings, or an error naming the missing / wrong setting.
+fn blob_export(env: &Env) -> Result<BlobExportSettings, ConfigError> {
+    let because = "when REMINDERS_SOURCE=blob";
+    let url = env
+        .get("REMINDERS_BLOB_ACCOUNT_URL")
+        .ok_or_else(|| ConfigError::missing("REMINDERS_BLOB_ACCOUNT_URL", because))?;
+    let account_url = endpoint_url("REMINDERS_BLOB_ACCOUNT_URL", url, AllowHttp::Never)?;
+    let container = env
+        .get("REMINDERS_EXPORT_CONTAINER")
+        .ok_or_else(|| ConfigError::missing("REMINDERS_EXPORT_CONTAINER", because))?
+        .to_string();
+    validate_container("REMINDERS_EXPORT_CONTAINER", &container)?;
+    // The prefix may be empty ("the newest blob of the container"): read it untrimmed of
+    // emptiness, unlike other settings.
+    let prefix = env
+        .0
+        .get("REMINDERS_EXPORT_PREFIX")
+        .map(|v| v.trim().to_string());
+    let selector = match (env.get("REMINDERS_EXPORT_BLOB"), prefix) {
+        (Some(_), Some(prefix)) => {
+            return Err(ConfigError::invalid(
+                "REMINDERS_EXPORT_PREFIX",
+                &prefix,
+                "set either REMINDERS_EXPORT_BLOB or REMINDERS_EXPORT_PREFIX, not both",
+            ))
+        }
+        (Some(name), None) => BlobSelector::Name(blob_name("REMINDERS_EXPORT_BLOB", name)?),
+        (None, Some(prefix)) => {
+            BlobSelector::NewestUnder(prefix.trim_start_matches('/').to_string())
+        }
+        (None, None) => {
+            return Err(ConfigError::missing(
+                "REMINDERS_EXPORT_BLOB",
+                "(or REMINDERS_EXPORT_PREFIX, possibly empty) when REMINDERS_SOURCE=blob",
+            ))
+        }
+    };
+    Ok(BlobExportSettings {
+        account_url,
+        container,
+        selector,
+    })
+}
+
+/// The one rule for a blob name, from a setting or a request (`field` names it): without
+/// leading `/`, not empty, at most 1,024 characters (Blob Storage's limit), no `.` or `..`
+/// segment (a client normalises them away and reads another blob), no query string.
+fn blob_name(field: &str, raw: &str) -> Result<String, ConfigError> {
+    // A blob name with a query string is a pasted URL with a SAS token: a secret in the
+    // settings, printed in errors. Refused like a SAS on the account URL, value hidden.
+    if raw.contains('?') || raw.to_ascii_lowercase().contains("sig=") {
+        return Err(ConfigError::invalid(
+            field,
+            "<hidden>",
+            "must be a blob name, without a query string (no SAS token)",
+        ));
+    }
+    let name = raw.trim().trim_start_matches('/');
+    if name.is_empty()
+        || name.chars().count() > 1024
+        || name.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(ConfigError::invalid(
+            field,
+            raw,
+            "expected a blob name in the configured container (1-1024 characters, no '.' or '..' segment)",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// The one rule for a file path in the SharePoint library, from a setting or a request
+/// (`field` names it): trimmed of `/`, not empty, no `.` or `..` segment.
+fn library_path(field: &str, raw: &str) -> Result<String, ConfigError> {
+    let path = raw.trim().trim_matches('/');
+    if path.is_empty() {
+        return Err(ConfigError::invalid(
+            field,
+            raw,
+            "expected a file path in the configured library",
+        ));
+    }
+    if path.split('/').any(|s| s.trim() == "." || s.trim() == "..") {
+        return Err(ConfigError::invalid(
+            field,
+            raw,
+            "expected a file path in the configured library, without '.' or '..' segments",
+        ));
+    }
+    Ok(path.to_string())
+}
+
+/// The SharePoint source's settings, or an error naming the missing / wrong setting.
+fn sharepoint(env: &Env) -> Result<SharePointSettings, ConfigError> {
+    let hostname = env.get("REMINDERS_SHAREPOINT_HOSTNAME");
+    let site = if let Some(id) = env.get("REMINDERS_SHAREPOINT_SITE_ID") {
+        SiteRef::Id(id.to_string())
+    } else if let (Some(host), Some(path)) = (hostname, env.get("REMINDERS_SHAREPOINT_SITE_PATH")) {
+        if host.contains('/') || host.contains(':') {
+            return Err(ConfigError::invalid(
+                "REMINDERS_SHAREPOINT_HOSTNAME",
+                host,
+                "expected a host name like contoso.sharepoint.com",
+            ));
+        }
+        SiteRef::Path {
+            hostname: host.to_lowercase(),
+            path: format!("/{}", path.trim_matches('/')),
+        }
+    } else if let Some(url) = env.get("REMINDERS_SHAREPOINT_SITE_URL") {
+        let parsed = Url::parse(url)
+            .map_err(|e| ConfigError::invalid("REMINDERS_SHAREPOINT_SITE_URL", url, e))?;
+        let host = parsed
+            .host_str()
+            .filter(|_| parsed.scheme() == "https")
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "REMINDERS_SHAREPOINT_SITE_URL",
+                    url,
+                    "expected https://<tenant>.sharepoint.com/sites/<site>",
+                )
+            })?;
+        let path = percent_decode(parsed.path().trim_end_matches('/'));
+        if path.is_empty() {
+            return Err(ConfigError::invalid(
+                "REMINDERS_SHAREPOINT_SITE_URL",
+                url,
+                "the URL has no site path (e.g. /sites/Mobility)",
+            ));
+        }
+        SiteRef::Path {
+            hostname: host.to_lowercase(),
+            path,
+        }
+    } else if hostname.is_some() {
+        return Err(ConfigError::missing(
+            "REMINDERS_SHAREPOINT_SITE_PATH",
+            "with REMINDERS_SHAREPOINT_HOSTNAME",
+        ));
+    } else {
+        return Err(ConfigError::missing(
+            "REMINDERS_SHAREPOINT_SITE_URL",
+            "(or REMINDERS_SHAREPOINT_HOSTNAME + REMINDERS_SHAREPOINT_SITE_PATH, or REMINDERS_SHAREPOINT_SITE_ID) when REMINDERS_SOURCE=sharepoint",
+        ));
+    };
+    let file_path = match env.get("REMINDERS_SHAREPOINT_FILE_PATH") {
+        Some(raw) if !raw.trim_matches('/').trim().is_empty() => {
+            library_path("REMINDERS_SHAREPOINT_FILE_PATH", raw)?
+        }
+        _ => {
+            return Err(ConfigError::missing(
+                "REMINDERS_SHAREPOINT_FILE_PATH",
+                "when REMINDERS_SOURCE=sharepoint",
+            ))
+        }
+    };
+    Ok(SharePointSettings {
+        site,
+        library: env.get("REMINDERS_SHAREPOINT_LIBRARY").map(str::to_string),
+        file_path,
+    })
+}
+
+/// The error of a part built for a kind the settings did not choose (`setting` is
+/// `REMINDERS_SOURCE` or `REMINDERS_LEDGER`, `wanted` its value for that part).
+pub(crate) fn not_chosen(setting: &str, chosen: &str, wanted: &str) -> ConfigError {
+    ConfigError::invalid(
+        setting,
+        chosen,
+        format!("this part needs {setting}={wanted}"),
+    )
+}
+
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("p={}", s.replace('+', "%2B")).as_bytes())
         .next()
@@ -455,7 +573,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Whether a URL points at this machine.
-pub(crate) fn is_loopback(url: &Url) -> bool {
+fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -473,6 +591,16 @@ pub(crate) enum AllowHttp {
     Loopback,
 }
 
+/// Whether a token or secret may travel to `url`: over `https`, or `http` to this machine
+/// when `http` allows it (the one loopback rule of the settings).
+pub(crate) fn secure_transport(url: &Url, http: AllowHttp) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => http == AllowHttp::Loopback && is_loopback(url),
+        _ => false,
+    }
+}
+
 /// The one rule for an endpoint setting: an absolute URL with a host, without query or
 /// fragment, `https` (or `http` to this machine when `http` allows it).
 pub(crate) fn endpoint_url(name: &str, value: &str, http: AllowHttp) -> Result<Url, ConfigError> {
@@ -487,17 +615,16 @@ pub(crate) fn endpoint_url(name: &str, value: &str, http: AllowHttp) -> Result<U
             "must not contain a query string (no SAS token)",
         ));
     }
-    match (url.scheme(), http) {
-        ("https", _) => {}
-        ("http", AllowHttp::Loopback) if is_loopback(&url) => {}
-        (_, AllowHttp::Never) => {
+    match (secure_transport(&url, http), http) {
+        (true, _) => {}
+        (false, AllowHttp::Never) => {
             return Err(ConfigError::invalid(
                 name,
                 value,
                 "must start with https:// (Entra ID tokens are only sent over HTTPS)",
             ))
         }
-        (_, AllowHttp::Loopback) => {
+        (false, AllowHttp::Loopback) => {
             return Err(ConfigError::invalid(
                 name,
                 value,
@@ -534,7 +661,10 @@ fn validate_container(name: &str, value: &str) -> Result<(), ConfigError> {
 /// `REMINDERS_REPORT_SHAREPOINT_FOLDER`, validated: only with the SharePoint source (the
 /// page goes to the library the export comes from, with the same site grant), a folder path
 /// without `..`, `\\` or characters SharePoint refuses in names.
-fn report_sharepoint_folder(env: &Env, source: SourceKind) -> Result<Option<String>, ConfigError> {
+fn report_sharepoint_folder(
+    env: &Env,
+    source_is_sharepoint: bool,
+) -> Result<Option<String>, ConfigError> {
     const NAME: &str = "REMINDERS_REPORT_SHAREPOINT_FOLDER";
     let Some(raw) = env.get(NAME) else {
         return Ok(None);
@@ -543,7 +673,7 @@ fn report_sharepoint_folder(env: &Env, source: SourceKind) -> Result<Option<Stri
     if folder.is_empty() {
         return Ok(None);
     }
-    if source != SourceKind::SharePoint {
+    if !source_is_sharepoint {
         return Err(ConfigError::invalid(
             NAME,
             raw,
@@ -696,7 +826,6 @@ mod tests {
                 "today.csv?sv=2022&sig=PASTEDSECRET",
             ),
         ]))
-        .and_then(|s| s.blob_export().map(|_| s))
         .unwrap_err();
         assert!(err.to_string().contains("REMINDERS_EXPORT_BLOB"), "{err}");
         assert!(!err.to_string().contains("PASTEDSECRET"), "{err}");
@@ -740,7 +869,7 @@ mod tests {
             ),
         ]))
         .unwrap();
-        let sp = s.sharepoint().unwrap();
+        let sp = s.sharepoint().unwrap().clone();
         assert_eq!(
             sp.site,
             SiteRef::Path {
@@ -777,5 +906,124 @@ mod tests {
         );
         assert_eq!(st.container, DEFAULT_STATE_CONTAINER);
         assert_eq!(st.lease_seconds, 60);
+    }
+
+    fn blob_source(extra: &[(&str, &str)]) -> Result<AzureSettings, ConfigError> {
+        let mut pairs = vec![
+            ("REMINDERS_SOURCE", "blob"),
+            (
+                "REMINDERS_BLOB_ACCOUNT_URL",
+                "https://acct.blob.core.windows.net",
+            ),
+            ("REMINDERS_EXPORT_CONTAINER", "exports"),
+        ];
+        pairs.extend_from_slice(extra);
+        AzureSettings::from_env(&env(&pairs))
+    }
+
+    #[test]
+    fn a_requests_blob_goes_through_the_settings_rule_naming_the_field_and_changes_nothing_else() {
+        let s = blob_source(&[("REMINDERS_EXPORT_PREFIX", "lookout/")]).unwrap();
+        let configured = s.blob_export().unwrap().clone();
+        let chosen = configured
+            .with_blob("source.blob", " /lookout/today.csv")
+            .unwrap();
+        assert_eq!(
+            chosen.selector,
+            BlobSelector::Name("lookout/today.csv".into())
+        );
+        assert_eq!(
+            (&chosen.account_url, &chosen.container),
+            (&configured.account_url, &configured.container)
+        );
+        // The settings it came from are still the configured ones.
+        assert_eq!(s.blob_export(), Some(&configured));
+        assert_eq!(
+            configured.selector,
+            BlobSelector::NewestUnder("lookout/".into())
+        );
+        let long = "a".repeat(1025);
+        for bad in [
+            "",
+            " / ",
+            "../x.csv",
+            "a/./b.csv",
+            "a/../../b.csv",
+            long.as_str(),
+        ] {
+            let err = configured.with_blob("source.blob", bad).unwrap_err();
+            assert!(err.to_string().contains("source.blob"), "{bad}: {err}");
+            assert!(err.reason().contains("blob name"), "{bad}: {err}");
+        }
+        let err = configured
+            .with_blob("source.blob", "x.csv?sv=2022&sig=PASTEDSECRET")
+            .unwrap_err();
+        assert!(!err.to_string().contains("PASTEDSECRET"), "{err}");
+        assert!(err.reason().contains("no SAS token"), "{err}");
+        // A name with dots that are not a segment of their own is a name.
+        assert!(configured.with_blob("source.blob", "a..b/v1.2.csv").is_ok());
+    }
+
+    #[test]
+    fn the_export_blob_setting_follows_the_same_rule_as_a_request() {
+        let err = blob_source(&[("REMINDERS_EXPORT_BLOB", "exports/../secret.csv")]).unwrap_err();
+        assert!(err.to_string().contains("REMINDERS_EXPORT_BLOB"), "{err}");
+        let s = blob_source(&[("REMINDERS_EXPORT_BLOB", "/today.csv")]).unwrap();
+        assert_eq!(
+            s.blob_export().unwrap().selector,
+            BlobSelector::Name("today.csv".into())
+        );
+    }
+
+    #[test]
+    fn a_requests_sharepoint_path_goes_through_the_settings_rule_and_changes_nothing_else() {
+        let s = AzureSettings::from_env(&env(&[
+            ("REMINDERS_SOURCE", "sharepoint"),
+            (
+                "REMINDERS_SHAREPOINT_SITE_URL",
+                "https://contoso.sharepoint.com/sites/M",
+            ),
+            ("REMINDERS_SHAREPOINT_LIBRARY", "Documents"),
+            ("REMINDERS_SHAREPOINT_FILE_PATH", "General/a.xlsx"),
+        ]))
+        .unwrap();
+        let configured = s.sharepoint().unwrap().clone();
+        let chosen = configured
+            .with_file_path("source.sharepointPath", "/General/b.xlsx/")
+            .unwrap();
+        assert_eq!(chosen.file_path, "General/b.xlsx");
+        assert_eq!(
+            (&chosen.site, &chosen.library),
+            (&configured.site, &configured.library)
+        );
+        assert_eq!(s.sharepoint().unwrap().file_path, "General/a.xlsx");
+        for bad in ["", " / ", "General/../../x.xlsx", "./x.xlsx"] {
+            let err = configured
+                .with_file_path("source.sharepointPath", bad)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("source.sharepointPath"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_part_built_for_a_kind_the_settings_did_not_choose_is_not_there() {
+        let s = AzureSettings::from_env(&env(&[])).unwrap();
+        assert_eq!(s.source, SourceSettings::Local { path: None });
+        assert!(s.blob_export().is_none() && s.sharepoint().is_none() && s.blob_state().is_none());
+        assert_eq!(
+            s.ledger,
+            LedgerSettings::Local {
+                dir: PathBuf::from("state"),
+                lock_ttl: Duration::from_secs(120 * 60)
+            }
+        );
+        let err = not_chosen("REMINDERS_SOURCE", s.source.kind_name(), "blob").to_string();
+        assert!(
+            err.contains("REMINDERS_SOURCE") && err.contains("'local'"),
+            "{err}"
+        );
     }
 }

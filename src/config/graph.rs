@@ -5,9 +5,9 @@ use super::{ConfigError, Env};
 use url::Url;
 
 /// Graph's public endpoint (`REMINDERS_GRAPH_BASE_URL`'s default).
-pub const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com";
+pub(crate) const DEFAULT_GRAPH_BASE_URL: &str = "https://graph.microsoft.com";
 /// The Graph token scope (`REMINDERS_GRAPH_SCOPE`'s default).
-pub const DEFAULT_GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub(crate) const DEFAULT_GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// Where Graph is and which token it takes, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,12 +6,14 @@ mod azure;
 mod delivery;
 mod graph;
 
+pub(crate) use azure::not_chosen;
+pub use azure::{AzureSettings, LedgerSettings};
 pub use azure::{
-    AzureSettings, BlobExportSettings, BlobSelector, BlobStateSettings, CredentialKind, LedgerKind,
-    SharePointSettings, SiteRef, SourceKind,
+    BlobExportSettings, BlobStateSettings, CredentialKind, SharePointSettings, SourceSettings,
 };
+pub use azure::{BlobSelector, SiteRef};
 pub use delivery::{ChannelKind, DeliverySettings, Secret, DEFAULT_BOT_RATE_PER_SECOND};
-pub use graph::{GraphSettings, DEFAULT_GRAPH_BASE_URL, DEFAULT_GRAPH_SCOPE};
+pub use graph::GraphSettings;
 
 use crate::domain::IssueKind;
 use crate::plan::Cadence;
@@ -45,7 +47,11 @@ impl Env {
     }
 
     /// A setting parsed with `FromStr`, or a default.
-    pub fn parse_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    pub(crate) fn parse_or<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -56,7 +62,7 @@ impl Env {
     }
 
     /// A boolean setting (`true/false/1/0/yes/no`).
-    pub fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn flag(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name).map(str::to_lowercase).as_deref() {
             None => Ok(default),
             Some("1" | "true" | "yes" | "on") => Ok(true),
@@ -118,6 +124,15 @@ impl ConfigError {
             because: because.into(),
         }
     }
+
+    /// Why the value is refused, without the setting's name: for a request field that
+    /// went through a setting's rule, so the caller's message names the field instead.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Invalid { reason, .. } => reason.clone(),
+            Self::Missing { because, .. } => format!("required {because}"),
+        }
+    }
 }
 
 /// Message settings.
@@ -128,9 +143,9 @@ pub struct MessageSettings {
     /// Languages rendered (default first).
     pub languages: Vec<String>,
     /// Folder with template overrides (files of the same names as `templates/`).
-    pub templates_dir: Option<PathBuf>,
+    pub(crate) templates_dir: Option<PathBuf>,
     /// Help-desk address shown in the message.
-    pub contact_email: String,
+    pub(crate) contact_email: String,
     /// Signature line (default language).
     pub signature: String,
     /// Contact and signature of each rendered language (`REMINDERS_CONTACT_EMAIL_EN`,
@@ -202,24 +217,18 @@ pub struct Config {
     pub azure: AzureSettings,
     /// Delivery channel settings.
     pub delivery: DeliverySettings,
-    /// Local export path (`REMINDERS_EXPORT_PATH`), for `REMINDERS_SOURCE=local`.
-    pub export_path: Option<PathBuf>,
     /// Largest export accepted, bytes.
-    pub max_export_bytes: u64,
-    /// Local state folder (ledger, lock, reports) for `REMINDERS_LEDGER=local`.
-    pub state_dir: PathBuf,
+    pub(crate) max_export_bytes: u64,
     /// Local outbox folder.
-    pub outbox_dir: PathBuf,
+    pub(crate) outbox_dir: PathBuf,
     /// Show e-mail addresses in logs.
     pub verbose: bool,
-    /// Minutes after which a run lock is considered abandoned.
-    pub lock_ttl_minutes: u64,
     /// Days the ledger keeps resolved issues and past runs' figures
     /// (`REMINDERS_LEDGER_RETENTION_DAYS`, see `LedgerSnapshot::prune`).
     pub ledger_retention_days: u32,
     /// How long a timer invocation waits for a run in progress (a button press) to finish
     /// before giving up with a failure the host's retry policy runs again.
-    pub timer_lock_wait_seconds: u64,
+    pub(crate) timer_lock_wait_seconds: u64,
 }
 
 impl Config {
@@ -370,22 +379,9 @@ impl Config {
             message,
             azure,
             delivery,
-            export_path: env.get("REMINDERS_EXPORT_PATH").map(PathBuf::from),
             max_export_bytes: env.parse_or("REMINDERS_MAX_EXPORT_BYTES", 50u64 * 1024 * 1024)?,
-            state_dir: PathBuf::from(env.get("REMINDERS_STATE_DIR").unwrap_or("state")),
             outbox_dir: PathBuf::from(env.get("REMINDERS_OUTBOX_DIR").unwrap_or("outbox")),
             verbose: env.flag("REMINDERS_VERBOSE", false)?,
-            // A running run's lock older than this is taken over: 0 would let runs overlap.
-            lock_ttl_minutes: match env.parse_or("REMINDERS_LOCK_TTL_MINUTES", 120u64)? {
-                m if m < 5 => {
-                    return Err(ConfigError::invalid(
-                        "REMINDERS_LOCK_TTL_MINUTES",
-                        &m.to_string(),
-                        "must be at least 5 (minutes)",
-                    ))
-                }
-                m => m,
-            },
             timer_lock_wait_seconds: env.parse_or("REMINDERS_TIMER_LOCK_WAIT_SECONDS", 300u64)?,
             // Shorter than the insights page's window would change its figures after a
             // checkpoint; past ten years it is no longer a window.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 const CHANNEL: &str = "digest";
 
 /// The digest template's name.
-pub const DIGEST_TEMPLATE: &str = "digest.card.json.j2";
+pub(crate) const DIGEST_TEMPLATE: &str = "digest.card.json.j2";
 
 /// Lines listed in the card before "and N more" (the card must stay under 28 KB).
 const MAX_LISTED: usize = 25;
@@ -57,7 +57,7 @@ impl DigestSender {
 
 /// A name and a count.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Count {
+pub(crate) struct Count {
     /// Status, kind, platform or risk.
     pub name: String,
     /// How many.
@@ -66,7 +66,7 @@ pub struct Count {
 
 /// A titled group of counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CountGroup {
+pub(crate) struct CountGroup {
     /// `Issues by kind`…
     pub title: String,
     /// The counts, largest first.
@@ -75,7 +75,7 @@ pub struct CountGroup {
 
 /// An owner whose reminder failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FailureLine {
+pub(crate) struct FailureLine {
     /// Pseudonym (or address when verbose).
     pub owner: String,
     /// Why, with the channel.
@@ -84,7 +84,7 @@ pub struct FailureLine {
 
 /// What the digest card shows (the template's context).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DigestView {
+pub(crate) struct DigestView {
     /// Run id.
     pub run_id: String,
     /// `cli`, `timer`, `http`.
@@ -131,7 +131,7 @@ pub struct DigestView {
 
 /// The insights block of the digest: two or three headline figures and the page's location.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DigestInsights {
+pub(crate) struct DigestInsights {
     /// Label and value (`Open issues`, `5 ▼ −1 vs 7 days ago`).
     pub figures: Vec<HeadlineFigure>,
     /// A link the team can open, when the page is published there.
@@ -142,7 +142,7 @@ pub struct DigestInsights {
 
 /// A label and a text value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HeadlineFigure {
+pub(crate) struct HeadlineFigure {
     /// Label.
     pub name: String,
     /// Value.
@@ -204,7 +204,7 @@ fn counts(map: BTreeMap<String, usize>) -> Vec<Count> {
 }
 
 /// Builds the digest's content from a run report (pure).
-pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
+pub(crate) fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     let c = &report.counts;
     let mut statuses = vec![
         Count {
@@ -318,17 +318,8 @@ pub fn digest_view(report: &RunReport, verbose: bool) -> DigestView {
     }
 }
 
-/// Renders the digest card for a report.
-pub fn digest_card(
-    report: &RunReport,
-    renderer: &Renderer,
-    verbose: bool,
-) -> Result<serde_json::Value, DeliveryError> {
-    digest_card_with(report, None, renderer, verbose)
-}
-
 /// Renders the digest card for a report, with the insights block when given.
-pub fn digest_card_with(
+pub(crate) fn digest_card_with(
     report: &RunReport,
     insights: Option<&DigestInsights>,
     renderer: &Renderer,
@@ -358,7 +349,7 @@ pub async fn send_digest(
 }
 
 /// [`send_digest`] with the insights block (headline figures, where the page is).
-pub async fn send_digest_with(
+pub(crate) async fn send_digest_with(
     report: &RunReport,
     insights: Option<&DigestInsights>,
     renderer: &Renderer,
@@ -459,7 +450,7 @@ mod tests {
             digest_card_with(&report_with_failures(1), Some(&linked), &renderer(), false).unwrap();
         assert!(card.to_string().contains("Action.OpenUrl"));
         // Without insights the card has no such block.
-        let plain = digest_card(&report_with_failures(1), &renderer(), false).unwrap();
+        let plain = digest_card_with(&report_with_failures(1), None, &renderer(), false).unwrap();
         assert!(!plain.to_string().contains("Is the fleet getting safer?"));
     }
 
@@ -482,7 +473,7 @@ mod tests {
             },
         )
         .unwrap();
-        let card = digest_card(&report_with_failures(400), &renderer, false).unwrap();
+        let card = digest_card_with(&report_with_failures(400), None, &renderer, false).unwrap();
         let size = serde_json::to_vec(&webhook_body(None, &card))
             .unwrap()
             .len();
@@ -525,7 +516,7 @@ mod tests {
             },
         )
         .unwrap();
-        let card = digest_card(&report, &renderer, false).unwrap();
+        let card = digest_card_with(&report, None, &renderer, false).unwrap();
         let text = card.to_string();
         assert!(text.contains("Needing the team's action"), "{text}");
         assert!(text.contains("and 15 more"), "{text}");

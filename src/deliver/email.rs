@@ -51,7 +51,7 @@ impl EmailNotifier {
     }
 
     /// A notifier sending through the run's `graph` client, shared with the other channels.
-    pub fn with_graph(
+    pub(crate) fn with_graph(
         settings: &DeliverySettings,
         graph: GraphClient,
     ) -> Result<Self, crate::config::ConfigError> {

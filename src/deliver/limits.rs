@@ -20,14 +20,14 @@ use crate::http::{KeyedRateLimiter, RateLimiter};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-pub use crate::graph::MAX_CONCURRENT_SENDS;
+pub(crate) use crate::graph::MAX_CONCURRENT_SENDS;
 
 /// Bot Connector requests one conversation may take at once (7 per second documented).
-pub const CONVERSATION_BURST: u32 = 7;
+pub(crate) const CONVERSATION_BURST: u32 = 7;
 
 /// Bot Connector requests per second one conversation sustains: 1,800 per hour documented
 /// is 0.5/s; a burst of 7 then 0.5/s also keeps 8 per 2 s and 60 per 30 s.
-pub const CONVERSATION_RATE: f64 = 0.5;
+pub(crate) const CONVERSATION_RATE: f64 = 0.5;
 
 /// One limiter per endpoint, plus the mailbox's concurrency limit.
 #[derive(Clone, Debug)]
@@ -40,14 +40,14 @@ pub struct DeliveryLimits {
     /// The Bot Connector, every operation (`REMINDERS_RATE_PER_SECOND`).
     pub bot: Arc<RateLimiter>,
     /// The Bot Connector per conversation ([`CONVERSATION_BURST`], [`CONVERSATION_RATE`]).
-    pub bot_conversation: Arc<KeyedRateLimiter>,
+    pub(crate) bot_conversation: Arc<KeyedRateLimiter>,
     /// The Workflows webhook (`REMINDERS_RATE_PER_SECOND`; another service than the bot's).
     pub webhook: Arc<RateLimiter>,
     /// Graph `sendMail` from the shared mailbox (`REMINDERS_MAIL_RATE_PER_SECOND`): the
     /// e-mail channel and the managers' copies alike.
     pub mail: Arc<RateLimiter>,
     /// `sendMail` requests in flight from the shared mailbox, at most [`MAX_CONCURRENT_SENDS`].
-    pub mail_in_flight: Arc<Semaphore>,
+    pub(crate) mail_in_flight: Arc<Semaphore>,
 }
 
 impl DeliveryLimits {

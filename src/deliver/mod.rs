@@ -13,21 +13,24 @@ mod outbox;
 mod teams_bot;
 mod workflows;
 
-pub use crate::fsutil::write_file_atomically;
-pub use digest::{
-    digest_card, digest_card_with, digest_view, send_digest, send_digest_with, DigestInsights,
-    DigestSender, DigestView, HeadlineFigure, DIGEST_TEMPLATE,
-};
+pub(crate) use crate::fsutil::write_file_atomically;
+pub use digest::{send_digest, DigestSender};
+pub(crate) use digest::{send_digest_with, DigestInsights, HeadlineFigure};
 pub(crate) use email::mail_body;
 pub use email::EmailNotifier;
 pub use escalation::{EscalatedReport, Escalation, ManagerSummary};
 pub use fallback::FallbackNotifier;
-pub use limits::{DeliveryLimits, MAX_CONCURRENT_SENDS};
+pub use limits::DeliveryLimits;
 pub use outbox::OutboxNotifier;
-pub use teams_bot::{
-    activity, conversation_parameters, GraphUser, TeamsBotNotifier, ADAPTIVE_CARD,
-    MAX_ACTIVITY_BYTES,
-};
+pub use teams_bot::{activity, TeamsBotNotifier};
+pub use workflows::WorkflowsNotifier;
+// The render tests check a rendered card fits what the channels post.
+#[cfg(test)]
+pub(crate) use {teams_bot::MAX_ACTIVITY_BYTES, workflows::webhook_body};
+
+/// The content type of the Adaptive Card attachment, for every channel that posts the card
+/// (the Teams bot's activity, the Workflows webhook's body).
+pub(crate) const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
 
 /// A report-ready failure from an HTTP error: reason, service code, transient or not, and
 /// whether the message may have been delivered all the same (never sent again then).
@@ -48,7 +51,6 @@ pub(crate) fn failure_for(
         maybe_delivered: e.maybe_delivered(),
     }
 }
-pub use workflows::{webhook_body, WorkflowsNotifier};
 
 use crate::domain::OwnerEmail;
 use crate::plan::{PlannedReminder, Stage};

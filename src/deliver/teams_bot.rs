@@ -17,7 +17,9 @@
 //! app and per conversation.
 
 use super::escalation::{Escalation, Escalator, ManagerSummary};
-use super::{failure_for, Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder};
+use super::{
+    failure_for, Delivery, DeliveryError, DeliveryLimits, Notifier, OutgoingReminder, ADAPTIVE_CARD,
+};
 use crate::config::DeliverySettings;
 use crate::graph::{GraphClient, GraphError, Pace};
 use crate::http::{
@@ -32,10 +34,7 @@ use tracing::{debug, instrument, warn};
 const CHANNEL: &str = "teams_bot";
 
 /// Teams keeps a bot message under about 28 KB; bigger ones are refused with 413.
-pub const MAX_ACTIVITY_BYTES: usize = 28 * 1024;
-
-/// The Adaptive Card attachment content type.
-pub const ADAPTIVE_CARD: &str = "application/vnd.microsoft.card.adaptive";
+pub(crate) const MAX_ACTIVITY_BYTES: usize = 28 * 1024;
 
 /// Sends reminders as a proactive 1:1 message from the Teams bot.
 #[derive(Clone)]
@@ -57,7 +56,7 @@ pub struct TeamsBotNotifier {
 /// The Graph user fields the bot needs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GraphUser {
+pub(crate) struct GraphUser {
     /// Entra object id.
     pub id: String,
     /// `fr-FR`…, when set.
@@ -116,7 +115,7 @@ impl TeamsBotNotifier {
 
     /// A notifier calling Graph through the run's `graph` client and the Bot Connector with
     /// `tokens` over `client`, paced by the run's `limits`.
-    pub fn with_graph(
+    pub(crate) fn with_graph(
         settings: &DeliverySettings,
         graph: GraphClient,
         tokens: Arc<dyn AccessTokens>,
@@ -301,7 +300,7 @@ pub fn activity(message: &crate::render::RenderedMessage) -> serde_json::Value {
 /// The Bot Connector `ConversationParameters` of a 1:1 conversation with `user_id` (the
 /// Entra object id, which Teams accepts as the member id). The tenant is given both ways
 /// Teams reads it: `channelData.tenant.id` and `tenantId`.
-pub fn conversation_parameters(
+pub(crate) fn conversation_parameters(
     bot_app_id: &str,
     tenant_id: &str,
     user_id: &str,

@@ -4,8 +4,7 @@
 //! The URL carries its signature (`sig=`): it is a [`Secret`], never logged, and every error
 //! text is passed through [`Secret::redact`] in case a service echoes it back.
 
-use super::failure_for;
-use super::teams_bot::ADAPTIVE_CARD;
+use super::{failure_for, ADAPTIVE_CARD};
 use super::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use crate::config::{DeliverySettings, Secret};
 use crate::http::{HttpClient, RateLimiter, RetryPolicy};
@@ -66,7 +65,7 @@ impl WorkflowsNotifier {
 
 /// The body a Workflows flow expects: a message with one Adaptive Card attachment, plus the
 /// recipient the flow posts to.
-pub fn webhook_body(recipient: Option<&str>, card: &serde_json::Value) -> serde_json::Value {
+pub(crate) fn webhook_body(recipient: Option<&str>, card: &serde_json::Value) -> serde_json::Value {
     let mut body = json!({
         "type": "message",
         "attachments": [{ "contentType": ADAPTIVE_CARD, "contentUrl": null, "content": card }],

@@ -8,5 +8,8 @@ mod server;
 pub mod state;
 pub mod timer;
 
-pub use server::{app, port_from_env, serve, shutdown_signal, InvocationId, ServeError, Server};
+pub use server::{app, serve, InvocationId};
+
+pub use server::ServeError;
+
 pub use state::AppState;

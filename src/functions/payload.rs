@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 /// What the host posts to `/<function name>` for a non-forwarded invocation.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct InvokeRequest {
+pub(crate) struct InvokeRequest {
     /// Binding values, keyed by the binding's `name` in `function.json`.
     #[serde(rename = "Data", default)]
     pub data: Map<String, Value>,
@@ -35,13 +35,13 @@ impl InvokeRequest {
     }
 
     /// `Metadata.sys.UtcNow`, when present.
-    pub fn utc_now(&self) -> Option<&str> {
+    pub(crate) fn utc_now(&self) -> Option<&str> {
         self.metadata.get("sys")?.get("UtcNow")?.as_str()
     }
 }
 
 /// Decodes a value given as an object or as a JSON string holding the object.
-pub fn decode_liberal<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::Error> {
+pub(crate) fn decode_liberal<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::Error> {
     match v {
         Value::String(s) => serde_json::from_str(s),
         other => T::deserialize(other),
@@ -50,13 +50,13 @@ pub fn decode_liberal<T: DeserializeOwned>(v: &Value) -> Result<T, serde_json::E
 
 /// The timer trigger's value (`TimerInfo`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-pub struct TimerInfo {
+pub(crate) struct TimerInfo {
     /// The host missed the scheduled time (restart, scale-in) and runs it late.
     #[serde(rename = "IsPastDue", default)]
-    pub is_past_due: bool,
+    pub(crate) is_past_due: bool,
     /// `null` on the first run or with `useMonitor: false`.
     #[serde(rename = "ScheduleStatus", default)]
-    pub schedule_status: Option<ScheduleStatus>,
+    pub(crate) schedule_status: Option<ScheduleStatus>,
 }
 
 /// The timer's schedule monitor status (times as the host writes them).
@@ -70,7 +70,7 @@ pub struct ScheduleStatus {
     pub next: Option<String>,
     /// When the monitor last wrote.
     #[serde(rename = "LastUpdated", default)]
-    pub last_updated: Option<String>,
+    pub(crate) last_updated: Option<String>,
 }
 
 /// The answer to a non-forwarded invocation.
@@ -78,18 +78,18 @@ pub struct ScheduleStatus {
 pub struct InvokeResponse {
     /// Output binding values (`res` for the wrapped HTTP function).
     #[serde(rename = "Outputs")]
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// Lines shown in the invocation's logs.
     #[serde(rename = "Logs")]
     pub logs: Vec<String>,
     /// The function's return value (a summary for the timer).
     #[serde(rename = "ReturnValue")]
-    pub return_value: Value,
+    pub(crate) return_value: Value,
 }
 
 /// The HTTP trigger's value when the host does not forward the request (`Data.req`).
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct WrappedHttpRequest {
+pub(crate) struct WrappedHttpRequest {
     /// The original URL.
     #[serde(rename = "Url", default)]
     pub url: String,
@@ -110,7 +110,7 @@ pub struct WrappedHttpRequest {
 /// A query or header value: the host writes one string or a list of strings.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
-pub enum QueryValue {
+pub(crate) enum QueryValue {
     /// One value.
     One(String),
     /// Several values.
@@ -129,7 +129,7 @@ impl QueryValue {
 
 impl WrappedHttpRequest {
     /// The body as bytes: text as is, parsed JSON re-serialised, `null` as empty.
-    pub fn body_bytes(&self) -> Vec<u8> {
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
         match &self.body {
             Value::Null => Vec::new(),
             Value::String(s) => s.as_bytes().to_vec(),
@@ -148,10 +148,10 @@ impl WrappedHttpRequest {
 
 /// The wrapped HTTP function's output binding (`Outputs.res`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct WrappedHttpResponse {
+pub(crate) struct WrappedHttpResponse {
     /// HTTP status.
     #[serde(rename = "statusCode")]
-    pub status_code: u16,
+    pub(crate) status_code: u16,
     /// The body, as text.
     pub body: String,
     /// Response headers.

@@ -69,7 +69,7 @@ pub struct InvocationId(pub Option<String>);
 /// The path the caller used, normalised (lower-case, no trailing slash), before any route
 /// prefix other than `api` is mapped onto [`http::ROUTE`].
 #[derive(Clone, Debug)]
-pub struct CalledPath(pub String);
+pub(crate) struct CalledPath(pub String);
 
 /// The path to route a request on, and the normalised path the caller used.
 ///
@@ -79,7 +79,7 @@ pub struct CalledPath(pub String);
 /// another route prefix (`routePrefix` in `host.json`, e.g. `/reminders/function_http`) is
 /// routed as `/api/function_http`; `/function_http` alone is left to [`normalise_request`],
 /// which tells the wrapped form from a call forwarded with an empty prefix.
-pub fn normalise_path(path: &str) -> (String, String) {
+pub(crate) fn normalise_path(path: &str) -> (String, String) {
     let mut called = path.to_ascii_lowercase();
     while called.len() > 1 && called.ends_with('/') {
         called.pop();
@@ -383,7 +383,7 @@ async fn http_wrapped(
 }
 
 /// The port from `FUNCTIONS_CUSTOMHANDLER_PORT` (set by the host), else `REMINDERS_PORT`.
-pub fn port_from_env(env: &crate::config::Env) -> Result<u16, ServeError> {
+pub(crate) fn port_from_env(env: &crate::config::Env) -> Result<u16, ServeError> {
     for name in ["FUNCTIONS_CUSTOMHANDLER_PORT", "REMINDERS_PORT"] {
         if let Some(v) = env.get(name) {
             return v.parse().map_err(|_| ServeError::BadPort {
@@ -396,7 +396,7 @@ pub fn port_from_env(env: &crate::config::Env) -> Result<u16, ServeError> {
 }
 
 /// A bound server, not yet serving (port 0 gives a free port, for tests).
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     state: AppState,
 }
@@ -416,20 +416,10 @@ impl Server {
         Ok(Self { listener, state })
     }
 
-    /// The bound port.
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
-    }
-
-    /// The shared state.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `signal` resolves, then stops accepting, asks the run in progress to
     /// stop after its current batch (it records what it sent and releases the lock) and
     /// waits for it, at most [`SHUTDOWN_GRACE`].
-    pub async fn run_until_stopped(
+    pub(crate) async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
@@ -489,7 +479,7 @@ fn log_start(state: &AppState, addr: Option<SocketAddr>) {
 }
 
 /// Resolves on SIGTERM (the host / platform stopping us) or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

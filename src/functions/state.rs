@@ -21,14 +21,14 @@ const KEPT_RUNS: usize = 8;
 
 /// Dry runs at once in this process. A dry run holds the parsed export, the plan and every
 /// rendered message (~200 MB for a 100k-row export); real runs are one at a time already.
-pub const MAX_DRY_RUNS: usize = 2;
+pub(crate) const MAX_DRY_RUNS: usize = 2;
 
 /// How a run ended, shared by the waiting request and the runs table.
 pub type Outcome = Result<Arc<RunReport>, Arc<JobError>>;
 
 /// Where a run is.
 #[derive(Clone)]
-pub enum RunState {
+pub(crate) enum RunState {
     /// Still going; how far its sends are.
     Running(RunProgress),
     /// Ended (report or error).
@@ -37,7 +37,7 @@ pub enum RunState {
 
 /// How far a run in progress is, as its sends publish it.
 #[derive(Clone)]
-pub struct RunProgress(watch::Receiver<Progress>);
+pub(crate) struct RunProgress(watch::Receiver<Progress>);
 
 impl RunProgress {
     /// The latest figures, or `None` while the run still reads the export and plans (no
@@ -63,7 +63,7 @@ pub enum Refused {
 }
 
 /// One of the [`MAX_DRY_RUNS`] places for a dry run, held by the run's task until it ends.
-pub struct DryRunSlot {
+pub(crate) struct DryRunSlot {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -82,13 +82,9 @@ impl Ticket {
                 return o;
             }
             if self.rx.changed().await.is_err() {
-                // The task ended without an outcome: only a panic does that.
-                let err = JobError::Ledger(crate::ledger::LedgerError::Storage {
-                    location: "run task".into(),
-                    operation: "running the job".into(),
-                    detail: "the run stopped unexpectedly".into(),
-                });
-                return Err(Arc::new(err));
+                // The task ended without an outcome: only a panic outside the run's own
+                // guard does that (it was logged where it happened).
+                return Err(Arc::new(JobError::Internal));
             }
         }
     }
@@ -147,23 +143,23 @@ impl AppState {
     }
 
     /// The shutdown token.
-    pub fn cancel_token(&self) -> &CancellationToken {
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
         &self.inner.cancel
     }
 
     /// The run in progress in this process, if any.
-    pub fn active_run(&self) -> Option<String> {
+    pub(crate) fn active_run(&self) -> Option<String> {
         self.inner.active.lock().expect("active lock").clone()
     }
 
     /// Resolves when a real run of this process ends after this call (registered at once,
     /// before it is awaited, so an end between a refused start and the wait is not missed).
-    pub fn real_run_ended(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn real_run_ended(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.real_run_ended.notified()
     }
 
     /// Where a run known to this process is.
-    pub fn run_state(&self, run_id: &str) -> Option<RunState> {
+    pub(crate) fn run_state(&self, run_id: &str) -> Option<RunState> {
         let runs = self.inner.runs.lock().expect("runs lock");
         runs.iter()
             .find(|(id, _)| id == run_id)
@@ -171,7 +167,7 @@ impl AppState {
     }
 
     /// The most recently finished run of this process with a report.
-    pub fn last_finished_report(&self) -> Option<Arc<RunReport>> {
+    pub(crate) fn last_finished_report(&self) -> Option<Arc<RunReport>> {
         let runs = self.inner.runs.lock().expect("runs lock");
         runs.iter()
             .filter_map(|(_, s)| match s {
@@ -182,7 +178,7 @@ impl AppState {
     }
 
     /// A place for one more dry run, or `None` when [`MAX_DRY_RUNS`] are going.
-    pub fn dry_run_slot(&self) -> Option<DryRunSlot> {
+    pub(crate) fn dry_run_slot(&self) -> Option<DryRunSlot> {
         self.inner
             .dry_runs
             .clone()
@@ -207,7 +203,7 @@ impl AppState {
 
     /// [`AppState::start`] with the dry run's slot already taken; the run's task holds it
     /// until the run ends (whether or not anyone waits for it).
-    pub fn start_with(
+    pub(crate) fn start_with(
         &self,
         mut req: RunRequest,
         slot: Option<DryRunSlot>,
@@ -252,11 +248,20 @@ impl AppState {
         let id = run_id.clone();
         let span = tracing::Span::current();
         self.inner.tasks.spawn(async move {
-            let outcome: Outcome = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
-                .instrument(span.clone())
-                .await
-                .map(Arc::new)
-                .map_err(Arc::new);
+            let run = job::run(&state.inner.deps, req, state.inner.cancel.child_token())
+                .instrument(span.clone());
+            // A panic anywhere in the run (the run guards its own work and gives its lock
+            // back; this covers the rest) must still end the run here: mark it finished,
+            // free this process's run slot and answer the waiting caller, or every later
+            // run of the process would be refused as "in progress".
+            let outcome: Outcome =
+                match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+                    Ok(result) => result.map(Arc::new).map_err(Arc::new),
+                    Err(panic) => {
+                        tracing::error!(parent: &span, run_id = %id, panic = %job::panic_message(panic.as_ref()), "the run task panicked");
+                        Err(Arc::new(JobError::Internal))
+                    }
+                };
             let _in_span = span.enter();
             if let Err(e) = &outcome {
                 if let JobError::Cancelled { sent } = e.as_ref() {
@@ -286,7 +291,7 @@ impl AppState {
 
     /// Stops taking runs and waits for the runs in progress to end (they stop between
     /// batches once the token is cancelled), at most `grace`. Returns whether they all ended.
-    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+    pub(crate) async fn drain(&self, grace: std::time::Duration) -> bool {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         tokio::time::timeout(grace, self.inner.tasks.wait())

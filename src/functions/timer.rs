@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// The trigger binding's name in `function_timer/function.json`.
-pub const BINDING: &str = "timer";
+pub(crate) const BINDING: &str = "timer";
 
 /// Answers one timer invocation.
 pub async fn invoke(

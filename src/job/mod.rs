@@ -187,6 +187,19 @@ pub enum JobError {
         /// Reminders sent and recorded before stopping.
         sent: usize,
     },
+    /// A part of the run panicked (a bug): the run stopped there, its lock given back; what
+    /// it recorded stands. The panic's message is in the logs, never in an answer.
+    #[error("the run stopped unexpectedly (see the logs)")]
+    Internal,
+}
+
+/// The message of a panic's payload, for the log line that reports it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)")
 }
 
 impl From<LedgerError> for JobError {
@@ -357,7 +370,15 @@ impl<'a> Run<'a> {
         };
         let done = CancellationToken::new();
         let work = async {
-            let r = self.execute().await;
+            // A panic (a bug in a part of the run) must not leave the lock held until it
+            // expires (hours for the local ledger): it ends the work like an error, the lock
+            // is given back below, and the run reports [`JobError::Internal`].
+            let r = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(self.execute()))
+                .await
+                .unwrap_or_else(|panic| {
+                    tracing::error!(panic = %panic_message(panic.as_ref()), "the run panicked: it stops here; what it recorded stands");
+                    Err(JobError::Internal)
+                });
             done.cancel();
             r
         };

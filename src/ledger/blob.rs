@@ -41,9 +41,10 @@
 //! `3 × concurrency` owners (REMINDERS_CONCURRENCY), never anything recorded.
 
 use super::{
-    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
-    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
-    LedgerStore, LineSplitter, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    LedgerEvent, LedgerSnapshot, LedgerStore, LineSplitter, ReportStore, RunLock, SegmentFold,
+    DEFAULT_RETENTION_DAYS,
 };
 use crate::azure::storage;
 use crate::config::BlobStateSettings;
@@ -59,7 +60,7 @@ use azure_storage_blob::models::{
     BlockBlobClientUploadOptions, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlobContainerClient};
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -196,9 +197,11 @@ impl BlobLedger {
         settings: &crate::config::AzureSettings,
         credential: Arc<dyn TokenCredential>,
     ) -> Result<Self, crate::azure::BuildError> {
-        let state = settings.blob_state()?;
+        let state = settings.blob_state().ok_or_else(|| {
+            crate::config::not_chosen("REMINDERS_LEDGER", settings.ledger.kind_name(), "blob")
+        })?;
         let options = crate::azure::sdk_client_options(settings)?;
-        Self::new(&state, credential, options)
+        Self::new(state, credential, options)
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 
@@ -294,7 +297,7 @@ impl BlobLedger {
 
     /// Keeps resolved issues and past runs' figures `days` days (see
     /// [`LedgerSnapshot::prune`]); [`DEFAULT_RETENTION_DAYS`] unless set.
-    pub fn with_retention_days(mut self, days: u32) -> Self {
+    pub(crate) fn with_retention_days(mut self, days: u32) -> Self {
         self.retention_days = days;
         self
     }
@@ -400,19 +403,7 @@ impl BlobLedger {
         let mut applied = 0;
         let (end, etag, rest) = self
             .stream_lines(&name, from, "reading the ledger", |number, line| {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(());
-                }
-                let event: LedgerEvent = serde_json::from_slice(line).map_err(|e| {
-                    let at = if from > 0 {
-                        format!(" (counted from byte {from})")
-                    } else {
-                        String::new()
-                    };
-                    format!("line {number}{at}: {e}")
-                })?;
-                snapshot.apply(&event);
-                applied += 1;
+                applied += u64::from(replay_tail(snapshot, from, number, line)?);
                 Ok(())
             })
             .await?;
@@ -537,16 +528,14 @@ impl BlobLedger {
 
         // 2. Fold the old checkpoint and every segment up to `through`, then prune.
         let (_, mut snapshot) = self.read_checkpoint(&layout).await?;
-        let mut covers = BTreeMap::new();
+        let mut fold = SegmentFold::default();
         let mut etags = BTreeMap::new();
-        let mut events_replayed = 0;
         for n in layout.segments.keys() {
             let from = covered_by(previous.as_ref(), *n);
             match self.replay_segment(*n, from, &mut snapshot).await {
                 Ok(read) => {
-                    covers.insert(*n, read.end);
+                    fold.replayed(*n, read.end, read.applied);
                     etags.insert(*n, read.etag);
-                    events_replayed += read.applied;
                 }
                 Err(e) if is_gone(&e) => {}
                 Err(e) => return Err(e),
@@ -555,13 +544,8 @@ impl BlobLedger {
         let pruned = snapshot.prune(options.as_of, options.retention_days);
 
         // 3. Write it, whole or not at all, never over another one.
-        let header = CheckpointHeader {
-            checkpoint: 1,
-            as_of: options.as_of,
-            retention_days: options.retention_days,
-            written_at: Utc::now(),
-            covers: covers.clone(),
-        };
+        let header = fold.header(&options);
+        let events_replayed = fold.events_replayed();
         let mut bytes = Vec::new();
         let rows =
             write_checkpoint(&mut bytes, &header, &snapshot).expect("writing to memory works");

@@ -13,9 +13,10 @@
 //! replays nothing twice.
 
 use super::{
-    checkpoint_due_after, covered_by, write_checkpoint, CheckpointDone, CheckpointHeader,
-    CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError, LedgerEvent, LedgerSnapshot,
-    LedgerStore, ReportStore, RunLock, DEFAULT_RETENTION_DAYS,
+    checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock, SegmentFold,
+    DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -51,7 +52,7 @@ impl LocalLedger {
 
     /// Keeps resolved issues and past runs' figures `days` days (see
     /// [`LedgerSnapshot::prune`]); [`DEFAULT_RETENTION_DAYS`] unless set.
-    pub fn with_retention_days(mut self, days: u32) -> Self {
+    pub(crate) fn with_retention_days(mut self, days: u32) -> Self {
         self.retention_days = days;
         self
     }
@@ -733,26 +734,12 @@ fn replay_segment(
             break;
         };
         end += read as u64;
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<LedgerEvent>(text) {
-            Ok(event) => {
-                snapshot.apply(&event);
-                applied += 1;
+        applied += u64::from(replay_tail(snapshot, from, number, text).map_err(|detail| {
+            LedgerError::Corrupt {
+                location: path.display().to_string(),
+                detail,
             }
-            Err(e) => {
-                let at = if from > 0 {
-                    format!(" (counted from byte {from})")
-                } else {
-                    String::new()
-                };
-                return Err(LedgerError::Corrupt {
-                    location: path.display().to_string(),
-                    detail: format!("line {number}{at}: {e}"),
-                });
-            }
-        }
+        })?);
     }
     Ok((end, applied))
 }
@@ -850,15 +837,11 @@ fn checkpoint_blocking(
 
     // 2. Fold the old checkpoint and every segment up to `through`, then prune.
     let (_, mut snapshot) = read_checkpoint(dir, &layout)?;
-    let mut covers = BTreeMap::new();
-    let mut events_replayed = 0;
+    let mut fold = SegmentFold::default();
     for n in layout.segments.keys() {
         let from = covered_by(previous.as_ref(), *n);
         match replay_segment(&dir.join(segment_file(*n)), from, &mut snapshot) {
-            Ok((end, applied)) => {
-                covers.insert(*n, end);
-                events_replayed += applied;
-            }
+            Ok((end, applied)) => fold.replayed(*n, end, applied),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
@@ -866,13 +849,8 @@ fn checkpoint_blocking(
     let pruned = snapshot.prune(options.as_of, options.retention_days);
 
     // 3. Write it durably under its final name.
-    let header = CheckpointHeader {
-        checkpoint: 1,
-        as_of: options.as_of,
-        retention_days: options.retention_days,
-        written_at: Utc::now(),
-        covers: covers.clone(),
-    };
+    let header = fold.header(options);
+    let events_replayed = fold.events_replayed();
     let path = dir.join(checkpoint_file(through));
     let tmp = dir.join(format!("{}.tmp", checkpoint_file(through)));
     let write = || -> std::io::Result<u64> {
@@ -902,7 +880,7 @@ fn checkpoint_blocking(
 
     // 4. Delete the segments it holds, each only if nothing was appended after it was read
     //    (under the same file lock appends take); what stays is replayed from its offset.
-    for (n, end) in &covers {
+    for (n, end) in &header.covers {
         let seg = dir.join(segment_file(*n));
         let Ok(file) = std::fs::OpenOptions::new()
             .read(true)

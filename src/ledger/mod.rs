@@ -12,9 +12,10 @@ mod local;
 pub use blob::BlobLedger;
 pub use local::LocalLedger;
 
-pub use crate::history::{
-    CheckpointHeader, CheckpointRow, IssueHistory, LedgerEvent, LedgerSnapshot, ManagerHistory,
-    Pruned, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS,
+pub use crate::history::{LedgerEvent, LedgerSnapshot, MIN_RETENTION_DAYS};
+
+pub(crate) use crate::history::{
+    CheckpointHeader, CheckpointRow, ManagerHistory, Pruned, DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
@@ -25,11 +26,11 @@ use serde::Serialize;
 /// quarter of the checkpoint's own size: a run then reads at most about 1.25× the folded state
 /// plus this, whatever the number of past runs, and the checkpoint is not rewritten for a
 /// few events.
-pub const CHECKPOINT_MIN_TAIL_BYTES: u64 = 1024 * 1024;
+pub(crate) const CHECKPOINT_MIN_TAIL_BYTES: u64 = 1024 * 1024;
 
 /// Whether a checkpoint is worth writing for `tail_bytes` of events after one of
 /// `checkpoint_bytes`.
-pub fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
+pub(crate) fn checkpoint_due(tail_bytes: u64, checkpoint_bytes: u64) -> bool {
     tail_bytes >= CHECKPOINT_MIN_TAIL_BYTES.max(checkpoint_bytes / 4)
 }
 
@@ -38,6 +39,39 @@ pub(crate) fn covered_by(previous: Option<&(CheckpointHeader, u64)>, n: u32) -> 
     previous
         .and_then(|(h, _)| h.covers.get(&n).copied())
         .unwrap_or(0)
+}
+
+/// A new checkpoint's fold of the segments, the same in every store: where each segment's
+/// replay ended (the header's `covers`: what is replayed from there after it) and how many
+/// events the fold applied.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentFold {
+    covers: std::collections::BTreeMap<u32, u64>,
+    events_replayed: u64,
+}
+
+impl SegmentFold {
+    /// Segment `n` was replayed up to byte `end`, applying `applied` events.
+    pub(crate) fn replayed(&mut self, n: u32, end: u64, applied: u64) {
+        self.covers.insert(n, end);
+        self.events_replayed += applied;
+    }
+
+    /// Events the fold applied.
+    pub(crate) fn events_replayed(&self) -> u64 {
+        self.events_replayed
+    }
+
+    /// The checkpoint's header: what it covers, for the run day and retention of `options`.
+    pub(crate) fn header(&self, options: &CheckpointOptions) -> CheckpointHeader {
+        CheckpointHeader {
+            checkpoint: 1,
+            as_of: options.as_of,
+            retention_days: options.retention_days,
+            written_at: chrono::Utc::now(),
+            covers: self.covers.clone(),
+        }
+    }
 }
 
 /// Whether segments of the given lengths, after the `previous` checkpoint (its header and
@@ -138,6 +172,31 @@ impl LineSplitter {
     pub(crate) fn rest(self) -> Vec<u8> {
         self.partial
     }
+}
+
+/// Replays one line of a segment's uncovered bytes (those from byte `from`, the first a
+/// checkpoint does not cover) into `snapshot`, the same way in every store: a blank line is
+/// skipped (`Ok(false)`), an event is applied (`Ok(true)`), anything else is the error,
+/// naming the line counted from `from`.
+pub(crate) fn replay_tail(
+    snapshot: &mut LedgerSnapshot,
+    from: u64,
+    number: u64,
+    line: &[u8],
+) -> Result<bool, String> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let event: LedgerEvent = serde_json::from_slice(line).map_err(|e| {
+        let at = if from > 0 {
+            format!(" (counted from byte {from})")
+        } else {
+            String::new()
+        };
+        format!("line {number}{at}: {e}")
+    })?;
+    snapshot.apply(&event);
+    Ok(true)
 }
 
 /// Reads a checkpoint line by line into a snapshot.
@@ -310,4 +369,63 @@ pub trait ReportStore: Send + Sync {
     async fn last_report(&self) -> Result<Option<RunReport>, LedgerError>;
     /// A saved report by run id.
     async fn report(&self, run_id: &str) -> Result<Option<RunReport>, LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OwnerEmail;
+    use crate::history::{IssueKey, Stage};
+
+    #[test]
+    fn a_segments_tail_is_replayed_line_by_line_skipping_blanks_and_naming_a_bad_line() {
+        let owner = OwnerEmail::parse("jm6453@engie.com").unwrap();
+        let issue = IssueKey("d1|os_out_of_date".into());
+        let event = LedgerEvent::Sent {
+            owner: owner.clone(),
+            issue: issue.clone(),
+            lookout_id: None,
+            stage: Stage::First,
+            as_of: NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(),
+            sent_at: chrono::Utc::now(),
+            channel: "outbox".into(),
+            message_id: None,
+            run_id: "r1".into(),
+            maybe_delivered: false,
+            facts: None,
+        };
+        let line = serde_json::to_vec(&event).unwrap();
+        let mut snapshot = LedgerSnapshot::default();
+        assert_eq!(replay_tail(&mut snapshot, 0, 1, b"  \r"), Ok(false));
+        assert_eq!(
+            snapshot,
+            LedgerSnapshot::default(),
+            "a blank line changes nothing"
+        );
+        assert_eq!(replay_tail(&mut snapshot, 0, 2, &line), Ok(true));
+        assert!(snapshot.history(&owner, &issue).is_some());
+        let err = replay_tail(&mut snapshot, 4096, 3, b"{\"kind\": ").unwrap_err();
+        assert!(
+            err.starts_with("line 3 (counted from byte 4096): "),
+            "{err}"
+        );
+        let err = replay_tail(&mut snapshot, 0, 7, b"not json").unwrap_err();
+        assert!(err.starts_with("line 7: "), "{err}");
+    }
+
+    #[test]
+    fn a_fold_covers_each_segment_up_to_where_its_replay_ended() {
+        let mut fold = SegmentFold::default();
+        fold.replayed(1, 4096, 10);
+        fold.replayed(3, 120, 2);
+        let options =
+            CheckpointOptions::when_due(NaiveDate::from_ymd_opt(2024, 3, 7).unwrap(), 400);
+        let header = fold.header(&options);
+        assert_eq!(header.covers, [(1, 4096), (3, 120)].into_iter().collect());
+        assert_eq!(
+            (header.as_of, header.retention_days, header.checkpoint),
+            (options.as_of, 400, 1)
+        );
+        assert_eq!(fold.events_replayed(), 12);
+    }
 }

@@ -78,20 +78,25 @@ impl BlobSource {
         settings: &crate::config::AzureSettings,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
+        let export = settings.blob_export().ok_or_else(|| {
+            crate::config::not_chosen("REMINDERS_SOURCE", settings.source.kind_name(), "blob")
+        })?;
         let credential = crate::azure::credential(settings)?;
-        Self::from_settings_with(settings, credential, max_bytes)
+        Self::from_settings_with(settings, export, credential, max_bytes)
     }
 
-    /// The source configured by `settings`, authenticating with `credential` (the process's
+    /// The source reading `export` (the configured one, or a request's
+    /// [`BlobExportSettings::with_blob`](crate::config::BlobExportSettings::with_blob)) with
+    /// the HTTP settings of `settings`, authenticating with `credential` (the process's
     /// shared one, see [`crate::azure::SharedCredential`]).
     pub fn from_settings_with(
         settings: &crate::config::AzureSettings,
+        export: &BlobExportSettings,
         credential: Arc<dyn TokenCredential>,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
-        let export = settings.blob_export()?;
         let options = crate::azure::sdk_client_options(settings)?;
-        Self::new(&export, credential, options, max_bytes)
+        Self::new(export, credential, options, max_bytes)
             .map_err(|e| crate::azure::BuildError::Client(e.to_string()))
     }
 

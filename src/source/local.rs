@@ -24,7 +24,7 @@ impl LocalFileSource {
 
 /// `requested` (relative to `folder`, or absolute) if it names a regular file inside
 /// `folder` once links and `..` are resolved; `Err` says why not (never the file's content).
-pub fn confined_path(folder: &Path, requested: &Path) -> Result<PathBuf, String> {
+pub(crate) fn confined_path(folder: &Path, requested: &Path) -> Result<PathBuf, String> {
     let root = std::fs::canonicalize(folder).map_err(|e| {
         format!(
             "the export's folder {} cannot be read: {e}",

@@ -6,10 +6,11 @@ mod local;
 mod sharepoint;
 
 pub use blob::BlobSource;
-pub use local::{confined_path, LocalFileSource};
-pub use sharepoint::{SharePointPagePublisher, SharePointSource, PUBLISHED_PAGE_NAME};
+pub(crate) use local::confined_path;
+pub use local::LocalFileSource;
+pub use sharepoint::{SharePointPagePublisher, SharePointSource};
 
-pub use crate::report::SourceOrigin;
+pub(crate) use crate::report::SourceOrigin;
 use async_trait::async_trait;
 
 /// The export's bytes and where they came from.

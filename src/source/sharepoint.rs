@@ -126,21 +126,25 @@ impl SharePointSource {
             Self::client(settings)?,
             GraphLimits::from_settings(&crate::config::DeliverySettings::default()),
         );
-        Self::from_settings_with(settings, graph, max_bytes)
+        let sharepoint = configured(settings)?;
+        Self::from_settings_with(settings, sharepoint, graph, max_bytes)
     }
 
-    /// The source configured by `settings`, reading through the run's `graph` client, with
-    /// the shared HTTP settings (extra CA), the retries of `REMINDERS_AZURE_MAX_RETRIES` /
-    /// `REMINDERS_AZURE_RETRY_DELAY_MS` and the [`DOWNLOAD_DEADLINE`].
+    /// The source reading `sharepoint` (the configured one, or a request's
+    /// [`SharePointSettings::with_file_path`](crate::config::SharePointSettings::with_file_path))
+    /// through the run's `graph` client, with the shared HTTP settings of `settings` (extra
+    /// CA), the retries of `REMINDERS_AZURE_MAX_RETRIES` / `REMINDERS_AZURE_RETRY_DELAY_MS`
+    /// and the [`DOWNLOAD_DEADLINE`].
     pub fn from_settings_with(
         settings: &crate::config::AzureSettings,
+        sharepoint: &SharePointSettings,
         graph: GraphClient,
         max_bytes: u64,
     ) -> Result<Self, crate::azure::BuildError> {
         Ok(Self::new(
             graph,
             Self::client(settings)?,
-            settings.sharepoint()?,
+            sharepoint.clone(),
             max_bytes,
             Self::retry_policy(settings),
             DOWNLOAD_DEADLINE,
@@ -483,7 +487,7 @@ impl Source for SharePointSource {
 
 /// The file name of the published insights page: one file, replaced after each live run, so
 /// the digest's link stays the same from day to day.
-pub const PUBLISHED_PAGE_NAME: &str = "lookout-insights.html";
+pub(crate) const PUBLISHED_PAGE_NAME: &str = "lookout-insights.html";
 
 /// Publishes the insights page to a folder of the export's library
 /// (`REMINDERS_REPORT_SHAREPOINT_FOLDER`), through the source's own site / library
@@ -506,6 +510,19 @@ struct UploadedItem {
     web_url: Option<String>,
 }
 
+/// The configured SharePoint export, or an error naming `REMINDERS_SOURCE`.
+fn configured(
+    settings: &crate::config::AzureSettings,
+) -> Result<&SharePointSettings, crate::config::ConfigError> {
+    settings.sharepoint().ok_or_else(|| {
+        crate::config::not_chosen(
+            "REMINDERS_SOURCE",
+            settings.source.kind_name(),
+            "sharepoint",
+        )
+    })
+}
+
 impl SharePointPagePublisher {
     /// Publishes to `folder` (a path in the library of `source`).
     pub(crate) fn new(source: SharePointSource, folder: &str) -> Self {
@@ -524,7 +541,8 @@ impl SharePointPagePublisher {
             return Ok(None);
         };
         // The size cap is the download's; the publisher downloads nothing.
-        let source = SharePointSource::from_settings_with(settings, graph, 0)?;
+        let source =
+            SharePointSource::from_settings_with(settings, configured(settings)?, graph, 0)?;
         Ok(Some(Self::new(source, folder)))
     }
 

@@ -422,7 +422,7 @@ impl FakeSharePoint {
         SharePointSource::new(
             self.graph_client(&settings),
             client,
-            settings.sharepoint().unwrap(),
+            settings.sharepoint().unwrap().clone(),
             50 << 20,
             RetryPolicy {
                 waits,

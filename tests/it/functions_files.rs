@@ -166,7 +166,7 @@ fn local_settings_example_has_a_valid_default_schedule_and_settings_the_handler_
     let config = Config::from_env_map(&env)
         .unwrap_or_else(|e| panic!("the example settings are refused: {e}"));
     assert_eq!(
-        config.export_path.as_deref(),
+        config.azure.export_path(),
         Some(Path::new("fixtures/issues-export.csv"))
     );
     assert!(Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -178,19 +178,20 @@ fn deployed_env(bicep: &str, block_names: &[&str], overrides: &[(&str, &str)]) -
     Env(env)
 }
 
-/// Start-up validation plus the source and ledger checks made when a run starts.
+/// Start-up validation (which validates the chosen source and ledger), and that the chosen
+/// kinds are the Azure ones.
 fn validate(env: &Env) -> Result<Config, String> {
     let cfg = Config::from_env_map(env).map_err(|e| e.to_string())?;
     match env.get("REMINDERS_SOURCE") {
-        Some("blob") => drop(cfg.azure.blob_export().map_err(|e| e.to_string())?),
-        Some("sharepoint") => drop(cfg.azure.sharepoint().map_err(|e| e.to_string())?),
+        Some("blob") => drop(cfg.azure.blob_export().ok_or("not a Blob source")?),
+        Some("sharepoint") => drop(cfg.azure.sharepoint().ok_or("not a SharePoint source")?),
         other => {
             return Err(format!(
                 "REMINDERS_SOURCE is {other:?}, not blob or sharepoint"
             ))
         }
     }
-    cfg.azure.blob_state().map_err(|e| e.to_string())?;
+    cfg.azure.blob_state().ok_or("not a Blob ledger")?;
     Ok(cfg)
 }
 

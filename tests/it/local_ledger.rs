@@ -2,7 +2,7 @@
 //! over once, and locks that were lost while held.
 
 use chrono::{NaiveDate, Utc};
-use lookout_reminders::config::{Config, ConfigError, Env};
+use lookout_reminders::config::{Config, ConfigError, Env, LedgerSettings};
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::ledger::{LedgerError, LedgerEvent, LedgerStore, LocalLedger};
 use lookout_reminders::plan::{IssueKey, Stage};
@@ -246,7 +246,10 @@ fn a_lock_ttl_under_five_minutes_is_refused_naming_the_setting() {
         }
     }
     let env = Env::from_pairs(&[("REMINDERS_LOCK_TTL_MINUTES", "5")]);
-    assert_eq!(Config::from_env_map(&env).unwrap().lock_ttl_minutes, 5);
+    match Config::from_env_map(&env).unwrap().azure.ledger {
+        LedgerSettings::Local { lock_ttl, .. } => assert_eq!(lock_ttl, Duration::from_secs(5 * 60)),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// This machine's name as the lock writes it.
