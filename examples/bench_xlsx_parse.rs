@@ -2,9 +2,11 @@
 //! one run: how much of `parse_export` is the unavoidable work (inflating the parts) and how
 //! much a plain calamine walk over every cell costs, so the parse's cost reads as a ratio.
 //!
-//! `cargo run --release --example bench_xlsx_parse -- FILE.xlsx [RUNS]` (the workbook from
-//! `generate_export`). Prints, per stage, the best and the median CPU-bound wall time of RUNS
-//! runs (default 5) and its ratio to the inflate-only floor.
+//! `cargo run --release --example bench_xlsx_parse -- FILE.xlsx [RUNS] [ONLY]` (the workbook
+//! from `generate_export`). Prints, per stage, the best and the median wall time of RUNS runs
+//! (default 5; every stage is CPU-bound and single-threaded) and its ratio to the
+//! inflate-only floor. ONLY (a word of a stage's name, e.g. `project`) runs just the floor
+//! and the stages whose name holds it, for a profiler.
 
 use calamine::{DataRef, Reader, Xlsx};
 use std::io::{Cursor, Read};
@@ -17,6 +19,7 @@ fn main() {
         std::process::exit(2);
     };
     let runs: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
+    let only = args.get(3).cloned();
     let bytes = std::fs::read(path).unwrap_or_else(|e| {
         eprintln!("error: {path}: {e}");
         std::process::exit(1);
@@ -24,6 +27,9 @@ fn main() {
 
     let mut results: Vec<(&str, Duration, Duration, usize)> = Vec::new();
     let mut stage = |name: &'static str, f: &dyn Fn() -> usize| {
+        if results.len() > 0 && only.as_deref().is_some_and(|o| !name.contains(o)) {
+            return;
+        }
         let mut times = Vec::new();
         let mut count = 0;
         for _ in 0..runs {

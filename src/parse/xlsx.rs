@@ -591,6 +591,12 @@ fn read_rows<B: BufRead>(
     let mut current: Option<u32> = None;
     let mut non_empty = false;
 
+    // A table says how many rows it has: the findings are allocated once, not doubled and
+    // copied as they come (an Excel sheet has at most 1,048,576 rows).
+    if target.last_row != u32::MAX {
+        let rows = target.last_row.saturating_sub(target.first_data_row) as usize + 1;
+        export.findings.reserve(rows.min(1 << 20));
+    }
     let mut shared = RowTexts::default();
     let mut flush = |row: u32, lent: &mut [Option<&str>], texts: &mut [String], non_empty: bool| {
         if non_empty {
@@ -955,6 +961,208 @@ mod tests {
         let err = parse_export(buf.get_ref(), "memo.docx").unwrap_err();
         assert!(matches!(err, ParseError::NotAnExport { .. }), "{err}");
         assert!(err.to_string().contains("not an Excel workbook"), "{err}");
+    }
+
+    /// A workbook package written by hand, for what no writer library produces: inline
+    /// strings, prefixed tags, cells without references, `t="d"` cells, the 1904 system.
+    fn package(workbook_pr: &str, sheet_data: &str, styles: Option<&str>) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut buf);
+            let mut part = |path: &str, xml: &str| {
+                zip.start_file(path, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                std::io::Write::write_all(&mut zip, xml.as_bytes()).unwrap();
+            };
+            part(
+                "xl/workbook.xml",
+                &format!(
+                    r#"<workbook xmlns:r="urn:r">{workbook_pr}<sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+                ),
+            );
+            part(
+                "xl/_rels/workbook.xml.rels",
+                r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="/xl/styles.xml"/></Relationships>"#,
+            );
+            part(
+                "xl/worksheets/sheet1.xml",
+                &format!(
+                    r#"<x:worksheet xmlns:x="urn:main"><x:sheetData>{sheet_data}</x:sheetData></x:worksheet>"#
+                ),
+            );
+            if let Some(styles) = styles {
+                part("xl/styles.xml", styles);
+            }
+            zip.finish().unwrap();
+        }
+        buf.into_inner()
+    }
+
+    /// An inline-string cell.
+    fn inline(reference: &str, text: &str) -> String {
+        format!(r#"<x:c r="{reference}" t="inlineStr"><x:is><x:t>{text}</x:t></x:is></x:c>"#)
+    }
+
+    fn header_row() -> String {
+        let cells: String = ["A", "B", "C", "D", "E", "F"]
+            .iter()
+            .zip(HEADERS)
+            .map(|(col, h)| inline(&format!("{col}1"), h))
+            .collect();
+        format!(r#"<x:row r="1">{cells}</x:row>"#)
+    }
+
+    #[test]
+    fn inline_strings_prefixed_tags_and_cells_without_references_are_read() {
+        // Row 2: every cell referenced. Row 3: no references at all (cells follow each
+        // other). Row 4: only styled, valueless cells: blank, not counted.
+        let row2: String = ["A2", "B2", "C2", "D2", "E2", "F2"]
+            .iter()
+            .zip([
+                "a@engie.com",
+                "id-1",
+                "SM-A528B",
+                "Agent",
+                "Active",
+                "2024-03-04T14:52:00Z",
+            ])
+            .map(|(r, v)| inline(r, v))
+            .collect();
+        let row3: String = [
+            "b@engie.com",
+            "id-2",
+            "iPhone &amp; co",
+            "Agent",
+            "Active",
+            "2024-03-05T14:52:00Z",
+        ]
+        .iter()
+        .map(|v| format!(r#"<x:c t="inlineStr"><x:is><x:r><x:t>{v}</x:t></x:r></x:is></x:c>"#))
+        .collect();
+        let sheet = format!(
+            r#"{}<x:row r="2">{row2}</x:row><x:row>{row3}</x:row><x:row r="4"><x:c r="A4" s="0"/><x:c r="B4" t="s"/></x:row>"#,
+            header_row()
+        );
+        let p = parse(&package("", &sheet, None), "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(p.total_rows, 2);
+        assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
+        assert_eq!(p.findings[1].row, 3);
+        assert_eq!(p.findings[1].lookout_id.as_deref(), Some("id-2"));
+        assert_eq!(p.findings[1].device_model, "iPhone & co");
+    }
+
+    #[test]
+    fn missing_cells_leave_their_field_empty_and_never_shift_the_others() {
+        // Lookout ID (B) and Device Model (C) are not written at all on row 2.
+        let sheet = format!(
+            r#"{}<x:row r="2">{}{}{}{}</x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+            inline("D2", "Agent"),
+            inline("E2", "Active"),
+            inline("F2", "2024-03-04T14:52:00Z"),
+        );
+        let p = parse(&package("", &sheet, None), "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        let f = &p.findings[0];
+        assert_eq!(f.lookout_id, None);
+        assert_eq!(f.device_model, "");
+        assert_eq!(f.issue, "Agent");
+        assert_eq!(f.status, "Active");
+    }
+
+    #[test]
+    fn a_date_as_text_serial_date_cell_or_iso_cell_is_the_same_wall_time_in_the_zone() {
+        let styles = r#"<styleSheet><numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\-mm\-dd hh:mm"/></numFmts><cellStyleXfs count="2"><xf numFmtId="164"/><xf numFmtId="0"/></cellStyleXfs><cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="164" applyNumberFormat="1"/><xf numFmtId="22"/></cellXfs></styleSheet>"#;
+        // 45355.6194444444 = 2024-03-04 14:52.
+        let dates = [
+            inline("F2", "2024-03-04 14:52"),
+            inline("F3", "Mar 4, 2024 2:52 PM"),
+            r#"<x:c r="F4"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F5" s="1"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F6" s="2"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F7" t="d"><x:v>2024-03-04T14:52:00</x:v></x:c>"#.to_string(),
+        ];
+        let rows: String = dates
+            .iter()
+            .enumerate()
+            .map(|(i, date)| {
+                let r = i + 2;
+                format!(
+                    r#"<x:row r="{r}">{}{}{}{date}</x:row>"#,
+                    inline(&format!("A{r}"), "a@engie.com"),
+                    inline(&format!("D{r}"), "Agent"),
+                    inline(&format!("E{r}"), "Active"),
+                )
+            })
+            .collect();
+        let bytes = package("", &format!("{}{rows}", header_row()), Some(styles));
+        let p = super::parse(&bytes, "book.xlsx", chrono_tz::Europe::Paris).unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        let detected: Vec<String> = p.findings.iter().map(|f| f.detected.to_rfc3339()).collect();
+        assert_eq!(detected, vec!["2024-03-04T13:52:00+00:00"; dates.len()]);
+    }
+
+    #[test]
+    fn a_1904_workbook_moves_its_date_cells_by_the_1904_epoch() {
+        let styles = r#"<styleSheet><cellXfs count="2"><xf numFmtId="0"/><xf numFmtId="22"/></cellXfs></styleSheet>"#;
+        // 43893.6194444444 in the 1904 system = 2024-03-04 14:52 (1462 days fewer).
+        let sheet = format!(
+            r#"{}<x:row r="2">{}{}{}<x:c r="F2" s="1"><x:v>43893.6194444444</x:v></x:c></x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+            inline("D2", "Agent"),
+            inline("E2", "Active"),
+        );
+        let bytes = package(r#"<workbookPr date1904="1"/>"#, &sheet, Some(styles));
+        let p = parse(&bytes, "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(
+            p.findings[0].detected.to_rfc3339(),
+            "2024-03-04T14:52:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_damaged_sheet_is_a_bad_workbook_naming_the_sheet_and_the_cell() {
+        let sheet = format!(
+            r#"{}<x:row r="2">{}<x:c r="D2" t="s"><x:v>7</x:v></x:c></x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+        );
+        let err = parse(&package("", &sheet, None), "book.xlsx").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ParseError::BadWorkbook { .. }), "{msg}");
+        assert!(
+            msg.contains(
+                "sheet 'Data': xl/worksheets/sheet1.xml: D2: shared string '7' does not exist"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_very_wide_sheet_reads_the_export_columns_wherever_they_are() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        // 3,000 columns of other data with the export's columns from column 2,500 on. Row
+        // 3 holds one cell among the header's columns: it counts (and is rejected); row 4
+        // one cell right of the header, which is not part of the export: it does not.
+        for col in 0..3_000u16 {
+            ws.write_string(0, col, format!("Other {col}")).unwrap();
+            ws.write_number(1, col, f64::from(col)).unwrap();
+        }
+        write_header(ws, 0, 2_500);
+        write_row(ws, 1, 2_500, "a@engie.com", "2024-03-04T14:52:00Z");
+        ws.write_string(2, 2_900, "x").unwrap();
+        ws.write_string(3, 16_000, "far right").unwrap();
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.total_rows, 2);
+        assert_eq!(p.findings.len(), 1);
+        assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
+        assert_eq!(p.findings[0].lookout_id.as_deref(), Some("c4b6f57b"));
+        assert_eq!(p.rejected[0].row, 3);
     }
 
     #[test]
