@@ -27,7 +27,7 @@ fn main() {
 
     let mut results: Vec<(&str, Duration, Duration, usize)> = Vec::new();
     let mut stage = |name: &'static str, f: &dyn Fn() -> usize| {
-        if results.len() > 0 && only.as_deref().is_some_and(|o| !name.contains(o)) {
+        if !results.is_empty() && only.as_deref().is_some_and(|o| !name.contains(o)) {
             return;
         }
         let mut times = Vec::new();
