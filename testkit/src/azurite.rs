@@ -7,7 +7,8 @@
 //! Azurite missing is a failure, never a skip: run `npm ci` in the crate folder.
 //!
 //! Tests share one in-memory emulator per test binary ([`Azurite::shared`]), each in
-//! containers of its own; only a test that stops or restarts the emulator starts its own.
+//! containers of its own. A storage outage is a relay in front of it that the test cuts
+//! (`crate::outage`), not a stopped emulator.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -25,7 +26,6 @@ pub struct Azurite {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
-    in_memory: bool,
     /// Shared by the whole binary: never dropped, so it must end with the process.
     shared: bool,
 }
@@ -104,40 +104,29 @@ impl Azurite {
                     .enable_all()
                     .build()
                     .unwrap()
-                    .block_on(Self::launch_as(true, true))
+                    .block_on(Self::launch_as(true))
             })
             .join()
             .expect("the shared Azurite starts")
         })
     }
 
-    /// Starts an in-memory Azurite of its own (data lost when it stops): for a test that
-    /// stops it; others use [`Azurite::shared`].
+    /// Starts an in-memory Azurite of its own (data lost when it stops), stopped on drop: for
+    /// a benchmark that wants a quiet one; tests use [`Azurite::shared`].
     pub async fn start() -> Azurite {
-        Self::launch(true).await
+        Self::launch_as(false).await
     }
 
-    /// Starts an Azurite that keeps its data on disk, so [`Azurite::stop`] then
-    /// [`Azurite::restart`] finds it again.
-    pub async fn start_on_disk() -> Azurite {
-        Self::launch(false).await
-    }
-
-    async fn launch(in_memory: bool) -> Azurite {
-        Self::launch_as(in_memory, false).await
-    }
-
-    async fn launch_as(in_memory: bool, shared: bool) -> Azurite {
+    async fn launch_as(shared: bool) -> Azurite {
         azurite_bin();
         let dir = tempfile::tempdir().unwrap();
         make_certificates(dir.path());
         let mut azurite = Azurite {
             child: None,
             // Port 0: Azurite binds a free port itself and prints it (no pick-then-bind
-            // race with other processes); a restart re-binds the port it was given.
+            // race with other processes).
             port: 0,
             dir,
-            in_memory,
             shared,
         };
         azurite.spawn().await;
@@ -187,12 +176,8 @@ impl Azurite {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        if self.in_memory {
-            cmd.arg("--inMemoryPersistence");
-        } else {
-            cmd.arg("--location").arg(&data);
-        }
+        .stderr(Stdio::piped())
+        .arg("--inMemoryPersistence");
         let mut child = cmd.spawn().expect("start azurite-blob (run `npm ci`)");
         // Azurite prints its address once listening, then an access log line per request:
         // a thread reads the first and drains the rest so the pipe never fills.
@@ -215,11 +200,6 @@ impl Azurite {
         // A safety net for a hung start, not a speed requirement.
         match tokio::time::timeout(Duration::from_secs(60), bound_rx).await {
             Ok(Ok(port)) => {
-                assert!(
-                    self.port == 0 || self.port == port,
-                    "azurite-blob bound {port}, not the requested {}",
-                    self.port
-                );
                 self.port = port;
             }
             outcome => {
@@ -243,12 +223,8 @@ impl Azurite {
         }
     }
 
-    /// Kills the emulator (a storage outage); [`Azurite::restart`] binds the same port again
-    /// (the account URL the test handed out must stay valid).
-    ///
-    /// SIGTERM first: Azurite keeps its metadata in memory and saves it on a clean exit, so a
-    /// SIGKILL would lose acknowledged writes, which real Blob Storage never does.
-    pub fn stop(&mut self) {
+    /// Stops the emulator: SIGTERM first (a clean exit), SIGKILL if it lingers.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -264,12 +240,6 @@ impl Azurite {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Starts it again on the same port, with the same certificate (and data when on disk).
-    pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
     }
 
     /// The account URL, as `REMINDERS_BLOB_ACCOUNT_URL` expects it.

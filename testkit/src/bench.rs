@@ -10,15 +10,14 @@ use crate::fake_bot::{FakeBot, RetryAfterStyle};
 use crate::fake_graph::FakeGraph;
 use crate::fake_identity::FakeIdentity;
 use lookout_reminders::azure::{AccessTokens, CredentialTokens};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
-use lookout_reminders::render::{MessageConstants, Renderer};
+use lookout_reminders::config::{AzureSettings, DeliverySettings, Env};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The Teams app id the fake Graph's catalog holds and the settings name.
-pub const APP: &str = "5f0b4d2e-3c1a-4b7e-9d8f-1a2b3c4d5e6f";
+pub const APP: &str = crate::delivery::CATALOG_APP_ID;
 
 /// The environment variable `name` parsed, or `default` when unset or unparsable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -180,11 +179,8 @@ impl Fakes {
     /// conversations come from the Bot Connector.
     pub fn settings(&self, client_rate: f64) -> DeliverySettings {
         let base = DeliverySettings {
-            graph: GraphSettings::at(&self.graph.base_url()).expect("the fake Graph's URL"),
-            bot_service_url: self.bot.service_url(),
-            teams_app_id: Some(APP.into()),
             rate_per_second: client_rate,
-            ..Default::default()
+            ..crate::delivery::aimed_at(&self.graph, &self.bot)
         };
         if self.new_owners {
             return DeliverySettings {
@@ -238,21 +234,7 @@ pub async fn tokens() -> Arc<dyn AccessTokens> {
     Arc::new(CredentialTokens::new(credential))
 }
 
-/// The built-in templates, French then English.
-pub fn renderer() -> Renderer {
-    Renderer::new(
-        None,
-        &["fr".to_string(), "en".to_string()],
-        MessageConstants {
-            contact: "help@contoso.com".into(),
-            signature: "IT".into(),
-            grace_days: 30,
-            by_language: Default::default(),
-            time_zone: chrono_tz::Europe::Paris,
-        },
-    )
-    .unwrap()
-}
+pub use crate::delivery::renderer;
 
 /// The process's peak resident set size (`VmHWM`) in MB, NaN where unknown.
 pub fn peak_rss_mb() -> f64 {

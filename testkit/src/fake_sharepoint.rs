@@ -338,10 +338,12 @@ impl FakeSharePoint {
         FakeSharePoint { base, state }
     }
 
-    /// Azure settings for the SharePoint source on this fake, plus `extra`.
-    pub async fn settings(&self, extra: &[(&str, &str)]) -> AzureSettings {
+    /// The settings of the SharePoint source on this fake with the shared fake identity's
+    /// managed-identity settings, then `extra` (later settings win): one list for the
+    /// in-process source, a spawned handler and a whole run's wiring.
+    pub async fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let identity = FakeIdentity::shared().await;
-        let mut pairs: Vec<(String, String)> = identity.env();
+        let mut env = identity.env();
         for (k, v) in [
             ("REMINDERS_SOURCE", "sharepoint"),
             ("REMINDERS_CREDENTIAL", "managed_identity"),
@@ -354,14 +356,23 @@ impl FakeSharePoint {
                 "REMINDERS_SHAREPOINT_FILE_PATH",
                 "General/Power Automate/issues-export1.xlsx",
             ),
-            ("REMINDERS_AZURE_MAX_RETRIES", "3"),
-            ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
         ]
         .into_iter()
         .chain(extra.iter().copied())
         {
-            pairs.push((k.into(), v.into()));
+            env.push((k.into(), v.into()));
         }
+        env
+    }
+
+    /// Azure settings for the SharePoint source on this fake, with short retries, plus `extra`.
+    pub async fn settings(&self, extra: &[(&str, &str)]) -> AzureSettings {
+        let mut with_retries = vec![
+            ("REMINDERS_AZURE_MAX_RETRIES", "3"),
+            ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
+        ];
+        with_retries.extend_from_slice(extra);
+        let pairs = self.env(&with_retries).await;
         AzureSettings::from_env(&env_of(pairs)).unwrap()
     }
 
@@ -444,24 +455,7 @@ impl FakeSharePoint {
     /// The settings a spawned handler needs to read its export from this fake (with the
     /// shared fake identity's managed-identity settings).
     pub async fn app_env(&self) -> Vec<(String, String)> {
-        let identity = FakeIdentity::shared().await;
-        let mut env = identity.env();
-        for (k, v) in [
-            ("REMINDERS_SOURCE", "sharepoint"),
-            ("REMINDERS_CREDENTIAL", "managed_identity"),
-            ("REMINDERS_GRAPH_BASE_URL", self.base.as_str()),
-            (
-                "REMINDERS_SHAREPOINT_SITE_URL",
-                "https://contoso.sharepoint.com/sites/Mobility",
-            ),
-            (
-                "REMINDERS_SHAREPOINT_FILE_PATH",
-                "General/Power Automate/issues-export1.xlsx",
-            ),
-        ] {
-            env.push((k.into(), v.into()));
-        }
-        env
+        self.env(&[]).await
     }
 
     /// The Graph paths requested, in order.

@@ -5,8 +5,10 @@
 
 pub mod azurite;
 pub mod bench;
+pub mod delivery;
 pub mod fake_bot;
 pub mod fake_graph;
 pub mod fake_identity;
 pub mod fake_sharepoint;
 pub mod fake_webhook;
+pub mod outage;

@@ -5,8 +5,9 @@
 
 use crate::azurite::Azurite;
 use crate::fake_identity::{FakeIdentity, TokenRequest};
+use crate::outage::StorageOutage;
 use chrono::{NaiveDate, Utc};
-use lookout_reminders::config::{AzureSettings, Config, Env};
+use lookout_reminders::config::{AzureSettings, Env};
 use lookout_reminders::deliver::OutboxNotifier;
 use lookout_reminders::domain::OwnerEmail;
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
@@ -15,7 +16,6 @@ use lookout_reminders::ledger::{
 };
 use lookout_reminders::plan::{IssueKey, Stage};
 use lookout_reminders::report::Trigger;
-use lookout_reminders::source::LocalFileSource;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -154,17 +154,8 @@ async fn concurrent_appenders_lose_nothing(make: &Maker, writers: usize, batches
     );
 }
 
-fn config() -> Config {
-    Config::from_env_map(&Env::default()).unwrap()
-}
-
 fn deps(ledger: Arc<dyn Store>, outbox: &Path, export: &Path, concurrency: usize) -> Deps {
-    let config = config();
-    let mut d = lookout_reminders::app::deps(
-        &config,
-        Some(Arc::new(LocalFileSource::new(export, 1 << 20))),
-    )
-    .unwrap();
+    let mut d = crate::helpers::local_deps(&outbox.with_extension("state"), export, &[]);
     d.notifier = Arc::new(OutboxNotifier::new(outbox.to_path_buf()));
     d.ledger = ledger.clone();
     d.reports = ledger;
@@ -381,16 +372,27 @@ async fn blob_ledger_calls_carry_a_storage_token_for_the_configured_user_assigne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_sends_only_the_rest()
-{
-    let mut azurite = Azurite::start_on_disk().await;
-    let settings = blob_settings(&azurite, &[("REMINDERS_LOCK_LEASE_SECONDS", "15")]).await;
+async fn storage_lost_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_sends_only_the_rest() {
+    // The outage is a relay in front of the shared emulator, cut at a known send and restored
+    // (crate::outage): what the client sees of an unreachable service, without stopping and
+    // restarting Azurite (about 5 s of start-up) or waiting for anything on the clock.
+    let azurite = Azurite::shared().await;
+    let outage = StorageOutage::in_front_of(azurite).await;
+    let account_url = outage.account_url();
+    let settings = blob_settings(
+        azurite,
+        &[
+            ("REMINDERS_LOCK_LEASE_SECONDS", "15"),
+            ("REMINDERS_BLOB_ACCOUNT_URL", account_url.as_str()),
+        ],
+    )
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let export = tmp.path().join("export.csv");
     crate::helpers::write_export(&export, 40);
     let outbox = tmp.path().join("outbox");
 
-    // A notifier that stops Azurite after the second batch has been sent.
+    // A notifier that cuts storage off after the second batch has been sent.
     let stopper = Arc::new(StopAfter {
         inner: OutboxNotifier::new(outbox.clone()),
         sends: std::sync::atomic::AtomicUsize::new(0),
@@ -408,7 +410,7 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
     d.notifier = stopper.clone();
     let control = async {
         rx.await.unwrap();
-        azurite.stop();
+        outage.cut();
         stopper.resume();
     };
     let (result, ()) = tokio::join!(job::run(&d, request(7), CancellationToken::new()), control);
@@ -424,8 +426,7 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
         "sent {first_sent} before stopping"
     );
 
-    azurite.restart().await;
-    // The lease of the interrupted run may still be active: a rerun waits it out.
+    outage.restore();
     let store: Arc<dyn Store> = Arc::new(BlobLedger::from_settings(&settings).unwrap());
     let recorded = store
         .load()
@@ -440,9 +441,9 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
     );
     let outbox2 = tmp.path().join("outbox2");
     let d2 = deps(store.clone(), &outbox2, &export, 5);
-    // The interrupted run's lease may have survived the outage (Azurite keeps it across a
-    // restart when it was saved; it expires 15 s after its last renewal): a rerun in that
-    // window is refused as busy, naming the bound. Rather than wait it out on the clock,
+    // The interrupted run could not release its lease during the outage; it expires 15 s
+    // after its last renewal, and a rerun in that window is refused as busy, naming the
+    // bound. Rather than wait it out on the clock (the lease-expiry test does that once),
     // break it as an operator would (`az storage blob lease break`) and run again.
     let report = match job::run(&d2, request(7), CancellationToken::new()).await {
         Err(JobError::Busy(holder)) => {
@@ -460,6 +461,49 @@ async fn azurite_stopped_mid_run_fails_clearly_keeps_the_ledger_and_the_rerun_se
     // there are at most 3 × concurrency of those (the job's documented crash bound).
     assert_eq!(resent, 40 - recorded_owners.len());
     assert!(first_sent + resent <= 40 + 3 * 5, "{first_sent} + {resent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lock_whose_holder_crashed_is_refused_until_its_lease_expires_then_taken() {
+    // The one test that waits on Blob Storage's clock (a lease lasts 15 s at the least): it
+    // is the only way to show that a crashed run never blocks the next one for longer.
+    let azurite = Azurite::shared().await;
+    let settings = blob_settings(azurite, &[("REMINDERS_LOCK_LEASE_SECONDS", "15")]).await;
+    let asked_at = tokio::time::Instant::now();
+    let crashed = BlobLedger::from_settings(&settings)
+        .unwrap()
+        .lock("run-crashed")
+        .await
+        .expect("the first run takes the lock");
+    // A crash: the lock is neither renewed nor released.
+    drop(crashed);
+    let next = BlobLedger::from_settings(&settings).unwrap();
+    match next.lock("run-next").await {
+        Err(LedgerError::Busy { holder }) => {
+            assert!(holder.contains("run run-crashed"), "{holder}");
+            assert!(holder.contains("15 s"), "{holder}");
+        }
+        Err(e) => panic!("expected Busy, got {e}"),
+        Ok(_) => panic!("a held lease was taken"),
+    }
+    // No sooner than 15 s after the request that took it (the lease began later still)…
+    tokio::time::sleep_until(asked_at + Duration::from_secs(15)).await;
+    // …the lease ends on the emulator's clock; polled, since a loaded machine may serve the
+    // first request late. The deadline is a safety net for a hung emulator only.
+    let deadline = asked_at + Duration::from_secs(90);
+    let taken = loop {
+        match next.lock("run-next").await {
+            Ok(lock) => break lock,
+            Err(LedgerError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the expired lease was not taken over: {e}"),
+        }
+    };
+    taken
+        .release()
+        .await
+        .expect("the next run releases its lock");
 }
 
 /// Breaks the run lock's Blob lease at once (break period 0), with the SDK.

@@ -658,28 +658,12 @@ async fn sharepoint_run_deps(
     hook: &crate::deliver_channels::FakeWebhook,
     extra: &[(&str, &str)],
 ) -> job::Deps {
-    let identity = FakeIdentity::shared().await;
-    let mut pairs: Vec<(String, String)> = identity.env();
-    for (k, v) in [
-        ("REMINDERS_SOURCE", "sharepoint"),
-        ("REMINDERS_CREDENTIAL", "managed_identity"),
-        ("REMINDERS_GRAPH_BASE_URL", graph.base.as_str()),
-        (
-            "REMINDERS_SHAREPOINT_SITE_URL",
-            "https://contoso.sharepoint.com/sites/Mobility",
-        ),
-        (
-            "REMINDERS_SHAREPOINT_FILE_PATH",
-            "General/Power Automate/issues-export1.xlsx",
-        ),
+    let mut with_retries = vec![
         ("REMINDERS_AZURE_MAX_RETRIES", "2"),
         ("REMINDERS_AZURE_RETRY_DELAY_MS", "20"),
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    {
-        pairs.push((k.into(), v.into()));
-    }
+    ];
+    with_retries.extend_from_slice(extra);
+    let mut pairs = graph.env(&with_retries).await;
     pairs.push((
         "REMINDERS_STATE_DIR".into(),
         dir.join("state").display().to_string(),
@@ -696,6 +680,36 @@ async fn sharepoint_run_deps(
         reqwest::Client::new(),
     )));
     deps
+}
+
+/// A run on the SharePoint source: the fake Graph serving the sample workbook, the digest's
+/// Workflows trigger, a folder for state and outbox, and the job's dependencies with the
+/// `extra` settings. One set-up for the publishing, dry-run and scope tests.
+struct SharePointRun {
+    graph: FakeSharePoint,
+    hook: crate::deliver_channels::FakeWebhook,
+    tmp: tempfile::TempDir,
+    deps: job::Deps,
+}
+
+impl SharePointRun {
+    async fn new(extra: &[(&str, &str)]) -> Self {
+        let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
+        let hook = crate::deliver_channels::webhook().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let deps = sharepoint_run_deps(&graph, tmp.path(), &hook, extra).await;
+        Self {
+            graph,
+            hook,
+            tmp,
+            deps,
+        }
+    }
+
+    /// The page the run stored locally.
+    fn stored_page(&self) -> std::path::PathBuf {
+        self.tmp.path().join("state/reports/latest.html")
+    }
 }
 
 async fn live_run(deps: &job::Deps) -> lookout_reminders::report::RunReport {
@@ -716,25 +730,17 @@ fn only_digest(hook: &crate::deliver_channels::FakeWebhook) -> String {
 #[tokio::test]
 async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_digest_links_its_web_url(
 ) {
-    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
-    let hook = crate::deliver_channels::webhook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let deps = sharepoint_run_deps(
-        &graph,
-        tmp.path(),
-        &hook,
-        &[(
-            "REMINDERS_REPORT_SHAREPOINT_FOLDER",
-            "/General/Power Automate/reports/",
-        )],
-    )
+    let run = SharePointRun::new(&[(
+        "REMINDERS_REPORT_SHAREPOINT_FOLDER",
+        "/General/Power Automate/reports/",
+    )])
     .await;
-    let report = live_run(&deps).await;
+    let report = live_run(&run.deps).await;
     assert!(report.counts.sent > 0, "{}", report.summary);
 
-    let stored = std::fs::read(tmp.path().join("state/reports/latest.html")).unwrap();
+    let stored = std::fs::read(run.stored_page()).unwrap();
     {
-        let s = graph.state.lock().unwrap();
+        let s = run.graph.state.lock().unwrap();
         assert_eq!(s.uploads.len(), 1, "exactly one upload");
         let (path, content_type, body) = &s.uploads[0];
         assert_eq!(path, PAGE_UPLOAD_PATH);
@@ -753,7 +759,7 @@ async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_di
             s.requests
         );
     }
-    let digest = only_digest(&hook);
+    let digest = only_digest(&run.hook);
     assert!(
         digest.contains(
             "https://contoso.sharepoint.com/sites/Mobility/Shared%20Documents/General/Power%20Automate/reports/lookout-insights.html"
@@ -765,15 +771,12 @@ async fn after_a_live_run_with_the_report_folder_the_page_is_put_once_and_the_di
 #[tokio::test]
 async fn without_the_report_folder_nothing_is_uploaded_and_the_digest_says_where_the_page_is_stored(
 ) {
-    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
-    let hook = crate::deliver_channels::webhook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let deps = sharepoint_run_deps(&graph, tmp.path(), &hook, &[]).await;
-    assert!(deps.page_publisher.is_none());
-    let report = live_run(&deps).await;
+    let run = SharePointRun::new(&[]).await;
+    assert!(run.deps.page_publisher.is_none());
+    let report = live_run(&run.deps).await;
     assert!(report.counts.sent > 0, "{}", report.summary);
-    assert!(graph.state.lock().unwrap().uploads.is_empty());
-    let digest = only_digest(&hook);
+    assert!(run.graph.state.lock().unwrap().uploads.is_empty());
+    let digest = only_digest(&run.hook);
     assert!(
         digest.contains("Insights report: ") && !digest.contains("Open the insights report"),
         "{digest}"
@@ -782,58 +785,41 @@ async fn without_the_report_folder_nothing_is_uploaded_and_the_digest_says_where
 
 #[tokio::test]
 async fn an_upload_that_fails_with_5xx_never_fails_the_run_and_the_digest_shows_the_stored_page() {
-    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
-    // More failures than attempts (two retries after the first).
-    graph.state.lock().unwrap().upload_failures = 10;
-    let hook = crate::deliver_channels::webhook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let deps = sharepoint_run_deps(
-        &graph,
-        tmp.path(),
-        &hook,
-        &[(
-            "REMINDERS_REPORT_SHAREPOINT_FOLDER",
-            "General/Power Automate/reports",
-        )],
-    )
+    let run = SharePointRun::new(&[(
+        "REMINDERS_REPORT_SHAREPOINT_FOLDER",
+        "General/Power Automate/reports",
+    )])
     .await;
-    let report = live_run(&deps).await;
+    // More failures than attempts (two retries after the first).
+    run.graph.state.lock().unwrap().upload_failures = 10;
+    let report = live_run(&run.deps).await;
     assert!(report.counts.sent > 0, "{}", report.summary);
     {
-        let s = graph.state.lock().unwrap();
+        let s = run.graph.state.lock().unwrap();
         assert!(s.uploads.is_empty());
         assert_eq!(s.upload_failures, 7, "three attempts, then given up");
     }
-    let digest = only_digest(&hook);
+    let digest = only_digest(&run.hook);
     assert!(
         digest.contains("Insights report: ")
             && digest.contains("reports")
             && !digest.contains("Open the insights report"),
         "{digest}"
     );
-    assert!(tmp.path().join("state/reports/latest.html").exists());
+    assert!(run.stored_page().exists());
 }
 
 #[tokio::test]
 async fn a_dry_run_publishes_nothing() {
-    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
-    let hook = crate::deliver_channels::webhook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let deps = sharepoint_run_deps(
-        &graph,
-        tmp.path(),
-        &hook,
-        &[("REMINDERS_REPORT_SHAREPOINT_FOLDER", "reports")],
-    )
-    .await;
+    let run = SharePointRun::new(&[("REMINDERS_REPORT_SHAREPOINT_FOLDER", "reports")]).await;
     let mut req = job::RunRequest::new(lookout_reminders::report::Trigger::Cli);
     req.as_of = Some(chrono::NaiveDate::from_ymd_opt(2024, 3, 7).unwrap());
     req.dry_run = true;
-    job::run(&deps, req, tokio_util::sync::CancellationToken::new())
+    job::run(&run.deps, req, tokio_util::sync::CancellationToken::new())
         .await
         .unwrap();
-    assert!(graph.state.lock().unwrap().uploads.is_empty());
-    assert!(hook.bodies.lock().unwrap().is_empty());
+    assert!(run.graph.state.lock().unwrap().uploads.is_empty());
+    assert!(run.hook.bodies.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -864,20 +850,12 @@ async fn a_read_only_site_grant_refusing_the_upload_is_named_as_a_missing_write_
 async fn the_sharepoint_source_asks_for_the_configured_graph_scope_like_the_channels() {
     // A national cloud's Graph: the source once hard-coded the public cloud's scope and
     // ignored REMINDERS_GRAPH_SCOPE, which the channels honoured.
-    let graph = FakeSharePoint::start(fixture("issues-export1.xlsx")).await;
-    let hook = crate::deliver_channels::webhook().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let deps = sharepoint_run_deps(
-        &graph,
-        tmp.path(),
-        &hook,
-        &[(
-            "REMINDERS_GRAPH_SCOPE",
-            "https://graph.microsoft.us/.default",
-        )],
-    )
+    let run = SharePointRun::new(&[(
+        "REMINDERS_GRAPH_SCOPE",
+        "https://graph.microsoft.us/.default",
+    )])
     .await;
-    let err = deps.source.fetch().await.unwrap_err();
+    let err = run.deps.source.fetch().await.unwrap_err();
     // The fake Graph, like the public cloud's, refuses another cloud's token: the token the
     // source sent was for the configured scope, not the hard-coded public one.
     assert!(

@@ -295,27 +295,15 @@ async fn a_verbose_digest_names_the_owners() {
 
 #[tokio::test]
 async fn the_digest_is_posted_after_a_run_that_sent_and_not_after_a_same_day_no_op_rerun() {
-    use lookout_reminders::config::{Config, Env};
     use lookout_reminders::deliver::OutboxNotifier;
     use lookout_reminders::job::{self, RunRequest};
-    use lookout_reminders::ledger::LocalLedger;
-    use lookout_reminders::source::LocalFileSource;
     use tokio_util::sync::CancellationToken;
     let hook = webhook().await;
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config::from_env_map(&Env::default()).unwrap();
-    let export =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issues-export.csv");
-    let mut deps = lookout_reminders::app::deps(
-        &config,
-        Some(Arc::new(LocalFileSource::new(export, 1 << 20))),
-    )
-    .unwrap();
+    let export = crate::helpers::fixture("issues-export.csv");
+    // Ledger and reports in the test's folder (the reports once went to the working directory).
+    let mut deps = crate::helpers::local_deps(&tmp.path().join("state"), &export, &[]);
     deps.notifier = Arc::new(OutboxNotifier::new(tmp.path().join("outbox")));
-    deps.ledger = Arc::new(LocalLedger::new(
-        tmp.path().join("state"),
-        std::time::Duration::from_secs(600),
-    ));
     deps.digest = Some(Arc::new(DigestSender::new(
         Secret::new(hook.url.clone()),
         false,

@@ -8,17 +8,15 @@ use crate::fake_graph::FakeGraph;
 use crate::fake_identity::FakeIdentity;
 use chrono::{NaiveDate, TimeZone, Utc};
 use lookout_reminders::azure::{AccessTokens, CredentialTokens};
-use lookout_reminders::config::{AzureSettings, DeliverySettings, Env, GraphSettings};
+use lookout_reminders::config::{AzureSettings, DeliverySettings, Env};
 use lookout_reminders::deliver::OutgoingReminder;
 use lookout_reminders::domain::{IssueKind, OwnerEmail, Platform, Risk};
 use lookout_reminders::http::RetryPolicy;
 use lookout_reminders::plan::{DeviceIssues, IssueKey, IssueLine, PlannedReminder, Stage};
-use lookout_reminders::render::{MessageConstants, Renderer};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The Teams app's catalog id in the fakes.
-pub const CATALOG_APP_ID: &str = "5f0b4d2e-3c1a-4b7e-9d8f-1a2b3c4d5e6f";
+pub use testkit::delivery::{renderer, CATALOG_APP_ID};
 /// The shared mailbox.
 pub const SENDER: &str = "reminders@contoso.com";
 /// The bot's app id (`REMINDERS_BOT_APP_ID`), which is the client id of the user-assigned
@@ -49,16 +47,13 @@ pub async fn identity_tokens() -> Arc<dyn AccessTokens> {
 /// Settings pointing at the fakes, with generous pacing.
 pub fn settings(graph: &FakeGraph, bot: &FakeBot) -> DeliverySettings {
     DeliverySettings {
-        graph: GraphSettings::at(&graph.base_url()).expect("the fake Graph's URL"),
-        bot_service_url: bot.service_url(),
-        teams_app_id: Some(CATALOG_APP_ID.into()),
         bot_app_id: Some(BOT_APP_ID.into()),
         sender_mailbox: Some(SENDER.into()),
         rate_per_second: 1000.0,
         graph_rate_per_second: 1000.0,
         graph_teams_rate_per_second: 1000.0,
         mail_rate_per_second: 1000.0,
-        ..Default::default()
+        ..testkit::delivery::aimed_at(graph, bot)
     }
 }
 
@@ -80,22 +75,6 @@ pub async fn fakes() -> (FakeGraph, FakeBot) {
         FakeGraph::start(CATALOG_APP_ID).await,
         FakeBot::start_for_app(BOT_APP_ID).await,
     )
-}
-
-/// A renderer with the built-in templates in French (default) and English.
-pub fn renderer() -> Renderer {
-    Renderer::new(
-        None,
-        &["fr".to_string(), "en".to_string()],
-        MessageConstants {
-            contact: "help@contoso.com".into(),
-            signature: "IT".into(),
-            grace_days: 30,
-            by_language: Default::default(),
-            time_zone: chrono_tz::Europe::Paris,
-        },
-    )
-    .expect("built-in templates render")
 }
 
 /// A planned reminder for `owner` with one Android app issue `days_left` days from the deadline.

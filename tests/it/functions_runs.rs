@@ -50,16 +50,7 @@ async fn a_timer_and_an_http_run_at_the_same_time_never_send_twice_and_the_timer
     let http = app.run(&json!({ "dryRun": false, "wait": false })).await;
     assert_eq!(http.status, 202, "{}", http.text);
     hook.wait_held().await;
-    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
-        app.wait_logged(TIMER_WAITS).await;
-        hook.release();
-    });
-    assert_eq!(timer.status, 200, "{}", timer.text);
-    assert_eq!(
-        timer.json["ReturnValue"]["status"], "done",
-        "{}",
-        timer.text
-    );
+    let timer = timer_waiting_for_the_held_run(&app, &hook).await;
     assert!(timer.text.contains("waiting up to"), "{}", timer.text);
     let done = app
         .wait_for_run(
@@ -80,14 +71,33 @@ async fn a_timer_and_an_http_run_at_the_same_time_never_send_twice_and_the_timer
         assert_eq!(http.json["status"], "in_progress", "{}", http.text);
         hook.release();
     });
+    assert_timer_done(&timer);
+    assert_eq!(timer.json["ReturnValue"]["counts"]["sent"], OWNERS as u64);
+    assert_sent_once(&app, &hook, OWNERS);
+}
+
+/// The timer fires while a run holds the lock at `hook`: once the handler logs that the
+/// timer waits for that run, the held post is released; the timer's answer once it ran.
+async fn timer_waiting_for_the_held_run(
+    app: &crate::helpers::TestApp,
+    hook: &HoldingWebhook,
+) -> crate::helpers::Answer {
+    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
+        app.wait_logged(TIMER_WAITS).await;
+        hook.release();
+    });
+    assert_timer_done(&timer);
+    timer
+}
+
+/// The host got a 200 whose return value says the timer's run is done.
+fn assert_timer_done(timer: &crate::helpers::Answer) {
     assert_eq!(timer.status, 200, "{}", timer.text);
     assert_eq!(
         timer.json["ReturnValue"]["status"], "done",
         "{}",
         timer.text
     );
-    assert_eq!(timer.json["ReturnValue"]["counts"]["sent"], OWNERS as u64);
-    assert_sent_once(&app, &hook, OWNERS);
 }
 
 /// Each of `owners` owners was posted and recorded exactly once, and the lock is free.
@@ -153,16 +163,7 @@ async fn a_button_press_for_one_owner_does_not_cost_the_timer_its_day() {
         .await;
     assert_eq!(one.status, 202, "{}", one.text);
     hook.wait_held().await;
-    let (timer, ()) = tokio::join!(app.timer(TIMER_PAYLOAD), async {
-        app.wait_logged(TIMER_WAITS).await;
-        hook.release();
-    });
-    assert_eq!(timer.status, 200, "{}", timer.text);
-    assert_eq!(
-        timer.json["ReturnValue"]["status"], "done",
-        "{}",
-        timer.text
-    );
+    let timer = timer_waiting_for_the_held_run(&app, &hook).await;
     assert_eq!(
         timer.json["ReturnValue"]["counts"]["sent"],
         (OWNERS - 1) as u64,

@@ -22,6 +22,34 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The job's dependencies as `app::deps` wires them from the default settings plus `extra`,
+/// reading `export`, with the local ledger, lock, reports and outbox under `state`: never in
+/// the working directory, which every test of the binary shares (a test that replaced only
+/// the ledger once left its reports in the repository's `state/`).
+pub fn local_deps(
+    state: &Path,
+    export: &Path,
+    extra: &[(&str, &str)],
+) -> lookout_reminders::job::Deps {
+    use lookout_reminders::config::{Config, Env};
+    let state_dir = state.display().to_string();
+    let outbox_dir = state.join("outbox").display().to_string();
+    let mut pairs = vec![
+        ("REMINDERS_STATE_DIR", state_dir.as_str()),
+        ("REMINDERS_OUTBOX_DIR", outbox_dir.as_str()),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = Config::from_env_map(&Env::from_pairs(&pairs)).expect("test settings");
+    lookout_reminders::app::deps(
+        &config,
+        Some(Arc::new(lookout_reminders::source::LocalFileSource::new(
+            export,
+            1 << 20,
+        ))),
+    )
+    .expect("test wiring")
+}
+
 /// Writes a Lookout CSV export with `owners` owners, one active Chrome vulnerability each,
 /// detected on 2024-03-01 (overdue whatever "today" is, so everyone is due).
 pub fn write_export(path: &Path, owners: usize) {

@@ -3,13 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::{Duration, NaiveDate};
-use lookout_reminders::config::{Config, Env};
 use lookout_reminders::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use lookout_reminders::insights::{Insights, ResolvedHow};
 use lookout_reminders::job::{self, RunRequest};
 use lookout_reminders::ledger::{LedgerEvent, LedgerStore, LocalLedger, ReportStore};
 use lookout_reminders::report::Trigger;
-use lookout_reminders::source::LocalFileSource;
 use std::path::Path;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -147,14 +145,9 @@ fn export_on(day: i64) -> String {
 }
 
 pub(crate) async fn run_sixty_days(state: &Path) -> Arc<LocalLedger> {
-    let config = Config::from_env_map(&Env::default()).unwrap();
     let ledger = Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600)));
     let export = state.join("export.csv");
-    let mut deps = lookout_reminders::app::deps(
-        &config,
-        Some(Arc::new(LocalFileSource::new(&export, 1 << 20))),
-    )
-    .unwrap();
+    let mut deps = crate::helpers::local_deps(state, &export, &[]);
     deps.notifier = Arc::new(TestNotifier);
     deps.ledger = ledger.clone();
     deps.reports = ledger.clone();

@@ -2,7 +2,6 @@
 //! bound on crashes, the owner cap and cancellation.
 
 use async_trait::async_trait;
-use lookout_reminders::config::{Config, Env};
 use lookout_reminders::deliver::{Delivery, DeliveryError, Notifier, OutgoingReminder};
 use lookout_reminders::job::{self, Deps, JobError, RunRequest};
 use lookout_reminders::ledger::{
@@ -96,13 +95,8 @@ fn deps(
     ledger: Option<Arc<dyn LedgerStore>>,
     concurrency: usize,
 ) -> Deps {
-    let config = Config::from_env_map(&Env::default()).unwrap();
-    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/issues-export.csv");
-    let mut d = lookout_reminders::app::deps(
-        &config,
-        Some(Arc::new(LocalFileSource::new(export, 1 << 20))),
-    )
-    .unwrap();
+    let export = crate::helpers::fixture("issues-export.csv");
+    let mut d = crate::helpers::local_deps(state, &export, &[]);
     d.notifier = notifier;
     let local = Arc::new(LocalLedger::new(state, std::time::Duration::from_secs(600)));
     d.ledger = ledger.unwrap_or_else(|| local.clone());

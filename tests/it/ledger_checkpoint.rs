@@ -518,7 +518,6 @@ async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_its_rerun_sends_noth
     use lookout_reminders::deliver::OutboxNotifier;
     use lookout_reminders::job::{self, RunRequest};
     use lookout_reminders::report::Trigger;
-    use lookout_reminders::source::LocalFileSource;
     use tokio_util::sync::CancellationToken;
     for backend in backends().await {
         let ledger = backend.make();
@@ -526,12 +525,7 @@ async fn a_live_run_over_a_large_ledger_leaves_a_checkpoint_its_rerun_sends_noth
         append_runs(&ledger, &simulated_history(120, 60)).await;
         let tmp = tempfile::tempdir().unwrap();
         let export = crate::helpers::fixture("issues-export.csv");
-        let config = Config::from_env_map(&Env::default()).unwrap();
-        let mut deps = lookout_reminders::app::deps(
-            &config,
-            Some(Arc::new(LocalFileSource::new(&export, 1 << 20))),
-        )
-        .unwrap();
+        let mut deps = crate::helpers::local_deps(tmp.path(), &export, &[]);
         deps.notifier = Arc::new(OutboxNotifier::new(tmp.path().join("outbox")));
         deps.ledger = ledger.store();
         deps.reports = match &ledger {

@@ -2,7 +2,9 @@
 //! live in the `testkit` crate (shared with the benchmark examples) and are named here as
 //! `crate::fake_bot`, `crate::azurite`… like the test modules.
 
-use testkit::{azurite, fake_bot, fake_graph, fake_identity, fake_sharepoint, fake_webhook};
+use testkit::{
+    azurite, fake_bot, fake_graph, fake_identity, fake_sharepoint, fake_webhook, outage,
+};
 
 mod azure_ledger;
 mod azure_sources;
