@@ -29,6 +29,17 @@ fn xml_error(part: &str, e: impl std::fmt::Display) -> PartError {
     PartError(format!("{part}: {e}"))
 }
 
+/// The part's next XML event, read into `buf` (cleared first: the event borrows it), a
+/// malformed part named in the error.
+fn next_event<'b, B: BufRead>(
+    xml: &mut Reader<B>,
+    buf: &'b mut Vec<u8>,
+    part: &str,
+) -> Result<Event<'b>, PartError> {
+    buf.clear();
+    xml.read_event_into(buf).map_err(|e| xml_error(part, e))
+}
+
 /// An XML reader over one part of the package, as calamine configures it: `<a/>` read as
 /// `<a></a>`, text kept as written, end tags not checked against start tags.
 pub(super) fn part_reader<'z, R: Read + Seek>(
@@ -71,11 +82,7 @@ impl SharedStrings {
         let mut buf = Vec::with_capacity(1024);
         let mut inner = Vec::with_capacity(1024);
         loop {
-            buf.clear();
-            match xml
-                .read_event_into(&mut buf)
-                .map_err(|e| xml_error(part, e))?
-            {
+            match next_event(&mut xml, &mut buf, part)? {
                 Event::Start(e) if e.local_name().as_ref() == b"si" => {
                     read_rich_text(&mut xml, &mut inner, &mut strings.text, b"si")
                         .map_err(|e| xml_error(part, e))?;
@@ -121,11 +128,7 @@ pub(super) fn read_styles<R: Read + Seek>(
     let mut in_cell_xfs = false;
     let mut buf = Vec::with_capacity(1024);
     loop {
-        buf.clear();
-        match xml
-            .read_event_into(&mut buf)
-            .map_err(|e| xml_error(part, e))?
-        {
+        match next_event(&mut xml, &mut buf, part)? {
             Event::Start(e) => match e.local_name().as_ref() {
                 b"numFmt" => {
                     let id = attribute(&e, b"numFmtId").unwrap_or_default().to_vec();
@@ -382,11 +385,7 @@ impl<'s, B: BufRead> SheetCells<'s, B> {
     ) -> Result<Option<Self>, PartError> {
         let mut buf = Vec::with_capacity(1024);
         loop {
-            buf.clear();
-            match xml
-                .read_event_into(&mut buf)
-                .map_err(|e| xml_error(part, e))?
-            {
+            match next_event(&mut xml, &mut buf, part)? {
                 Event::Start(e) if e.local_name().as_ref() == b"sheetData" => break,
                 Event::Eof => return Ok(None),
                 _ => {}
@@ -409,11 +408,7 @@ impl<'s, B: BufRead> SheetCells<'s, B> {
     /// The next written cell, or `None` after the last.
     pub(super) fn next_cell(&mut self) -> Result<Option<Cell<'s, '_>>, PartError> {
         loop {
-            self.buf.clear();
-            let event = self
-                .xml
-                .read_event_into(&mut self.buf)
-                .map_err(|e| xml_error(&self.part, e))?;
+            let event = next_event(&mut self.xml, &mut self.buf, &self.part)?;
             match event {
                 Event::Start(e) => match e.local_name().as_ref() {
                     b"c" => {
@@ -477,11 +472,7 @@ impl<'s, B: BufRead> SheetCells<'s, B> {
         let mut content = None;
         let cell_ref = |row: u32, col: u32| cell_name(row, col);
         loop {
-            self.inner.clear();
-            let event = self
-                .xml
-                .read_event_into(&mut self.inner)
-                .map_err(|e| xml_error(&self.part, e))?;
+            let event = next_event(&mut self.xml, &mut self.inner, &self.part)?;
             match event {
                 Event::Start(e) => match e.local_name().as_ref() {
                     b"v" => {
