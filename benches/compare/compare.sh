@@ -5,6 +5,7 @@
 #
 #   bash benches/compare/compare.sh            # ROWS=100000 RUNS=3 by default
 #   ROWS=20000 RUNS=3 bash benches/compare/compare.sh
+#   ROUTES=xlsx bash benches/compare/compare.sh   # only the XLSX lines (or ROUTES=csv)
 #
 # Prints, per route: median wall and CPU time over RUNS runs, peak RSS (`/usr/bin/time`), and
 # the ratio Python / Rust of CPU time (how many times faster this project is). Installs what it needs:
@@ -13,6 +14,15 @@ set -euo pipefail
 
 ROWS=${ROWS:-100000}
 RUNS=${RUNS:-3}
+ROUTES=${ROUTES:-csv,xlsx}
+case ",$ROUTES," in
+*,csv,* | *,xlsx,*) ;;
+*)
+    echo "ROUTES must name csv, xlsx or both (csv,xlsx), not '$ROUTES'" >&2
+    exit 2
+    ;;
+esac
+route() { [[ ",$ROUTES," == *",$1,"* ]]; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT="$ROOT/target/compare"
 mkdir -p "$OUT/run"
@@ -72,22 +82,28 @@ echo "$ROWS rows: $(du -h "$CSV" | cut -f1) CSV, $(du -h "$XLSX" | cut -f1) XLSX
 printf '%-28s %10s %10s %12s\n' route wall cpu "peak RSS"
 # BEFORE_BIN: an earlier build of the binary, measured in the same sitting for a before/after.
 if [ -n "${BEFORE_BIN:-}" ]; then
-    measure "before: rust csv" "$BEFORE_BIN" "${RUST_ARGS[@]}" --export "$CSV"
-    measure "before: rust xlsx" "$BEFORE_BIN" "${RUST_ARGS[@]}" --export "$XLSX"
+    if route csv; then measure "before: rust csv" "$BEFORE_BIN" "${RUST_ARGS[@]}" --export "$CSV"; fi
+    if route xlsx; then measure "before: rust xlsx" "$BEFORE_BIN" "${RUST_ARGS[@]}" --export "$XLSX"; fi
 fi
-measure "rust csv (run --dry-run)" "$BIN" "${RUST_ARGS[@]}" --export "$CSV"
-RUST_CSV=$CPU RUST_CSV_RSS=$RSS RUST_CSV_WALL=$WALL
-measure "python csv module" "$PY" "$ROOT/benches/compare/python_csv.py" "$CSV"
-PY_CSV=$CPU PY_CSV_RSS=$RSS PY_CSV_WALL=$WALL
-measure "rust xlsx (run --dry-run)" "$BIN" "${RUST_ARGS[@]}" --export "$XLSX"
-RUST_XLSX=$CPU RUST_XLSX_RSS=$RSS
-measure "python openpyxl read-only" "$PY" "$ROOT/benches/compare/python_openpyxl.py" "$XLSX"
-PY_XLSX=$CPU PY_XLSX_RSS=$RSS
+if route csv; then
+    measure "rust csv (run --dry-run)" "$BIN" "${RUST_ARGS[@]}" --export "$CSV"
+    RUST_CSV=$CPU RUST_CSV_RSS=$RSS RUST_CSV_WALL=$WALL
+    measure "python csv module" "$PY" "$ROOT/benches/compare/python_csv.py" "$CSV"
+    PY_CSV=$CPU PY_CSV_RSS=$RSS PY_CSV_WALL=$WALL
+fi
+if route xlsx; then
+    measure "rust xlsx (run --dry-run)" "$BIN" "${RUST_ARGS[@]}" --export "$XLSX"
+    RUST_XLSX=$CPU RUST_XLSX_RSS=$RSS RUST_XLSX_WALL=$WALL
+    measure "python openpyxl read-only" "$PY" "$ROOT/benches/compare/python_openpyxl.py" "$XLSX"
+    PY_XLSX=$CPU PY_XLSX_RSS=$RSS PY_XLSX_WALL=$WALL
+fi
 
 ratio() { awk "BEGIN {printf \"%.1f\", $1 / $2}"; }
 echo
-echo "ratios of median CPU time:"
-echo "csv:  rust is $(ratio "$PY_CSV" "$RUST_CSV")x faster than python csv (goal >= 10); peak RSS $RUST_CSV_RSS MB vs $PY_CSV_RSS MB"
-# The peer is single-threaded: the wall-time ratio shows what a second core would add.
-echo "csv:  by median wall time, rust is $(ratio "$PY_CSV_WALL" "$RUST_CSV_WALL")x faster than python csv"
-echo "xlsx: rust is $(ratio "$PY_XLSX" "$RUST_XLSX")x faster than openpyxl (goal >= 20); peak RSS $RUST_XLSX_RSS MB vs $PY_XLSX_RSS MB"
+echo "ratios of median CPU time (of median wall time in brackets):"
+if route csv; then
+    echo "csv:  rust is $(ratio "$PY_CSV" "$RUST_CSV")x faster than python csv (goal >= 10) [wall $(ratio "$PY_CSV_WALL" "$RUST_CSV_WALL")x]; peak RSS $RUST_CSV_RSS MB vs $PY_CSV_RSS MB"
+fi
+if route xlsx; then
+    echo "xlsx: rust is $(ratio "$PY_XLSX" "$RUST_XLSX")x faster than openpyxl (goal >= 20) [wall $(ratio "$PY_XLSX_WALL" "$RUST_XLSX_WALL")x]; peak RSS $RUST_XLSX_RSS MB vs $PY_XLSX_RSS MB"
+fi

@@ -25,6 +25,13 @@ pub fn parse_date_in(raw: &str, zone: Tz) -> Option<DateTime<Utc>> {
     if text.is_empty() || text == "-" {
         return None;
     }
+    if let Some((wall, utc)) = plain_iso(text) {
+        return Some(if utc {
+            wall.and_utc()
+        } else {
+            wall_time_in(wall, zone)
+        });
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
         return Some(dt.with_timezone(&Utc));
     }
@@ -56,6 +63,31 @@ pub fn parse_date_in(raw: &str, zone: Tz) -> Option<DateTime<Utc>> {
     }
     let serial: f64 = text.parse().ok()?;
     Some(wall_time_in(excel_serial_value(serial)?, zone))
+}
+
+/// The commonest spellings, read without a format string (chrono parses its format string
+/// again on every call, and an export has one or two dates per row): `2024-03-04T14:52:00`
+/// (what an Excel date cell becomes) and `2024-03-04T14:52:00Z` (the CSV export). `true`
+/// with a `Z`. Anything else (fractions, offsets, a space) goes the general way.
+fn plain_iso(text: &str) -> Option<(NaiveDateTime, bool)> {
+    let b = text.as_bytes();
+    let utc = match b.len() {
+        19 => false,
+        20 if b[19] == b'Z' || b[19] == b'z' => true,
+        _ => return None,
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(number(0, 4)? as i32, number(5, 7)?, number(8, 10)?)?;
+    // 23:59:60 (a leap second) is left to chrono's parser.
+    let wall = date.and_hms_opt(number(11, 13)?, number(14, 16)?, number(17, 19)?)?;
+    Some((wall, utc))
 }
 
 /// The instant a wall time in `zone` stands for. In the hour repeated when clocks go back,
@@ -179,6 +211,58 @@ mod tests {
             ["2024-03-31T00:30:00Z", "2024-03-31T01:30:00Z"].contains(&iso(skipped).as_str()),
             "{skipped}"
         );
+    }
+
+    #[test]
+    fn the_plain_iso_shortcut_reads_what_the_general_way_reads() {
+        let paris = chrono_tz::Europe::Paris;
+        for text in [
+            "2024-03-04T14:52:00",
+            "2024-03-04T14:52:00Z",
+            "2024-03-04T14:52:00z",
+            "2024-10-27T02:30:00",
+            "2024-03-31T02:30:00",
+            "2024-02-29T23:59:59",
+            "2023-02-29T10:00:00",
+            "2024-13-01T10:00:00",
+            "2024-03-04T24:00:00",
+            "2024-03-04T14:52:60Z",
+            "2024-03-04 14:52:00",
+            "2024-03-04T14:52:0Z",
+            "+024-03-04T14:52:00",
+        ] {
+            for zone in [Tz::UTC, paris] {
+                let general = match DateTime::parse_from_rfc3339(text) {
+                    Ok(dt) => Some(dt.with_timezone(&Utc)),
+                    Err(_) => NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
+                        .ok()
+                        .map(|wall| wall_time_in(wall, zone)),
+                };
+                let shortcut = plain_iso(text).map(|(w, utc)| {
+                    if utc {
+                        w.and_utc()
+                    } else {
+                        wall_time_in(w, zone)
+                    }
+                });
+                if shortcut.is_some() {
+                    assert_eq!(shortcut, general, "{text} in {zone}");
+                }
+                if general.is_some() {
+                    assert_eq!(parse_date_in(text, zone), general, "{text} in {zone}");
+                }
+            }
+        }
+        assert_eq!(
+            plain_iso("2024-03-04T14:52:00").map(|(_, utc)| utc),
+            Some(false)
+        );
+        assert_eq!(
+            plain_iso("2024-03-04T14:52:00Z").map(|(_, utc)| utc),
+            Some(true)
+        );
+        assert_eq!(plain_iso("2024-02-30T10:00:00"), None);
+        assert_eq!(parse_date("2024-02-30T10:00:00"), None);
     }
 
     #[test]

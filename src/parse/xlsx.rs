@@ -1,34 +1,68 @@
 //! The export as an Excel workbook: the first Excel table with the export's columns (any
 //! sheet, any position), else the first sheet with a matching header in its first rows.
 //!
-//! Cells are streamed row by row from the sheet's XML rather than loaded as a whole range,
-//! so a 100k-row workbook is read in one pass without holding every cell in memory. Which
-//! tables a sheet holds, and where, is read from the package parts directly: calamine only
-//! exposes a table's position by loading its whole sheet, and it misses tables whose
-//! relationship targets are absolute paths (as openpyxl writes them).
+//! Cells are streamed row by row from the sheet's XML ([`cells`]) rather than loaded as a
+//! whole range, so a 100k-row workbook is read in one pass without holding every cell in
+//! memory, and only the columns the export's reader uses are turned into text. Which sheets
+//! and tables the workbook holds, and where, is read from the package parts directly:
+//! calamine only exposes a table's position by loading its whole sheet, and it misses tables
+//! whose relationship targets are absolute paths (as openpyxl writes them).
+
+mod cells;
 
 use super::{
     columns::{Column, HeaderMap, RowTexts},
     dates::excel_serial_value,
     ExportFormat, ParseError, ParsedExport,
 };
-use calamine::{DataRef, Reader, Xlsx, XlsxError};
-use chrono::{NaiveDate, NaiveDateTime, SubsecRound};
+use calamine::{ExcelDateTime, ExcelDateTimeType};
+use cells::{NumberKind, PartError, SharedStrings, SheetCells, Value};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, SubsecRound, Timelike};
 use chrono_tz::Tz;
 use std::fmt::Write as _;
-use std::io::{Cursor, Read, Seek};
+use std::io::{BufRead, Cursor, Read, Seek};
 
 /// How many rows of a sheet may precede its header (titles, filters, blank rows).
 const HEADER_SEARCH_ROWS: u32 = 20;
 
 const WORKBOOK: &str = "xl/workbook.xml";
 const TABLE_RELATIONSHIP: &str = "/relationships/table";
+const SHARED_STRINGS_RELATIONSHIP: &str = "/relationships/sharedStrings";
+const STYLES_RELATIONSHIP: &str = "/relationships/styles";
+
+type Package<'a> = zip::ZipArchive<Cursor<&'a [u8]>>;
+/// A part of the package being inflated as it is read.
+type PartXml<'z, 'b> = std::io::BufReader<zip::read::ZipFile<'z, Cursor<&'b [u8]>>>;
+
+/// What every sheet's cells are read with.
+struct Book {
+    strings: SharedStrings,
+    styles: Vec<NumberKind>,
+    /// Serial dates count from 1904-01-01 (old Mac workbooks), not 1899-12-30.
+    is_1904: bool,
+}
 
 /// Parses workbook bytes. `name` is only used in messages.
 pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, ParseError> {
-    let sheet_tables = read_structure(bytes, name)?;
-    let mut workbook = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(name, e))?;
-    let sheets = workbook.sheet_names();
+    let mut zip =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ParseError::BadWorkbook {
+            name: name.into(),
+            detail: format!("the zip archive is damaged or truncated ({e})"),
+        })?;
+    if zip.index_for_name(WORKBOOK).is_none() {
+        return Err(ParseError::NotAnExport {
+            name: name.into(),
+            what: describe_zip(&zip).into(),
+        });
+    }
+    let structure = read_structure(&mut zip, name)?;
+    let book = Book {
+        strings: SharedStrings::read(&mut zip, &structure.shared_strings)
+            .map_err(|e| bad(name, e))?,
+        styles: cells::read_styles(&mut zip, &structure.styles).map_err(|e| bad(name, e))?,
+        is_1904: structure.is_1904,
+    };
+    let sheets = &structure.sheets;
 
     let mut export = ParsedExport {
         format: Some(ExportFormat::Xlsx),
@@ -37,11 +71,8 @@ pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, 
 
     // Tables first, in sheet order.
     let mut unusable_tables = Vec::new();
-    for sheet in &sheets {
-        let Some((_, tables)) = sheet_tables.iter().find(|(s, _)| s == sheet) else {
-            continue;
-        };
-        for table in tables {
+    for sheet in sheets {
+        for table in &sheet.tables {
             let Ok(map) = HeaderMap::from_headers(table.columns.iter().map(String::as_str)) else {
                 unusable_tables.push(format!("'{}'", table.name));
                 continue;
@@ -54,10 +85,22 @@ pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, 
                 width: table.last_col - table.first_col + 1,
                 map: map.in_zone(zone),
             };
-            read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
+            let Some(cells) = open_sheet(&mut zip, sheet, &book).map_err(|e| bad(name, e))? else {
+                return Err(bad(
+                    name,
+                    format!(
+                        "sheet '{}' of table '{}' ({}) is missing or not a worksheet",
+                        shorten(&sheet.name),
+                        table.name,
+                        sheet.part
+                    ),
+                ));
+            };
+            read_rows(cells, &book, target, &mut export)
+                .map_err(|e| bad(name, in_sheet(sheet, e)))?;
             export.notes.push(format!(
                 "read the Excel table '{}' on sheet '{}'",
-                table.name, sheet
+                table.name, sheet.name
             ));
             return Ok(export);
         }
@@ -70,26 +113,31 @@ pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, 
     }
 
     let mut first_row_seen: Option<(String, String)> = None;
-    for sheet in &sheets {
-        let found = match find_sheet_header(&mut workbook, sheet) {
-            Ok(found) => found,
-            // A chart sheet or macro sheet is not a worksheet: look at the next one.
-            Err(XlsxError::NotAWorksheet(_)) | Err(XlsxError::WorksheetNotFound(_)) => continue,
-            Err(e) => return Err(bad(name, e)),
+    for sheet in sheets {
+        // A chart sheet, a dialog sheet or a missing part is not a worksheet: look at the
+        // next one.
+        let Some(cells) = open_sheet(&mut zip, sheet, &book).map_err(|e| bad(name, e))? else {
+            continue;
         };
+        let found = find_sheet_header(cells, &book).map_err(|e| bad(name, in_sheet(sheet, e)))?;
         match found {
             SheetHeader::Found(mut target) => {
                 target.map = std::mem::take(&mut target.map).in_zone(zone);
                 let row = target.header_row.unwrap_or(0) + 1;
-                read_rows(&mut workbook, sheet, target, &mut export).map_err(|e| bad(name, e))?;
+                let cells = open_sheet(&mut zip, sheet, &book)
+                    .map_err(|e| bad(name, e))?
+                    .ok_or_else(|| bad(name, format!("sheet '{}' vanished", sheet.name)))?;
+                read_rows(cells, &book, target, &mut export)
+                    .map_err(|e| bad(name, in_sheet(sheet, e)))?;
                 export.notes.push(format!(
-                    "no Excel table with the export's columns; read sheet '{sheet}' (header on row {row})"
+                    "no Excel table with the export's columns; read sheet '{}' (header on row {row})",
+                    sheet.name
                 ));
                 return Ok(export);
             }
             SheetHeader::NotFound { first_row } => {
                 if first_row_seen.is_none() {
-                    first_row_seen = first_row.map(|r| (sheet.clone(), r));
+                    first_row_seen = first_row.map(|r| (sheet.name.clone(), r));
                 }
             }
         }
@@ -107,6 +155,23 @@ pub(super) fn parse(bytes: &[u8], name: &str, zone: Tz) -> Result<ParsedExport, 
         ),
         found,
     })
+}
+
+/// A sheet's cells, or `None` if its part is missing or is not a worksheet.
+fn open_sheet<'z, 'b: 'z, 's>(
+    zip: &'z mut Package<'b>,
+    sheet: &SheetPart,
+    book: &'s Book,
+) -> Result<Option<SheetCells<'s, PartXml<'z, 'b>>>, PartError> {
+    let Some(xml) = cells::part_reader(zip, &sheet.part)? else {
+        return Ok(None);
+    };
+    SheetCells::open(xml, &sheet.part, &book.strings, &book.styles)
+}
+
+/// A cell error with the sheet's name in front.
+fn in_sheet(sheet: &SheetPart, e: PartError) -> String {
+    format!("sheet '{}': {e}", shorten(&sheet.name))
 }
 
 fn bad(name: &str, e: impl std::fmt::Display) -> ParseError {
@@ -141,23 +206,26 @@ struct TablePart {
     columns: Vec<String>,
 }
 
-/// Opens the package, checks it is a workbook, and lists each sheet (by name, in workbook
-/// order) with its tables.
-fn read_structure(bytes: &[u8], name: &str) -> Result<Vec<(String, Vec<TablePart>)>, ParseError> {
-    let mut zip =
-        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| ParseError::BadWorkbook {
-            name: name.into(),
-            detail: format!("the zip archive is damaged or truncated ({e})"),
-        })?;
-    if zip.index_for_name(WORKBOOK).is_none() {
-        return Err(ParseError::NotAnExport {
-            name: name.into(),
-            what: describe_zip(&zip).into(),
-        });
-    }
-    let read = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
-                part: &str|
-     -> Result<Option<String>, ParseError> {
+/// A worksheet as the workbook lists it.
+struct SheetPart {
+    name: String,
+    /// Its part in the package (`xl/worksheets/sheet1.xml`).
+    part: String,
+    tables: Vec<TablePart>,
+}
+
+/// The workbook's sheets (in workbook order) with their tables, and where its shared
+/// strings and styles are.
+struct Structure {
+    sheets: Vec<SheetPart>,
+    shared_strings: String,
+    styles: String,
+    is_1904: bool,
+}
+
+/// Lists each sheet of a workbook package with its tables.
+fn read_structure(zip: &mut Package<'_>, name: &str) -> Result<Structure, ParseError> {
+    let read = |zip: &mut Package<'_>, part: &str| -> Result<Option<String>, ParseError> {
         let Ok(mut file) = zip.by_name(part) else {
             return Ok(None);
         };
@@ -169,9 +237,19 @@ fn read_structure(bytes: &[u8], name: &str) -> Result<Vec<(String, Vec<TablePart
             })?;
         Ok(Some(xml))
     };
-    let workbook = read(&mut zip, WORKBOOK)?.unwrap_or_default();
-    let workbook_rels = read(&mut zip, &rels_path(WORKBOOK))?.unwrap_or_default();
-    let sheet_targets = relationships(&workbook_rels);
+    let workbook = read(zip, WORKBOOK)?.unwrap_or_default();
+    let workbook_rels = read(zip, &rels_path(WORKBOOK))?.unwrap_or_default();
+    let workbook_targets = relationships(&workbook_rels);
+    let part_of_kind = |kind: &str, default: &str| {
+        workbook_targets
+            .iter()
+            .find(|(_, k, _)| k.ends_with(kind))
+            .map_or_else(|| default.to_string(), |(_, _, t)| resolve(WORKBOOK, t))
+    };
+    let is_1904 = tags(&workbook, "workbookPr")
+        .next()
+        .map(attributes)
+        .is_some_and(|attrs| matches!(lookup(&attrs, "date1904"), Some("1" | "true")));
 
     let mut sheets = Vec::new();
     for sheet in tags(&workbook, "sheet") {
@@ -180,31 +258,36 @@ fn read_structure(bytes: &[u8], name: &str) -> Result<Vec<(String, Vec<TablePart
         else {
             continue;
         };
-        let Some((_, target)) = sheet_targets
-            .iter()
-            .find(|(id, _, _)| id == rid)
-            .map(|(i, _, t)| (i, t))
-        else {
+        let Some((_, _, target)) = workbook_targets.iter().find(|(id, _, _)| id == rid) else {
             continue;
         };
         let sheet_path = resolve(WORKBOOK, target);
-        let sheet_rels = read(&mut zip, &rels_path(&sheet_path))?.unwrap_or_default();
+        let sheet_rels = read(zip, &rels_path(&sheet_path))?.unwrap_or_default();
         let mut tables = Vec::new();
         for (_, kind, target) in relationships(&sheet_rels) {
             if !kind.ends_with(TABLE_RELATIONSHIP) {
                 continue;
             }
             // A table part that cannot be understood is skipped: the sheets are still searched.
-            if let Some(table) = read(&mut zip, &resolve(&sheet_path, &target))?
+            if let Some(table) = read(zip, &resolve(&sheet_path, &target))?
                 .as_deref()
                 .and_then(parse_table_part)
             {
                 tables.push(table);
             }
         }
-        sheets.push((sheet_name.to_string(), tables));
+        sheets.push(SheetPart {
+            name: sheet_name.to_string(),
+            part: sheet_path,
+            tables,
+        });
     }
-    Ok(sheets)
+    Ok(Structure {
+        sheets,
+        shared_strings: part_of_kind(SHARED_STRINGS_RELATIONSHIP, "xl/sharedStrings.xml"),
+        styles: part_of_kind(STYLES_RELATIONSHIP, "xl/styles.xml"),
+        is_1904,
+    })
 }
 
 /// What a zip that is not a workbook holds, for the error message.
@@ -426,11 +509,10 @@ enum SheetHeader {
 }
 
 /// Looks for a header row among the sheet's first rows.
-fn find_sheet_header(
-    workbook: &mut Xlsx<Cursor<&[u8]>>,
-    sheet: &str,
-) -> Result<SheetHeader, XlsxError> {
-    let mut reader = workbook.worksheet_cells_reader(sheet)?;
+fn find_sheet_header<B: BufRead>(
+    mut reader: SheetCells<'_, B>,
+    book: &Book,
+) -> Result<SheetHeader, PartError> {
     let mut first_row: Option<String> = None;
     let mut row_index: Option<u32> = None;
     let mut cells: Vec<(u32, String)> = Vec::new();
@@ -460,7 +542,7 @@ fn find_sheet_header(
         })
     };
     while let Some(cell) = reader.next_cell()? {
-        let (row, col) = cell.get_position();
+        let (row, col) = (cell.row, cell.col);
         if row_index != Some(row) {
             if let Some(prev) = row_index {
                 if let Some(target) = check(prev, &cells, &mut first_row) {
@@ -474,7 +556,7 @@ fn find_sheet_header(
             cells.clear();
         }
         let mut text = String::new();
-        write_cell(&mut text, cell.get_value(), false);
+        write_cell(&mut text, &cell.value, false, book.is_1904);
         cells.push((col, text));
     }
     if let Some(prev) = row_index {
@@ -485,13 +567,15 @@ fn find_sheet_header(
     Ok(SheetHeader::NotFound { first_row })
 }
 
-/// Streams the target's rows into findings and rejections.
-fn read_rows(
-    workbook: &mut Xlsx<Cursor<&[u8]>>,
-    sheet: &str,
+/// Streams the target's rows into findings and rejections. Shared strings (most cells) are
+/// lent to the row's reader as they are; other cells are written as text into one reused
+/// buffer per column; unread columns are only checked for blankness.
+fn read_rows<B: BufRead>(
+    mut reader: SheetCells<'_, B>,
+    book: &Book,
     target: Target,
     export: &mut ParsedExport,
-) -> Result<(), XlsxError> {
+) -> Result<(), PartError> {
     let width = target.width as usize;
     let mut wanted = vec![false; width];
     let mut is_date = vec![false; width];
@@ -501,29 +585,37 @@ fn read_rows(
             is_date[i] = matches!(col, Column::DateDetected | Column::DateResolved);
         }
     }
-    // One reusable buffer per column: no allocation per cell.
+    // Per column: the shared string the cell holds, else its text in the column's buffer.
+    let mut lent: Vec<Option<&str>> = vec![None; width];
     let mut texts: Vec<String> = vec![String::new(); width];
     let mut current: Option<u32> = None;
     let mut non_empty = false;
 
+    // A table says how many rows it has: the findings are allocated once, not doubled and
+    // copied as they come (an Excel sheet has at most 1,048,576 rows).
+    if target.last_row != u32::MAX {
+        let rows = target.last_row.saturating_sub(target.first_data_row) as usize + 1;
+        export.findings.reserve(rows.min(1 << 20));
+    }
     let mut shared = RowTexts::default();
-    let mut flush = |row: u32, texts: &mut Vec<String>, non_empty: bool| {
+    let mut flush = |row: u32, lent: &mut [Option<&str>], texts: &mut [String], non_empty: bool| {
         if non_empty {
             export.total_rows += 1;
+            let cell = |i: usize| lent[i].unwrap_or(texts[i].as_str());
             match target
                 .map
-                .finding_in(&mut shared, row as usize + 1, width, |i| texts[i].as_str())
+                .finding_in(&mut shared, row as usize + 1, width, cell)
             {
                 Ok(finding) => export.findings.push(finding),
                 Err(rejected) => export.rejected.push(rejected),
             }
         }
+        lent.fill(None);
         texts.iter_mut().for_each(String::clear);
     };
 
-    let mut reader = workbook.worksheet_cells_reader(sheet)?;
     while let Some(cell) = reader.next_cell()? {
-        let (row, col) = cell.get_position();
+        let row = cell.row;
         if row < target.first_data_row {
             continue;
         }
@@ -532,89 +624,107 @@ fn read_rows(
         }
         if current != Some(row) {
             if let Some(prev) = current {
-                flush(prev, &mut texts, non_empty);
+                flush(prev, &mut lent, &mut texts, non_empty);
             }
             current = Some(row);
             non_empty = false;
         }
-        let Some(i) = col.checked_sub(target.first_col).map(|i| i as usize) else {
+        let Some(i) = cell.col.checked_sub(target.first_col).map(|i| i as usize) else {
             continue;
         };
         if i >= width {
             continue;
         }
-        let value = cell.get_value();
+        // Unread columns still make a row non-blank (e.g. only `Details` filled).
+        non_empty |= !cell.value.is_blank();
         if !wanted[i] {
-            // Unread columns still make a row non-blank (e.g. only `Details` filled).
-            non_empty |= !is_blank(value);
             continue;
         }
-        write_cell(&mut texts[i], value, is_date[i]);
-        non_empty |= !texts[i].trim().is_empty();
+        match cell.value {
+            Value::Shared(text) => lent[i] = Some(text),
+            value => {
+                lent[i] = None;
+                write_cell(&mut texts[i], &value, is_date[i], book.is_1904);
+            }
+        }
     }
     if let Some(prev) = current {
-        flush(prev, &mut texts, non_empty);
+        flush(prev, &mut lent, &mut texts, non_empty);
     }
     Ok(())
 }
 
-fn is_blank(value: &DataRef<'_>) -> bool {
-    match value {
-        DataRef::Empty => true,
-        DataRef::String(s) => s.trim().is_empty(),
-        DataRef::SharedString(s) => s.trim().is_empty(),
-        _ => false,
-    }
-}
-
 /// Writes a cell as the text a CSV export would hold. Numbers that are integers (ids,
 /// counts) lose Excel's `.0`; in a date column a number is an Excel serial date.
-fn write_cell(out: &mut String, value: &DataRef<'_>, date_column: bool) {
+fn write_cell(out: &mut String, value: &Value<'_, '_>, date_column: bool, is_1904: bool) {
     out.clear();
-    match value {
-        DataRef::Empty => {}
-        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => out.push_str(s),
-        DataRef::SharedString(s) => out.push_str(s),
-        DataRef::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        DataRef::Float(f) => {
+    match *value {
+        Value::Empty => {}
+        Value::Shared(s) => out.push_str(s),
+        Value::Text(s) | Value::IsoDate(s) | Value::Error(s) => out.push_str(s),
+        Value::Number(f) => {
             if date_column {
-                if let Some(dt) = excel_serial_value(*f) {
+                if let Some(dt) = excel_serial_value(f) {
                     push_date(out, dt);
                     return;
                 }
             }
             if f.fract() == 0.0 && f.abs() < 1e15 {
-                let _ = write!(out, "{}", *f as i64);
+                let _ = write!(out, "{}", f as i64);
             } else {
                 let _ = write!(out, "{f}");
             }
         }
-        DataRef::DateTime(dt) => {
-            if dt.is_datetime() {
-                if let Some(wall) = excel_date_time(dt) {
-                    push_date(out, wall);
-                    return;
+        Value::Date(f) => {
+            let serial = ExcelDateTime::new(f, ExcelDateTimeType::DateTime, is_1904);
+            match excel_date_time(&serial) {
+                Some(wall) => push_date(out, wall),
+                None => {
+                    let _ = write!(out, "{f}");
                 }
             }
-            let _ = write!(out, "{}", dt.as_f64());
         }
-        DataRef::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
-        DataRef::Error(e) => {
-            let _ = write!(out, "{e}");
+        Value::Duration(f) => {
+            let _ = write!(out, "{f}");
         }
+        Value::Bool(b) => out.push_str(if b { "TRUE" } else { "FALSE" }),
     }
 }
 
 /// Writes a date cell as the zone-less ISO wall time it shows: Excel has no zones, so the
 /// row's reader applies the run's zone (`REMINDERS_TIME_ZONE`), as for any zone-less time.
+/// Written digit by digit: a format string would be parsed again for every cell.
 fn push_date(out: &mut String, wall: NaiveDateTime) {
-    let _ = write!(out, "{}", wall.format("%Y-%m-%dT%H:%M:%S"));
+    let year = wall.year();
+    if !(0..=9999).contains(&year) {
+        let _ = write!(out, "{}", wall.format("%Y-%m-%dT%H:%M:%S"));
+        return;
+    }
+    let digits = |out: &mut String, n: u32, width: usize| {
+        let mut buf = [b'0'; 4];
+        let mut n = n;
+        for slot in buf[..width].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or("0"));
+    };
+    digits(out, year as u32, 4);
+    let date_time = [
+        ('-', wall.month()),
+        ('-', wall.day()),
+        ('T', wall.hour()),
+        (':', wall.minute()),
+        (':', wall.second()),
+    ];
+    for (separator, n) in date_time {
+        out.push(separator);
+        digits(out, n, 2);
+    }
 }
 
 /// A date cell's wall time, to the second. Handles the 1904 date system through calamine.
-fn excel_date_time(dt: &calamine::ExcelDateTime) -> Option<NaiveDateTime> {
+fn excel_date_time(dt: &ExcelDateTime) -> Option<NaiveDateTime> {
     let (y, mo, d, h, mi, s, ms) = dt.to_ymd_hms_milli();
     let millis = ((i64::from(h) * 60 + i64::from(mi)) * 60 + i64::from(s)) * 1000 + i64::from(ms);
     let naive = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())?.and_hms_opt(0, 0, 0)?
@@ -851,6 +961,208 @@ mod tests {
         let err = parse_export(buf.get_ref(), "memo.docx").unwrap_err();
         assert!(matches!(err, ParseError::NotAnExport { .. }), "{err}");
         assert!(err.to_string().contains("not an Excel workbook"), "{err}");
+    }
+
+    /// A workbook package written by hand, for what no writer library produces: inline
+    /// strings, prefixed tags, cells without references, `t="d"` cells, the 1904 system.
+    fn package(workbook_pr: &str, sheet_data: &str, styles: Option<&str>) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut buf);
+            let mut part = |path: &str, xml: &str| {
+                zip.start_file(path, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                std::io::Write::write_all(&mut zip, xml.as_bytes()).unwrap();
+            };
+            part(
+                "xl/workbook.xml",
+                &format!(
+                    r#"<workbook xmlns:r="urn:r">{workbook_pr}<sheets><sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+                ),
+            );
+            part(
+                "xl/_rels/workbook.xml.rels",
+                r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="/xl/styles.xml"/></Relationships>"#,
+            );
+            part(
+                "xl/worksheets/sheet1.xml",
+                &format!(
+                    r#"<x:worksheet xmlns:x="urn:main"><x:sheetData>{sheet_data}</x:sheetData></x:worksheet>"#
+                ),
+            );
+            if let Some(styles) = styles {
+                part("xl/styles.xml", styles);
+            }
+            zip.finish().unwrap();
+        }
+        buf.into_inner()
+    }
+
+    /// An inline-string cell.
+    fn inline(reference: &str, text: &str) -> String {
+        format!(r#"<x:c r="{reference}" t="inlineStr"><x:is><x:t>{text}</x:t></x:is></x:c>"#)
+    }
+
+    fn header_row() -> String {
+        let cells: String = ["A", "B", "C", "D", "E", "F"]
+            .iter()
+            .zip(HEADERS)
+            .map(|(col, h)| inline(&format!("{col}1"), h))
+            .collect();
+        format!(r#"<x:row r="1">{cells}</x:row>"#)
+    }
+
+    #[test]
+    fn inline_strings_prefixed_tags_and_cells_without_references_are_read() {
+        // Row 2: every cell referenced. Row 3: no references at all (cells follow each
+        // other). Row 4: only styled, valueless cells: blank, not counted.
+        let row2: String = ["A2", "B2", "C2", "D2", "E2", "F2"]
+            .iter()
+            .zip([
+                "a@engie.com",
+                "id-1",
+                "SM-A528B",
+                "Agent",
+                "Active",
+                "2024-03-04T14:52:00Z",
+            ])
+            .map(|(r, v)| inline(r, v))
+            .collect();
+        let row3: String = [
+            "b@engie.com",
+            "id-2",
+            "iPhone &amp; co",
+            "Agent",
+            "Active",
+            "2024-03-05T14:52:00Z",
+        ]
+        .iter()
+        .map(|v| format!(r#"<x:c t="inlineStr"><x:is><x:r><x:t>{v}</x:t></x:r></x:is></x:c>"#))
+        .collect();
+        let sheet = format!(
+            r#"{}<x:row r="2">{row2}</x:row><x:row>{row3}</x:row><x:row r="4"><x:c r="A4" s="0"/><x:c r="B4" t="s"/></x:row>"#,
+            header_row()
+        );
+        let p = parse(&package("", &sheet, None), "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(p.total_rows, 2);
+        assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
+        assert_eq!(p.findings[1].row, 3);
+        assert_eq!(p.findings[1].lookout_id.as_deref(), Some("id-2"));
+        assert_eq!(p.findings[1].device_model, "iPhone & co");
+    }
+
+    #[test]
+    fn missing_cells_leave_their_field_empty_and_never_shift_the_others() {
+        // Lookout ID (B) and Device Model (C) are not written at all on row 2.
+        let sheet = format!(
+            r#"{}<x:row r="2">{}{}{}{}</x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+            inline("D2", "Agent"),
+            inline("E2", "Active"),
+            inline("F2", "2024-03-04T14:52:00Z"),
+        );
+        let p = parse(&package("", &sheet, None), "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        let f = &p.findings[0];
+        assert_eq!(f.lookout_id, None);
+        assert_eq!(f.device_model, "");
+        assert_eq!(f.issue, "Agent");
+        assert_eq!(f.status, "Active");
+    }
+
+    #[test]
+    fn a_date_as_text_serial_date_cell_or_iso_cell_is_the_same_wall_time_in_the_zone() {
+        let styles = r#"<styleSheet><numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\-mm\-dd hh:mm"/></numFmts><cellStyleXfs count="2"><xf numFmtId="164"/><xf numFmtId="0"/></cellStyleXfs><cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="164" applyNumberFormat="1"/><xf numFmtId="22"/></cellXfs></styleSheet>"#;
+        // 45355.6194444444 = 2024-03-04 14:52.
+        let dates = [
+            inline("F2", "2024-03-04 14:52"),
+            inline("F3", "Mar 4, 2024 2:52 PM"),
+            r#"<x:c r="F4"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F5" s="1"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F6" s="2"><x:v>45355.6194444444</x:v></x:c>"#.to_string(),
+            r#"<x:c r="F7" t="d"><x:v>2024-03-04T14:52:00</x:v></x:c>"#.to_string(),
+        ];
+        let rows: String = dates
+            .iter()
+            .enumerate()
+            .map(|(i, date)| {
+                let r = i + 2;
+                format!(
+                    r#"<x:row r="{r}">{}{}{}{date}</x:row>"#,
+                    inline(&format!("A{r}"), "a@engie.com"),
+                    inline(&format!("D{r}"), "Agent"),
+                    inline(&format!("E{r}"), "Active"),
+                )
+            })
+            .collect();
+        let bytes = package("", &format!("{}{rows}", header_row()), Some(styles));
+        let p = super::parse(&bytes, "book.xlsx", chrono_tz::Europe::Paris).unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        let detected: Vec<String> = p.findings.iter().map(|f| f.detected.to_rfc3339()).collect();
+        assert_eq!(detected, vec!["2024-03-04T13:52:00+00:00"; dates.len()]);
+    }
+
+    #[test]
+    fn a_1904_workbook_moves_its_date_cells_by_the_1904_epoch() {
+        let styles = r#"<styleSheet><cellXfs count="2"><xf numFmtId="0"/><xf numFmtId="22"/></cellXfs></styleSheet>"#;
+        // 43893.6194444444 in the 1904 system = 2024-03-04 14:52 (1462 days fewer).
+        let sheet = format!(
+            r#"{}<x:row r="2">{}{}{}<x:c r="F2" s="1"><x:v>43893.6194444444</x:v></x:c></x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+            inline("D2", "Agent"),
+            inline("E2", "Active"),
+        );
+        let bytes = package(r#"<workbookPr date1904="1"/>"#, &sheet, Some(styles));
+        let p = parse(&bytes, "book.xlsx").unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(
+            p.findings[0].detected.to_rfc3339(),
+            "2024-03-04T14:52:00+00:00"
+        );
+    }
+
+    #[test]
+    fn a_damaged_sheet_is_a_bad_workbook_naming_the_sheet_and_the_cell() {
+        let sheet = format!(
+            r#"{}<x:row r="2">{}<x:c r="D2" t="s"><x:v>7</x:v></x:c></x:row>"#,
+            header_row(),
+            inline("A2", "a@engie.com"),
+        );
+        let err = parse(&package("", &sheet, None), "book.xlsx").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ParseError::BadWorkbook { .. }), "{msg}");
+        assert!(
+            msg.contains(
+                "sheet 'Data': xl/worksheets/sheet1.xml: D2: shared string '7' does not exist"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_very_wide_sheet_reads_the_export_columns_wherever_they_are() {
+        let mut wb = Workbook::new();
+        let ws = wb.add_worksheet();
+        // 3,000 columns of other data with the export's columns from column 2,500 on. Row
+        // 3 holds one cell among the header's columns: it counts (and is rejected); row 4
+        // one cell right of the header, which is not part of the export: it does not.
+        for col in 0..3_000u16 {
+            ws.write_string(0, col, format!("Other {col}")).unwrap();
+            ws.write_number(1, col, f64::from(col)).unwrap();
+        }
+        write_header(ws, 0, 2_500);
+        write_row(ws, 1, 2_500, "a@engie.com", "2024-03-04T14:52:00Z");
+        ws.write_string(2, 2_900, "x").unwrap();
+        ws.write_string(3, 16_000, "far right").unwrap();
+        let p = parse(&save(&mut wb), "book.xlsx").unwrap();
+        assert_eq!(p.total_rows, 2);
+        assert_eq!(p.findings.len(), 1);
+        assert_eq!(p.findings[0].owner.as_str(), "a@engie.com");
+        assert_eq!(p.findings[0].lookout_id.as_deref(), Some("c4b6f57b"));
+        assert_eq!(p.rejected[0].row, 3);
     }
 
     #[test]
