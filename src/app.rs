@@ -437,21 +437,8 @@ pub(crate) const BLOB_SOURCE_SETTINGS: [(&str, &str); 5] = [
 mod tests {
     use super::*;
     use crate::config::Env;
+    use crate::graph::tests::NoTokens;
     use crate::graph::Pace;
-    use crate::http::TokenError;
-
-    struct NoTokens;
-
-    #[async_trait::async_trait]
-    impl AccessTokens for NoTokens {
-        async fn token(&self, scope: &str) -> Result<String, TokenError> {
-            Err(TokenError {
-                scope: scope.into(),
-                detail: "none in unit tests".into(),
-            })
-        }
-        fn invalidate(&self, _scope: &str) {}
-    }
 
     fn wiring(pairs: &[(&str, &str)]) -> Wiring {
         let config = Config::from_env_map(&Env::from_pairs(pairs)).unwrap();

@@ -426,12 +426,13 @@ fn not_found_is_none<T>(result: Result<T, GraphError>) -> Result<Option<T>, Grap
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::http::TokenError;
     use async_trait::async_trait;
 
-    struct NoTokens;
+    /// Tokens for unit tests that never reach a token endpoint (also used by app's tests).
+    pub(crate) struct NoTokens;
 
     #[async_trait]
     impl AccessTokens for NoTokens {

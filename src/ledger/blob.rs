@@ -42,7 +42,7 @@
 
 use super::{
     checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
-    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, Layout, LedgerError,
     LedgerEvent, LedgerSnapshot, LedgerStore, LineSplitter, ReportStore, RunLock, SegmentFold,
     DEFAULT_RETENTION_DAYS,
 };
@@ -118,22 +118,7 @@ fn segment_number(name: &str) -> Option<u32> {
 }
 
 fn checkpoint_name(n: u32) -> String {
-    format!("{LEDGER_PREFIX}checkpoint-{n:06}.jsonl")
-}
-
-fn checkpoint_number(name: &str) -> Option<u32> {
-    name.strip_prefix(LEDGER_PREFIX)?
-        .strip_prefix("checkpoint-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
-}
-
-/// The ledger's blobs: segment and checkpoint numbers with their sizes (from one listing).
-#[derive(Debug, Default)]
-struct Layout {
-    segments: BTreeMap<u32, u64>,
-    checkpoints: BTreeMap<u32, u64>,
+    super::checkpoint_name(LEDGER_PREFIX, n)
 }
 
 /// Starts the detail of an error about a blob deleted while it was read (a checkpoint ran
@@ -332,7 +317,7 @@ impl BlobLedger {
                 .unwrap_or(0);
             if let Some(n) = segment_number(&name) {
                 layout.segments.insert(n, len);
-            } else if let Some(n) = checkpoint_number(&name) {
+            } else if let Some(n) = super::checkpoint_number(LEDGER_PREFIX, &name) {
                 layout.checkpoints.insert(n, len);
             }
         }

@@ -14,14 +14,13 @@
 
 use super::{
     checkpoint_due_after, covered_by, replay_tail, write_checkpoint, CheckpointDone,
-    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, LedgerError,
+    CheckpointHeader, CheckpointOptions, CheckpointReader, CheckpointStep, Layout, LedgerError,
     LedgerEvent, LedgerSnapshot, LedgerStore, ReportStore, RunLock, SegmentFold,
     DEFAULT_RETENTION_DAYS,
 };
 use crate::report::RunReport;
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, Utc};
-use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -576,21 +575,7 @@ fn segment_number(name: &str) -> Option<u32> {
 }
 
 fn checkpoint_file(n: u32) -> String {
-    format!("checkpoint-{n:06}.jsonl")
-}
-
-fn checkpoint_number(name: &str) -> Option<u32> {
-    name.strip_prefix("checkpoint-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
-}
-
-/// The ledger's files in the folder: segment and checkpoint numbers with their sizes.
-#[derive(Debug, Default)]
-struct Layout {
-    segments: BTreeMap<u32, u64>,
-    checkpoints: BTreeMap<u32, u64>,
+    super::checkpoint_name("", n)
 }
 
 impl Layout {
@@ -606,7 +591,7 @@ impl Layout {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            let (n, map) = match (segment_number(&name), checkpoint_number(&name)) {
+            let (n, map) = match (segment_number(&name), super::checkpoint_number("", &name)) {
                 (Some(n), _) => (n, &mut layout.segments),
                 (None, Some(n)) => (n, &mut layout.checkpoints),
                 (None, None) => continue,

@@ -41,6 +41,27 @@ pub(crate) fn covered_by(previous: Option<&(CheckpointHeader, u64)>, n: u32) -> 
         .unwrap_or(0)
 }
 
+/// A store's segments and checkpoints by number, with their sizes in bytes, from one listing.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    pub(crate) segments: std::collections::BTreeMap<u32, u64>,
+    pub(crate) checkpoints: std::collections::BTreeMap<u32, u64>,
+}
+
+/// The name of checkpoint `n` below `prefix` (the folder's or container's ledger prefix).
+pub(crate) fn checkpoint_name(prefix: &str, n: u32) -> String {
+    format!("{prefix}checkpoint-{n:06}.jsonl")
+}
+
+/// The number of the checkpoint called `name` below `prefix`, if it is one.
+pub(crate) fn checkpoint_number(prefix: &str, name: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?
+        .strip_prefix("checkpoint-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
 /// A new checkpoint's fold of the segments, the same in every store: where each segment's
 /// replay ended (the header's `covers`: what is replayed from there after it) and how many
 /// events the fold applied.
